@@ -1,0 +1,3 @@
+## src/core: tensors, errors, ops, backends
+src_libsdbatch_a_SOURCES += src/core/error.c src/core/error.h \
+	src/core/tensor.c src/core/tensor.h

@@ -1,0 +1,98 @@
+/* pipeline.h: the engine as the rest of sdbatch sees it.
+ *
+ * Prompt and parameters in; images and progress events out.  A model is
+ * loaded once (sd_model_load) and reused by every job that names the same
+ * files.  Nothing here knows about spools, job files or PNG files. */
+#ifndef SD_PIPELINE_H
+#define SD_PIPELINE_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+
+enum sd_sampler {
+	SD_SAMPLER_EULER_A, SD_SAMPLER_EULER, SD_SAMPLER_DDIM,
+	SD_SAMPLER_DPMPP_2M, SD_SAMPLER_LMS, SD_SAMPLER_PNDM,
+	SD_SAMPLER_COUNT
+};
+enum sd_schedule { SD_SCHEDULE_NORMAL, SD_SCHEDULE_KARRAS };
+enum sd_rng_kind { SD_RNG_CPU, SD_RNG_CUDA };
+
+/* "euler_a" <-> SD_SAMPLER_EULER_A ...; parse returns -1 when unknown. */
+const char *sd_sampler_name(enum sd_sampler s);
+int sd_sampler_parse(const char *name, enum sd_sampler *out);
+/* A1111's display name ("Euler a", "DPM++ 2M", ...) for PNG metadata. */
+const char *sd_sampler_a1111_name(enum sd_sampler s);
+const char *sd_schedule_name(enum sd_schedule s);
+int sd_schedule_parse(const char *name, enum sd_schedule *out);
+const char *sd_rng_name(enum sd_rng_kind r);
+int sd_rng_parse(const char *name, enum sd_rng_kind *out);
+
+/* Where the model comes from. */
+struct sd_model_spec {
+	const char *model;	/* single-file checkpoint or diffusers folder */
+	const char *unet;	/* optional: the UNet from this file instead */
+	const char *vae;	/* optional: the VAE from this file instead */
+	const char *tokenizer;	/* optional: folder with vocab.json + merges.txt */
+	const char *device;	/* "cpu" (default), "cuda", "cuda:N" */
+	int threads;		/* 0: the default (physical cores) */
+};
+
+struct sd_model;
+
+struct sd_model *sd_model_load(const struct sd_model_spec *spec, struct sd_error *err);
+void sd_model_free(struct sd_model *m);
+/* "sd15", "sd15-inpaint", ... */
+const char *sd_model_arch(const struct sd_model *m);
+
+/* One job's parameters (defaults: sd_params_init). */
+struct sd_params {
+	const char *prompt;
+	const char *negative_prompt;	/* "" when none */
+	int width, height;		/* multiples of 8 */
+	int steps;
+	float guidance_scale;
+	enum sd_sampler sampler;
+	enum sd_schedule schedule;
+	uint64_t seed;			/* image i uses seed + i */
+	enum sd_rng_kind rng;
+	int clip_skip;			/* A1111 meaning: 1 = last layer */
+	/* img2img / inpainting: 8-bit RGB, width x height; mask 8-bit grey,
+	 * white = repaint.  NULL when unused. */
+	const uint8_t *init_rgb;
+	const uint8_t *mask_grey;
+	float strength;			/* (0, 1], img2img and inpainting */
+};
+
+void sd_params_init(struct sd_params *p);
+
+struct sd_progress {
+	const char *event;	/* "loading", "encoding", "step", "decoding" */
+	int step, steps;	/* sampling steps of this image */
+	double elapsed_s;	/* since this image started */
+	double eta_s;		/* estimate for this image, -1 unknown */
+};
+
+/* Called after every sampling step (and at phase changes).  Return 0 to go
+ * on, nonzero to stop: sd_generate then fails with SD_EREQUEUED. */
+typedef int (*sd_progress_fn)(void *user, const struct sd_progress *p);
+
+struct sd_image {
+	int width, height;
+	uint8_t *rgb;		/* width*height*3, malloc'd; sd_image_free */
+	uint64_t seed;		/* the seed this image used */
+};
+
+void sd_image_free(struct sd_image *img);
+
+struct sd_timings {
+	double encode_s, sample_s, decode_s;
+};
+
+/* Render image number index of the job (seed = p->seed + index).
+ * Returns 0, or -1 with err filled (SD_EREQUEUED when progress said stop). */
+int sd_generate(struct sd_model *m, const struct sd_params *p, int index,
+    struct sd_image *out, struct sd_timings *timings,
+    sd_progress_fn progress, void *user, struct sd_error *err);
+
+#endif

@@ -1,0 +1,9 @@
+## tests: TAP test programs and scripts
+check_LIBRARIES = tests/libtestutil.a
+tests_libtestutil_a_SOURCES = tests/tap.c tests/tap.h tests/testutil.c tests/testutil.h
+TEST_LDADD = tests/libtestutil.a $(LDADD)
+EXTRA_DIST += tests/summary.sh
+
+check_PROGRAMS += tests/test_safetensors
+tests_test_safetensors_LDADD = $(TEST_LDADD)
+TESTS += tests/test_safetensors

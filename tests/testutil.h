@@ -1,0 +1,26 @@
+/* testutil.h: shared helpers of the test programs. */
+#ifndef SD_TESTUTIL_H
+#define SD_TESTUTIL_H
+
+#include <stddef.h>
+
+#include "io/safetensors.h"
+#include "tap.h"
+
+/* The shared/ folder ($SDBATCH_SHARED, else ../shared), or NULL if absent. */
+const char *shared_dir(void);
+/* "<shared>/<rel>" in a static buffer, or NULL when shared/ is absent. */
+const char *shared_path(const char *rel);
+/* Open testdata/sd15-tiny/goldens/<name>.safetensors; NULL (with a
+ * diagnostic) when missing. */
+struct st_file *golden_open(const char *name);
+/* A golden tensor as freshly malloc'd F32 (I32/U8 are widened too); exits
+ * the test with a "not ok" when the tensor is missing.  n gets numel. */
+float *golden_f32(struct st_file *g, const char *name, size_t *n);
+
+/* Compare got with want elementwise: |got - want| <= atol + rtol*|want|.
+ * Reports one TAP result named what, with the max abs diff; returns pass. */
+int check_close(const char *what, const float *got, const float *want, size_t n,
+    double atol, double rtol);
+
+#endif
