@@ -4,6 +4,7 @@ tests_libtestutil_a_SOURCES = tests/tap.c tests/tap.h tests/testutil.c tests/tes
 TEST_LDADD = tests/libtestutil.a $(LDADD)
 EXTRA_DIST += tests/summary.sh
 
-check_PROGRAMS += tests/test_safetensors
+check_PROGRAMS += tests/test_safetensors tests/test_ops
 tests_test_safetensors_LDADD = $(TEST_LDADD)
-TESTS += tests/test_safetensors
+tests_test_ops_LDADD = $(TEST_LDADD)
+TESTS += tests/test_safetensors tests/test_ops

@@ -1,0 +1,56 @@
+/* backend.h: what a compute backend provides (see ops.h for the meaning of
+ * each operation; the op_* functions forward to these). */
+#ifndef SD_BACKEND_H
+#define SD_BACKEND_H
+
+#include "core/ops.h"
+
+struct sd_backend {
+	const char *name;
+	/* Set up c->state for device index `device`; 0 or -1 with err. */
+	int (*init)(struct sd_ctx *c, int device, struct sd_error *err);
+	void (*fini)(struct sd_ctx *c);
+	const char *(*describe)(const struct sd_ctx *c);
+
+	/* Backend memory for the arena's chunks (NULL when out of memory). */
+	void *(*mem_alloc)(struct sd_ctx *c, size_t bytes);
+	void (*mem_free)(struct sd_ctx *c, void *p);
+	void (*upload)(struct sd_ctx *c, float *dst, const float *host, size_t n);
+	void (*download)(struct sd_ctx *c, float *host, const float *src, size_t n);
+
+	void (*conv2d)(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
+	    const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
+	    int pt, int pl, int pb, int pr);
+	void (*linear)(struct sd_ctx *c, float *y, const float *x, int m, int k,
+	    const struct sd_tensor *weight, const struct sd_tensor *bias);
+	void (*group_norm)(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
+	    int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta,
+	    int silu);
+	void (*layer_norm)(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+	    float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta);
+	void (*attention)(struct sd_ctx *c, float *out, const float *q, int ldq,
+	    const float *k, int ldk, const float *v, int ldv,
+	    int b, int lq, int lk, int heads, int dh, float scale, int causal);
+	void (*unary)(struct sd_ctx *c, float *x, size_t n, int kind);
+	void (*geglu)(struct sd_ctx *c, float *y, const float *p, int rows, int d);
+	void (*add)(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n);
+	void (*lerp)(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n);
+	void (*scale)(struct sd_ctx *c, float *x, float s, size_t n);
+	void (*add_channel)(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw);
+	void (*upsample2x)(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w);
+	void (*concat)(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb,
+	    int n, int hw);
+	void (*transpose)(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols);
+	void (*embed)(struct sd_ctx *c, float *y, const int *ids, int count,
+	    const struct sd_tensor *table, const struct sd_tensor *pos, int npos);
+	void (*copy)(struct sd_ctx *c, float *y, const float *x, size_t n);
+};
+
+enum { SD_UNARY_SILU, SD_UNARY_GELU, SD_UNARY_QUICK_GELU };
+
+extern const struct sd_backend sd_backend_cpu;
+#ifdef HAVE_CUDA
+extern const struct sd_backend sd_backend_cuda;
+#endif
+
+#endif

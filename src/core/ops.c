@@ -1,0 +1,301 @@
+/* ops.c: the compute context, its arena, and the op_* entry points that
+ * forward to the context's backend. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/ops.h"
+
+#define ARENA_CHUNK ((size_t)64 << 20)	/* bytes */
+#define ARENA_ALIGN 64
+
+struct chunk {
+	char *base;
+	size_t size, used;
+};
+
+struct sd_arena {
+	struct chunk *chunks;
+	int nchunks, current;
+	size_t high_water;
+};
+
+struct sd_ctx *
+sd_ctx_new(const char *device, int threads, struct sd_error *err)
+{
+	const struct sd_backend *be = &sd_backend_cpu;
+	struct sd_ctx *c;
+	int index = 0;
+
+	if (device == NULL || *device == '\0' || strcmp(device, "cpu") == 0) {
+		be = &sd_backend_cpu;
+	} else if (strncmp(device, "cuda", 4) == 0 &&
+	    (device[4] == '\0' || device[4] == ':')) {
+		if (device[4] == ':') {
+			char *end;
+			long v = strtol(device + 5, &end, 10);
+			if (end == device + 5 || *end != '\0' || v < 0 || v > 255) {
+				sd_fail(err, SD_EUSAGE, "bad device \"%s\" (cpu, cuda or cuda:N)", device);
+				return NULL;
+			}
+			index = (int)v;
+		}
+#ifdef HAVE_CUDA
+		be = &sd_backend_cuda;
+#else
+		sd_fail(err, SD_EUNAVAILABLE, "device \"%s\": this sdbatch was built without CUDA support "
+		    "(configure --enable-cuda)", device);
+		return NULL;
+#endif
+	} else {
+		sd_fail(err, SD_EUSAGE, "unknown device \"%s\" (cpu, cuda or cuda:N)", device);
+		return NULL;
+	}
+	c = calloc(1, sizeof *c);
+	if (c == NULL || (c->arena = calloc(1, sizeof *c->arena)) == NULL) {
+		free(c);
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	c->be = be;
+	c->threads = threads;
+	if (be->init(c, index, err) < 0) {
+		free(c->arena);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+sd_ctx_free(struct sd_ctx *c)
+{
+	if (c == NULL)
+		return;
+	for (int i = 0; i < c->arena->nchunks; i++)
+		c->be->mem_free(c, c->arena->chunks[i].base);
+	free(c->arena->chunks);
+	free(c->arena);
+	c->be->fini(c);
+	free(c);
+}
+
+const char *
+sd_ctx_describe(const struct sd_ctx *c)
+{
+	return c->be->describe(c);
+}
+
+static size_t
+arena_total(const struct sd_arena *a)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < a->nchunks; i++)
+		total += a->chunks[i].size;
+	return total;
+}
+
+float *
+sd_alloc(struct sd_ctx *c, size_t n)
+{
+	struct sd_arena *a = c->arena;
+	size_t bytes = (n * sizeof(float) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+
+	if (bytes == 0)
+		bytes = ARENA_ALIGN;
+	for (;;) {
+		if (a->current < a->nchunks) {
+			struct chunk *ch = &a->chunks[a->current];
+			if (ch->size - ch->used >= bytes) {
+				void *p = ch->base + ch->used;
+				ch->used += bytes;
+				return p;
+			}
+			/* Move on to the next chunk, if there is one big enough. */
+			if (a->current + 1 < a->nchunks && a->chunks[a->current + 1].size >= bytes) {
+				a->current++;
+				a->chunks[a->current].used = 0;
+				continue;
+			}
+		}
+		/* Insert a new chunk after the current one. */
+		size_t size = bytes > ARENA_CHUNK ? bytes : ARENA_CHUNK;
+		struct chunk *chunks = realloc(a->chunks, (size_t)(a->nchunks + 1) * sizeof *chunks);
+		if (chunks == NULL)
+			goto oom;
+		a->chunks = chunks;
+		int at = a->current < a->nchunks ? a->current + 1 : a->nchunks;
+		memmove(&a->chunks[at + 1], &a->chunks[at], (size_t)(a->nchunks - at) * sizeof *chunks);
+		a->chunks[at].base = c->be->mem_alloc(c, size);
+		if (a->chunks[at].base == NULL) {
+			memmove(&a->chunks[at], &a->chunks[at + 1], (size_t)(a->nchunks - at) * sizeof *chunks);
+			goto oom;
+		}
+		a->chunks[at].size = size;
+		a->chunks[at].used = 0;
+		a->nchunks++;
+		a->current = at;
+		if (arena_total(a) > a->high_water)
+			a->high_water = arena_total(a);
+	}
+oom:
+	fprintf(stderr, "sdbatch: out of %s memory allocating %zu MiB of activations\n",
+	    c->be->name, bytes >> 20);
+	exit(SD_EINTERNAL);
+}
+
+size_t
+sd_mark(struct sd_ctx *c)
+{
+	struct sd_arena *a = c->arena;
+
+	if (a->current >= a->nchunks)
+		return 0;
+	return ((size_t)a->current << 40) | a->chunks[a->current].used;
+}
+
+void
+sd_release(struct sd_ctx *c, size_t mark)
+{
+	struct sd_arena *a = c->arena;
+	int idx = (int)(mark >> 40);
+
+	if (a->nchunks == 0)
+		return;
+	a->current = idx;
+	a->chunks[idx].used = mark & (((size_t)1 << 40) - 1);
+	for (int i = idx + 1; i < a->nchunks; i++)
+		a->chunks[i].used = 0;
+}
+
+size_t
+sd_arena_bytes(const struct sd_ctx *c)
+{
+	return c->arena->high_water;
+}
+
+void
+sd_upload(struct sd_ctx *c, float *dst, const float *host, size_t n)
+{
+	c->be->upload(c, dst, host, n);
+}
+
+void
+sd_download(struct sd_ctx *c, float *host, const float *src, size_t n)
+{
+	c->be->download(c, host, src, n);
+}
+
+void
+op_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const struct sd_tensor *bias, int stride, int pad)
+{
+	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride, pad, pad, pad, pad);
+}
+
+void
+op_conv2d_pad(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
+    int pad_top, int pad_left, int pad_bottom, int pad_right)
+{
+	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride,
+	    pad_top, pad_left, pad_bottom, pad_right);
+}
+
+void
+op_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
+    const struct sd_tensor *weight, const struct sd_tensor *bias)
+{
+	c->be->linear(c, y, x, m, k, weight, bias);
+}
+
+void
+op_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
+    int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta, int silu)
+{
+	c->be->group_norm(c, y, x, n, ch, hw, groups, eps, gamma, beta, silu);
+}
+
+void
+op_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta)
+{
+	c->be->layer_norm(c, y, x, rows, dim, eps, gamma, beta);
+}
+
+void
+op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
+    const float *k, int ldk, const float *v, int ldv,
+    int b, int lq, int lk, int heads, int dh, float scale, int causal)
+{
+	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
+}
+
+void op_silu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_SILU); }
+void op_gelu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_GELU); }
+void op_quick_gelu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_QUICK_GELU); }
+
+void
+op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)
+{
+	c->be->geglu(c, y, p, rows, d);
+}
+
+void
+op_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
+{
+	c->be->add(c, y, a, b, n);
+}
+
+void
+op_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n)
+{
+	c->be->lerp(c, y, a, b, s, n);
+}
+
+void
+op_scale(struct sd_ctx *c, float *x, float s, size_t n)
+{
+	c->be->scale(c, x, s, n);
+}
+
+void
+op_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw)
+{
+	c->be->add_channel(c, x, v, n, ch, hw);
+}
+
+void
+op_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w)
+{
+	c->be->upsample2x(c, y, x, n, ch, h, w);
+}
+
+void
+op_concat(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
+{
+	c->be->concat(c, y, a, ca, b, cb, n, hw);
+}
+
+void
+op_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols)
+{
+	c->be->transpose(c, y, x, n, rows, cols);
+}
+
+void
+op_embed(struct sd_ctx *c, float *y, const int *ids, int count,
+    const struct sd_tensor *table, const struct sd_tensor *pos, int npos)
+{
+	c->be->embed(c, y, ids, count, table, pos, npos);
+}
+
+void
+op_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
+{
+	c->be->copy(c, y, x, n);
+}

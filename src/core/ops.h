@@ -1,0 +1,118 @@
+/* ops.h: the numerical operations the models are written in.
+ *
+ * The models (CLIP, UNet, VAE) call these functions and nothing else for
+ * their arithmetic, so that a backend (CPU: OpenMP + CBLAS; CUDA: cuBLAS +
+ * kernels) can be chosen at run time without touching the models.
+ *
+ * Conventions:
+ * - Activations are F32 and live in the backend's memory (host memory for
+ *   the CPU backend, device memory for CUDA); get them with sd_alloc() from
+ *   the context's arena, move data in and out with sd_upload/sd_download.
+ * - Images are NCHW, contiguous.  Token sequences are [B, L, C] contiguous.
+ * - Weights are struct sd_tensor views of the checkpoint (mmap'd, F32, F16
+ *   or BF16); the backend widens or uploads them as it needs.
+ * - y may not alias x unless a function says so ("in place"). */
+#ifndef SD_OPS_H
+#define SD_OPS_H
+
+#include <stddef.h>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+struct sd_backend;
+
+/* The compute context a model runs in. */
+struct sd_ctx {
+	const struct sd_backend *be;
+	void *state;		/* the backend's own (scratch buffers, handles) */
+	struct sd_arena *arena;	/* activations */
+	int threads;
+};
+
+/* Make a context for "cpu", "cuda" or "cuda:N" (threads 0 = default). */
+struct sd_ctx *sd_ctx_new(const char *device, int threads, struct sd_error *err);
+void sd_ctx_free(struct sd_ctx *c);
+/* "cpu" or "cuda:0 (NVIDIA H100 ...)". */
+const char *sd_ctx_describe(const struct sd_ctx *c);
+
+/* ---- memory: a bump arena of backend memory ---- */
+/* n floats from the arena (never NULL: out of memory aborts the process
+ * with a message naming the size; the arena grows in chunks and keeps them,
+ * so a second forward at the same size allocates nothing new). */
+float *sd_alloc(struct sd_ctx *c, size_t n);
+/* Remember the arena's top, and free everything allocated since. */
+size_t sd_mark(struct sd_ctx *c);
+void sd_release(struct sd_ctx *c, size_t mark);
+void sd_upload(struct sd_ctx *c, float *dst, const float *host, size_t n);
+void sd_download(struct sd_ctx *c, float *host, const float *src, size_t n);
+/* Bytes the arena holds (its high-water mark). */
+size_t sd_arena_bytes(const struct sd_ctx *c);
+
+/* ---- the ops ---- */
+
+/* y[n, cout, oh, ow] = conv2d(x[n, cin, h, w]) with weight [cout, cin, kh, kw]
+ * and bias [cout] (may be NULL); zero padding pad on all sides;
+ * oh = (h + 2*pad - kh)/stride + 1 (likewise ow). */
+void op_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const struct sd_tensor *bias, int stride, int pad);
+/* The same with separate padding per side (the VAE encoder's downsample pads
+ * right and bottom by one, nothing else). */
+void op_conv2d_pad(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
+    int pad_top, int pad_left, int pad_bottom, int pad_right);
+
+/* y[m, nout] = x[m, k] @ weight[nout, k]^T + bias[nout] (bias may be NULL).
+ * A 1x1 conv weight [nout, k, 1, 1] is accepted too. */
+void op_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
+    const struct sd_tensor *weight, const struct sd_tensor *bias);
+
+/* GroupNorm over x[n, ch, hw] with `groups` groups, eps, per-channel affine
+ * gamma/beta [ch]; then SiLU when silu != 0.  In place allowed (y == x). */
+void op_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
+    int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta,
+    int silu);
+
+/* LayerNorm over the last dim of x[rows, dim]; in place allowed. */
+void op_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta);
+
+/* Multi-head attention: q [b, lq, heads*dh], k and v [b, lk, heads*dh] (k and
+ * v rows may have their own strides: ldk/ldv floats between rows, so that
+ * slices of a fused kv buffer work; ldq likewise; out is contiguous
+ * [b, lq, heads*dh]).  scores = q.k * scale, softmax over the keys (causal:
+ * key j > query i is masked), out = softmax . v.  Computed in blocks; the
+ * whole lq x lk score matrix is never held. */
+void op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
+    const float *k, int ldk, const float *v, int ldv,
+    int b, int lq, int lk, int heads, int dh, float scale, int causal);
+
+/* Elementwise, in place: x = silu(x), gelu(x) (exact erf), quick_gelu(x). */
+void op_silu(struct sd_ctx *c, float *x, size_t n);
+void op_gelu(struct sd_ctx *c, float *x, size_t n);
+void op_quick_gelu(struct sd_ctx *c, float *x, size_t n);
+/* GEGLU: p[rows, 2*d] -> y[rows, d] = p[:, :d] * gelu(p[:, d:]). */
+void op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d);
+/* y = a + b (y may alias a or b). */
+void op_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n);
+/* y = a + s*(b - a): classifier-free guidance and other blends. */
+void op_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n);
+/* x = x * s. */
+void op_scale(struct sd_ctx *c, float *x, float s, size_t n);
+/* x[n, ch, hw] += v[n, ch] broadcast over hw (the UNet's time embedding). */
+void op_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw);
+/* y[n, ch, 2h, 2w] = nearest-neighbour 2x upsampling of x[n, ch, h, w]. */
+void op_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w);
+/* y[n, ca+cb, hw] = concat(a[n, ca, hw], b[n, cb, hw]) along channels. */
+void op_concat(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb,
+    int n, int hw);
+/* y[n, hw, ch] = transpose of x[n, ch, hw] (and back with the dims swapped). */
+void op_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols);
+/* y[i, :] = table[ids[i], :] + (pos ? pos[i % npos, :] : 0): token plus
+ * position embeddings (ids are host memory). */
+void op_embed(struct sd_ctx *c, float *y, const int *ids, int count,
+    const struct sd_tensor *table, const struct sd_tensor *pos, int npos);
+/* Copy n floats (backend memory to backend memory). */
+void op_copy(struct sd_ctx *c, float *y, const float *x, size_t n);
+
+#endif

@@ -1,0 +1,398 @@
+/* test_ops.c: every op of the backend against a plain reference loop, on
+ * random inputs and odd sizes (the CPU backend here; the CUDA backend is
+ * checked against the same references when it is built and a GPU is there). */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+#include "testutil.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+
+static float
+frand(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static float *
+randv(size_t n)
+{
+	float *v = malloc(n * sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = frand();
+	return v;
+}
+
+/* A weight tensor in dtype dt holding the values of f (rounded for F16). */
+static struct sd_tensor
+mkweight(enum sd_dtype dt, float *f, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+	struct sd_tensor t = {.dtype = dt, .ndim = ndim, .shape = {d0, d1, d2, d3}};
+	size_t n = (size_t)sd_tensor_numel(&t);
+
+	if (dt == SD_F32) {
+		t.data = f;
+	} else {
+		uint16_t *h = malloc(n * 2);
+		for (size_t i = 0; i < n; i++) {
+			h[i] = dt == SD_F16 ? sd_f32_to_f16(f[i]) : sd_f32_to_bf16(f[i]);
+			f[i] = dt == SD_F16 ? sd_f16_to_f32(h[i]) : sd_bf16_to_f32(h[i]);
+		}
+		t.data = h;
+	}
+	return t;
+}
+
+static float *
+to_dev(struct sd_ctx *c, const float *h, size_t n)
+{
+	float *d = sd_alloc(c, n);
+	sd_upload(c, d, h, n);
+	return d;
+}
+
+static float *
+from_dev(struct sd_ctx *c, const float *d, size_t n)
+{
+	float *h = malloc(n * sizeof *h);
+	sd_download(c, h, d, n);
+	return h;
+}
+
+static void
+test_conv(struct sd_ctx *c, enum sd_dtype dt, int n, int cin, int h, int w, int cout, int k,
+    int stride, int pt, int pl, int pb, int pr)
+{
+	float *x = randv((size_t)n * cin * h * w), *wf = randv((size_t)cout * cin * k * k);
+	float *bf = randv((size_t)cout);
+	struct sd_tensor W = mkweight(dt, wf, 4, cout, cin, k, k), B = mkweight(SD_F32, bf, 1, cout, 0, 0, 0);
+	int oh = (h + pt + pb - k) / stride + 1, ow = (w + pl + pr - k) / stride + 1;
+	size_t ny = (size_t)n * cout * oh * ow;
+	float *ref = calloc(ny, sizeof *ref);
+	size_t mark = sd_mark(c);
+
+	for (int b = 0; b < n; b++)
+		for (int co = 0; co < cout; co++)
+			for (int oy = 0; oy < oh; oy++)
+				for (int ox = 0; ox < ow; ox++) {
+					double acc = bf[co];
+					for (int ci = 0; ci < cin; ci++)
+						for (int ky = 0; ky < k; ky++)
+							for (int kx = 0; kx < k; kx++) {
+								int iy = oy * stride - pt + ky, ix = ox * stride - pl + kx;
+								if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+									continue;
+								acc += (double)wf[((co * cin + ci) * k + ky) * k + kx] *
+								    x[((size_t)(b * cin + ci) * h + iy) * w + ix];
+							}
+					ref[((size_t)(b * cout + co) * oh + oy) * ow + ox] = (float)acc;
+				}
+	float *dx = to_dev(c, x, (size_t)n * cin * h * w), *dy = sd_alloc(c, ny);
+	op_conv2d_pad(c, dy, dx, n, cin, h, w, &W, &B, stride, pt, pl, pb, pr);
+	float *got = from_dev(c, dy, ny);
+	char what[160];
+	snprintf(what, sizeof what, "conv2d %s n%d cin%d %dx%d cout%d k%d s%d pad %d,%d,%d,%d",
+	    sd_dtype_name(dt), n, cin, h, w, cout, k, stride, pt, pl, pb, pr);
+	check_close(what, got, ref, ny, 1e-4, 1e-4);
+	sd_release(c, mark);
+	if (dt != SD_F32)
+		free(W.data);
+	free(x); free(wf); free(bf); free(ref); free(got);
+}
+
+static void
+test_linear(struct sd_ctx *c, enum sd_dtype dt, int m, int k, int nout, int bias)
+{
+	float *x = randv((size_t)m * k), *wf = randv((size_t)nout * k), *bf = randv((size_t)nout);
+	struct sd_tensor W = mkweight(dt, wf, 2, nout, k, 0, 0), B = mkweight(dt, bf, 1, nout, 0, 0, 0);
+	float *ref = malloc((size_t)m * nout * sizeof *ref);
+	size_t mark = sd_mark(c);
+
+	for (int i = 0; i < m; i++)
+		for (int j = 0; j < nout; j++) {
+			double acc = bias ? bf[j] : 0;
+			for (int l = 0; l < k; l++)
+				acc += (double)x[(size_t)i * k + l] * wf[(size_t)j * k + l];
+			ref[(size_t)i * nout + j] = (float)acc;
+		}
+	float *dx = to_dev(c, x, (size_t)m * k), *dy = sd_alloc(c, (size_t)m * nout);
+	op_linear(c, dy, dx, m, k, &W, bias ? &B : NULL);
+	float *got = from_dev(c, dy, (size_t)m * nout);
+	char what[128];
+	snprintf(what, sizeof what, "linear %s %dx%d -> %d%s", sd_dtype_name(dt), m, k, nout, bias ? " +bias" : "");
+	check_close(what, got, ref, (size_t)m * nout, 1e-4, 1e-4);
+	sd_release(c, mark);
+	if (dt != SD_F32) {
+		free(W.data);
+		free(B.data);
+	}
+	free(x); free(wf); free(bf); free(ref); free(got);
+}
+
+static void
+test_group_norm(struct sd_ctx *c, int n, int ch, int hw, int groups, int silu)
+{
+	size_t total = (size_t)n * ch * hw;
+	float *x = randv(total), *g = randv((size_t)ch), *bt = randv((size_t)ch);
+	float *ref = malloc(total * sizeof *ref);
+	struct sd_tensor G = mkweight(SD_F32, g, 1, ch, 0, 0, 0), Bt = mkweight(SD_F32, bt, 1, ch, 0, 0, 0);
+	int cg = ch / groups;
+	size_t mark = sd_mark(c);
+
+	for (size_t i = 0; i < total / 7; i++)
+		x[i] += 3.0f;	/* an offset mean, as real activations have */
+	for (int b = 0; b < n; b++)
+		for (int gi = 0; gi < groups; gi++) {
+			double s = 0, sq = 0;
+			size_t off = ((size_t)b * ch + (size_t)gi * cg) * hw, cnt = (size_t)cg * hw;
+			for (size_t i = 0; i < cnt; i++)
+				s += x[off + i];
+			double mean = s / cnt;
+			for (size_t i = 0; i < cnt; i++)
+				sq += (x[off + i] - mean) * (x[off + i] - mean);
+			double inv = 1.0 / sqrt(sq / cnt + 1e-5);
+			for (size_t i = 0; i < cnt; i++) {
+				int chn = gi * cg + (int)(i / hw);
+				double v = (x[off + i] - mean) * inv * g[chn] + bt[chn];
+				if (silu)
+					v = v / (1 + exp(-v));
+				ref[off + i] = (float)v;
+			}
+		}
+	float *dx = to_dev(c, x, total);
+	op_group_norm(c, dx, dx, n, ch, hw, groups, 1e-5f, &G, &Bt, silu);
+	float *got = from_dev(c, dx, total);
+	char what[128];
+	snprintf(what, sizeof what, "group_norm n%d ch%d hw%d groups%d%s (in place)", n, ch, hw, groups,
+	    silu ? " +silu" : "");
+	check_close(what, got, ref, total, 1e-5, 1e-5);
+	sd_release(c, mark);
+	free(x); free(g); free(bt); free(ref); free(got);
+}
+
+static void
+test_layer_norm(struct sd_ctx *c, int rows, int dim)
+{
+	size_t total = (size_t)rows * dim;
+	float *x = randv(total), *g = randv((size_t)dim), *bt = randv((size_t)dim);
+	float *ref = malloc(total * sizeof *ref);
+	struct sd_tensor G = mkweight(SD_F32, g, 1, dim, 0, 0, 0), Bt = mkweight(SD_F32, bt, 1, dim, 0, 0, 0);
+	size_t mark = sd_mark(c);
+
+	for (int r = 0; r < rows; r++) {
+		double s = 0, sq = 0;
+		for (int i = 0; i < dim; i++)
+			s += x[(size_t)r * dim + i];
+		double mean = s / dim;
+		for (int i = 0; i < dim; i++)
+			sq += (x[(size_t)r * dim + i] - mean) * (x[(size_t)r * dim + i] - mean);
+		double inv = 1.0 / sqrt(sq / dim + 1e-5);
+		for (int i = 0; i < dim; i++)
+			ref[(size_t)r * dim + i] = (float)((x[(size_t)r * dim + i] - mean) * inv * g[i] + bt[i]);
+	}
+	float *dx = to_dev(c, x, total), *dy = sd_alloc(c, total);
+	op_layer_norm(c, dy, dx, rows, dim, 1e-5f, &G, &Bt);
+	float *got = from_dev(c, dy, total);
+	char what[64];
+	snprintf(what, sizeof what, "layer_norm %dx%d", rows, dim);
+	check_close(what, got, ref, total, 1e-5, 1e-5);
+	sd_release(c, mark);
+	free(x); free(g); free(bt); free(ref); free(got);
+}
+
+static void
+test_attention(struct sd_ctx *c, int b, int lq, int lk, int heads, int dh, int causal, int kvpad)
+{
+	int width = heads * dh, ldk = width + kvpad;
+	size_t nq = (size_t)b * lq * width, nk = (size_t)b * lk * ldk;
+	float *q = randv(nq), *k = randv(nk), *v = randv(nk);
+	float *ref = malloc(nq * sizeof *ref), *sc = malloc((size_t)lk * sizeof *sc);
+	float scale = 1.0f / sqrtf((float)dh);
+	size_t mark = sd_mark(c);
+
+	for (int bi = 0; bi < b; bi++)
+		for (int h = 0; h < heads; h++)
+			for (int i = 0; i < lq; i++) {
+				double mx = -1e30, sum = 0;
+				int valid = causal ? i + 1 : lk;
+				for (int j = 0; j < valid; j++) {
+					double s = 0;
+					for (int d = 0; d < dh; d++)
+						s += (double)q[((size_t)bi * lq + i) * width + h * dh + d] *
+						    k[((size_t)bi * lk + j) * ldk + h * dh + d];
+					sc[j] = (float)(s * scale);
+					if (sc[j] > mx)
+						mx = sc[j];
+				}
+				for (int j = 0; j < valid; j++)
+					sum += exp(sc[j] - mx);
+				for (int d = 0; d < dh; d++) {
+					double o = 0;
+					for (int j = 0; j < valid; j++)
+						o += exp(sc[j] - mx) / sum * v[((size_t)bi * lk + j) * ldk + h * dh + d];
+					ref[((size_t)bi * lq + i) * width + h * dh + d] = (float)o;
+				}
+			}
+	float *dq = to_dev(c, q, nq), *dk = to_dev(c, k, nk), *dv = to_dev(c, v, nk), *dout = sd_alloc(c, nq);
+	op_attention(c, dout, dq, width, dk, ldk, dv, ldk, b, lq, lk, heads, dh, scale, causal);
+	float *got = from_dev(c, dout, nq);
+	char what[128];
+	snprintf(what, sizeof what, "attention b%d lq%d lk%d heads%d dh%d%s%s", b, lq, lk, heads, dh,
+	    causal ? " causal" : "", kvpad ? " strided k/v" : "");
+	check_close(what, got, ref, nq, 1e-5, 1e-4);
+	sd_release(c, mark);
+	free(q); free(k); free(v); free(ref); free(sc); free(got);
+}
+
+static void
+test_elementwise(struct sd_ctx *c)
+{
+	size_t n = 1001;
+	float *x = randv(n), *y = randv(n), *ref = malloc(2 * n * sizeof *ref);
+	size_t mark = sd_mark(c);
+	float *dx = to_dev(c, x, n), *dy = to_dev(c, y, n), *d2 = sd_alloc(c, 2 * n), *got;
+
+	for (size_t i = 0; i < n; i++)
+		ref[i] = x[i] / (1.0f + expf(-x[i]));
+	op_copy(c, d2, dx, n);
+	op_silu(c, d2, n);
+	got = from_dev(c, d2, n);
+	check_close("silu", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = (float)(0.5 * x[i] * (1 + erf(x[i] / sqrt(2.0))));
+	op_copy(c, d2, dx, n);
+	op_gelu(c, d2, n);
+	got = from_dev(c, d2, n);
+	check_close("gelu (erf)", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = (float)(x[i] / (1 + exp(-1.702 * x[i])));
+	op_copy(c, d2, dx, n);
+	op_quick_gelu(c, d2, n);
+	got = from_dev(c, d2, n);
+	check_close("quick_gelu", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = x[i] + 2.5f * (y[i] - x[i]);
+	op_lerp(c, d2, dx, dy, 2.5f, n);
+	got = from_dev(c, d2, n);
+	check_close("lerp", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = (x[i] + y[i]) * 0.5f;
+	op_add(c, d2, dx, dy, n);
+	op_scale(c, d2, 0.5f, n);
+	got = from_dev(c, d2, n);
+	check_close("add, scale", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	/* geglu over rows of 2*d */
+	int rows = 7, d = 143;
+	float *p = randv((size_t)rows * 2 * d);
+	for (int r = 0; r < rows; r++)
+		for (int i = 0; i < d; i++) {
+			double g = p[(size_t)r * 2 * d + d + i];
+			ref[(size_t)r * d + i] = (float)(p[(size_t)r * 2 * d + i] * 0.5 * g * (1 + erf(g / sqrt(2.0))));
+		}
+	float *dp = to_dev(c, p, (size_t)rows * 2 * d);
+	op_geglu(c, d2, dp, rows, d);
+	got = from_dev(c, d2, (size_t)rows * d);
+	check_close("geglu", got, ref, (size_t)rows * d, 1e-6, 1e-6);
+	free(got);
+	free(p);
+	sd_release(c, mark);
+	free(x); free(y); free(ref);
+}
+
+static void
+test_layout(struct sd_ctx *c)
+{
+	int n = 2, ch = 3, h = 5, w = 7, cb = 2;
+	size_t nx = (size_t)n * ch * h * w;
+	float *x = randv(nx), *v = randv((size_t)n * ch), *bb = randv((size_t)n * cb * h * w);
+	float *ref = malloc(nx * 4 * sizeof *ref), *got;
+	size_t mark = sd_mark(c);
+	float *dx = to_dev(c, x, nx), *dv = to_dev(c, v, (size_t)n * ch), *db = to_dev(c, bb, (size_t)n * cb * h * w);
+	float *dy = sd_alloc(c, nx * 4);
+
+	for (int b = 0; b < n; b++)
+		for (int ci = 0; ci < ch; ci++)
+			for (int i = 0; i < 2 * h; i++)
+				for (int j = 0; j < 2 * w; j++)
+					ref[(((size_t)b * ch + ci) * 2 * h + i) * 2 * w + j] =
+					    x[(((size_t)b * ch + ci) * h + i / 2) * w + j / 2];
+	op_upsample2x(c, dy, dx, n, ch, h, w);
+	got = from_dev(c, dy, nx * 4);
+	check_close("upsample2x nearest", got, ref, nx * 4, 0, 0);
+	free(got);
+	for (int b = 0; b < n; b++)
+		for (int i = 0; i < h * w; i++)
+			for (int ci = 0; ci < ch; ci++)
+				ref[((size_t)b * h * w + i) * ch + ci] = x[((size_t)b * ch + ci) * h * w + i];
+	op_transpose(c, dy, dx, n, ch, h * w);
+	got = from_dev(c, dy, nx);
+	check_close("transpose [n, c, hw] -> [n, hw, c]", got, ref, nx, 0, 0);
+	free(got);
+	for (int b = 0; b < n; b++) {
+		memcpy(ref + (size_t)b * (ch + cb) * h * w, x + (size_t)b * ch * h * w, (size_t)ch * h * w * 4);
+		memcpy(ref + ((size_t)b * (ch + cb) + ch) * h * w, bb + (size_t)b * cb * h * w, (size_t)cb * h * w * 4);
+	}
+	op_concat(c, dy, dx, ch, db, cb, n, h * w);
+	got = from_dev(c, dy, (size_t)n * (ch + cb) * h * w);
+	check_close("concat channels", got, ref, (size_t)n * (ch + cb) * h * w, 0, 0);
+	free(got);
+	for (size_t i = 0; i < nx; i++)
+		ref[i] = x[i] + v[i / ((size_t)h * w)];
+	op_add_channel(c, dx, dv, n, ch, h * w);
+	got = from_dev(c, dx, nx);
+	check_close("add_channel", got, ref, nx, 0, 0);
+	free(got);
+	sd_release(c, mark);
+	free(x); free(v); free(bb); free(ref);
+}
+
+int
+main(void)
+{
+	struct sd_error err = {0};
+	const char *dev = getenv("SDBATCH_TEST_DEVICE");
+	struct sd_ctx *c = sd_ctx_new(dev ? dev : "cpu", 0, &err);
+
+	if (c == NULL) {
+		if (err.code == SD_EUNAVAILABLE)
+			return tap_skip_all("%s", err.message);
+		tap_ok(0, "context: %s", err.message);
+		return tap_done();
+	}
+	tap_diag("backend: %s", sd_ctx_describe(c));
+	test_conv(c, SD_F32, 2, 3, 9, 7, 5, 3, 1, 1, 1, 1, 1);
+	test_conv(c, SD_F16, 1, 4, 8, 8, 6, 3, 2, 1, 1, 1, 1);
+	test_conv(c, SD_BF16, 1, 5, 9, 10, 3, 3, 2, 0, 0, 1, 1);
+	test_conv(c, SD_F32, 2, 7, 6, 5, 4, 1, 1, 0, 0, 0, 0);
+	test_conv(c, SD_F32, 1, 33, 40, 37, 9, 3, 1, 1, 1, 1, 1);
+	test_linear(c, SD_F32, 13, 17, 19, 1);
+	test_linear(c, SD_F16, 5, 64, 33, 1);
+	test_linear(c, SD_BF16, 3, 8, 4, 0);
+	test_group_norm(c, 2, 64, 49, 32, 0);
+	test_group_norm(c, 1, 32, 1, 32, 1);
+	test_group_norm(c, 2, 96, 300, 32, 1);
+	test_layer_norm(c, 77, 24);
+	test_layer_norm(c, 3, 1000);
+	test_attention(c, 2, 64, 77, 8, 4, 0, 0);
+	test_attention(c, 1, 300, 300, 2, 16, 0, 0);
+	test_attention(c, 2, 77, 77, 12, 2, 1, 0);
+	test_attention(c, 1, 33, 20, 3, 5, 0, 7);
+	test_elementwise(c);
+	test_layout(c);
+	tap_ok(sd_arena_bytes(c) > 0, "the arena kept its memory (%zu bytes)", sd_arena_bytes(c));
+	sd_ctx_free(c);
+	return tap_done();
+}
