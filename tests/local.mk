@@ -8,3 +8,6 @@ check_PROGRAMS += tests/test_safetensors tests/test_ops
 tests_test_safetensors_LDADD = $(TEST_LDADD)
 tests_test_ops_LDADD = $(TEST_LDADD)
 TESTS += tests/test_safetensors tests/test_ops
+check_PROGRAMS += tests/test_checkpoint
+tests_test_checkpoint_LDADD = $(TEST_LDADD)
+TESTS += tests/test_checkpoint
