@@ -11,3 +11,6 @@ TESTS += tests/test_safetensors tests/test_ops
 check_PROGRAMS += tests/test_checkpoint
 tests_test_checkpoint_LDADD = $(TEST_LDADD)
 TESTS += tests/test_checkpoint
+check_PROGRAMS += tests/test_pipeline
+tests_test_pipeline_LDADD = $(TEST_LDADD)
+TESTS += tests/test_pipeline

@@ -1,1 +1,5 @@
 ## tests for sample
+check_PROGRAMS += tests/test_rng tests/test_scheduler
+tests_test_rng_LDADD = $(TEST_LDADD)
+tests_test_scheduler_LDADD = $(TEST_LDADD)
+TESTS += tests/test_rng tests/test_scheduler

@@ -4,35 +4,130 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "core/error.h"
+
+/* info and bench live in their own files; until they are linked in, the
+ * weak references stay NULL and the commands say so. */
+int cmd_info(int argc, char **argv) __attribute__((weak));
+int cmd_bench(int argc, char **argv) __attribute__((weak));
+
+struct command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct command commands[] = {
+	{ "run", cmd_run, "run one job now; print the paths of the PNGs" },
+	{ "watch", cmd_watch, "claim and run the jobs of a spool folder" },
+	{ "submit", cmd_submit, "enqueue a job file into a spool; print its id" },
+	{ "status", cmd_status, "list a spool's jobs: queued, running, done, failed" },
+	{ "cancel", cmd_cancel, "cancel a queued or running job" },
+	{ "info", NULL, "say what a model file or folder is" },
+	{ "bench", NULL, "measure speed and memory" },
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void
 usage(FILE *out)
 {
+	size_t i;
+
 	fprintf(out,
 	    "Usage: sdbatch [--help] [--version] COMMAND [OPTIONS] [ARGS]\n"
 	    "\n"
 	    "Render Stable Diffusion images from text prompts, one job at a time or as\n"
-	    "a spool worker.\n"
+	    "a batch worker on a spool folder of YAML job files.\n"
+	    "\n"
+	    "Commands:\n");
+	for (i = 0; i < NCOMMANDS; i++)
+		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out,
+	    "\n"
+	    "`sdbatch COMMAND --help` describes a command; sdbatch(1), sdbatch-job(5)\n"
+	    "and sdbatch.yaml(5) describe it all.\n"
+	    "\n"
+	    "  -h, --help     this help\n"
+	    "  -V, --version  version and build options\n"
+	    "\n"
+	    "Exit status: 0 ok, 64 usage, 65 bad job data, 66 missing input,\n"
+	    "69 unavailable, 70 internal error, 74 I/O error, 75 interrupted and\n"
+	    "requeued, 78 bad configuration.\n"
 	    "\n"
 	    "Report bugs to: %s\n", PACKAGE_BUGREPORT);
+}
+
+static void
+version(void)
+{
+	printf("sdbatch %s\n", PACKAGE_VERSION);
+#ifdef HAVE_CUDA
+	printf("CUDA support: built in\n");
+#else
+	printf("CUDA support: not built in (CPU only)\n");
+#endif
+#ifdef SDBATCH_BLAS_NAME
+	printf("BLAS: %s\n", SDBATCH_BLAS_NAME);
+#endif
+}
+
+static int (*command_fn(const struct command *c))(int, char **)
+{
+	if (strcmp(c->name, "info") == 0)
+		return cmd_info;
+	if (strcmp(c->name, "bench") == 0)
+		return cmd_bench;
+	return c->fn;
 }
 
 int
 main(int argc, char **argv)
 {
+	const char *name;
+	size_t i;
+
 	if (argc < 2) {
 		usage(stderr);
 		return SD_EUSAGE;
 	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+	name = argv[1];
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
 		usage(stdout);
 		return 0;
 	}
-	if (strcmp(argv[1], "--version") == 0) {
-		printf("sdbatch %s\n", PACKAGE_VERSION);
+	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
+		version();
 		return 0;
 	}
-	fprintf(stderr, "sdbatch: unknown command '%s'; try 'sdbatch --help'\n", argv[1]);
+	if (strcmp(name, "help") == 0) {
+		if (argc < 3) {
+			usage(stdout);
+			return 0;
+		}
+		/* `sdbatch help run` = `sdbatch run --help` */
+		char *args[3] = { argv[2], "--help", NULL };
+		for (i = 0; i < NCOMMANDS; i++)
+			if (strcmp(argv[2], commands[i].name) == 0 &&
+			    command_fn(&commands[i]) != NULL)
+				return command_fn(&commands[i])(2, args);
+		fprintf(stderr, "sdbatch: unknown command '%s'; try 'sdbatch --help'\n",
+		    argv[2]);
+		return SD_EUSAGE;
+	}
+	for (i = 0; i < NCOMMANDS; i++) {
+		int (*fn)(int, char **);
+		if (strcmp(name, commands[i].name) != 0)
+			continue;
+		if ((fn = command_fn(&commands[i])) == NULL) {
+			fprintf(stderr, "sdbatch: '%s' is not built into this sdbatch\n", name);
+			return SD_EUNAVAILABLE;
+		}
+		return fn(argc - 1, argv + 1);
+	}
+	if (name[0] == '-')
+		fprintf(stderr, "sdbatch: unknown option '%s'; try 'sdbatch --help'\n", name);
+	else
+		fprintf(stderr, "sdbatch: unknown command '%s'; try 'sdbatch --help'\n", name);
 	return SD_EUSAGE;
 }

@@ -24,6 +24,8 @@ struct st_file {
 	int count;
 	struct sd_tensor *tensors;	/* sorted by name */
 	char **names;
+	void **copies;		/* aligned copies of misaligned tensors */
+	int ncopies;
 	int nmeta;
 	char **meta_keys, **meta_values;
 };
@@ -107,6 +109,22 @@ parse_entry(struct st_file *f, int idx, const char *key, json_t *v,
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	t->name = f->names[idx];
 	t->data = (void *)(f->data + begin);
+	/* Files whose header length is not a multiple of 8, or with odd
+	 * offsets, leave data misaligned for its type: read such a tensor
+	 * through an aligned copy rather than a misaligned pointer. */
+	if ((uintptr_t)t->data % sd_dtype_size(t->dtype) != 0 && end > begin) {
+		void *copy = NULL, **copies;
+		copies = realloc(f->copies, (size_t)(f->ncopies + 1) * sizeof *copies);
+		if (copies == NULL || posix_memalign(&copy, 64, (size_t)(end - begin)) != 0) {
+			if (copies != NULL)
+				f->copies = copies;
+			return sd_fail(err, SD_EINTERNAL, "out of memory copying tensor \"%s\"", key);
+		}
+		f->copies = copies;
+		memcpy(copy, t->data, (size_t)(end - begin));
+		f->copies[f->ncopies++] = copy;
+		t->data = copy;
+	}
 	span->begin = begin;
 	span->end = end;
 	span->index = idx;
@@ -278,6 +296,9 @@ st_close(struct st_file *f)
 	}
 	free(f->meta_keys);
 	free(f->meta_values);
+	for (int i = 0; i < f->ncopies; i++)
+		free(f->copies[i]);
+	free(f->copies);
 	free(f->names);
 	free(f->tensors);
 	if (f->map != NULL)

@@ -1,2 +1,7 @@
 ## src/model
 src_libsdbatch_a_SOURCES += src/model/weights.c src/model/weights.h
+src_libsdbatch_a_SOURCES += src/model/vae.c src/model/vae.h
+src_libsdbatch_a_SOURCES += src/model/checkpoint.c src/model/checkpoint.h
+src_libsdbatch_a_SOURCES += src/model/clip.c src/model/clip.h src/model/unet.c src/model/unet.h
+src_libsdbatch_a_SOURCES += src/model/tokenizer.c src/model/tokenizer.h
+src_libsdbatch_a_SOURCES += src/model/synth.c src/model/synth.h

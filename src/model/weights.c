@@ -150,7 +150,6 @@ weights_need(const struct sd_weights *w, struct sd_error *err,
 {
 	char full[512], want[160], got[160];
 	const struct sd_tensor *t;
-	struct sd_tensor tmp = {0};
 	int ok;
 
 	snprintf(full, sizeof full, "%s%s", prefix ? prefix : "", name);
@@ -171,10 +170,18 @@ weights_need(const struct sd_weights *w, struct sd_error *err,
 		if (shape[i] != -1 && shape[i] != t->shape[i])
 			ok = 0;
 	if (!ok) {
-		tmp.ndim = ndim;
-		memcpy(tmp.shape, shape, (size_t)ndim * sizeof *shape);
+		size_t off = (size_t)snprintf(want, sizeof want, "[");
+		for (int i = 0; i < ndim && off < sizeof want; i++) {
+			if (shape[i] == -1)
+				off += (size_t)snprintf(want + off, sizeof want - off, "%s?", i ? ", " : "");
+			else
+				off += (size_t)snprintf(want + off, sizeof want - off, "%s%lld", i ? ", " : "",
+				    (long long)shape[i]);
+		}
+		if (off < sizeof want)
+			snprintf(want + off, sizeof want - off, "]");
 		sd_fail(err, SD_EDATA, "tensor \"%s\" has shape %s, expected %s", full,
-		    sd_shape_str(t, got, sizeof got), sd_shape_str(&tmp, want, sizeof want));
+		    sd_shape_str(t, got, sizeof got), want);
 		return NULL;
 	}
 	return t;

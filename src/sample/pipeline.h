@@ -6,6 +6,7 @@
 #ifndef SD_PIPELINE_H
 #define SD_PIPELINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -61,7 +62,7 @@ struct sd_params {
 	 * white = repaint.  NULL when unused. */
 	const uint8_t *init_rgb;
 	const uint8_t *mask_grey;
-	float strength;			/* (0, 1], img2img and inpainting */
+	double strength;		/* (0, 1], img2img and inpainting */
 };
 
 void sd_params_init(struct sd_params *p);
@@ -94,5 +95,12 @@ struct sd_timings {
 int sd_generate(struct sd_model *m, const struct sd_params *p, int index,
     struct sd_image *out, struct sd_timings *timings,
     sd_progress_fn progress, void *user, struct sd_error *err);
+
+/* For tests and debugging: fn gets intermediate tensors (host memory):
+ * "latents_0" (step -1), then per UNet call i "unet_out" ([batch, 4, h, w],
+ * [uncond, cond] under guidance) and "latents" (after the step), and
+ * "image_decoded" ([1, 3, H, W], unclamped). fn NULL turns it off. */
+typedef void (*sd_debug_fn)(void *user, const char *name, int step, const float *data, size_t n);
+void sd_model_set_debug(struct sd_model *m, sd_debug_fn fn, void *user);
 
 #endif

@@ -1,0 +1,220 @@
+/* clip.c: the CLIP text encoder, as transformers' CLIPTextModel computes it
+ * for SD 1.5 (attention_mask=None: only the causal mask applies, the padding
+ * tokens are attended like any other token). */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "model/clip.h"
+
+#define CLIP_LN_EPS 1e-5f
+
+struct clip_layer {
+	const struct sd_tensor *ln1_w, *ln1_b;
+	const struct sd_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
+	const struct sd_tensor *ln2_w, *ln2_b;
+	const struct sd_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+};
+
+/* ---- loading ---- */
+
+/* One tensor "<prefix><name>" of the given shape (-1: any), or NULL. */
+static const struct sd_tensor *
+need(const struct sd_weights *w, struct sd_error *err, const char *prefix,
+    const char *name, int ndim, int64_t d0, int64_t d1)
+{
+	int64_t shape[2] = { d0, d1 };
+
+	return weights_need(w, err, prefix, name, ndim, shape);
+}
+
+static int
+load_layer(struct clip_layer *l, const struct sd_weights *w, const char *prefix, int i,
+    int d, int mlp, struct sd_error *err)
+{
+	char p[256];
+
+#define NEED(field, name, nd, d0, d1) \
+	if ((l->field = need(w, err, p, name, nd, d0, d1)) == NULL) \
+		return -1
+	snprintf(p, sizeof p, "%sencoder.layers.%d.", prefix, i);
+	NEED(ln1_w, "layer_norm1.weight", 1, d, 0);
+	NEED(ln1_b, "layer_norm1.bias", 1, d, 0);
+	NEED(q_w, "self_attn.q_proj.weight", 2, d, d);
+	NEED(q_b, "self_attn.q_proj.bias", 1, d, 0);
+	NEED(k_w, "self_attn.k_proj.weight", 2, d, d);
+	NEED(k_b, "self_attn.k_proj.bias", 1, d, 0);
+	NEED(v_w, "self_attn.v_proj.weight", 2, d, d);
+	NEED(v_b, "self_attn.v_proj.bias", 1, d, 0);
+	NEED(out_w, "self_attn.out_proj.weight", 2, d, d);
+	NEED(out_b, "self_attn.out_proj.bias", 1, d, 0);
+	NEED(ln2_w, "layer_norm2.weight", 1, d, 0);
+	NEED(ln2_b, "layer_norm2.bias", 1, d, 0);
+	NEED(fc1_w, "mlp.fc1.weight", 2, mlp, d);
+	NEED(fc1_b, "mlp.fc1.bias", 1, mlp, 0);
+	NEED(fc2_w, "mlp.fc2.weight", 2, d, mlp);
+	NEED(fc2_b, "mlp.fc2.bias", 1, d, 0);
+#undef NEED
+	return 0;
+}
+
+struct clip_text *
+clip_text_load(const struct sd_weights *w, const char *prefix, int heads, struct sd_error *err)
+{
+	struct clip_text *m;
+	const struct sd_tensor *t;
+	char name[256];
+	int n;
+
+	if (prefix == NULL)
+		prefix = "";
+	if (heads <= 0)
+		heads = CLIP_SD15_HEADS;
+	if ((m = calloc(1, sizeof *m)) == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	m->heads = heads;
+
+	/* Width, vocabulary and positions from the embeddings. */
+	m->token_embedding = need(w, err, prefix, "embeddings.token_embedding.weight", 2, -1, -1);
+	if (m->token_embedding == NULL)
+		goto fail;
+	m->vocab = (int)m->token_embedding->shape[0];
+	m->width = (int)m->token_embedding->shape[1];
+	m->position_embedding = need(w, err, prefix, "embeddings.position_embedding.weight",
+	    2, -1, m->width);
+	if (m->position_embedding == NULL)
+		goto fail;
+	m->max_len = (int)m->position_embedding->shape[0];
+	if (m->width < 1 || m->width % heads != 0 || m->vocab < 1 || m->max_len < 1) {
+		sd_fail(err, SD_EDATA, "text encoder \"%s\": width %d is not a multiple of %d heads",
+		    prefix, m->width, heads);
+		goto fail;
+	}
+
+	/* Layers: count encoder.layers.N; the MLP width from the first fc1. */
+	for (n = 0; ; n++) {
+		snprintf(name, sizeof name, "%sencoder.layers.%d.layer_norm1.weight", prefix, n);
+		if (weights_get(w, name) == NULL)
+			break;
+	}
+	if (n == 0) {
+		snprintf(name, sizeof name, "encoder.layers.0.layer_norm1.weight");
+		need(w, err, prefix, name, 1, m->width, 0);
+		goto fail;
+	}
+	m->layers = n;
+	snprintf(name, sizeof name, "encoder.layers.0.mlp.fc1.weight");
+	if ((t = need(w, err, prefix, name, 2, -1, m->width)) == NULL)
+		goto fail;
+	m->mlp_width = (int)t->shape[0];
+
+	if ((m->layer = calloc((size_t)n, sizeof *m->layer)) == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < n; i++)
+		if (load_layer(&m->layer[i], w, prefix, i, m->width, m->mlp_width, err) < 0)
+			goto fail;
+	m->final_norm_w = need(w, err, prefix, "final_layer_norm.weight", 1, m->width, 0);
+	m->final_norm_b = need(w, err, prefix, "final_layer_norm.bias", 1, m->width, 0);
+	if (m->final_norm_w == NULL || m->final_norm_b == NULL)
+		goto fail;
+	return m;
+fail:
+	clip_text_free(m);
+	return NULL;
+}
+
+void
+clip_text_free(struct clip_text *m)
+{
+	if (m == NULL)
+		return;
+	free(m->layer);
+	free(m);
+}
+
+/* ---- the forward pass ---- */
+
+static void
+debug(struct clip_text *m, const char *name, const float *x, size_t n)
+{
+	if (m->debug != NULL)
+		m->debug(m->debug_user, name, x, n);
+}
+
+/* One pre-LayerNorm encoder layer on the residual stream x [b*len, d]:
+ *   x += out_proj(causal_attention(layer_norm1(x)))
+ *   x += fc2(quick_gelu(fc1(layer_norm2(x)))) */
+static void
+encoder_layer(struct clip_text *m, struct sd_ctx *c, const struct clip_layer *l,
+    float *x, int b, int len)
+{
+	int d = m->width, rows = b * len, dh = d / m->heads;
+	size_t mark = sd_mark(c);
+	float *h = sd_alloc(c, (size_t)rows * d);
+	float *q = sd_alloc(c, (size_t)rows * d);
+	float *k = sd_alloc(c, (size_t)rows * d);
+	float *v = sd_alloc(c, (size_t)rows * d);
+	float *a = sd_alloc(c, (size_t)rows * d);
+	float *mlp = sd_alloc(c, (size_t)rows * m->mlp_width);
+
+	/* Self-attention: q is scaled by head_dim^-0.5 (inside op_attention),
+	 * key j > query i is masked. */
+	op_layer_norm(c, h, x, rows, d, CLIP_LN_EPS, l->ln1_w, l->ln1_b);
+	op_linear(c, q, h, rows, d, l->q_w, l->q_b);
+	op_linear(c, k, h, rows, d, l->k_w, l->k_b);
+	op_linear(c, v, h, rows, d, l->v_w, l->v_b);
+	op_attention(c, a, q, d, k, d, v, d, b, len, len, m->heads, dh,
+	    1.0f / sqrtf((float)dh), 1);
+	op_linear(c, h, a, rows, d, l->out_w, l->out_b);
+	op_add(c, x, x, h, (size_t)rows * d);
+
+	/* MLP with quick_gelu(x) = x * sigmoid(1.702 x). */
+	op_layer_norm(c, h, x, rows, d, CLIP_LN_EPS, l->ln2_w, l->ln2_b);
+	op_linear(c, mlp, h, rows, d, l->fc1_w, l->fc1_b);
+	op_quick_gelu(c, mlp, (size_t)rows * m->mlp_width);
+	op_linear(c, h, mlp, rows, m->mlp_width, l->fc2_w, l->fc2_b);
+	op_add(c, x, x, h, (size_t)rows * d);
+
+	sd_release(c, mark);
+}
+
+int
+clip_text_forward(struct clip_text *m, struct sd_ctx *c, const int32_t *ids, int b,
+    int clip_skip, float *out, struct sd_error *err)
+{
+	int len = m->max_len, rows = b * len;
+	size_t n = (size_t)rows * m->width;
+	char name[32];
+
+	if (clip_skip < 1 || clip_skip > m->layers)
+		return sd_fail(err, SD_EDATA, "clip_skip %d is out of range (1 to %d)",
+		    clip_skip, m->layers);
+	for (int i = 0; i < rows; i++)
+		if (ids[i] < 0 || ids[i] >= m->vocab)
+			return sd_fail(err, SD_EDATA, "token id %d at position %d is outside the "
+			    "vocabulary (0 to %d)", (int)ids[i], i, m->vocab - 1);
+
+	/* The residual stream lives in out: token + position embeddings... */
+	op_embed(c, out, ids, rows, m->token_embedding, m->position_embedding, len);
+	debug(m, "embeddings", out, n);
+
+	/* ...then the layers, leaving out the last clip_skip - 1 of them... */
+	for (int i = 0; i < m->layers - (clip_skip - 1); i++) {
+		encoder_layer(m, c, &m->layer[i], out, b, len);
+		if (m->debug != NULL) {
+			snprintf(name, sizeof name, "layer_%d", i + 1);
+			debug(m, name, out, n);
+		}
+	}
+
+	/* ...and the final LayerNorm, whichever layer we stopped at. */
+	op_layer_norm(c, out, out, rows, m->width, CLIP_LN_EPS, m->final_norm_w, m->final_norm_b);
+	debug(m, "final_layer_norm", out, n);
+	return 0;
+}

@@ -1,0 +1,672 @@
+/* synth.c: deterministic random-weight SD 1.5 checkpoints (see synth.h).
+ *
+ * First the list of tensors (name, shape, how to fill it) is built from
+ * the configuration, exactly as the original LDM code names them; then
+ * the header is written and every tensor is generated and written in
+ * chunks, so memory stays small even for the 2 GB full model. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "model/synth.h"
+
+const struct synth_config synth_config_sd15_full = {
+	.name = "sd15-full",
+	.parts = SYNTH_ALL,
+	.unet_channels = {320, 640, 1280, 1280},
+	.unet_time_embed = 1280,
+	.unet_heads = 8,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 768,
+	.vae_channels = {128, 256, 512, 512},
+	.latent_channels = 4,
+	.clip_width = 768, .clip_layers = 12, .clip_heads = 12, .clip_mlp = 3072,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+const struct synth_config synth_config_sd15_tiny = {
+	.name = "sd15-tiny",
+	.parts = SYNTH_ALL,
+	.unet_channels = {32, 32, 32, 64},
+	.unet_time_embed = 128,
+	.unet_heads = 8,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 24,
+	.vae_channels = {32, 32, 32, 32},
+	.latent_channels = 4,
+	.clip_width = 24, .clip_layers = 2, .clip_heads = 12, .clip_mlp = 96,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+#define UNET "model.diffusion_model."
+#define VAE "first_stage_model."
+#define CLIP "cond_stage_model.transformer.text_model."
+
+/* How a tensor is filled. */
+enum fill { FILL_UNIFORM, FILL_ONES, FILL_ZEROS, FILL_EMBEDDING, FILL_ARANGE };
+
+struct spec {
+	char *name;
+	enum fill fill;
+	double bound;		/* uniform(-bound, bound) */
+	enum sd_dtype dtype;
+	int ndim;
+	int64_t shape[4];
+	int64_t numel;
+	uint64_t offset;
+};
+
+struct specs {
+	struct spec *v;
+	int n, cap;
+	int part;		/* SYNTH_* of what is being added */
+	int oom;
+	enum sd_dtype dtype;
+	int64_t params[3];	/* UNet, VAE, CLIP */
+};
+
+static void
+add(struct specs *s, enum fill fill, int64_t fan_in, int ndim, const int64_t *shape,
+    const char *fmt, ...)
+{
+	struct spec *t;
+	va_list ap;
+	char name[256];
+
+	if (s->oom)
+		return;
+	if (s->n == s->cap) {
+		int cap = s->cap ? 2 * s->cap : 256;
+		struct spec *v = realloc(s->v, (size_t)cap * sizeof *v);
+		if (v == NULL) {
+			s->oom = 1;
+			return;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof name, fmt, ap);
+	va_end(ap);
+	t = &s->v[s->n];
+	memset(t, 0, sizeof *t);
+	if ((t->name = strdup(name)) == NULL) {
+		s->oom = 1;
+		return;
+	}
+	s->n++;
+	t->fill = fill;
+	t->bound = fan_in > 0 ? 1.0 / sqrt((double)fan_in) : 0.0;
+	t->dtype = fill == FILL_ARANGE ? SD_I64 : s->dtype;
+	t->ndim = ndim;
+	t->numel = 1;
+	for (int i = 0; i < ndim; i++) {
+		t->shape[i] = shape[i];
+		t->numel *= shape[i];
+	}
+	if (fill != FILL_ARANGE)
+		s->params[s->part == SYNTH_UNET ? 0 : s->part == SYNTH_VAE ? 1 : 2] += t->numel;
+}
+
+/* prefix.weight [cout, cin, k, k] and prefix.bias [cout]. */
+static void
+conv(struct specs *s, const char *prefix, int64_t cout, int64_t cin, int64_t k)
+{
+	int64_t w[4] = {cout, cin, k, k}, b[1] = {cout};
+
+	add(s, FILL_UNIFORM, cin * k * k, 4, w, "%s.weight", prefix);
+	add(s, FILL_UNIFORM, cin * k * k, 1, b, "%s.bias", prefix);
+}
+
+/* prefix.weight [out, in] and, with bias, prefix.bias [out]. */
+static void
+linear(struct specs *s, const char *prefix, int64_t out, int64_t in, int bias)
+{
+	int64_t w[2] = {out, in}, b[1] = {out};
+
+	add(s, FILL_UNIFORM, in, 2, w, "%s.weight", prefix);
+	if (bias)
+		add(s, FILL_UNIFORM, in, 1, b, "%s.bias", prefix);
+}
+
+/* A GroupNorm or LayerNorm: weight 1, bias 0. */
+static void
+norm(struct specs *s, const char *prefix, int64_t c)
+{
+	add(s, FILL_ONES, 0, 1, &c, "%s.weight", prefix);
+	add(s, FILL_ZEROS, 0, 1, &c, "%s.bias", prefix);
+}
+
+static void
+sub(char *buf, size_t size, const char *prefix, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n = (size_t)snprintf(buf, size, "%s", prefix);
+
+	va_start(ap, fmt);
+	vsnprintf(buf + n, size - n, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- UNet */
+
+static void
+unet_resblock(struct specs *s, const char *p, int64_t cin, int64_t cout, int64_t temb)
+{
+	char n[256];
+
+	sub(n, sizeof n, p, ".in_layers.0"), norm(s, n, cin);
+	sub(n, sizeof n, p, ".in_layers.2"), conv(s, n, cout, cin, 3);
+	sub(n, sizeof n, p, ".emb_layers.1"), linear(s, n, cout, temb, 1);
+	sub(n, sizeof n, p, ".out_layers.0"), norm(s, n, cout);
+	sub(n, sizeof n, p, ".out_layers.3"), conv(s, n, cout, cout, 3);
+	if (cin != cout)
+		sub(n, sizeof n, p, ".skip_connection"), conv(s, n, cout, cin, 1);
+}
+
+static void
+unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx)
+{
+	char n[256];
+
+	sub(n, sizeof n, p, ".norm"), norm(s, n, c);
+	sub(n, sizeof n, p, ".proj_in"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_q"), linear(s, n, c, c, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_k"), linear(s, n, c, c, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_v"), linear(s, n, c, c, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_out.0"), linear(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".transformer_blocks.0.ff.net.0.proj"), linear(s, n, 8 * c, c, 1);
+	sub(n, sizeof n, p, ".transformer_blocks.0.ff.net.2"), linear(s, n, c, 4 * c, 1);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_q"), linear(s, n, c, c, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_k"), linear(s, n, c, ctx, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_v"), linear(s, n, c, ctx, 0);
+	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_out.0"), linear(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".transformer_blocks.0.norm1"), norm(s, n, c);
+	sub(n, sizeof n, p, ".transformer_blocks.0.norm2"), norm(s, n, c);
+	sub(n, sizeof n, p, ".transformer_blocks.0.norm3"), norm(s, n, c);
+	sub(n, sizeof n, p, ".proj_out"), conv(s, n, c, c, 1);
+}
+
+/* The openaimodel.py UNetModel of SD 1.5: 2 resnets per level, attention
+ * in all levels but the last, 3 resnets per level on the way up. */
+static void
+unet(struct specs *s, const struct synth_config *cfg)
+{
+	const int *ch = cfg->unet_channels;
+	int64_t temb = cfg->unet_time_embed, ctx = cfg->context_dim;
+	int64_t skips[12], c = ch[0];
+	int nskip = 0, block = 1;
+	char p[128];
+
+	s->part = SYNTH_UNET;
+	linear(s, UNET "time_embed.0", temb, ch[0], 1);
+	linear(s, UNET "time_embed.2", temb, temb, 1);
+	conv(s, UNET "input_blocks.0.0", ch[0], cfg->unet_in_channels, 3);
+	skips[nskip++] = ch[0];
+	for (int level = 0; level < 4; level++) {
+		for (int i = 0; i < 2; i++, block++) {
+			snprintf(p, sizeof p, UNET "input_blocks.%d.0", block);
+			unet_resblock(s, p, c, ch[level], temb);
+			c = ch[level];
+			if (level < 3) {
+				snprintf(p, sizeof p, UNET "input_blocks.%d.1", block);
+				unet_transformer(s, p, c, ctx);
+			}
+			skips[nskip++] = c;
+		}
+		if (level < 3) {
+			snprintf(p, sizeof p, UNET "input_blocks.%d.0.op", block++);
+			conv(s, p, c, c, 3);
+			skips[nskip++] = c;
+		}
+	}
+	unet_resblock(s, UNET "middle_block.0", c, c, temb);
+	unet_transformer(s, UNET "middle_block.1", c, ctx);
+	unet_resblock(s, UNET "middle_block.2", c, c, temb);
+	block = 0;
+	for (int level = 3; level >= 0; level--) {
+		for (int i = 0; i < 3; i++, block++) {
+			int64_t cin = c + skips[--nskip];
+			int idx = 1;
+			snprintf(p, sizeof p, UNET "output_blocks.%d.0", block);
+			unet_resblock(s, p, cin, ch[level], temb);
+			c = ch[level];
+			if (level < 3) {
+				snprintf(p, sizeof p, UNET "output_blocks.%d.1", block);
+				unet_transformer(s, p, c, ctx);
+				idx = 2;
+			}
+			if (level > 0 && i == 2) {
+				snprintf(p, sizeof p, UNET "output_blocks.%d.%d.conv", block, idx);
+				conv(s, p, c, c, 3);
+			}
+		}
+	}
+	norm(s, UNET "out.0", c);
+	conv(s, UNET "out.2", cfg->unet_out_channels, c, 3);
+}
+
+/* ---------------------------------------------------------------- VAE */
+
+static void
+vae_resblock(struct specs *s, const char *p, int64_t cin, int64_t cout)
+{
+	char n[256];
+
+	sub(n, sizeof n, p, ".norm1"), norm(s, n, cin);
+	sub(n, sizeof n, p, ".conv1"), conv(s, n, cout, cin, 3);
+	sub(n, sizeof n, p, ".norm2"), norm(s, n, cout);
+	sub(n, sizeof n, p, ".conv2"), conv(s, n, cout, cout, 3);
+	if (cin != cout)
+		sub(n, sizeof n, p, ".nin_shortcut"), conv(s, n, cout, cin, 1);
+}
+
+static void
+vae_mid(struct specs *s, const char *p, int64_t c)
+{
+	char n[256];
+
+	sub(n, sizeof n, p, ".block_1"), vae_resblock(s, n, c, c);
+	sub(n, sizeof n, p, ".attn_1.norm"), norm(s, n, c);
+	sub(n, sizeof n, p, ".attn_1.q"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".attn_1.k"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".attn_1.v"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".attn_1.proj_out"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".block_2"), vae_resblock(s, n, c, c);
+}
+
+/* The LDM AutoencoderKL: encoder down.0..3 (2 resnets, a downsample but in
+ * the last), decoder up.3..0 (3 resnets, an upsample but in up.0; up.N
+ * has the widths of level N, so its index is reversed from diffusers'). */
+static void
+vae(struct specs *s, const struct synth_config *cfg)
+{
+	const int *ch = cfg->vae_channels;
+	int64_t z = cfg->latent_channels, c = ch[0];
+	char p[128];
+
+	s->part = SYNTH_VAE;
+	conv(s, VAE "encoder.conv_in", ch[0], 3, 3);
+	for (int level = 0; level < 4; level++) {
+		for (int i = 0; i < 2; i++) {
+			snprintf(p, sizeof p, VAE "encoder.down.%d.block.%d", level, i);
+			vae_resblock(s, p, c, ch[level]);
+			c = ch[level];
+		}
+		if (level < 3) {
+			snprintf(p, sizeof p, VAE "encoder.down.%d.downsample.conv", level);
+			conv(s, p, c, c, 3);
+		}
+	}
+	vae_mid(s, VAE "encoder.mid", c);
+	norm(s, VAE "encoder.norm_out", c);
+	conv(s, VAE "encoder.conv_out", 2 * z, c, 3);
+	conv(s, VAE "quant_conv", 2 * z, 2 * z, 1);
+	conv(s, VAE "post_quant_conv", z, z, 1);
+	c = ch[3];
+	conv(s, VAE "decoder.conv_in", c, z, 3);
+	vae_mid(s, VAE "decoder.mid", c);
+	for (int level = 3; level >= 0; level--) {
+		for (int i = 0; i < 3; i++) {
+			snprintf(p, sizeof p, VAE "decoder.up.%d.block.%d", level, i);
+			vae_resblock(s, p, c, ch[level]);
+			c = ch[level];
+		}
+		if (level > 0) {
+			snprintf(p, sizeof p, VAE "decoder.up.%d.upsample.conv", level);
+			conv(s, p, c, c, 3);
+		}
+	}
+	norm(s, VAE "decoder.norm_out", c);
+	conv(s, VAE "decoder.conv_out", 3, c, 3);
+}
+
+/* ---------------------------------------------------------------- CLIP */
+
+static void
+clip(struct specs *s, const struct synth_config *cfg)
+{
+	int64_t w = cfg->clip_width, tok[2] = {cfg->clip_vocab, w};
+	int64_t pos[2] = {cfg->clip_positions, w}, ids[2] = {1, cfg->clip_positions};
+	char p[160];
+
+	s->part = SYNTH_CLIP;
+	add(s, FILL_EMBEDDING, 0, 2, tok, CLIP "embeddings.token_embedding.weight");
+	add(s, FILL_EMBEDDING, 0, 2, pos, CLIP "embeddings.position_embedding.weight");
+	add(s, FILL_ARANGE, 0, 2, ids, CLIP "embeddings.position_ids");
+	for (int l = 0; l < cfg->clip_layers; l++) {
+		char n[256];
+		snprintf(p, sizeof p, CLIP "encoder.layers.%d", l);
+		sub(n, sizeof n, p, ".self_attn.q_proj"), linear(s, n, w, w, 1);
+		sub(n, sizeof n, p, ".self_attn.k_proj"), linear(s, n, w, w, 1);
+		sub(n, sizeof n, p, ".self_attn.v_proj"), linear(s, n, w, w, 1);
+		sub(n, sizeof n, p, ".self_attn.out_proj"), linear(s, n, w, w, 1);
+		sub(n, sizeof n, p, ".layer_norm1"), norm(s, n, w);
+		sub(n, sizeof n, p, ".mlp.fc1"), linear(s, n, cfg->clip_mlp, w, 1);
+		sub(n, sizeof n, p, ".mlp.fc2"), linear(s, n, w, cfg->clip_mlp, 1);
+		sub(n, sizeof n, p, ".layer_norm2"), norm(s, n, w);
+	}
+	norm(s, CLIP "final_layer_norm", w);
+}
+
+/* ---------------------------------------------------------------- layout */
+
+static void
+specs_free(struct specs *s)
+{
+	for (int i = 0; i < s->n; i++)
+		free(s->v[i].name);
+	free(s->v);
+	memset(s, 0, sizeof *s);
+}
+
+static int
+check_config(const struct synth_config *cfg, struct sd_error *err)
+{
+	if (cfg->dtype != SD_F16 && cfg->dtype != SD_F32 && cfg->dtype != SD_BF16)
+		return sd_fail(err, SD_EUSAGE, "synthetic model: dtype must be F16, F32 or BF16");
+	if ((cfg->parts & SYNTH_ALL) == 0 || (cfg->parts & ~SYNTH_ALL) != 0)
+		return sd_fail(err, SD_EUSAGE, "synthetic model: no parts selected");
+	for (int i = 0; i < 4; i++) {
+		if ((cfg->parts & SYNTH_UNET) && (cfg->unet_channels[i] < 32 ||
+		    cfg->unet_channels[i] % 32 != 0 || cfg->unet_channels[i] > 65536))
+			return sd_fail(err, SD_EUSAGE, "synthetic model: UNet width %d is not a multiple of 32",
+			    cfg->unet_channels[i]);
+		if ((cfg->parts & SYNTH_VAE) && (cfg->vae_channels[i] < 32 ||
+		    cfg->vae_channels[i] % 32 != 0 || cfg->vae_channels[i] > 65536))
+			return sd_fail(err, SD_EUSAGE, "synthetic model: VAE width %d is not a multiple of 32",
+			    cfg->vae_channels[i]);
+	}
+	if ((cfg->parts & SYNTH_UNET) && (cfg->unet_time_embed < 1 || cfg->unet_in_channels < 1 ||
+	    cfg->unet_out_channels < 1 || cfg->context_dim < 1 || cfg->unet_heads < 1 ||
+	    cfg->unet_time_embed > 65536 || cfg->context_dim > 65536))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad UNet configuration");
+	if ((cfg->parts & SYNTH_VAE) && (cfg->latent_channels < 1 || cfg->latent_channels > 64))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad latent channel count %d",
+		    cfg->latent_channels);
+	if ((cfg->parts & SYNTH_CLIP) && (cfg->clip_width < 1 || cfg->clip_layers < 1 ||
+	    cfg->clip_heads < 1 || cfg->clip_width % cfg->clip_heads != 0 || cfg->clip_mlp < 1 ||
+	    cfg->clip_vocab < 1 || cfg->clip_positions < 1 || cfg->clip_width > 65536 ||
+	    cfg->clip_layers > 1000 || cfg->clip_mlp > 1 << 20 || cfg->clip_vocab > 1 << 24 ||
+	    cfg->clip_positions > 65536))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad CLIP configuration");
+	return 0;
+}
+
+/* Data order: the widest dtype first (I64 position_ids), then by name, so
+ * that every tensor is aligned to its element size. */
+static int
+by_layout(const void *a, const void *b)
+{
+	const struct spec *x = a, *y = b;
+	size_t sx = sd_dtype_size(x->dtype), sy = sd_dtype_size(y->dtype);
+
+	if (sx != sy)
+		return sx > sy ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Build the tensor list and the header (padded with spaces to a multiple
+ * of 8 bytes, so that the data section is 8-aligned). */
+static int
+layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *hlen,
+    struct sd_error *err)
+{
+	json_t *root = NULL, *meta;
+	uint64_t offset = 0;
+	char seed[32], *h;
+	size_t n;
+
+	memset(s, 0, sizeof *s);
+	*header = NULL;
+	if (check_config(cfg, err) < 0)
+		return -1;
+	s->dtype = cfg->dtype;
+	if (cfg->parts & SYNTH_UNET)
+		unet(s, cfg);
+	if (cfg->parts & SYNTH_VAE)
+		vae(s, cfg);
+	if (cfg->parts & SYNTH_CLIP)
+		clip(s, cfg);
+	if (s->oom)
+		goto oom;
+	qsort(s->v, (size_t)s->n, sizeof *s->v, by_layout);
+	if ((root = json_object()) == NULL || (meta = json_object()) == NULL)
+		goto oom;
+	snprintf(seed, sizeof seed, "%" PRIu64, cfg->seed);
+	json_object_set_new(meta, "format", json_string("pt"));
+	json_object_set_new(meta, "generator", json_string("sdbatch synth_sd15_checkpoint"));
+	json_object_set_new(meta, "preset", json_string(cfg->name ? cfg->name : "custom"));
+	json_object_set_new(meta, "seed", json_string(seed));
+	json_object_set_new(root, "__metadata__", meta);
+	for (int i = 0; i < s->n; i++) {
+		struct spec *t = &s->v[i];
+		json_t *e = json_object(), *shape = json_array();
+		uint64_t nb = (uint64_t)t->numel * sd_dtype_size(t->dtype);
+		if (e == NULL || shape == NULL) {
+			json_decref(e);
+			json_decref(shape);
+			goto oom;
+		}
+		for (int d = 0; d < t->ndim; d++)
+			json_array_append_new(shape, json_integer(t->shape[d]));
+		t->offset = offset;
+		json_object_set_new(e, "dtype", json_string(sd_dtype_name(t->dtype)));
+		json_object_set_new(e, "shape", shape);
+		json_object_set_new(e, "data_offsets",
+		    json_pack("[II]", (json_int_t)offset, (json_int_t)(offset + nb)));
+		if (json_object_set_new(root, t->name, e) < 0)
+			goto oom;
+		offset += nb;
+	}
+	h = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(root);
+	root = NULL;
+	if (h == NULL)
+		goto oom;
+	n = strlen(h);
+	*hlen = (n + 7) & ~(size_t)7;
+	if ((*header = malloc(*hlen + 1)) == NULL) {
+		free(h);
+		goto oom;
+	}
+	memcpy(*header, h, n);
+	memset(*header + n, ' ', *hlen - n);
+	(*header)[*hlen] = '\0';
+	free(h);
+	return 0;
+oom:
+	json_decref(root);
+	specs_free(s);
+	return sd_fail(err, SD_EINTERNAL, "out of memory");
+}
+
+int
+synth_sd15_count(const struct synth_config *cfg, struct synth_counts *out,
+    struct sd_error *err)
+{
+	struct specs s;
+	char *header;
+	size_t hlen;
+
+	memset(out, 0, sizeof *out);
+	if (layout(cfg, &s, &header, &hlen, err) < 0)
+		return -1;
+	out->unet_params = s.params[0];
+	out->vae_params = s.params[1];
+	out->clip_params = s.params[2];
+	out->tensors = s.n;
+	out->file_size = 8 + hlen;
+	for (int i = 0; i < s.n; i++)
+		out->file_size += (uint64_t)s.v[i].numel * sd_dtype_size(s.v[i].dtype);
+	free(header);
+	specs_free(&s);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- values */
+
+static uint64_t
+splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t
+tensor_seed(uint64_t seed, const char *name)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return splitmix64(h ^ splitmix64(seed));
+}
+
+/* Elements [start, start + n) of t into out (t's dtype).  Element i is
+ * a function of (seed, i) alone: any chunking gives the same file. */
+static void
+fill_chunk(const struct spec *t, uint64_t seed, int64_t start, int64_t n, void *out)
+{
+	/* Uniform(-b, b) has standard deviation b/sqrt(3). */
+	double bound = t->fill == FILL_EMBEDDING ? 0.02 * sqrt(3.0) : t->bound;
+
+	if (t->fill == FILL_ARANGE) {
+		int64_t *o = out;
+		for (int64_t i = 0; i < n; i++)
+			o[i] = start + i;
+		return;
+	}
+	#pragma omp parallel for if (n > 65536) schedule(static)
+	for (int64_t i = 0; i < n; i++) {
+		float v;
+		if (t->fill == FILL_ONES)
+			v = 1.0f;
+		else if (t->fill == FILL_ZEROS)
+			v = 0.0f;
+		else {
+			uint64_t r = splitmix64(seed + (uint64_t)(start + i) * 0x9e3779b97f4a7c15ull);
+			double u = (double)(r >> 11) * 0x1.0p-53;	/* [0, 1) */
+			v = (float)((2.0 * u - 1.0) * bound);
+		}
+		switch (t->dtype) {
+		case SD_F32:
+			((float *)out)[i] = v;
+			break;
+		case SD_BF16:
+			((uint16_t *)out)[i] = sd_f32_to_bf16(v);
+			break;
+		default:
+			((uint16_t *)out)[i] = sd_f32_to_f16(v);
+			break;
+		}
+	}
+}
+
+static int
+write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+#define CHUNK (1 << 20)		/* elements generated at a time */
+
+int
+synth_sd15_checkpoint(const char *path, const struct synth_config *cfg,
+    struct sd_error *err)
+{
+	struct specs s;
+	char *header, *tmp = NULL;
+	unsigned char lenbuf[8];
+	void *buf = NULL;
+	size_t hlen, tmplen;
+	int fd = -1, rc = -1;
+
+	if (layout(cfg, &s, &header, &hlen, err) < 0)
+		return sd_error_prefix(err, "%s", path);
+	tmplen = strlen(path) + 32;
+	tmp = malloc(tmplen);
+	buf = malloc((size_t)CHUNK * 8);
+	if (tmp == NULL || buf == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		sd_fail(err, SD_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+		goto out;
+	}
+	for (int i = 0; i < 8; i++)
+		lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
+	if (write_all(fd, lenbuf, 8) < 0 || write_all(fd, header, hlen) < 0)
+		goto ioerr;
+	for (int i = 0; i < s.n; i++) {
+		const struct spec *t = &s.v[i];
+		uint64_t seed = tensor_seed(cfg->seed, t->name);
+		for (int64_t start = 0; start < t->numel; start += CHUNK) {
+			int64_t n = t->numel - start < CHUNK ? t->numel - start : CHUNK;
+			fill_chunk(t, seed, start, n, buf);
+			if (write_all(fd, buf, (size_t)n * sd_dtype_size(t->dtype)) < 0)
+				goto ioerr;
+		}
+	}
+	if (fsync(fd) < 0) {
+		goto ioerr;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		goto ioerr;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto ioerr;
+	rc = 0;
+	goto out;
+ioerr:
+	sd_fail(err, SD_EIO, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	fd = -1;
+	unlink(tmp);
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+	}
+	free(buf);
+	free(tmp);
+	free(header);
+	specs_free(&s);
+	return rc;
+}

@@ -1,0 +1,85 @@
+/* unet.h: the SD 1.5 UNet (the original "openaimodel" layout), written on
+ * the ops of core/ops.h.
+ *
+ * latents [b, 4, h, w] + timestep + text context [b, 77, 768] -> predicted
+ * noise [b, 4, h, w].  The structure (which input/output blocks have a
+ * resblock, a transformer, a down- or upsampler; every channel count; the
+ * time embedding and context widths; 4 or 9 input channels) is read from the
+ * tensors, so the tiny test model and the inpainting UNet load with the same
+ * code.  Only the head count is fixed: 8 heads of width C/8 (SD 1.5). */
+#ifndef SD_UNET_H
+#define SD_UNET_H
+
+#include <stddef.h>
+
+#include "core/error.h"
+#include "core/ops.h"
+#include "model/weights.h"
+
+/* The prefix of the UNet in the original single-file layout. */
+#define UNET_SD15_PREFIX "model.diffusion_model."
+/* Attention heads of every SD 1.5 transformer. */
+#define UNET_SD15_HEADS 8
+
+struct unet_block;
+
+/* Optional hook that sees intermediate activations (backend memory, n
+ * floats), named like the goldens (diffusers' module names): "time_proj",
+ * "time_emb", "conv_in", "down0_resnet0", "down0_attn0_block0_attn1" (and
+ * _attn2, _ff: [b, h*w, C] before the residual add), "down0_attn0",
+ * "down0".."down3" (each down block's output, after its downsampler),
+ * "mid_resnet0", "mid_attn0", "mid", "up0_resnet0", "up0_attn0", ...,
+ * "up0".."up3" (after the upsampler), "conv_norm_out" (before the SiLU).
+ * Each is the live buffer the rest of the pass reads, so the hook may also
+ * overwrite it (tests pin a block's input to a reference value that way). */
+typedef void (*unet_debug_fn)(void *user, const char *name, float *data, size_t n);
+
+struct unet {
+	int in_channels;	/* 4, or 9 for an inpainting UNet */
+	int out_channels;	/* 4 */
+	int model_channels;	/* conv_in's output: 320 in SD 1.5 */
+	int time_embed_dim;	/* 1280 */
+	int context_dim;	/* 768: the text encoder's width */
+	int heads;		/* UNET_SD15_HEADS */
+	int downsamples;	/* 3: h and w must be multiples of 1 << downsamples */
+
+	/* The weights, in forward order. */
+	const struct sd_tensor *time_embed0_w, *time_embed0_b;	/* time_embed.0 */
+	const struct sd_tensor *time_embed2_w, *time_embed2_b;	/* time_embed.2 */
+	const struct sd_tensor *conv_in_w, *conv_in_b;		/* input_blocks.0.0 */
+	int ninput;			/* input_blocks.1 .. ninput */
+	struct unet_block *input;
+	struct unet_block *middle;	/* middle_block: resblock, transformer, resblock */
+	int noutput;			/* output_blocks.0 .. noutput-1 */
+	struct unet_block *output;
+	const struct sd_tensor *norm_out_w, *norm_out_b;	/* out.0 */
+	const struct sd_tensor *conv_out_w, *conv_out_b;	/* out.2 */
+
+	unet_debug_fn debug;	/* NULL, or called during unet_forward */
+	void *debug_user;
+	const float **skips;	/* the forward pass's skip list (ninput + 1) */
+	int *skip_channels;
+};
+
+/* Resolve every tensor of the UNet under prefix (e.g. UNET_SD15_PREFIX)
+ * once, checking every shape against the channel flow; NULL with err naming
+ * the missing or misshapen tensor. */
+struct unet *unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err);
+void unet_free(struct unet *u);
+
+/* 0 when latents of h x w can go through the UNet (positive multiples of
+ * 1 << u->downsamples, i.e. 64 px for SD 1.5), else -1 with err. */
+int unet_check_size(const struct unet *u, int h, int w, struct sd_error *err);
+
+/* out [b, out_channels, h, w] = the UNet on x [b, in_channels, h, w] (both
+ * backend memory) at timesteps [b] (host memory; fractional values are
+ * fine) with context [b, ctx_len, context_dim] (backend memory).
+ * Activations come from the context's arena and are all released before
+ * returning, so repeated calls allocate nothing new.  One call at a time per
+ * struct unet (it holds the skip list).  Returns 0, or -1 with err when the
+ * size fails unet_check_size. */
+int unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
+    int h, int w, const float *timesteps, const float *context, int ctx_len,
+    struct sd_error *err);
+
+#endif

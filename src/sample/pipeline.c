@@ -1,0 +1,499 @@
+/* pipeline.c: Stable Diffusion 1.x text-to-image, img2img and inpainting,
+ * step for step as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline.
+ *
+ *   prompt ──tokenizer──▶ ids ──CLIP──▶ context [uncond, cond]
+ *   seed ──rng──▶ noise ──scheduler──▶ latents ◀── (VAE encode of the init image)
+ *   for each timestep: UNet(scaled latents, t, context) ─guidance─▶ scheduler step
+ *   latents / 0.18215 ──VAE decode──▶ image ──▶ 8-bit RGB
+ *
+ * Latents live in host memory (the scheduler's arithmetic is tiny); the
+ * networks run on the context's backend. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/ops.h"
+#include "io/image.h"
+#include "model/checkpoint.h"
+#include "model/clip.h"
+#include "model/tokenizer.h"
+#include "model/unet.h"
+#include "model/vae.h"
+#include "sample/pipeline.h"
+#include "sample/rng.h"
+#include "sample/scheduler.h"
+
+/* The float arithmetic below must round like torch's: no fused multiply-add. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+struct sd_model {
+	struct sd_checkpoint ck;
+	struct sd_ctx *ctx;
+	struct sd_tokenizer *tokenizer;
+	struct clip_text *clip;
+	struct unet *unet;
+	struct vae *vae;
+	struct sched_config sched;
+	char arch[32];
+	sd_debug_fn debug;
+	void *debug_user;
+};
+
+void
+sd_model_set_debug(struct sd_model *m, sd_debug_fn fn, void *user)
+{
+	m->debug = fn;
+	m->debug_user = user;
+}
+
+#define DEBUG(m, name, step, data, n) \
+	do { if ((m)->debug) (m)->debug((m)->debug_user, name, step, data, n); } while (0)
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct sd_model *
+sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
+{
+	struct sd_model *m = calloc(1, sizeof *m);
+	char tokdir[4096];
+
+	if (m == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	if (spec->model == NULL || *spec->model == '\0') {
+		sd_fail(err, SD_EUSAGE, "no model given (--model, the job's model: field, or the configuration)");
+		goto fail;
+	}
+	m->ctx = sd_ctx_new(spec->device, spec->threads, err);
+	if (m->ctx == NULL)
+		goto fail;
+	if (checkpoint_load(&m->ck, spec->model, spec->unet, spec->vae, err) < 0)
+		goto fail;
+	snprintf(m->arch, sizeof m->arch, "%s", m->ck.detect.arch);
+	if (tokenizer_find(spec->model, spec->tokenizer, tokdir, sizeof tokdir, err) < 0)
+		goto fail;
+	m->tokenizer = tokenizer_load(tokdir, err);
+	if (m->tokenizer == NULL)
+		goto fail;
+	m->clip = clip_text_load(m->ck.weights, SD_PREFIX_CLIP, m->ck.clip_heads, err);
+	if (m->clip == NULL)
+		goto prefix;
+	m->unet = unet_load(m->ck.weights, SD_PREFIX_UNET, err);
+	if (m->unet == NULL)
+		goto prefix;
+	if (m->unet->context_dim != m->clip->width) {
+		sd_fail(err, SD_EDATA, "the UNet expects a %d-wide text context but the text encoder is %d wide "
+		    "(parts of different models?)", m->unet->context_dim, m->clip->width);
+		goto prefix;
+	}
+	m->vae = vae_load(m->ck.weights, SD_PREFIX_VAE, err);
+	if (m->vae == NULL)
+		goto prefix;
+	sched_config_sd15(&m->sched);
+	if (m->ck.scheduler_config != NULL &&
+	    sched_config_load(m->ck.scheduler_config, &m->sched, err) < 0)
+		goto fail;
+	return m;
+prefix:
+	sd_error_prefix(err, "%s", spec->model);
+fail:
+	sd_model_free(m);
+	return NULL;
+}
+
+void
+sd_model_free(struct sd_model *m)
+{
+	if (m == NULL)
+		return;
+	vae_free(m->vae);
+	unet_free(m->unet);
+	clip_text_free(m->clip);
+	tokenizer_free(m->tokenizer);
+	if (m->ck.weights != NULL)
+		checkpoint_free(&m->ck);
+	sd_ctx_free(m->ctx);
+	free(m);
+}
+
+const char *
+sd_model_arch(const struct sd_model *m)
+{
+	return m->arch;
+}
+
+void
+sd_image_free(struct sd_image *img)
+{
+	if (img == NULL)
+		return;
+	free(img->rgb);
+	img->rgb = NULL;
+}
+
+/* Everything one image needs, freed by run_free. */
+struct run {
+	struct sd_model *m;
+	const struct sd_params *p;
+	int h, w, cfg, batch;
+	size_t nlat;		/* 4*h*w */
+	struct sd_rng *rng;
+	struct sd_scheduler *sched;
+	float *context;		/* backend [batch, 77, width] */
+	float *latents;		/* host [4, h, w] */
+	float *noise;		/* host: the noise added to the image latents */
+	float *image_latents;	/* host: img2img / inpainting, x 0.18215 */
+	float *masked_latents;	/* host: inpainting, x 0.18215 */
+	float *mask_latent;	/* host [h, w], 1 = repaint */
+	double t0;
+	sd_progress_fn progress;
+	void *user;
+};
+
+static void
+run_free(struct run *r)
+{
+	sd_scheduler_free(r->sched);
+	sd_rng_free(r->rng);
+	free(r->latents);
+	free(r->noise);
+	free(r->image_latents);
+	free(r->masked_latents);
+	free(r->mask_latent);
+}
+
+static int
+report(struct run *r, const char *event, int step, int steps)
+{
+	struct sd_progress pr = {.event = event, .step = step, .steps = steps, .eta_s = -1};
+
+	if (r->progress == NULL)
+		return 0;
+	pr.elapsed_s = now() - r->t0;
+	if (step > 0 && steps > 0)
+		pr.eta_s = pr.elapsed_s / step * (steps - step);
+	return r->progress(r->user, &pr);
+}
+
+/* Text to the UNet's context: [negative, prompt] under guidance, else
+ * [prompt]. */
+static int
+encode_text(struct run *r, struct sd_error *err)
+{
+	struct sd_model *m = r->m;
+	int32_t ids[2 * TOKENIZER_MAX_LENGTH];
+	int n = 0;
+
+	if (r->cfg) {
+		if (tokenizer_encode(m->tokenizer, r->p->negative_prompt ? r->p->negative_prompt : "",
+		    ids, NULL, err) < 0)
+			return sd_error_prefix(err, "negative_prompt");
+		n++;
+	}
+	if (tokenizer_encode(m->tokenizer, r->p->prompt, ids + n * TOKENIZER_MAX_LENGTH, NULL, err) < 0)
+		return sd_error_prefix(err, "prompt");
+	n++;
+	r->context = sd_alloc(m->ctx, (size_t)n * m->clip->max_len * m->clip->width);
+	return clip_text_forward(m->clip, m->ctx, ids, n, r->p->clip_skip, r->context, err);
+}
+
+/* 0.18215 * (mean + std*noise) of the VAE encoding of image [3, 8h, 8w]
+ * (host, [-1, 1]); the noise is the generator's next draw. */
+static int
+encode_image(struct run *r, const float *image, float *out, struct sd_error *err)
+{
+	struct sd_ctx *c = r->m->ctx;
+	size_t mark = sd_mark(c), npix = (size_t)3 * 64 * r->h * r->w;
+	float *dimg = sd_alloc(c, npix), *dmom = sd_alloc(c, 2 * r->nlat);
+	float *moments = malloc(2 * r->nlat * sizeof *moments), *eps = malloc(r->nlat * sizeof *eps);
+
+	if (moments == NULL || eps == NULL) {
+		free(moments);
+		free(eps);
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	}
+	if (!vae_has_encoder(r->m->vae)) {
+		free(moments);
+		free(eps);
+		return sd_fail(err, SD_EDATA, "the VAE of this model has no encoder: img2img and inpainting need one");
+	}
+	sd_upload(c, dimg, image, npix);
+	vae_encode(r->m->vae, c, dmom, dimg, 1, r->h, r->w);
+	sd_download(c, moments, dmom, 2 * r->nlat);
+	sd_release(c, mark);
+	sd_rng_randn(r->rng, eps, r->nlat);
+	vae_latent_sample(r->m->vae, out, moments, eps, 1, r->h, r->w);
+	for (size_t i = 0; i < r->nlat; i++)
+		out[i] = VAE_SCALING_FACTOR * out[i];
+	free(moments);
+	free(eps);
+	return 0;
+}
+
+/* latents = a*x0 + b*noise at scheduler call i (diffusers' add_noise). */
+static void
+add_noise(struct run *r, int i, float *dst, const float *x0, const float *noise)
+{
+	sd_scheduler_add_noise(r->sched, i, x0, noise, dst, r->nlat);
+}
+
+/* The starting latents, drawing from the generator in diffusers' order. */
+static int
+prepare_latents(struct run *r, struct sd_error *err)
+{
+	const struct sd_params *p = r->p;
+	int inpaint = p->mask_grey != NULL, nine = r->m->unet->in_channels == 9;
+	size_t npix = (size_t)64 * r->h * r->w;
+	float *image = NULL;
+
+	r->latents = malloc(r->nlat * sizeof *r->latents);
+	r->noise = malloc(r->nlat * sizeof *r->noise);
+	if (r->latents == NULL || r->noise == NULL)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	if (p->init_rgb == NULL) {
+		/* txt2img: one randn draw, scaled by the initial sigma */
+		sd_rng_randn(r->rng, r->noise, r->nlat);
+		float s = sd_scheduler_init_noise_sigma(r->sched);
+		for (size_t k = 0; k < r->nlat; k++)
+			r->latents[k] = r->noise[k] * s;
+		DEBUG(r->m, "latents_0", -1, r->latents, r->nlat);
+		return 0;
+	}
+	image = malloc(3 * npix * sizeof *image);
+	r->image_latents = malloc(r->nlat * sizeof *r->image_latents);
+	if (image == NULL || r->image_latents == NULL) {
+		free(image);
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	}
+	image_u8_to_f32(p->init_rgb, 8 * r->w, 8 * r->h, image);
+	int full = p->strength == 1.0;
+	/* The image latents: always for img2img and the 4-channel inpainting
+	 * (its blending needs them); for the 9-channel UNet only when the
+	 * image is the start (strength < 1). */
+	if (!inpaint || !nine || !full) {
+		if (encode_image(r, image, r->image_latents, err) < 0)
+			goto fail;
+	}
+	sd_rng_randn(r->rng, r->noise, r->nlat);
+	if (inpaint) {
+		/* the masked image: repaint area set to 0, its own draw */
+		uint8_t *bin = malloc(npix);
+		r->masked_latents = malloc(r->nlat * sizeof *r->masked_latents);
+		r->mask_latent = malloc((size_t)r->h * r->w * sizeof *r->mask_latent);
+		if (bin == NULL || r->masked_latents == NULL || r->mask_latent == NULL) {
+			free(bin);
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+			goto fail;
+		}
+		image_mask_binarize(p->mask_grey, npix, bin);
+		for (size_t k = 0; k < npix; k++)
+			if (bin[k])
+				image[k] = image[npix + k] = image[2 * npix + k] = 0.0f;
+		/* nearest downsampling: the top-left pixel of each 8x8 block */
+		for (int i = 0; i < r->h; i++)
+			for (int j = 0; j < r->w; j++)
+				r->mask_latent[(size_t)i * r->w + j] = bin[(size_t)8 * i * 8 * r->w + 8 * j];
+		free(bin);
+		if (encode_image(r, image, r->masked_latents, err) < 0)
+			goto fail;
+	}
+	if (inpaint && full) {
+		float s = sd_scheduler_init_noise_sigma(r->sched);
+		for (size_t k = 0; k < r->nlat; k++)
+			r->latents[k] = r->noise[k] * s;
+	} else {
+		add_noise(r, 0, r->latents, r->image_latents, r->noise);
+	}
+	free(image);
+	DEBUG(r->m, "latents_0", -1, r->latents, r->nlat);
+	return 0;
+fail:
+	free(image);
+	return -1;
+}
+
+static int
+denoise(struct run *r, struct sd_error *err)
+{
+	struct sd_model *m = r->m;
+	struct sd_ctx *c = m->ctx;
+	const struct sd_params *p = r->p;
+	int calls = sd_scheduler_calls(r->sched), cin = m->unet->in_channels;
+	size_t hw = (size_t)r->h * r->w, nin = (size_t)cin * hw;
+	float *host_in = malloc((size_t)r->batch * nin * sizeof *host_in);
+	float *eps = malloc((size_t)r->batch * r->nlat * sizeof *eps);
+	float *guided = malloc(r->nlat * sizeof *guided);
+	float *din = sd_alloc(c, (size_t)r->batch * nin), *dout = sd_alloc(c, (size_t)r->batch * r->nlat);
+	float t[2];
+	int rc = -1;
+
+	if (host_in == NULL || eps == NULL || guided == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < calls; i++) {
+		for (int b = 0; b < r->batch; b++) {
+			float *x = host_in + (size_t)b * nin;
+			sd_scheduler_scale_model_input(r->sched, i, r->latents, x, r->nlat);
+			if (cin == 9) {
+				memcpy(x + r->nlat, r->mask_latent, hw * sizeof *x);
+				memcpy(x + r->nlat + hw, r->masked_latents, r->nlat * sizeof *x);
+			}
+			t[b] = sd_scheduler_timestep(r->sched, i);
+		}
+		sd_upload(c, din, host_in, (size_t)r->batch * nin);
+		if (unet_forward(m->unet, c, dout, din, r->batch, r->h, r->w, t, r->context,
+		    m->clip->max_len, err) < 0)
+			goto out;
+		sd_download(c, eps, dout, (size_t)r->batch * r->nlat);
+		DEBUG(m, "unet_out", i, eps, (size_t)r->batch * r->nlat);
+		if (r->cfg) {
+			for (size_t k = 0; k < r->nlat; k++)
+				guided[k] = eps[k] + p->guidance_scale * (eps[r->nlat + k] - eps[k]);
+		} else {
+			memcpy(guided, eps, r->nlat * sizeof *guided);
+		}
+		if (sd_scheduler_step(r->sched, i, guided, r->latents, r->nlat, r->rng, err) < 0)
+			goto out;
+		if (p->mask_grey != NULL && cin == 4) {
+			/* keep the known region: the image latents noised to the
+			 * next timestep (the plain image latents at the end) */
+			float *proper = guided;
+			if (i < calls - 1)
+				add_noise(r, i + 1, proper, r->image_latents, r->noise);
+			else
+				memcpy(proper, r->image_latents, r->nlat * sizeof *proper);
+			for (int ch = 0; ch < 4; ch++)
+				for (size_t k = 0; k < hw; k++) {
+					float mk = r->mask_latent[k];
+					size_t at = (size_t)ch * hw + k;
+					r->latents[at] = (1.0f - mk) * proper[at] + mk * r->latents[at];
+				}
+		}
+		DEBUG(m, "latents", i, r->latents, r->nlat);
+		if (report(r, "step", i + 1, calls) != 0) {
+			sd_fail(err, SD_EREQUEUED, "interrupted at step %d of %d", i + 1, calls);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(host_in);
+	free(eps);
+	free(guided);
+	return rc;
+}
+
+static int
+decode(struct run *r, struct sd_image *out, struct sd_error *err)
+{
+	struct sd_ctx *c = r->m->ctx;
+	size_t npix = (size_t)3 * 64 * r->h * r->w, mark = sd_mark(c);
+	float *z = malloc(r->nlat * sizeof *z), *img = malloc(npix * sizeof *img);
+	float *dz = sd_alloc(c, r->nlat), *dimg = sd_alloc(c, npix);
+
+	out->rgb = malloc(npix);
+	if (z == NULL || img == NULL || out->rgb == NULL) {
+		free(z);
+		free(img);
+		free(out->rgb);
+		out->rgb = NULL;
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	}
+	for (size_t k = 0; k < r->nlat; k++)
+		z[k] = r->latents[k] / VAE_SCALING_FACTOR;
+	sd_upload(c, dz, z, r->nlat);
+	vae_decode(r->m->vae, c, dimg, dz, 1, r->h, r->w);
+	sd_download(c, img, dimg, npix);
+	sd_release(c, mark);
+	DEBUG(r->m, "image_decoded", -1, img, npix);
+	vae_image_to_rgb8(out->rgb, img, 1, 8 * r->h, 8 * r->w);
+	out->width = 8 * r->w;
+	out->height = 8 * r->h;
+	free(z);
+	free(img);
+	return 0;
+}
+
+int
+sd_generate(struct sd_model *m, const struct sd_params *p, int index,
+    struct sd_image *out, struct sd_timings *timings,
+    sd_progress_fn progress, void *user, struct sd_error *err)
+{
+	struct run r = {.m = m, .p = p, .progress = progress, .user = user};
+	struct sd_timings tm = {0};
+	size_t mark = sd_mark(m->ctx);
+	double t;
+	int rc = -1;
+
+	memset(out, 0, sizeof *out);
+	r.t0 = now();
+	if (p->width <= 0 || p->height <= 0 || p->width % 8 || p->height % 8)
+		return sd_fail(err, SD_EDATA, "width and height must be positive multiples of 8 (got %dx%d)",
+		    p->width, p->height);
+	r.h = p->height / 8;
+	r.w = p->width / 8;
+	if (unet_check_size(m->unet, r.h, r.w, err) < 0)
+		return -1;
+	if (p->steps < 1)
+		return sd_fail(err, SD_EDATA, "steps must be at least 1");
+	if (p->mask_grey != NULL && p->init_rgb == NULL)
+		return sd_fail(err, SD_EDATA, "a mask needs an init image");
+	if (m->unet->in_channels == 9 && p->mask_grey == NULL)
+		return sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): it needs an init image and a mask");
+	if (m->unet->in_channels != 4 && m->unet->in_channels != 9)
+		return sd_fail(err, SD_EDATA, "a UNet with %d input channels is not supported", m->unet->in_channels);
+	if (p->init_rgb != NULL && !(p->strength > 0.0 && p->strength <= 1.0))
+		return sd_fail(err, SD_EDATA, "strength must be in (0, 1] (got %g)", p->strength);
+	r.nlat = (size_t)4 * r.h * r.w;
+	r.cfg = p->guidance_scale > 1.0f;
+	r.batch = r.cfg ? 2 : 1;
+	out->seed = p->seed + (uint64_t)index;
+	r.rng = sd_rng_new(p->rng, out->seed);
+	r.sched = sd_scheduler_new(p->sampler, p->schedule, &m->sched, p->steps, err);
+	if (r.rng == NULL || r.sched == NULL) {
+		if (r.rng == NULL)
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	if (p->init_rgb != NULL && sd_scheduler_set_strength(r.sched, p->strength, err) < 0)
+		goto out;
+	if (report(&r, "encoding", 0, sd_scheduler_calls(r.sched)) != 0) {
+		sd_fail(err, SD_EREQUEUED, "interrupted");
+		goto out;
+	}
+	t = now();
+	if (encode_text(&r, err) < 0 || prepare_latents(&r, err) < 0)
+		goto out;
+	tm.encode_s = now() - t;
+	t = now();
+	if (denoise(&r, err) < 0)
+		goto out;
+	tm.sample_s = now() - t;
+	report(&r, "decoding", sd_scheduler_calls(r.sched), sd_scheduler_calls(r.sched));
+	t = now();
+	if (decode(&r, out, err) < 0)
+		goto out;
+	tm.decode_s = now() - t;
+	rc = 0;
+out:
+	sd_release(m->ctx, mark);
+	run_free(&r);
+	if (timings != NULL)
+		*timings = tm;
+	return rc;
+}

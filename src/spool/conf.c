@@ -1,0 +1,450 @@
+/* conf.c: reading sdbatch.yaml. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spool/conf.h"
+#include "spool/util.h"
+
+#ifndef SDBATCH_SYSCONFDIR
+#define SDBATCH_SYSCONFDIR "/etc"
+#endif
+
+void
+config_init(struct sd_config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->device = strdup("cpu");
+	c->poll_s = 2;
+	c->stale_s = 300;
+	c->heartbeat_s = 15;
+	c->defaults.negative_prompt = strdup("");
+	c->defaults.width = 512;
+	c->defaults.height = 512;
+	c->defaults.steps = 20;
+	c->defaults.guidance_scale = 7.5;
+	c->defaults.sampler = SD_SAMPLER_EULER_A;
+	c->defaults.schedule = SD_SCHEDULE_NORMAL;
+	c->defaults.rng = SD_RNG_CPU;
+	c->defaults.clip_skip = 1;
+	c->defaults.count = 1;
+	c->defaults.strength = 0.75;
+	c->limits.width = 2048;
+	c->limits.height = 2048;
+	c->limits.steps = 150;
+	c->limits.count = 16;
+	c->limits.prompt_length = 4000;
+	ytree_limits_default(&c->limits.yaml);
+	c->callback.attempts = 6;
+	c->callback.timeout_s = 10;
+	c->callback.total_s = 600;
+	c->callback.backoff_s = 1;
+	c->callback.backoff_max_s = 60;
+}
+
+void
+config_free(struct sd_config *c)
+{
+	size_t i;
+
+	free(c->path);
+	free(c->model);
+	free(c->tokenizer);
+	free(c->device);
+	free(c->output_root);
+	for (i = 0; i < c->n_model_dirs; i++)
+		free(c->model_dirs[i]);
+	free(c->model_dirs);
+	free(c->defaults.negative_prompt);
+	memset(c, 0, sizeof *c);
+}
+
+int
+config_set_string(char **field, const char *value)
+{
+	char *s = value != NULL ? strdup(value) : NULL;
+
+	if (value != NULL && s == NULL)
+		return -1;
+	free(*field);
+	*field = s;
+	return 0;
+}
+
+const char *
+config_locate(const char *explicit_path)
+{
+	static const char sys[] = SDBATCH_SYSCONFDIR "/sdbatch/sdbatch.yaml";
+	const char *env = getenv("SDBATCH_CONFIG");
+
+	if (explicit_path != NULL && *explicit_path != '\0')
+		return explicit_path;
+	if (env != NULL && *env != '\0')
+		return env;
+	if (access(sys, F_OK) == 0)
+		return sys;
+	return NULL;
+}
+
+/* A path from the file: relative ones are taken from the file's folder. */
+static int
+get_path(struct yctx *y, const struct ynode *v, const char *field,
+    const char *base, char **out)
+{
+	char *s = NULL;
+
+	if (yget_string(y, v, field, &s) < 0)
+		return -1;
+	if (s[0] != '/' && base != NULL) {
+		char *j = util_join(base, s);
+		free(s);
+		if ((s = j) == NULL)
+			return sd_fail(y->err, SD_EINTERNAL, "out of memory");
+	}
+	free(*out);
+	*out = s;
+	return 0;
+}
+
+static int
+get_name(struct yctx *y, const struct ynode *v, const char *field,
+    int (*parse)(const char *, int *), int *out, const char *choices)
+{
+	char *s = NULL;
+	int r;
+
+	if (yget_string(y, v, field, &s) < 0)
+		return -1;
+	r = parse(s, out);
+	free(s);
+	if (r < 0)
+		return yfail(y, v, field, "unknown value \"%.40s\" (one of: %s)",
+		    v->value, choices);
+	return 0;
+}
+
+static int
+parse_sampler(const char *s, int *out)
+{
+	enum sd_sampler v;
+
+	if (sd_sampler_parse(s, &v) < 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int
+parse_schedule(const char *s, int *out)
+{
+	enum sd_schedule v;
+
+	if (sd_schedule_parse(s, &v) < 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int
+parse_rng(const char *s, int *out)
+{
+	enum sd_rng_kind v;
+
+	if (sd_rng_parse(s, &v) < 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static int
+geti(struct yctx *y, const struct ynode *v, const char *f, int64_t lo,
+    int64_t hi, int *out)
+{
+	int64_t x;
+
+	if (yget_int(y, v, f, lo, hi, &x) < 0)
+		return -1;
+	*out = (int)x;
+	return 0;
+}
+
+static int
+getz(struct yctx *y, const struct ynode *v, const char *f, int64_t lo,
+    int64_t hi, size_t *out)
+{
+	int64_t x;
+
+	if (yget_int(y, v, f, lo, hi, &x) < 0)
+		return -1;
+	*out = (size_t)x;
+	return 0;
+}
+
+static int
+defaults_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
+{
+	struct job_defaults *d = &c->defaults;
+	size_t i;
+	int v = 0;
+
+	if (yget_map(y, m, "defaults") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *x = m->items[i];
+		char f[64];
+		int r;
+
+		snprintf(f, sizeof f, "defaults.%.40s", k);
+		if (strcmp(k, "negative_prompt") == 0) {
+			r = ytree_is_null(x) ? config_set_string(&d->negative_prompt, "") :
+			    yget_string(y, x, f, &d->negative_prompt);
+		} else if (strcmp(k, "width") == 0)
+			r = geti(y, x, f, 64, 16384, &d->width);
+		else if (strcmp(k, "height") == 0)
+			r = geti(y, x, f, 64, 16384, &d->height);
+		else if (strcmp(k, "steps") == 0)
+			r = geti(y, x, f, 1, 10000, &d->steps);
+		else if (strcmp(k, "guidance_scale") == 0)
+			r = yget_number(y, x, f, 0, 100, &d->guidance_scale);
+		else if (strcmp(k, "sampler") == 0) {
+			r = get_name(y, x, f, parse_sampler, &v,
+			    "ddim, euler, euler_a, dpmpp_2m, lms, pndm");
+			if (r == 0)
+				d->sampler = (enum sd_sampler)v;
+		} else if (strcmp(k, "schedule") == 0) {
+			r = get_name(y, x, f, parse_schedule, &v, "normal, karras");
+			if (r == 0)
+				d->schedule = (enum sd_schedule)v;
+		} else if (strcmp(k, "rng") == 0) {
+			r = get_name(y, x, f, parse_rng, &v, "cpu, cuda");
+			if (r == 0)
+				d->rng = (enum sd_rng_kind)v;
+		} else if (strcmp(k, "clip_skip") == 0)
+			r = geti(y, x, f, 1, 12, &d->clip_skip);
+		else if (strcmp(k, "count") == 0)
+			r = geti(y, x, f, 1, 10000, &d->count);
+		else if (strcmp(k, "strength") == 0)
+			r = yget_number(y, x, f, 0.0001, 1, &d->strength);
+		else
+			r = yfail(y, m->keys[i], f, "unknown key (known: negative_prompt, "
+			    "width, height, steps, guidance_scale, sampler, schedule, rng, "
+			    "clip_skip, count, strength)");
+		if (r < 0)
+			return -1;
+	}
+	if (d->width % 8 != 0 || d->height % 8 != 0)
+		return yfail(y, m, "defaults", "width and height must be multiples of 8");
+	return 0;
+}
+
+static int
+limits_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
+{
+	struct job_limits *l = &c->limits;
+	size_t i;
+
+	if (yget_map(y, m, "limits") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *x = m->items[i];
+		char f[64];
+		int r;
+
+		snprintf(f, sizeof f, "limits.%.40s", k);
+		if (strcmp(k, "width") == 0)
+			r = geti(y, x, f, 64, 16384, &l->width);
+		else if (strcmp(k, "height") == 0)
+			r = geti(y, x, f, 64, 16384, &l->height);
+		else if (strcmp(k, "steps") == 0)
+			r = geti(y, x, f, 1, 10000, &l->steps);
+		else if (strcmp(k, "count") == 0)
+			r = geti(y, x, f, 1, 10000, &l->count);
+		else if (strcmp(k, "prompt_length") == 0)
+			r = getz(y, x, f, 1, 1 << 20, &l->prompt_length);
+		else if (strcmp(k, "job_size") == 0)
+			r = getz(y, x, f, 256, 16 << 20, &l->yaml.max_document);
+		else if (strcmp(k, "string_size") == 0)
+			r = getz(y, x, f, 64, 16 << 20, &l->yaml.max_scalar);
+		else if (strcmp(k, "depth") == 0) {
+			size_t d = 0;
+			if ((r = getz(y, x, f, 2, 64, &d)) == 0)
+				l->yaml.max_depth = (int)d;
+		} else if (strcmp(k, "nodes") == 0)
+			r = getz(y, x, f, 16, 1 << 20, &l->yaml.max_nodes);
+		else
+			r = yfail(y, m->keys[i], f, "unknown key (known: width, height, "
+			    "steps, count, prompt_length, job_size, string_size, depth, nodes)");
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+callback_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
+{
+	struct callback_config *cb = &c->callback;
+	size_t i;
+
+	if (yget_map(y, m, "callback") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *x = m->items[i];
+		char f[64];
+		int r;
+
+		snprintf(f, sizeof f, "callback.%.40s", k);
+		if (strcmp(k, "attempts") == 0)
+			r = geti(y, x, f, 1, 100, &cb->attempts);
+		else if (strcmp(k, "timeout") == 0)
+			r = yget_number(y, x, f, 0.05, 3600, &cb->timeout_s);
+		else if (strcmp(k, "total_time") == 0)
+			r = yget_number(y, x, f, 0.05, 7 * 86400, &cb->total_s);
+		else if (strcmp(k, "backoff") == 0)
+			r = yget_number(y, x, f, 0, 3600, &cb->backoff_s);
+		else if (strcmp(k, "backoff_max") == 0)
+			r = yget_number(y, x, f, 0, 86400, &cb->backoff_max_s);
+		else
+			r = yfail(y, m->keys[i], f, "unknown key (known: attempts, "
+			    "timeout, total_time, backoff, backoff_max)");
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+model_dirs(struct yctx *y, struct sd_config *c, const struct ynode *v,
+    const char *base)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_model_dirs; i++)
+		free(c->model_dirs[i]);
+	free(c->model_dirs);
+	c->model_dirs = NULL;
+	c->n_model_dirs = 0;
+	if (ytree_is_null(v))
+		return 0;
+	if (v->kind == YNODE_SCALAR) {
+		if ((c->model_dirs = calloc(1, sizeof *c->model_dirs)) == NULL)
+			return sd_fail(y->err, SD_EINTERNAL, "out of memory");
+		c->n_model_dirs = 1;
+		return get_path(y, v, "model_dirs", base, &c->model_dirs[0]);
+	}
+	if (v->kind != YNODE_SEQ)
+		return yfail(y, v, "model_dirs", "expected a list of folders");
+	if ((c->model_dirs = calloc(v->n + 1, sizeof *c->model_dirs)) == NULL)
+		return sd_fail(y->err, SD_EINTERNAL, "out of memory");
+	for (i = 0; i < v->n; i++) {
+		c->n_model_dirs++;
+		if (get_path(y, v->items[i], "model_dirs", base,
+		    &c->model_dirs[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int
+config_parse(struct sd_config *c, const char *buf, size_t len,
+    const char *name, struct sd_error *err)
+{
+	struct yctx y = { name, SD_ECONFIG, err, NULL };
+	struct ylimits lim;
+	struct ynode *root;
+	char *base = NULL;
+	size_t i;
+	int r = 0;
+
+	ytree_limits_default(&lim);
+	lim.max_document = 1 << 20;
+	lim.max_nodes = 65536;
+	if ((root = ytree_parse(buf, len, name, &lim, err, NULL)) == NULL) {
+		if (err != NULL)
+			err->code = SD_ECONFIG;
+		return -1;
+	}
+	if (root->kind != YNODE_MAP) {
+		sd_fail(err, SD_ECONFIG, "%s: the configuration must be a mapping "
+		    "(key: value lines), not %s", name, ytree_kind_name(root));
+		ytree_free(root);
+		return -1;
+	}
+	if (strchr(name, '/') != NULL)
+		base = util_dirname(name);
+	for (i = 0; r == 0 && i < root->n; i++) {
+		const char *k = root->keys[i]->value;
+		const struct ynode *x = root->items[i];
+
+		if (strcmp(k, "model") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->model, NULL) :
+			    get_path(&y, x, k, base, &c->model);
+		else if (strcmp(k, "tokenizer") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->tokenizer, NULL) :
+			    get_path(&y, x, k, base, &c->tokenizer);
+		else if (strcmp(k, "device") == 0) {
+			r = yget_string(&y, x, k, &c->device);
+			if (r == 0 && strcmp(c->device, "cpu") != 0 &&
+			    strncmp(c->device, "cuda", 4) != 0)
+				r = yfail(&y, x, k, "unknown device \"%.40s\" (cpu, cuda or cuda:N)",
+				    c->device);
+		} else if (strcmp(k, "threads") == 0)
+			r = geti(&y, x, k, 0, 4096, &c->threads);
+		else if (strcmp(k, "output_root") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->output_root, NULL) :
+			    get_path(&y, x, k, base, &c->output_root);
+		else if (strcmp(k, "model_dirs") == 0)
+			r = model_dirs(&y, c, x, base);
+		else if (strcmp(k, "poll_interval") == 0)
+			r = yget_number(&y, x, k, 0.01, 3600, &c->poll_s);
+		else if (strcmp(k, "stale_after") == 0)
+			r = yget_number(&y, x, k, 1, 30 * 86400, &c->stale_s);
+		else if (strcmp(k, "heartbeat_interval") == 0)
+			r = yget_number(&y, x, k, 0.05, 86400, &c->heartbeat_s);
+		else if (strcmp(k, "defaults") == 0)
+			r = defaults_section(&y, c, x);
+		else if (strcmp(k, "limits") == 0)
+			r = limits_section(&y, c, x);
+		else if (strcmp(k, "callback") == 0)
+			r = callback_section(&y, c, x);
+		else
+			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
+			    "tokenizer, device, threads, output_root, model_dirs, "
+			    "poll_interval, stale_after, heartbeat_interval, defaults, "
+			    "limits, callback)");
+		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
+			err->code = SD_ECONFIG;
+	}
+	if (r == 0 && c->heartbeat_s * 2 > c->stale_s)
+		r = sd_fail(err, SD_ECONFIG, "%s: heartbeat_interval (%g s) must be at "
+		    "most half of stale_after (%g s)", name, c->heartbeat_s, c->stale_s);
+	free(base);
+	ytree_free(root);
+	return r;
+}
+
+int
+config_load(struct sd_config *c, const char *path, struct sd_error *err)
+{
+	size_t len;
+	char *buf;
+	int r;
+
+	if ((buf = util_read_file(path, 1 << 20, 0, &len, err)) == NULL) {
+		if (err != NULL)
+			err->code = err->code == SD_ENOINPUT ? SD_ECONFIG : err->code;
+		return sd_error_prefix(err, "configuration");
+	}
+	r = config_parse(c, buf, len, path, err);
+	free(buf);
+	if (r == 0 && config_set_string(&c->path, path) < 0)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	return r;
+}

@@ -1,0 +1,80 @@
+/* conf.h: sdbatch.yaml, the configuration file (see sdbatch.yaml(5)).
+ *
+ * Looked for in --config FILE, else $SDBATCH_CONFIG, else
+ * SYSCONFDIR/sdbatch/sdbatch.yaml (usually /etc/sdbatch/sdbatch.yaml) when
+ * present.  Command-line options override the file; job fields override
+ * both. */
+#ifndef SD_SPOOL_CONF_H
+#define SD_SPOOL_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "sample/pipeline.h"
+#include "spool/yamltree.h"
+
+/* Job values used when a job does not give them. */
+struct job_defaults {
+	char *negative_prompt;
+	int width, height, steps;
+	double guidance_scale;
+	enum sd_sampler sampler;
+	enum sd_schedule schedule;
+	enum sd_rng_kind rng;
+	int clip_skip, count;
+	double strength;
+};
+
+/* What a job may ask for at most. */
+struct job_limits {
+	int width, height, steps, count;
+	size_t prompt_length;	/* characters (code points) */
+	struct ylimits yaml;	/* document/scalar bytes, depth, nodes */
+};
+
+struct callback_config {
+	int attempts;		/* total attempts, >= 1 */
+	double timeout_s;	/* per attempt */
+	double total_s;		/* give up after this long in all */
+	double backoff_s;	/* first delay; doubles each retry, with jitter */
+	double backoff_max_s;
+};
+
+struct sd_config {
+	char *path;		/* the file read, or NULL */
+	char *model;		/* default model */
+	char *tokenizer;	/* tokenizer folder, or NULL: found per model */
+	char *device;		/* "cpu", "cuda", "cuda:N" */
+	int threads;		/* 0: default */
+	char *output_root;	/* NULL: SPOOL/output (watch) or . (run) */
+	char **model_dirs;	/* allowed model folders (none: anywhere) */
+	size_t n_model_dirs;
+	double poll_s;		/* spool poll interval */
+	double stale_s;		/* claim heartbeat age that makes it stale */
+	double heartbeat_s;	/* how often a worker touches its claim */
+	struct job_defaults defaults;
+	struct job_limits limits;
+	struct callback_config callback;
+};
+
+/* The built-in configuration. */
+void config_init(struct sd_config *c);
+void config_free(struct sd_config *c);
+
+/* Which file to read: explicit (may be NULL), else $SDBATCH_CONFIG, else
+ * the system file if it exists.  Returns NULL for "no file". */
+const char *config_locate(const char *explicit_path);
+
+/* Read path into c (which config_init prepared); keys the file gives replace
+ * c's values.  Errors are SD_ECONFIG and name the file, line and key. */
+int config_load(struct sd_config *c, const char *path, struct sd_error *err);
+
+/* Parse a config document from memory (tests). */
+int config_parse(struct sd_config *c, const char *buf, size_t len,
+    const char *name, struct sd_error *err);
+
+/* Set c->field (a string field) to a copy of value. */
+int config_set_string(char **field, const char *value);
+
+#endif

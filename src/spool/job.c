@@ -1,0 +1,778 @@
+/* job.c: parsing and validating job files. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spool/job.h"
+#include "spool/modelpath.h"
+#include "spool/util.h"
+#include "spool/yamltree.h"
+
+static const char *const field_names[JF_COUNT_] = {
+	"prompt", "negative_prompt", "model", "unet", "vae", "width",
+	"height", "steps", "guidance_scale", "sampler", "schedule",
+	"seed", "count", "rng", "clip_skip", "init_image", "strength",
+	"mask", "output", "callback", "metadata",
+};
+
+const char *
+job_field_name(enum job_field f)
+{
+	return f >= 0 && f < JF_COUNT_ ? field_names[f] : "?";
+}
+
+void
+job_init(struct sd_job *j, const struct sd_config *c)
+{
+	const struct job_defaults *d = &c->defaults;
+
+	memset(j, 0, sizeof *j);
+	j->negative_prompt = strdup(d->negative_prompt ? d->negative_prompt : "");
+	j->width = d->width;
+	j->height = d->height;
+	j->steps = d->steps;
+	j->guidance_scale = d->guidance_scale;
+	j->sampler = d->sampler;
+	j->schedule = d->schedule;
+	j->seed_random = 1;
+	j->count = d->count;
+	j->rng = d->rng;
+	j->clip_skip = d->clip_skip;
+	j->strength = d->strength;
+}
+
+void
+job_callback_free(struct job_callback *cb)
+{
+	free(cb->url);
+	free(cb->secret_env);
+	memset(cb, 0, sizeof *cb);
+}
+
+void
+job_free(struct sd_job *j)
+{
+	free(j->file);
+	free(j->dir);
+	free(j->prompt);
+	free(j->negative_prompt);
+	free(j->model);
+	free(j->unet);
+	free(j->vae);
+	free(j->init_image);
+	free(j->mask);
+	free(j->output_dir);
+	free(j->output_name);
+	job_callback_free(&j->callback);
+	json_decref(j->metadata);
+	memset(j, 0, sizeof *j);
+}
+
+/* Levenshtein distance of two short strings (for "did you mean"). */
+static int
+distance(const char *a, const char *b)
+{
+	int la = (int)strlen(a), lb = (int)strlen(b), i, k;
+	int row[64];
+
+	if (la > 60 || lb > 60)
+		return 99;
+	for (k = 0; k <= lb; k++)
+		row[k] = k;
+	for (i = 1; i <= la; i++) {
+		int prev = row[0];
+		row[0] = i;
+		for (k = 1; k <= lb; k++) {
+			int cur = row[k];
+			int sub = prev + (tolower((unsigned char)a[i - 1]) !=
+			    tolower((unsigned char)b[k - 1]));
+			int best = row[k] + 1 < row[k - 1] + 1 ? row[k] + 1 : row[k - 1] + 1;
+			row[k] = sub < best ? sub : best;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+static const char *
+suggest(const char *key, const char *const *names, int n)
+{
+	int i, best = 99, bi = -1;
+
+	for (i = 0; i < n; i++) {
+		int d = distance(key, names[i]);
+		if (d < best) {
+			best = d;
+			bi = i;
+		}
+	}
+	return best <= 2 && bi >= 0 ? names[bi] : NULL;
+}
+
+int
+job_check_name_pattern(const char *pattern, struct sd_error *err)
+{
+	const char *p;
+
+	if (pattern[0] == '\0')
+		return sd_fail(err, SD_EDATA, "empty file name");
+	if (strchr(pattern, '/') != NULL)
+		return sd_fail(err, SD_EDATA, "\"%s\": a file name may not hold '/' "
+		    "(use output.dir for folders)", pattern);
+	if (strcmp(pattern, ".") == 0 || strcmp(pattern, "..") == 0)
+		return sd_fail(err, SD_EDATA, "\"%s\" is not a file name", pattern);
+	for (p = pattern; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return sd_fail(err, SD_EDATA, "a file name may not hold "
+			    "control characters");
+		if (*p == '{') {
+			if (strncmp(p, "{id}", 4) != 0 && strncmp(p, "{index}", 7) != 0 &&
+			    strncmp(p, "{seed}", 6) != 0) {
+				int n = (int)strcspn(p, "}");
+				return sd_fail(err, SD_EDATA, "unknown placeholder \"%.*s\" "
+				    "(known: {id}, {index}, {seed})", n < 32 ? n + 1 : 32, p);
+			}
+		}
+	}
+	if (strlen(pattern) > 200)
+		return sd_fail(err, SD_EDATA, "the file name pattern is too long");
+	return 0;
+}
+
+char *
+job_output_name(const char *pattern, const char *id, int index, uint64_t seed,
+    int count, struct sd_error *err)
+{
+	char buf[1024], num[32];
+	size_t o = 0;
+	const char *p;
+	int has_index = strstr(pattern, "{index}") != NULL;
+
+	if (job_check_name_pattern(pattern, err) < 0)
+		return NULL;
+	for (p = pattern; *p && o < sizeof buf - 64;) {
+		const char *rep = NULL;
+		size_t skip = 1;
+		if (strncmp(p, "{id}", 4) == 0) {
+			rep = id;
+			skip = 4;
+		} else if (strncmp(p, "{index}", 7) == 0) {
+			snprintf(num, sizeof num, "%d", index);
+			rep = num;
+			skip = 7;
+		} else if (strncmp(p, "{seed}", 6) == 0) {
+			snprintf(num, sizeof num, "%" PRIu64, seed);
+			rep = num;
+			skip = 6;
+		}
+		if (rep != NULL) {
+			size_t n = strlen(rep);
+			if (o + n >= sizeof buf - 64)
+				break;
+			memcpy(buf + o, rep, n);
+			o += n;
+		} else
+			buf[o++] = *p;
+		p += skip;
+	}
+	buf[o] = '\0';
+	/* Every image is a PNG. */
+	if (o < 4 || strcasecmp(buf + o - 4, ".png") != 0) {
+		memcpy(buf + o, ".png", 5);
+		o += 4;
+	}
+	if (count > 1 && !has_index) {
+		char *dot = strrchr(buf, '.');
+		char ext[16];
+		snprintf(ext, sizeof ext, "%s", dot);
+		snprintf(dot, sizeof buf - (size_t)(dot - buf), "-%d%s", index, ext);
+	}
+	if (strcmp(buf, ".png") == 0 || buf[0] == '\0')
+		return sd_fail(err, SD_EDATA, "empty file name"), NULL;
+	return strdup(buf);
+}
+
+struct parser {
+	struct yctx y;
+	struct sd_job *j;
+	const struct sd_config *c;
+};
+
+static int
+get_int(struct parser *p, const struct ynode *v, enum job_field f, int64_t lo,
+    int64_t hi, int *out)
+{
+	int64_t x;
+
+	if (yget_int(&p->y, v, field_names[f], lo, hi, &x) < 0)
+		return -1;
+	*out = (int)x;
+	return 0;
+}
+
+static int
+get_name(struct parser *p, const struct ynode *v, enum job_field f,
+    int (*parse)(const char *, void *), void *out, const char *choices)
+{
+	char *s = NULL;
+	int r;
+
+	if (yget_string(&p->y, v, field_names[f], &s) < 0)
+		return -1;
+	r = parse(s, out);
+	free(s);
+	if (r < 0)
+		return yfail(&p->y, v, field_names[f], "unknown value \"%.40s\" (one of: %s)",
+		    v->value, choices);
+	return 0;
+}
+
+static int
+p_sampler(const char *s, void *out)
+{
+	return sd_sampler_parse(s, out);
+}
+
+static int
+p_schedule(const char *s, void *out)
+{
+	return sd_schedule_parse(s, out);
+}
+
+static int
+p_rng(const char *s, void *out)
+{
+	return sd_rng_parse(s, out);
+}
+
+/* A path field: a string without control characters. */
+static int
+get_path(struct parser *p, const struct ynode *v, const char *field, char **out)
+{
+	const char *s;
+
+	if (yget_string(&p->y, v, field, out) < 0)
+		return -1;
+	for (s = *out; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return yfail(&p->y, v, field, "a path may not hold control characters");
+	if (strlen(*out) >= PATH_MAX)
+		return yfail(&p->y, v, field, "path too long");
+	return 0;
+}
+
+static int
+has_dotdot(const char *path)
+{
+	const char *s = path;
+
+	while (*s) {
+		size_t n = strcspn(s, "/");
+		if (n == 2 && s[0] == '.' && s[1] == '.')
+			return 1;
+		s += n;
+		while (*s == '/')
+			s++;
+	}
+	return 0;
+}
+
+static int
+output_section(struct parser *p, const struct ynode *m)
+{
+	struct sd_error e;
+	size_t i;
+
+	if (yget_map(&p->y, m, "output") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *v = m->items[i];
+
+		if (strcmp(k, "dir") == 0) {
+			if (get_path(p, v, "output.dir", &p->j->output_dir) < 0)
+				return -1;
+			if (has_dotdot(p->j->output_dir))
+				return yfail(&p->y, v, "output.dir", "\"..\" is not allowed "
+				    "(outputs stay inside the output root)");
+		} else if (strcmp(k, "name") == 0) {
+			if (get_path(p, v, "output.name", &p->j->output_name) < 0)
+				return -1;
+			sd_error_clear(&e);
+			if (job_check_name_pattern(p->j->output_name, &e) < 0)
+				return yfail(&p->y, v, "output.name", "%s", e.message);
+		} else {
+			static const char *const known[] = { "dir", "name" };
+			const char *s = suggest(k, known, 2);
+			char f[80];
+			snprintf(f, sizeof f, "output.%.60s", k);
+			return yfail(&p->y, m->keys[i], f, "unknown field%s%s%s (known: dir, name)",
+			    s ? " (did you mean \"" : "", s ? s : "", s ? "\"?)" : "");
+		}
+	}
+	return 0;
+}
+
+static int
+check_url(const char *url, char *why, size_t size)
+{
+	const char *host, *p;
+
+	if (strncasecmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else {
+		snprintf(why, size, "only http:// and https:// URLs are allowed");
+		return -1;
+	}
+	if (*host == '\0' || *host == '/' || *host == ':' || *host == '?') {
+		snprintf(why, size, "the URL has no host");
+		return -1;
+	}
+	for (p = url; *p; p++)
+		if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+			snprintf(why, size, "the URL holds spaces or control characters");
+			return -1;
+		}
+	if (strlen(url) > 2048) {
+		snprintf(why, size, "the URL is too long");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+callback_section(struct yctx *y, const struct ynode *m, struct job_callback *cb)
+{
+	const struct ynode *urlnode = NULL;
+	char why[128];
+	size_t i;
+
+	if (yget_map(y, m, "callback") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *v = m->items[i];
+
+		if (strcmp(k, "url") == 0) {
+			urlnode = v;
+			if (yget_string(y, v, "callback.url", &cb->url) < 0)
+				return -1;
+			if (check_url(cb->url, why, sizeof why) < 0)
+				return yfail(y, v, "callback.url", "%s", why);
+		} else if (strcmp(k, "secret_env") == 0) {
+			const char *s;
+			if (yget_string(y, v, "callback.secret_env", &cb->secret_env) < 0)
+				return -1;
+			s = cb->secret_env;
+			if (!(isalpha((unsigned char)s[0]) || s[0] == '_') ||
+			    strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			    "0123456789_") != strlen(s) || strlen(s) > 128)
+				return yfail(y, v, "callback.secret_env", "\"%.40s\" is not an "
+				    "environment variable name (the secret itself never "
+				    "goes into a job file)", s);
+		} else if (strcmp(k, "include_images") == 0) {
+			if (yget_bool(y, v, "callback.include_images",
+			    &cb->include_images) < 0)
+				return -1;
+		} else {
+			static const char *const known[] = { "url", "secret_env",
+			    "include_images" };
+			const char *s = suggest(k, known, 3);
+			char f[80];
+			snprintf(f, sizeof f, "callback.%.60s", k);
+			return yfail(y, m->keys[i], f, "unknown field%s%s%s (known: url, "
+			    "secret_env, include_images)", s ? " (did you mean \"" : "",
+			    s ? s : "", s ? "\"?)" : "");
+		}
+	}
+	if (urlnode == NULL)
+		return yfail(y, m, "callback.url", "missing (the callback needs a url)");
+	return 0;
+}
+
+static int
+field(struct parser *p, enum job_field f, const struct ynode *v)
+{
+	struct sd_job *j = p->j;
+	const struct job_limits *lim = &p->c->limits;
+	const char *name = field_names[f];
+	int64_t x;
+
+	switch (f) {
+	case JF_PROMPT:
+		if (yget_string(&p->y, v, name, &j->prompt) < 0)
+			return -1;
+		if (util_utf8_length(j->prompt, strlen(j->prompt)) > lim->prompt_length)
+			return yfail(&p->y, v, name, "%zu characters, over the limit of %zu",
+			    util_utf8_length(j->prompt, strlen(j->prompt)),
+			    lim->prompt_length);
+		return 0;
+	case JF_NEGATIVE_PROMPT:
+		if (ytree_is_null(v))
+			return config_set_string(&j->negative_prompt, "");
+		if (yget_string(&p->y, v, name, &j->negative_prompt) < 0)
+			return -1;
+		if (util_utf8_length(j->negative_prompt, strlen(j->negative_prompt)) >
+		    lim->prompt_length)
+			return yfail(&p->y, v, name, "over the limit of %zu characters",
+			    lim->prompt_length);
+		return 0;
+	case JF_MODEL:
+		return get_path(p, v, name, &j->model);
+	case JF_UNET:
+		return get_path(p, v, name, &j->unet);
+	case JF_VAE:
+		return get_path(p, v, name, &j->vae);
+	case JF_WIDTH:
+	case JF_HEIGHT: {
+		int *out = f == JF_WIDTH ? &j->width : &j->height;
+		if (get_int(p, v, f, 64, f == JF_WIDTH ? lim->width : lim->height, out) < 0)
+			return -1;
+		if (*out % 8 != 0)
+			return yfail(&p->y, v, name, "%d is not a multiple of 8", *out);
+		return 0;
+	}
+	case JF_STEPS:
+		return get_int(p, v, f, 1, lim->steps, &j->steps);
+	case JF_GUIDANCE_SCALE:
+		return yget_number(&p->y, v, name, 0, 100, &j->guidance_scale);
+	case JF_SAMPLER:
+		return get_name(p, v, f, p_sampler, &j->sampler,
+		    "ddim, euler, euler_a, dpmpp_2m, lms, pndm");
+	case JF_SCHEDULE:
+		return get_name(p, v, f, p_schedule, &j->schedule, "normal, karras");
+	case JF_SEED:
+		if (ytree_is_null(v)) {
+			j->seed_random = 1;
+			return 0;
+		}
+		if (yget_int(&p->y, v, name, -1, INT64_MAX, &x) < 0)
+			return -1;
+		j->seed_random = x == -1;
+		j->seed = x == -1 ? 0 : (uint64_t)x;
+		return 0;
+	case JF_COUNT:
+		return get_int(p, v, f, 1, lim->count, &j->count);
+	case JF_RNG:
+		return get_name(p, v, f, p_rng, &j->rng, "cpu, cuda");
+	case JF_CLIP_SKIP:
+		return get_int(p, v, f, 1, 12, &j->clip_skip);
+	case JF_INIT_IMAGE:
+		return get_path(p, v, name, &j->init_image);
+	case JF_STRENGTH:
+		if (yget_number(&p->y, v, name, 0, 1, &j->strength) < 0)
+			return -1;
+		if (j->strength <= 0)
+			return yfail(&p->y, v, name, "must be above 0 (0 < strength <= 1)");
+		return 0;
+	case JF_MASK:
+		return get_path(p, v, name, &j->mask);
+	case JF_OUTPUT:
+		return output_section(p, v);
+	case JF_CALLBACK:
+		return callback_section(&p->y, v, &j->callback);
+	case JF_METADATA:
+		json_decref(j->metadata);
+		if ((j->metadata = ytree_to_json(v)) == NULL)
+			return sd_fail(p->y.err, SD_EINTERNAL, "out of memory");
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+int
+job_check(const struct sd_job *j, const struct sd_config *c, struct sd_error *err)
+{
+	const struct job_limits *l = &c->limits;
+
+#define BAD(f, ...) (snprintf(err->field, sizeof err->field, "%s", f), \
+	sd_fail(err, SD_EDATA, __VA_ARGS__))
+	if (j->prompt == NULL)
+		return BAD("prompt", "prompt: missing (every job needs a prompt)");
+	if (j->width < 64 || j->width > l->width || j->width % 8 != 0)
+		return BAD("width", "width: %d must be a multiple of 8 in 64..%d",
+		    j->width, l->width);
+	if (j->height < 64 || j->height > l->height || j->height % 8 != 0)
+		return BAD("height", "height: %d must be a multiple of 8 in 64..%d",
+		    j->height, l->height);
+	if (j->steps < 1 || j->steps > l->steps)
+		return BAD("steps", "steps: %d is out of range (1..%d)", j->steps, l->steps);
+	if (j->count < 1 || j->count > l->count)
+		return BAD("count", "count: %d is out of range (1..%d)", j->count, l->count);
+	if (!(j->guidance_scale >= 0 && j->guidance_scale <= 100))
+		return BAD("guidance_scale", "guidance_scale: %g is out of range (0..100)",
+		    j->guidance_scale);
+	if (j->clip_skip < 1 || j->clip_skip > 12)
+		return BAD("clip_skip", "clip_skip: %d is out of range (1..12)", j->clip_skip);
+	if (!(j->strength > 0 && j->strength <= 1))
+		return BAD("strength", "strength: %g is out of range (0 < strength <= 1)",
+		    j->strength);
+	if (util_utf8_length(j->prompt, strlen(j->prompt)) > l->prompt_length)
+		return BAD("prompt", "prompt: over the limit of %zu characters",
+		    l->prompt_length);
+	if (!j->seed_random && j->seed > (uint64_t)INT64_MAX - (uint64_t)j->count)
+		return BAD("seed", "seed: %" PRIu64 " + count is over %" PRId64,
+		    j->seed, INT64_MAX);
+	if (j->mask != NULL && j->init_image == NULL)
+		return BAD("mask", "mask: a mask needs an init_image to repaint");
+#undef BAD
+	return 0;
+}
+
+int
+job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
+    size_t len, const char *name, const char *dir, const char *id,
+    struct sd_error *err, int *line)
+{
+	struct parser p;
+	struct ynode *root;
+	size_t i;
+	int f, r = 0;
+
+	if (line != NULL)
+		*line = 0;
+	p.y.name = name;
+	p.y.code = SD_EDATA;
+	p.y.err = err;
+	p.y.line = line;
+	p.j = j;
+	p.c = c;
+	if (!util_valid_id(id)) {
+		if (err != NULL)
+			snprintf(err->field, sizeof err->field, "id");
+		return sd_fail(err, SD_EDATA, "%s: \"%.140s\" is not a valid job id "
+		    "(1-128 characters: letters, digits, '.', '_', '-', starting "
+		    "with a letter or digit)", name, id);
+	}
+	snprintf(j->id, sizeof j->id, "%s", id);
+	if (config_set_string(&j->file, name) < 0 ||
+	    config_set_string(&j->dir, dir) < 0)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	if ((root = ytree_parse(buf, len, name, &c->limits.yaml, err, line)) == NULL)
+		return -1;
+	if (root->kind != YNODE_MAP) {
+		if (line != NULL)
+			*line = root->line;
+		r = sd_fail(err, SD_EDATA, "%s:%d: a job is a mapping of fields "
+		    "(\"prompt: ...\"), not %s", name, root->line,
+		    ytree_kind_name(root));
+		goto out;
+	}
+	for (i = 0; i < root->n && r == 0; i++) {
+		const char *k = root->keys[i]->value;
+
+		for (f = 0; f < JF_COUNT_; f++)
+			if (strcmp(k, field_names[f]) == 0)
+				break;
+		if (f == JF_COUNT_) {
+			const char *s = suggest(k, field_names, JF_COUNT_);
+			char kq[80];
+			snprintf(kq, sizeof kq, "%.60s", k);
+			r = yfail(&p.y, root->keys[i], kq, "unknown field%s%s%s",
+			    s ? " (did you mean \"" : "", s ? s : "", s ? "\"?)" : "");
+			break;
+		}
+		j->line[f] = root->keys[i]->line;
+		r = field(&p, (enum job_field)f, root->items[i]);
+	}
+	if (r < 0)
+		goto out;
+	if (j->line[JF_PROMPT] == 0) {
+		r = yfail(&p.y, NULL, "prompt", "missing (every job needs a prompt)");
+		goto out;
+	}
+	if (j->prompt[strspn(j->prompt, " \t\r\n")] == '\0') {
+		r = yfail(&p.y, ytree_get(root, "prompt"), "prompt", "empty");
+		goto out;
+	}
+	if (j->line[JF_STRENGTH] != 0 && j->init_image == NULL) {
+		r = yfail(&p.y, ytree_get(root, "strength"), "strength",
+		    "strength applies to img2img and inpainting: give an init_image");
+		goto out;
+	}
+	if (j->mask != NULL && j->init_image == NULL) {
+		r = yfail(&p.y, ytree_get(root, "mask"), "mask",
+		    "a mask needs an init_image to repaint");
+		goto out;
+	}
+	if (!j->seed_random && j->seed > (uint64_t)INT64_MAX - (uint64_t)j->count) {
+		r = yfail(&p.y, ytree_get(root, "seed"), "seed", "%" PRIu64
+		    " + count is over %" PRId64, j->seed, INT64_MAX);
+		goto out;
+	}
+out:
+	ytree_free(root);
+	return r;
+}
+
+/* An input file (init_image, mask) relative to the job's folder; must be a
+ * regular file. */
+static int
+resolve_input(struct sd_job *j, enum job_field f, char **path,
+    struct sd_error *err, int *line)
+{
+	struct stat st;
+	char *p;
+
+	if (*path == NULL)
+		return 0;
+	p = (*path)[0] == '/' || j->dir == NULL ? strdup(*path) : util_join(j->dir, *path);
+	if (p == NULL)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	if (line != NULL)
+		*line = j->line[f];
+	if (err != NULL)
+		snprintf(err->field, sizeof err->field, "%s", field_names[f]);
+	if (stat(p, &st) < 0) {
+		sd_fail(err, SD_ENOINPUT, "%s:%d: %s: %s: %s", j->file ? j->file : "job",
+		    j->line[f], field_names[f], p, errno == ENOENT ? "no such file" :
+		    strerror(errno));
+		free(p);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		sd_fail(err, SD_EDATA, "%s:%d: %s: %s: not a regular file",
+		    j->file ? j->file : "job", j->line[f], field_names[f], p);
+		free(p);
+		return -1;
+	}
+	free(*path);
+	*path = p;
+	if (err != NULL)
+		err->field[0] = '\0';
+	if (line != NULL)
+		*line = 0;
+	return 0;
+}
+
+int
+job_resolve(struct sd_job *j, const struct sd_config *c, struct sd_error *err,
+    int *line)
+{
+	static const enum job_field parts[3] = { JF_MODEL, JF_UNET, JF_VAE };
+	char **vals[3] = { &j->model, &j->unet, &j->vae };
+	int i;
+
+	if (line != NULL)
+		*line = 0;
+	for (i = 0; i < 3; i++) {
+		const char *given = *vals[i];
+		char *out = NULL;
+
+		if (given == NULL && i == 0)
+			given = c->model;
+		if (given == NULL && i > 0)
+			continue;
+		/* Relative to the job file when the job names it, else to
+		 * the current folder (the configuration's are absolute). */
+		if (model_resolve(given, j->line[parts[i]] ? j->dir : ".", c,
+		    field_names[parts[i]], &out, err) < 0) {
+			if (line != NULL)
+				*line = j->line[parts[i]];
+			if (err != NULL) {
+				snprintf(err->field, sizeof err->field, "%s",
+				    field_names[parts[i]]);
+				if (j->line[parts[i]] > 0)
+					sd_error_prefix(err, "%s:%d", j->file ? j->file :
+					    "job", j->line[parts[i]]);
+			}
+			return -1;
+		}
+		free(*vals[i]);
+		*vals[i] = out;
+	}
+	if (resolve_input(j, JF_INIT_IMAGE, &j->init_image, err, line) < 0 ||
+	    resolve_input(j, JF_MASK, &j->mask, err, line) < 0)
+		return -1;
+	return 0;
+}
+
+int
+job_load(struct sd_job *j, const struct sd_config *c, const char *path,
+    const char *id, struct sd_error *err, int *line)
+{
+	size_t len;
+	char *buf, *dir;
+	int r;
+
+	if (line != NULL)
+		*line = 0;
+	buf = util_read_file(path, c->limits.yaml.max_document, 1, &len, err);
+	if (buf == NULL)
+		return -1;
+	dir = util_dirname(path);
+	r = job_parse(j, c, buf, len, path, dir, id, err, line);
+	free(dir);
+	free(buf);
+	return r;
+}
+
+int
+job_parse_callback(const char *buf, size_t len, const struct sd_config *c,
+    struct job_callback *cb)
+{
+	struct sd_error e;
+	struct yctx y = { "job", SD_EDATA, &e, NULL };
+	struct ynode *root, *m;
+	int r = -1;
+
+	memset(cb, 0, sizeof *cb);
+	if ((root = ytree_parse(buf, len, "job", &c->limits.yaml, &e, NULL)) == NULL)
+		return -1;
+	if ((m = ytree_get(root, "callback")) != NULL)
+		r = callback_section(&y, m, cb);
+	if (r < 0)
+		job_callback_free(cb);
+	ytree_free(root);
+	return r;
+}
+
+json_t *
+job_parameters_json(const struct sd_job *j)
+{
+	json_t *o = json_object(), *out;
+
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "prompt", json_string(j->prompt ? j->prompt : ""));
+	json_object_set_new(o, "negative_prompt",
+	    json_string(j->negative_prompt ? j->negative_prompt : ""));
+	json_object_set_new(o, "model", j->model ? json_string(j->model) : json_null());
+	json_object_set_new(o, "unet", j->unet ? json_string(j->unet) : json_null());
+	json_object_set_new(o, "vae", j->vae ? json_string(j->vae) : json_null());
+	json_object_set_new(o, "width", json_integer(j->width));
+	json_object_set_new(o, "height", json_integer(j->height));
+	json_object_set_new(o, "steps", json_integer(j->steps));
+	json_object_set_new(o, "guidance_scale", json_real(j->guidance_scale));
+	json_object_set_new(o, "sampler", json_string(sd_sampler_name(j->sampler)));
+	json_object_set_new(o, "schedule", json_string(sd_schedule_name(j->schedule)));
+	json_object_set_new(o, "seed", j->seed_random ? json_integer(-1) :
+	    json_integer((json_int_t)j->seed));
+	json_object_set_new(o, "count", json_integer(j->count));
+	json_object_set_new(o, "rng", json_string(sd_rng_name(j->rng)));
+	json_object_set_new(o, "clip_skip", json_integer(j->clip_skip));
+	json_object_set_new(o, "init_image", j->init_image ? json_string(j->init_image) :
+	    json_null());
+	json_object_set_new(o, "strength", j->init_image ? json_real(j->strength) :
+	    json_null());
+	json_object_set_new(o, "mask", j->mask ? json_string(j->mask) : json_null());
+	out = json_object();
+	json_object_set_new(out, "dir", j->output_dir ? json_string(j->output_dir) :
+	    json_null());
+	json_object_set_new(out, "name", j->output_name ? json_string(j->output_name) :
+	    json_null());
+	json_object_set_new(o, "output", out);
+	return o;
+}

@@ -1,0 +1,112 @@
+/* job.h: job files (see sdbatch-job(5)): parsing and validation.
+ *
+ * A job is one YAML mapping.  Every field is checked here: its type, its
+ * range, the configured limits, paths that must exist; an error names the
+ * file, the line and the field.  Defaults come from the configuration. */
+#ifndef SD_SPOOL_JOB_H
+#define SD_SPOOL_JOB_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/error.h"
+#include "sample/pipeline.h"
+#include "spool/conf.h"
+
+#define JOB_ID_MAX 128
+
+/* The fields of a job, for their line numbers. */
+enum job_field {
+	JF_PROMPT, JF_NEGATIVE_PROMPT, JF_MODEL, JF_UNET, JF_VAE, JF_WIDTH,
+	JF_HEIGHT, JF_STEPS, JF_GUIDANCE_SCALE, JF_SAMPLER, JF_SCHEDULE,
+	JF_SEED, JF_COUNT, JF_RNG, JF_CLIP_SKIP, JF_INIT_IMAGE, JF_STRENGTH,
+	JF_MASK, JF_OUTPUT, JF_CALLBACK, JF_METADATA,
+	JF_COUNT_
+};
+
+/* The name of a field ("guidance_scale"). */
+const char *job_field_name(enum job_field f);
+
+struct job_callback {
+	char *url;		/* http:// or https:// */
+	char *secret_env;	/* name of the environment variable, or NULL */
+	int include_images;
+};
+
+struct sd_job {
+	char id[JOB_ID_MAX + 1];
+	char *file;		/* the job file, or "-" / NULL */
+	char *dir;		/* folder for relative paths */
+	char *prompt;
+	char *negative_prompt;
+	char *model, *unet, *vae;	/* as given (NULL: the configured model) */
+	int width, height, steps;
+	double guidance_scale;
+	enum sd_sampler sampler;
+	enum sd_schedule schedule;
+	int seed_random;	/* seed omitted or -1: chosen at run time */
+	uint64_t seed;
+	int count;
+	enum sd_rng_kind rng;
+	int clip_skip;
+	char *init_image, *mask;	/* resolved against dir, or NULL */
+	double strength;
+	char *output_dir, *output_name;	/* NULL: the defaults */
+	struct job_callback callback;	/* url NULL: none */
+	json_t *metadata;	/* NULL when absent */
+	int line[JF_COUNT_];	/* 0 when the field was not given */
+};
+
+/* A job with every value from the configuration's defaults. */
+void job_init(struct sd_job *j, const struct sd_config *c);
+void job_free(struct sd_job *j);
+
+/* Parse and validate a job document (buf, len).  name is the file for
+ * messages; dir the folder relative paths are resolved against; id the job
+ * id (validated).  On error: -1, err filled (code SD_EDATA, or SD_ENOINPUT
+ * for a missing input file; err->field the field), *line the line or 0. */
+int job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
+    size_t len, const char *name, const char *dir, const char *id,
+    struct sd_error *err, int *line);
+
+/* Resolve and check the files a parsed job names: model, unet and vae
+ * (relative to dir, then the configured model folders, then the Hub cache;
+ * inside the allowed model folders when the configuration has some),
+ * init_image and mask (must exist).  A missing one is SD_ENOINPUT naming the
+ * field and line.  The resolved paths replace the job's strings; model NULL
+ * takes the configured model (error when there is none). */
+int job_resolve(struct sd_job *j, const struct sd_config *c,
+    struct sd_error *err, int *line);
+
+/* Read and parse a job file. */
+int job_load(struct sd_job *j, const struct sd_config *c, const char *path,
+    const char *id, struct sd_error *err, int *line);
+
+/* Only the callback of a job document that failed validation, so that a
+ * rejected job can still be reported: 0 and cb filled when the document
+ * holds a valid callback mapping, else -1. */
+int job_parse_callback(const char *buf, size_t len, const struct sd_config *c,
+    struct job_callback *cb);
+void job_callback_free(struct job_callback *cb);
+
+/* Validate values set after parsing (the flags of `sdbatch run`): limits
+ * and cross-field rules.  Returns 0 or -1 with err. */
+int job_check(const struct sd_job *j, const struct sd_config *c,
+    struct sd_error *err);
+
+/* The job's effective parameters as a JSON object (for the result record,
+ * the PNG's sdbatch chunk and the callback). */
+json_t *job_parameters_json(const struct sd_job *j);
+
+/* Output file name of image index with seed: the pattern's {id}, {index}
+ * and {seed} replaced; with count > 1 and no {index} in the pattern, "-N"
+ * is added before the extension.  Returns a malloc'd name or NULL with err
+ * (a pattern that would leave its folder). */
+char *job_output_name(const char *pattern, const char *id, int index,
+    uint64_t seed, int count, struct sd_error *err);
+
+/* Check an output name pattern: no '/', no "..", not empty. */
+int job_check_name_pattern(const char *pattern, struct sd_error *err);
+
+#endif

@@ -1,0 +1,552 @@
+/* runjob.c: run one job through the engine and write its PNGs. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/image.h"
+#include "io/png.h"
+#include "spool/metadata.h"
+#include "spool/runjob.h"
+#include "spool/util.h"
+
+static const char *const status_names[] = {
+	"done", "failed", "cancelled", "interrupted"
+};
+
+const char *
+runjob_status_name(enum runjob_status st)
+{
+	return status_names[st];
+}
+
+void
+model_cache_free(struct model_cache *mc)
+{
+	if (mc->model != NULL)
+		sd_model_free(mc->model);
+	free(mc->key);
+	free(mc->arch);
+	memset(mc, 0, sizeof *mc);
+}
+
+void
+runjob_result_free(struct runjob_result *res)
+{
+	int i;
+
+	for (i = 0; i < res->nimages; i++)
+		free(res->images[i].path);
+	free(res->images);
+	free(res->model_path);
+	free(res->arch);
+	memset(res, 0, sizeof *res);
+}
+
+/* Blame a job field: message prefixed with file:line when known. */
+static int
+blame(struct sd_job *job, enum job_field f, struct runjob_result *res)
+{
+	snprintf(res->err.field, sizeof res->err.field, "%s", job_field_name(f));
+	res->err_line = job->line[f];
+	if (job->line[f] > 0 && job->file != NULL &&
+	    strncmp(res->err.message, job->file, strlen(job->file)) != 0)
+		sd_error_prefix(&res->err, "%s:%d", job->file, job->line[f]);
+	return -1;
+}
+
+static const char *
+str(const char *s)
+{
+	return s != NULL ? s : "";
+}
+
+static int
+load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
+{
+	const struct sd_config *cfg = env->cfg;
+	struct model_cache *mc = env->cache;
+	struct sd_model_spec spec;
+	struct progress_event ev;
+	char *key;
+	double t0;
+
+	memset(&spec, 0, sizeof spec);
+	spec.model = job->model;
+	spec.unet = job->unet;
+	spec.vae = job->vae;
+	spec.tokenizer = cfg->tokenizer;
+	spec.device = cfg->device;
+	spec.threads = cfg->threads;
+	key = util_printf("%s|%s|%s|%s|%s|%d", str(spec.model), str(spec.unet),
+	    str(spec.vae), str(spec.tokenizer), str(spec.device), spec.threads);
+	if (key == NULL)
+		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+	if (mc->model != NULL && strcmp(mc->key, key) == 0) {
+		free(key);
+		res->load_s = 0;
+		res->arch = strdup(mc->arch ? mc->arch : "");
+		return 0;
+	}
+	model_cache_free(mc);
+	progress_event_init(&ev, "loading", job->id);
+	ev.path = job->model;
+	progress_emit(env->sink, &ev);
+	t0 = util_now_mono();
+	mc->model = sd_model_load(&spec, &res->err);
+	res->load_s = util_now_mono() - t0;
+	if (mc->model == NULL) {
+		free(key);
+		if (res->err.code == 0)
+			res->err.code = SD_EDATA;
+		return blame(job, job->unet && strstr(res->err.message, job->unet) ?
+		    JF_UNET : job->vae && strstr(res->err.message, job->vae) ?
+		    JF_VAE : JF_MODEL, res);
+	}
+	mc->key = key;
+	mc->arch = strdup(str(sd_model_arch(mc->model)));
+	res->arch = strdup(str(mc->arch));
+	return 0;
+}
+
+/* Read an input image at the job's size (PIL's Lanczos when it differs). */
+static int
+load_input(struct sd_job *job, enum job_field f, const char *path, int channels,
+    struct sd_image_u8 *out, struct runjob_result *res)
+{
+	struct sd_image_u8 raw;
+
+	memset(&raw, 0, sizeof raw);
+	if (png_read(path, channels, &raw, &res->err) < 0)
+		return blame(job, f, res);
+	if (raw.width == job->width && raw.height == job->height) {
+		*out = raw;
+		return 0;
+	}
+	if (image_resize_lanczos(&raw, job->width, job->height, out, &res->err) < 0) {
+		image_free(&raw);
+		return blame(job, f, res);
+	}
+	image_free(&raw);
+	return 0;
+}
+
+/* Open (creating) the output folder; *dirpath its path for the records,
+ * *pattern the file name pattern. */
+static int
+open_output(struct runjob_env *env, struct sd_job *job, int *dfd,
+    char **dirpath, char **pattern, struct runjob_result *res)
+{
+	const char *root = env->output_root;
+	const char *sub = job->output_dir ? job->output_dir : env->default_dir;
+	char realroot[PATH_MAX], *rel = NULL, *p, *save = NULL, *tok;
+	int fd = -1, nfd;
+
+	*dfd = -1;
+	*dirpath = *pattern = NULL;
+	if (env->output_path != NULL) {
+		const char *o = env->output_path;
+		size_t n = strlen(o);
+		char *dir;
+		if (n > 0 && o[n - 1] == '/') {
+			dir = strdup(o);
+			*pattern = strdup(env->default_name ? env->default_name : "{id}.png");
+		} else {
+			const char *slash = strrchr(o, '/');
+			dir = util_dirname(o);
+			*pattern = strdup(slash ? slash + 1 : o);
+		}
+		if (dir == NULL || *pattern == NULL) {
+			free(dir);
+			return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+		}
+		if (job_check_name_pattern(*pattern, &res->err) < 0) {
+			free(dir);
+			return sd_error_prefix(&res->err, "--output %s", o);
+		}
+		if (util_mkdirs(dir, &res->err) < 0 ||
+		    (fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+			if (fd < 0 && res->err.code == 0)
+				sd_fail(&res->err, SD_EIO, "%s: %s", dir, strerror(errno));
+			free(dir);
+			return -1;
+		}
+		*dfd = fd;
+		*dirpath = dir;
+		return 0;
+	}
+	*pattern = strdup(job->output_name ? job->output_name :
+	    env->default_name ? env->default_name : "{id}.png");
+	if (*pattern == NULL)
+		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+	if (root == NULL) {
+		/* No output root: anywhere the user says (run). */
+		const char *dir = sub ? sub : ".";
+		if (util_mkdirs(dir, &res->err) < 0)
+			return job->output_dir ? blame(job, JF_OUTPUT, res) : -1;
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			return sd_fail(&res->err, SD_EIO, "%s: %s", dir, strerror(errno));
+		*dfd = fd;
+		*dirpath = strdup(dir);
+		return 0;
+	}
+	if (util_mkdirs(root, &res->err) < 0 || realpath(root, realroot) == NULL) {
+		if (res->err.code == 0)
+			sd_fail(&res->err, SD_EIO, "output root %s: %s", root, strerror(errno));
+		return -1;
+	}
+	if (sub == NULL)
+		rel = strdup("");
+	else if (sub[0] == '/') {
+		size_t n = strlen(realroot), m = strlen(root);
+		if (strncmp(sub, realroot, n) == 0 && (sub[n] == '/' || sub[n] == '\0'))
+			rel = strdup(sub + n);
+		else if (strncmp(sub, root, m) == 0 && (sub[m] == '/' || sub[m] == '\0'))
+			rel = strdup(sub + m);
+		else {
+			sd_fail(&res->err, SD_EDATA, "output.dir: %s is outside the output "
+			    "root %s", sub, realroot);
+			return blame(job, JF_OUTPUT, res);
+		}
+	} else
+		rel = strdup(sub);
+	if (rel == NULL)
+		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+	if ((fd = open(realroot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		free(rel);
+		return sd_fail(&res->err, SD_EIO, "output root %s: %s", realroot,
+		    strerror(errno));
+	}
+	/* Walk down from the root without following any link, so that no
+	 * symbolic link inside the root can lead out of it. */
+	p = strdup(realroot);
+	for (tok = strtok_r(rel, "/", &save); tok != NULL && p != NULL;
+	    tok = strtok_r(NULL, "/", &save)) {
+		char *np;
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			sd_fail(&res->err, SD_EDATA, "output.dir: \"..\" is not allowed");
+			goto bad;
+		}
+		if (mkdirat(fd, tok, 0777) < 0 && errno != EEXIST) {
+			sd_fail(&res->err, SD_EIO, "%s/%s: cannot create: %s", p, tok,
+			    strerror(errno));
+			goto fail;
+		}
+		nfd = openat(fd, tok, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0) {
+			if (errno == ELOOP || errno == ENOTDIR) {
+				sd_fail(&res->err, SD_EDATA, "output folder %s/%s is a "
+				    "symbolic link or not a folder (outputs may not leave "
+				    "the output root)", p, tok);
+				goto bad;
+			}
+			sd_fail(&res->err, SD_EIO, "%s/%s: %s", p, tok, strerror(errno));
+			goto fail;
+		}
+		close(fd);
+		fd = nfd;
+		np = util_printf("%s/%s", p, tok);
+		free(p);
+		p = np;
+	}
+	free(rel);
+	if (p == NULL) {
+		close(fd);
+		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+	}
+	*dfd = fd;
+	*dirpath = p;
+	return 0;
+bad:
+	free(rel);
+	free(p);
+	close(fd);
+	return job->output_dir ? blame(job, JF_OUTPUT, res) : -1;
+fail:
+	free(rel);
+	free(p);
+	close(fd);
+	return -1;
+}
+
+/* Write data as dirfd/name through a temporary name, fsync, rename. */
+static int
+write_at(int dfd, const char *dirpath, const char *name, const void *data,
+    size_t len, struct sd_error *err)
+{
+	char tmp[300], hex[17];
+	const char *p = data;
+	size_t left = len;
+	int fd;
+
+	util_random_hex(hex, 8);
+	snprintf(tmp, sizeof tmp, ".%.200s.%s.tmp", name, hex);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, tmp, strerror(errno));
+	while (left > 0) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			goto fail;
+		p += w;
+		left -= (size_t)w;
+	}
+	if (fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (renameat(dfd, tmp, dfd, name) < 0)
+		goto fail;
+	(void)fsync(dfd);
+	return 0;
+fail:
+	sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, name, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dfd, tmp, 0);
+	return -1;
+}
+
+struct step_ctx {
+	struct runjob_env *env;
+	struct sd_job *job;
+	struct runjob_result *res;
+	int image;
+	double job_start, last_check, image_est;
+	int cancelled, interrupted;
+};
+
+static int
+should_stop(struct step_ctx *c)
+{
+	double now = util_now_mono();
+
+	if (c->env->stop != NULL && *c->env->stop) {
+		c->interrupted = 1;
+		return 1;
+	}
+	if (c->env->claim != NULL && now - c->last_check >= 0.2) {
+		c->last_check = now;
+		if (spool_cancel_requested(c->env->claim)) {
+			c->cancelled = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int
+on_progress(void *user, const struct sd_progress *p)
+{
+	struct step_ctx *c = user;
+	struct progress_event ev;
+
+	if (should_stop(c))
+		return 1;
+	if (p->event == NULL || strcmp(p->event, "step") != 0)
+		return 0;
+	c->res->steps_done++;
+	progress_event_init(&ev, "step", c->job->id);
+	ev.image = c->image;
+	ev.images = c->job->count;
+	ev.step = p->step;
+	ev.steps = p->steps;
+	ev.elapsed_s = util_now_mono() - c->job_start;
+	if (p->eta_s >= 0) {
+		double per_image = p->elapsed_s + p->eta_s;
+		if (c->image_est > 0)
+			per_image = c->image_est;
+		ev.eta_s = p->eta_s + per_image * (c->job->count - c->image - 1);
+	}
+	progress_emit(c->env->sink, &ev);
+	return 0;
+}
+
+static int
+stop_status(struct step_ctx *c, struct runjob_result *res)
+{
+	if (c->cancelled) {
+		res->status = RUNJOB_CANCELLED;
+		sd_fail(&res->err, SD_EREQUEUED, "cancelled");
+	} else {
+		res->status = RUNJOB_INTERRUPTED;
+		sd_fail(&res->err, SD_EREQUEUED, "interrupted by a signal");
+	}
+	res->err.field[0] = '\0';
+	return -1;
+}
+
+static int
+render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
+    struct step_ctx *ctx)
+{
+	struct sd_image_u8 init, mask;
+	struct sd_params p;
+	char model_name[256], *dirpath = NULL, *pattern = NULL;
+	int dfd = -1, i, r = -1;
+
+	memset(&init, 0, sizeof init);
+	memset(&mask, 0, sizeof mask);
+	if (job->init_image != NULL &&
+	    load_input(job, JF_INIT_IMAGE, job->init_image, 3, &init, res) < 0)
+		goto out;
+	if (job->mask != NULL && load_input(job, JF_MASK, job->mask, 1, &mask, res) < 0)
+		goto out;
+	if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
+		goto out;
+	if (should_stop(ctx)) {
+		stop_status(ctx, res);
+		goto out;
+	}
+	if (load_model(env, job, res) < 0)
+		goto out;
+	metadata_model_name(job->model, model_name, sizeof model_name);
+	sd_params_init(&p);
+	p.prompt = job->prompt;
+	p.negative_prompt = job->negative_prompt ? job->negative_prompt : "";
+	p.width = job->width;
+	p.height = job->height;
+	p.steps = job->steps;
+	p.guidance_scale = (float)job->guidance_scale;
+	p.sampler = job->sampler;
+	p.schedule = job->schedule;
+	p.seed = job->seed;
+	p.rng = job->rng;
+	p.clip_skip = job->clip_skip;
+	p.init_rgb = init.data;
+	p.mask_grey = mask.data;
+	p.strength = (float)job->strength;
+	if ((res->images = calloc((size_t)job->count, sizeof *res->images)) == NULL) {
+		sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < job->count; i++) {
+		struct sd_image img;
+		struct sd_timings t;
+		struct png_text texts[2];
+		struct progress_event ev;
+		char *params, *json, *name, *path;
+		uint8_t *png = NULL;
+		size_t pnglen = 0;
+		double t0 = util_now_mono();
+		int w;
+
+		memset(&img, 0, sizeof img);
+		memset(&t, 0, sizeof t);
+		ctx->image = i;
+		if (should_stop(ctx)) {
+			stop_status(ctx, res);
+			goto out;
+		}
+		if (sd_generate(env->cache->model, &p, i, &img, &t, on_progress, ctx,
+		    &res->err) < 0) {
+			sd_image_free(&img);
+			if (res->err.code == SD_EREQUEUED || ctx->cancelled ||
+			    ctx->interrupted) {
+				stop_status(ctx, res);
+				goto out;
+			}
+			if (res->err.code == 0)
+				res->err.code = SD_EINTERNAL;
+			goto out;
+		}
+		ctx->image_est = util_now_mono() - t0;
+		res->encode_s += t.encode_s;
+		res->sample_s += t.sample_s;
+		res->decode_s += t.decode_s;
+		name = job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
+		params = metadata_parameters(job, img.seed, model_name);
+		json = metadata_sdbatch_json(job, i, img.seed, res->arch);
+		texts[0].key = "parameters";
+		texts[0].text = params ? params : "";
+		texts[1].key = "sdbatch";
+		texts[1].text = json ? json : "{}";
+		w = name != NULL && png_encode_rgb(img.rgb, img.width, img.height, texts,
+		    2, &png, &pnglen, &res->err) == 0;
+		free(params);
+		free(json);
+		if (w)
+			w = write_at(dfd, dirpath, name, png, pnglen, &res->err) == 0;
+		if (!w) {
+			free(png);
+			free(name);
+			sd_image_free(&img);
+			goto out;
+		}
+		path = strcmp(dirpath, ".") == 0 && env->output_path != NULL ?
+		    strdup(name) : util_printf("%s/%s", dirpath, name);
+		free(name);
+		res->images[i].path = path;
+		res->images[i].seed = img.seed;
+		res->images[i].width = img.width;
+		res->images[i].height = img.height;
+		util_sha256_hex(png, pnglen, res->images[i].sha256);
+		res->nimages = i + 1;
+		free(png);
+		sd_image_free(&img);
+		progress_event_init(&ev, "image", job->id);
+		ev.image = i;
+		ev.images = job->count;
+		ev.elapsed_s = util_now_mono() - ctx->job_start;
+		ev.path = path;
+		progress_emit(env->sink, &ev);
+		if (env->on_image != NULL && path != NULL)
+			env->on_image(env->on_image_user, path);
+	}
+	r = 0;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	free(dirpath);
+	free(pattern);
+	image_free(&init);
+	image_free(&mask);
+	return r;
+}
+
+int
+runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
+{
+	struct step_ctx ctx;
+	double t0 = util_now_mono();
+	int r;
+
+	memset(res, 0, sizeof *res);
+	res->started = util_now();
+	memset(&ctx, 0, sizeof ctx);
+	ctx.env = env;
+	ctx.job = job;
+	ctx.res = res;
+	ctx.job_start = t0;
+	if (job->seed_random) {
+		/* 32 bits, like A1111, so the seed is easy to reuse anywhere. */
+		job->seed = util_random_u64() & 0xffffffffu;
+		job->seed_random = 0;
+		res->seed_was_random = 1;
+	}
+	r = job_resolve(job, env->cfg, &res->err, &res->err_line);
+	if (r == 0 && job_check(job, env->cfg, &res->err) < 0)
+		r = -1;
+	if (r == 0) {
+		res->model_path = job->model ? strdup(job->model) : NULL;
+		r = render(env, job, res, &ctx);
+	}
+	res->total_s = util_now_mono() - t0;
+	res->finished = util_now();
+	if (r < 0 && res->status == RUNJOB_DONE)
+		res->status = RUNJOB_FAILED;
+	return r;
+}

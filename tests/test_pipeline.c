@@ -1,0 +1,300 @@
+/* test_pipeline.c: whole runs against diffusers: txt2img with every
+ * sampler, img2img, inpainting with the 4- and 9-channel UNets, and
+ * per-seed batches, from the seed (so the RNG order is tested too). */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "io/png.h"
+#include "sample/pipeline.h"
+#include "testutil.h"
+
+#define MAXSTEPS 32
+
+struct capture {
+	float *latents0;
+	float *unet_out[MAXSTEPS];
+	float *latents[MAXSTEPS];
+	float *image;
+	size_t nlat, nout;
+	int calls;
+};
+
+static float *
+dup(const float *x, size_t n)
+{
+	float *p = malloc(n * sizeof *p);
+	memcpy(p, x, n * sizeof *p);
+	return p;
+}
+
+static void
+on_debug(void *user, const char *name, int step, const float *data, size_t n)
+{
+	struct capture *c = user;
+
+	if (strcmp(name, "latents_0") == 0) {
+		c->latents0 = dup(data, n);
+		c->nlat = n;
+	} else if (strcmp(name, "unet_out") == 0 && step < MAXSTEPS) {
+		c->unet_out[step] = dup(data, n);
+		c->nout = n;
+	} else if (strcmp(name, "latents") == 0 && step < MAXSTEPS) {
+		c->latents[step] = dup(data, n);
+		if (step + 1 > c->calls)
+			c->calls = step + 1;
+	} else if (strcmp(name, "image_decoded") == 0) {
+		c->image = dup(data, n);
+	}
+}
+
+static void
+capture_free(struct capture *c)
+{
+	free(c->latents0);
+	free(c->image);
+	for (int i = 0; i < MAXSTEPS; i++) {
+		free(c->unet_out[i]);
+		free(c->latents[i]);
+	}
+	memset(c, 0, sizeof *c);
+}
+
+static struct sd_model *
+load(const char *model, const char *unet)
+{
+	struct sd_model_spec spec = {0};
+	struct sd_error err = {0};
+	struct sd_model *m;
+	char mpath[4096], upath[4096];
+
+	snprintf(mpath, sizeof mpath, "%s", shared_path(model));
+	spec.model = mpath;
+	if (unet != NULL) {
+		snprintf(upath, sizeof upath, "%s", shared_path(unet));
+		spec.unet = upath;
+	}
+	spec.tokenizer = shared_path("data/clip-tokenizer");
+	m = sd_model_load(&spec, &err);
+	if (m == NULL)
+		tap_ok(0, "load %s: %s", model, err.message);
+	return m;
+}
+
+static int
+parse_sampler(const char *name, struct sd_params *p)
+{
+	if (strcmp(name, "dpmpp_2m_karras") == 0) {
+		p->sampler = SD_SAMPLER_DPMPP_2M;
+		p->schedule = SD_SCHEDULE_KARRAS;
+		return 0;
+	}
+	p->schedule = SD_SCHEDULE_NORMAL;
+	return sd_sampler_parse(name, &p->sampler);
+}
+
+/* Compare the stacked per-step tensors of the golden with the capture. */
+static void
+check_steps(const char *cs, const char *what, struct st_file *g, const char *name,
+    float *const *got, int calls, size_t each)
+{
+	size_t n;
+	float *want, *all;
+	char label[256];
+
+	if (st_find(g, name) == NULL)
+		return;
+	want = golden_f32(g, name, &n);
+	snprintf(label, sizeof label, "%s: %s (%d calls)", cs, what, calls);
+	if (calls == 0 || n != (size_t)calls * each) {
+		tap_ok(0, "%s: %zu values recorded, %zu expected", label, (size_t)calls * each, n);
+		free(want);
+		return;
+	}
+	all = malloc(n * sizeof *all);
+	for (int i = 0; i < calls; i++)
+		memcpy(all + (size_t)i * each, got[i], each * sizeof *all);
+	check_close(label, all, want, n, 1e-3, 1e-3);
+	free(all);
+	free(want);
+}
+
+static void
+check_u8(const char *cs, struct st_file *g, const char *name, const uint8_t *rgb, size_t n)
+{
+	const struct sd_tensor *t = st_find(g, name);
+	size_t off1 = 0, big = 0;
+
+	if (t == NULL || (size_t)sd_tensor_numel(t) != n) {
+		tap_ok(0, "%s: %s has %zu values", cs, name, t ? (size_t)sd_tensor_numel(t) : 0);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int d = abs((int)rgb[i] - (int)((const uint8_t *)t->data)[i]);
+		if (d == 1)
+			off1++;
+		else if (d > 1)
+			big++;
+	}
+	tap_ok(big == 0, "%s: 8-bit image within 1 level (%zu of %zu values off by one, %zu by more)",
+	    cs, off1, n, big);
+}
+
+static void
+run_case(struct sd_model *m, const char *cs, const char *prefix, int index, struct st_file *g,
+    json_t *params)
+{
+	struct sd_params p;
+	struct sd_image img;
+	struct sd_error err = {0};
+	struct capture cap = {0};
+	struct sd_image_u8 init = {0}, mask = {0};
+	char label[512], key[160];
+	json_t *hw = json_object_get(params, "hw");
+	const char *negative = json_string_value(json_object_get(params, "negative"));
+	json_t *init_png = json_object_get(params, "init_png"), *mask_png = json_object_get(params, "mask_png");
+
+	sd_params_init(&p);
+	p.prompt = json_string_value(json_object_get(params, "prompt"));
+	p.negative_prompt = negative ? negative : "";
+	p.height = (int)json_integer_value(json_array_get(hw, 0));
+	p.width = (int)json_integer_value(json_array_get(hw, 1));
+	p.steps = (int)json_integer_value(json_object_get(params, "steps"));
+	p.guidance_scale = (float)json_number_value(json_object_get(params, "guidance"));
+	p.seed = (uint64_t)json_integer_value(json_object_get(params, "seed"));
+	if (json_object_get(params, "strength"))
+		p.strength = (float)json_number_value(json_object_get(params, "strength"));
+	if (parse_sampler(json_string_value(json_object_get(params, "sched")), &p) < 0) {
+		tap_ok(0, "%s: unknown sampler", cs);
+		return;
+	}
+	snprintf(label, sizeof label, "%s%s", cs, prefix);
+	if (init_png != NULL) {
+		if (png_read_rgb(shared_path(json_string_value(init_png) ? 
+		    (snprintf(key, sizeof key, "testdata/sd15-tiny/%s", json_string_value(init_png)), key) : ""),
+		    &init, &err) < 0) {
+			tap_ok(0, "%s: init image: %s", label, err.message);
+			return;
+		}
+		p.init_rgb = init.data;
+	}
+	if (mask_png != NULL) {
+		snprintf(key, sizeof key, "testdata/sd15-tiny/%s", json_string_value(mask_png));
+		if (png_read_grey(shared_path(key), &mask, &err) < 0) {
+			tap_ok(0, "%s: mask: %s", label, err.message);
+			image_free(&init);
+			return;
+		}
+		p.mask_grey = mask.data;
+	}
+	sd_model_set_debug(m, on_debug, &cap);
+	if (sd_generate(m, &p, index, &img, NULL, NULL, NULL, &err) < 0) {
+		tap_ok(0, "%s: sd_generate: %s", label, err.message);
+		goto out;
+	}
+	snprintf(key, sizeof key, "%slatents_0", prefix);
+	if (st_find(g, key)) {
+		size_t n;
+		float *want = golden_f32(g, key, &n);
+		snprintf(label, sizeof label, "%s: %s", cs, key);
+		if (n == cap.nlat)
+			check_close(label, cap.latents0, want, n, 1e-3, 1e-3);
+		else
+			tap_ok(0, "%s: %zu values, %zu expected", label, cap.nlat, n);
+		free(want);
+	}
+	snprintf(key, sizeof key, "%sunet_out", prefix);
+	check_steps(cs, key, g, key, cap.unet_out, cap.calls, cap.nout);
+	snprintf(key, sizeof key, "%slatents", prefix);
+	check_steps(cs, key, g, key, cap.latents, cap.calls, cap.nlat);
+	snprintf(key, sizeof key, "%simage_decoded", prefix);
+	if (st_find(g, key) && cap.image) {
+		size_t n;
+		float *want = golden_f32(g, key, &n);
+		snprintf(label, sizeof label, "%s: %s", cs, key);
+		check_close(label, cap.image, want, n, 1e-3, 1e-3);
+		free(want);
+	}
+	snprintf(key, sizeof key, "%simage_u8", prefix);
+	check_u8(cs, g, key, img.rgb, (size_t)img.width * img.height * 3);
+	sd_image_free(&img);
+out:
+	sd_model_set_debug(m, NULL, NULL);
+	capture_free(&cap);
+	image_free(&init);
+	image_free(&mask);
+}
+
+int
+main(int argc, char **argv)
+{
+	json_t *manifest, *cases;
+	json_error_t jerr;
+	struct sd_model *plain = NULL, *f16 = NULL, *inpaint = NULL;
+	const char *only = argc > 1 ? argv[1] : NULL;
+	size_t i;
+
+	if (shared_dir() == NULL)
+		return tap_skip_all("../shared is absent: no reference tensors");
+	manifest = json_load_file(shared_path("testdata/sd15-tiny/manifest.json"), 0, &jerr);
+	if (manifest == NULL) {
+		tap_ok(0, "manifest.json: %s", jerr.text);
+		return tap_done();
+	}
+	cases = json_object_get(manifest, "cases");
+	json_t *c;
+	json_array_foreach(cases, i, c) {
+		const char *name = json_string_value(json_object_get(c, "name"));
+		json_t *params = json_object_get(c, "params");
+		struct sd_model **mp;
+		struct st_file *g;
+
+		if (only && strcmp(only, name) != 0)
+			continue;
+		if (strncmp(name, "txt2img_", 8) && strncmp(name, "img2img_", 8) &&
+		    strncmp(name, "inpaint", 7) && strncmp(name, "batch_", 6))
+			continue;
+		if (strncmp(name, "batch_n2", 8) == 0) {
+			tap_skip("%s: diffusers' num_images_per_prompt convention; sdbatch renders "
+			    "image i with seed + i (batch_seeds_* checks that)", name);
+			continue;
+		}
+		if (strncmp(name, "inpaint9", 8) == 0) {
+			mp = &inpaint;
+			if (*mp == NULL)
+				*mp = load("testdata/sd15-tiny/model.safetensors",
+				    "testdata/sd15-tiny/model-inpaint.safetensors");
+		} else if (json_is_true(json_object_get(params, "f16w"))) {
+			mp = &f16;
+			if (*mp == NULL)
+				*mp = load("testdata/sd15-tiny/model-f16.safetensors", NULL);
+		} else {
+			mp = &plain;
+			if (*mp == NULL)
+				*mp = load("testdata/sd15-tiny/model.safetensors", NULL);
+		}
+		if (*mp == NULL)
+			break;
+		g = golden_open(name);
+		if (g == NULL) {
+			tap_ok(0, "%s: golden file", name);
+			continue;
+		}
+		if (strncmp(name, "batch_seeds", 11) == 0) {
+			run_case(*mp, name, "img0.", 0, g, params);
+			run_case(*mp, name, "img1.", 1, g, params);
+		} else {
+			run_case(*mp, name, "", 0, g, params);
+		}
+		st_close(g);
+	}
+	sd_model_free(plain);
+	sd_model_free(f16);
+	sd_model_free(inpaint);
+	json_decref(manifest);
+	return tap_done();
+}

@@ -1,0 +1,807 @@
+/* test_scheduler.c: the samplers against diffusers 0.30.3 (goldens
+ * sched_*, and the scheduler side of the txt2img / img2img / inpainting
+ * cases), the config loader, and the names of pipeline.h. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "sample/scheduler.h"
+#include "testutil.h"
+
+/* the guidance arithmetic below must round like torch's (no fma) */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#define ATOL 1e-5
+#define RTOL 1e-5
+
+/* Exact comparison of timesteps (the count too). */
+static int
+check_timesteps(const char *what, const float *got, int ngot, const float *want,
+    size_t nwant)
+{
+	int ok = (size_t)ngot == nwant;
+
+	for (int i = 0; ok && i < ngot; i++)
+		ok = got[i] == want[i];
+	if (!ok) {
+		char buf[512] = "";
+		for (int i = 0; i < ngot && strlen(buf) < 400; i++)
+			snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " %.9g", got[i]);
+		tap_diag("%s: got %d:%s", what, ngot, buf);
+		buf[0] = '\0';
+		for (size_t i = 0; i < nwant && strlen(buf) < 400; i++)
+			snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " %.9g", want[i]);
+		tap_diag("%s: want %zu:%s", what, nwant, buf);
+	}
+	return tap_ok(ok, "%s: %d timesteps exact", what, ngot);
+}
+
+/* How many elements differ at all (a diagnostic: bit-exactness). */
+static void
+diag_exact(const char *what, const float *got, const float *want, size_t n)
+{
+	size_t d = 0;
+
+	for (size_t i = 0; i < n; i++)
+		d += got[i] != want[i];
+	tap_diag("%s: %zu of %zu values bit-exact", what, n - d, n);
+}
+
+static void
+test_common(void)
+{
+	struct st_file *g = golden_open("sched_common");
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	float betas[1000], ac[1000], sig[1000], *want;
+	size_t n;
+
+	if (g == NULL) {
+		tap_skip("sched_common: golden not found");
+		return;
+	}
+	sched_config_sd15(&cfg);
+	tap_ok(sched_train_schedule(&cfg, betas, ac, sig, &err) == 0,
+	    "SD 1.5 training schedule %s", err.message);
+	want = golden_f32(g, "betas", &n);
+	if (n == 1000) {
+		check_close("sched_common betas", betas, want, n, 0, 1e-6);
+		diag_exact("betas", betas, want, n);
+	}
+	free(want);
+	want = golden_f32(g, "alphas_cumprod", &n);
+	if (n == 1000) {
+		check_close("sched_common alphas_cumprod", ac, want, n, 0, 1e-6);
+		diag_exact("alphas_cumprod", ac, want, n);
+	}
+	free(want);
+	want = golden_f32(g, "sigmas_full", &n);
+	if (n == 1000) {
+		check_close("sched_common sigmas_full", sig, want, n, 0, 1e-6);
+		diag_exact("sigmas_full", sig, want, n);
+	}
+	free(want);
+	st_close(g);
+}
+
+/* One sched_* case at S steps: schedule, model inputs, every step. */
+static void
+test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sampler,
+    enum sd_schedule schedule, int S, int noise_seed)
+{
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *s;
+	struct sd_rng *rng;
+	char key[256], what[160];
+	float *x_T, *model_in, *model_out, *samples, *pred = NULL, *noise = NULL;
+	float *my_in, *my_samples, *my_pred, *want;
+	size_t n, nin, nsamples, nw;
+	int calls, nfull;
+	const float *ts;
+
+	sched_config_sd15(&cfg);
+	s = sd_scheduler_new(sampler, schedule, &cfg, S, &err);
+	snprintf(what, sizeof what, "%s n%d", casename, S);
+	if (!tap_ok(s != NULL, "%s: scheduler built %s", what, err.message))
+		return;
+
+#define KEY(name) (snprintf(key, sizeof key, "n%d.%s", S, name), key)
+	ts = sd_scheduler_timesteps_full(s, &nfull);
+	want = golden_f32(g, KEY("timesteps"), &nw);
+	check_timesteps(what, ts, nfull, want, nw);
+	free(want);
+	calls = sd_scheduler_calls(s);
+	if (st_find(g, KEY("sigmas")) != NULL) {
+		const float *sig = sd_scheduler_sigmas_full(s);
+
+		want = golden_f32(g, KEY("sigmas"), &nw);
+		if (sig != NULL && nw == (size_t)nfull + 1) {
+			char w2[200];
+
+			snprintf(w2, sizeof w2, "%s sigmas", what);
+			check_close(w2, sig, want, nw, ATOL, RTOL);
+			diag_exact(w2, sig, want, nw);
+		} else {
+			tap_ok(0, "%s: %zu sigmas expected", what, nw);
+		}
+		free(want);
+	}
+	want = golden_f32(g, KEY("init_noise_sigma"), &nw);
+	tap_ok(nw == 1 && fabsf(sd_scheduler_init_noise_sigma(s) - want[0]) <=
+	    ATOL + RTOL * fabsf(want[0]), "%s: init_noise_sigma %.9g (want %.9g)",
+	    what, sd_scheduler_init_noise_sigma(s), want[0]);
+	free(want);
+
+	x_T = golden_f32(g, KEY("x_T"), &n);
+	model_in = golden_f32(g, KEY("model_in"), &nin);
+	model_out = golden_f32(g, KEY("model_out"), NULL);
+	samples = golden_f32(g, KEY("samples"), &nsamples);
+	if (st_find(g, KEY("pred_x0")) != NULL)
+		pred = golden_f32(g, KEY("pred_x0"), NULL);
+	if (st_find(g, KEY("noise")) != NULL)
+		noise = golden_f32(g, KEY("noise"), NULL);
+	if (nin != (size_t)calls * n || nsamples != ((size_t)calls + 1) * n) {
+		tap_ok(0, "%s: %d calls of %zu values (golden %zu inputs)", what,
+		    calls, n, nin);
+		goto out;
+	}
+	my_in = malloc(nin * sizeof *my_in);
+	my_samples = malloc(nsamples * sizeof *my_samples);
+	my_pred = calloc(nin, sizeof *my_pred);
+	if (my_in == NULL || my_samples == NULL || my_pred == NULL)
+		abort();
+
+	/* the initial noise is torch.randn(seed 600) */
+	{
+		struct sd_rng *r = sd_rng_new(SD_RNG_CPU, 600);
+		float *x = malloc(n * sizeof *x);
+
+		sd_rng_randn(r, x, n);
+		tap_ok(memcmp(x, x_T, n * sizeof *x) == 0,
+		    "%s: x_T is randn of seed 600, bit-exact", what);
+		free(x);
+		sd_rng_free(r);
+	}
+
+	/* 1. the recorded model outputs (and recorded noise for Euler a; the
+	 * others draw from a generator, which only Euler uses, for nothing) */
+	rng = sd_rng_new(SD_RNG_CPU, 601);
+	for (size_t k = 0; k < n; k++)
+		my_samples[k] = x_T[k] * sd_scheduler_init_noise_sigma(s);
+	for (int i = 0; i < calls; i++) {
+		float *cur = my_samples + (size_t)i * n, *next = cur + n;
+
+		sd_scheduler_scale_model_input(s, i, cur, my_in + (size_t)i * n, n);
+		memcpy(next, cur, n * sizeof *next);
+		if (noise != NULL) {
+			if (sd_scheduler_step_noise(s, i, model_out + (size_t)i * n,
+			    next, n, noise + (size_t)i * n, &err) < 0)
+				break;
+		} else if (sd_scheduler_step(s, i, model_out + (size_t)i * n, next,
+		    n, rng, &err) < 0) {
+			break;
+		}
+		if (sd_scheduler_pred_x0(s) != NULL)
+			memcpy(my_pred + (size_t)i * n, sd_scheduler_pred_x0(s),
+			    n * sizeof *my_pred);
+	}
+	tap_ok(err.message[0] == '\0', "%s: %d steps ran %s", what, calls, err.message);
+	snprintf(key, sizeof key, "%s model_in", what);
+	check_close(key, my_in, model_in, nin, ATOL, RTOL);
+	snprintf(key, sizeof key, "%s samples", what);
+	check_close(key, my_samples, samples, nsamples, ATOL, RTOL);
+	diag_exact(key, my_samples, samples, nsamples);
+	if (pred != NULL) {
+		snprintf(key, sizeof key, "%s pred_x0", what);
+		check_close(key, my_pred, pred, nin, ATOL, RTOL);
+	}
+
+	/* 2. Euler a with its noise drawn from the generator (seed 601) */
+	if (noise != NULL && noise_seed >= 0) {
+		struct sd_scheduler *s2 = sd_scheduler_new(sampler, schedule, &cfg, S, &err);
+		struct sd_rng *r = sd_rng_new(SD_RNG_CPU, (uint64_t)noise_seed);
+		float *x = malloc(n * sizeof *x);
+		int ok = s2 != NULL && x != NULL;
+
+		for (size_t k = 0; ok && k < n; k++)
+			x[k] = x_T[k] * sd_scheduler_init_noise_sigma(s2);
+		for (int i = 0; ok && i < calls; i++) {
+			ok = sd_scheduler_step(s2, i, model_out + (size_t)i * n, x, n,
+			    r, &err) == 0;
+			memcpy(my_samples + (size_t)(i + 1) * n, x, n * sizeof *x);
+		}
+		snprintf(key, sizeof key, "%s samples, noise from the generator "
+		    "(seed %d)", what, noise_seed);
+		if (ok)
+			check_close(key, my_samples + n, samples + n, nsamples - n,
+			    ATOL, RTOL);
+		else
+			tap_ok(0, "%s: %s", key, err.message);
+		free(x);
+		sd_rng_free(r);
+		sd_scheduler_free(s2);
+	}
+	free(my_in);
+	free(my_samples);
+	free(my_pred);
+	sd_rng_free(rng);
+out:
+	free(x_T);
+	free(model_in);
+	free(model_out);
+	free(samples);
+	free(pred);
+	free(noise);
+	sd_scheduler_free(s);
+#undef KEY
+}
+
+static void
+test_sched_case(const char *file, enum sd_sampler sampler,
+    enum sd_schedule schedule)
+{
+	static const int steps[] = {4, 10, 20};
+	struct st_file *g = golden_open(file);
+
+	if (g == NULL) {
+		tap_skip("%s: golden not found", file);
+		return;
+	}
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+		test_sched_steps(g, file, sampler, schedule, steps[i],
+		    sampler == SD_SAMPLER_EULER_A ? 601 : -1);
+	st_close(g);
+}
+
+/* The case's params.sched, e.g. "dpmpp_2m_karras". */
+static int
+parse_sched(const char *name, enum sd_sampler *sampler, enum sd_schedule *schedule)
+{
+	char buf[64];
+	size_t len = strlen(name);
+
+	*schedule = SD_SCHEDULE_NORMAL;
+	snprintf(buf, sizeof buf, "%s", name);
+	if (len > 7 && strcmp(name + len - 7, "_karras") == 0) {
+		buf[len - 7] = '\0';
+		*schedule = SD_SCHEDULE_KARRAS;
+	}
+	return sd_sampler_parse(buf, sampler);
+}
+
+static json_t *
+case_params(struct st_file *g)
+{
+	const char *p = st_metadata(g, "params");
+	json_error_t jerr;
+
+	return p != NULL ? json_loads(p, 0, &jerr) : NULL;
+}
+
+static void
+test_img2img_loop(struct st_file *g, struct sd_scheduler *s, const char *name,
+    float guidance)
+{
+	const struct sd_tensor *t = st_find(g, "unet_out");
+	size_t n, B = t != NULL && t->ndim >= 2 ? (size_t)t->shape[1] : 1;
+	float *x0 = golden_f32(g, "init_latents", &n);
+	float *noise = golden_f32(g, "noise", NULL);
+	float *lat0 = golden_f32(g, "latents_0", NULL);
+	float *uout = golden_f32(g, "unet_out", NULL);
+	float *uin = golden_f32(g, "unet_in", NULL);
+	float *lat = golden_f32(g, "latents", NULL);
+	float *anc = st_find(g, "ancestral_noise") ?
+	    golden_f32(g, "ancestral_noise", NULL) : NULL;
+	int calls = sd_scheduler_calls(s), ok = 1;
+	float *x = malloc(n * sizeof *x), *e = malloc(n * sizeof *e);
+	float *in = malloc((size_t)calls * n * sizeof *in);
+	float *out = malloc((size_t)calls * n * sizeof *out);
+	struct sd_error err = {0};
+	char what[200];
+
+	if (x == NULL || e == NULL || in == NULL || out == NULL)
+		abort();
+	sd_scheduler_add_noise(s, 0, x0, noise, x, n);
+	snprintf(what, sizeof what, "%s latents_0 = add_noise(init_latents, noise)", name);
+	check_close(what, x, lat0, n, ATOL, RTOL);
+	memcpy(x, lat0, n * sizeof *x);
+	for (int i = 0; ok && i < calls; i++) {
+		const float *u = uout + (size_t)i * B * n, *c = u + (B - 1) * n;
+
+		sd_scheduler_scale_model_input(s, i, x, in + (size_t)i * n, n);
+		for (size_t k = 0; k < n; k++)
+			e[k] = B == 2 ? u[k] + guidance * (c[k] - u[k]) : u[k];
+		if (anc != NULL)
+			ok = sd_scheduler_step_noise(s, i, e, x, n, anc + (size_t)i * n,
+			    &err) == 0;
+		else
+			ok = sd_scheduler_step(s, i, e, x, n, NULL, &err) == 0;
+		memcpy(out + (size_t)i * n, x, n * sizeof *x);
+	}
+	tap_ok(ok, "%s: %d steps ran %s", name, calls, err.message);
+	snprintf(what, sizeof what, "%s unet_in (the scaled latents)", name);
+	check_close(what, in, uin, (size_t)calls * n, ATOL, RTOL);
+	snprintf(what, sizeof what, "%s latents after every step (recorded UNet "
+	    "outputs)", name);
+	check_close(what, out, lat, (size_t)calls * n, ATOL, RTOL);
+	diag_exact(what, out, lat, (size_t)calls * n);
+	free(x0);
+	free(noise);
+	free(lat0);
+	free(uout);
+	free(uin);
+	free(lat);
+	free(anc);
+	free(x);
+	free(e);
+	free(in);
+	free(out);
+}
+
+/* The scheduler half of a pipeline case: timesteps, sigmas, add_noise
+ * coefficients, and (txt2img) every step from the recorded UNet outputs. */
+static void
+test_pipeline_case(const char *name)
+{
+	struct st_file *g = golden_open(name);
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *s = NULL;
+	enum sd_sampler sampler = SD_SAMPLER_DDIM;
+	enum sd_schedule schedule = SD_SCHEDULE_NORMAL;
+	json_t *params;
+	float *want;
+	size_t nw;
+	int steps, calls, nfull;
+	double strength;
+	char what[200];
+
+	if (g == NULL) {
+		tap_skip("%s: golden not found", name);
+		return;
+	}
+	params = case_params(g);
+	if (!tap_ok(params != NULL && parse_sched(json_string_value(
+	    json_object_get(params, "sched")), &sampler, &schedule) == 0,
+	    "%s: params name a known sampler", name))
+		goto out;
+	steps = (int)json_integer_value(json_object_get(params, "steps"));
+	strength = json_number_value(json_object_get(params, "strength"));
+	sched_config_sd15(&cfg);
+	s = sd_scheduler_new(sampler, schedule, &cfg, steps, &err);
+	if (!tap_ok(s != NULL, "%s: scheduler built %s", name, err.message))
+		goto out;
+	if (json_object_get(params, "strength") != NULL) {
+		const float *full;
+		int rc = sd_scheduler_set_strength(s, strength, &err);
+		int begin = sd_scheduler_begin_index(s);
+
+		tap_ok(rc == 0 && begin == json_integer_value(json_object_get(params,
+		    "t_start")), "%s: strength %g gives t_start %d %s", name,
+		    strength, begin, err.message);
+		want = golden_f32(g, "timesteps_full", &nw);
+		snprintf(what, sizeof what, "%s timesteps_full", name);
+		full = sd_scheduler_timesteps_full(s, &nfull);
+		check_timesteps(what, full, nfull, want, nw);
+		free(want);
+	}
+	calls = sd_scheduler_calls(s);
+	{
+		float *ts = malloc(((size_t)calls + 1) * sizeof *ts);
+
+		for (int i = 0; i < calls; i++)
+			ts[i] = sd_scheduler_timestep(s, i);
+		want = golden_f32(g, "timesteps", &nw);
+		snprintf(what, sizeof what, "%s timesteps", name);
+		check_timesteps(what, ts, calls, want, nw);
+		free(want);
+		free(ts);
+	}
+	if (st_find(g, "sigmas_full") != NULL || st_find(g, "sigmas") != NULL) {
+		const char *key = st_find(g, "sigmas_full") ? "sigmas_full" : "sigmas";
+		const float *sig = sd_scheduler_sigmas_full(s);
+
+		sd_scheduler_timesteps_full(s, &nfull);
+		want = golden_f32(g, key, &nw);
+		snprintf(what, sizeof what, "%s %s", name, key);
+		if (sig != NULL && nw == (size_t)nfull + 1)
+			check_close(what, sig, want, nw, ATOL, RTOL);
+		else
+			tap_ok(0, "%s: %zu values", what, nw);
+		free(want);
+	}
+	if (st_find(g, "add_noise_coef") != NULL) {
+		float ab[2];
+
+		sd_scheduler_add_noise_coef(s, 0, &ab[0], &ab[1]);
+		want = golden_f32(g, "add_noise_coef", &nw);
+		snprintf(what, sizeof what, "%s add_noise_coef", name);
+		if (nw == 2)
+			check_close(what, ab, want, 2, 0, 1e-6);
+		free(want);
+	}
+	if (st_find(g, "blend_coef") != NULL) {
+		float *ab = malloc(2 * (size_t)calls * sizeof *ab);
+
+		/* after step i the pipeline noises to timesteps[i + 1] */
+		for (int i = 0; i + 1 < calls; i++)
+			sd_scheduler_add_noise_coef(s, i + 1, &ab[2 * i], &ab[2 * i + 1]);
+		want = golden_f32(g, "blend_coef", &nw);
+		snprintf(what, sizeof what, "%s blend_coef", name);
+		if (nw == 2 * ((size_t)calls - 1))
+			check_close(what, ab, want, nw, 0, 1e-6);
+		else
+			tap_ok(0, "%s: %zu values", what, nw);
+		free(want);
+		free(ab);
+	}
+
+	/* img2img: the noised start, then the loop from the recorded UNet
+	 * outputs (and Euler a's recorded noise), from t_start on */
+	if (st_find(g, "init_latents") != NULL && st_find(g, "latents_0") != NULL &&
+	    st_find(g, "mask_in") == NULL)
+		test_img2img_loop(g, s, name, (float)json_number_value(
+		    json_object_get(params, "guidance")));
+
+	/* txt2img: the whole loop from the recorded (guided) UNet outputs,
+	 * the noise of Euler a drawn from the case's seed after the latents */
+	if (json_object_get(params, "strength") == NULL &&
+	    st_find(g, "unet_out") != NULL && st_find(g, "latents_given") != NULL) {
+		const struct sd_tensor *t = st_find(g, "unet_out");
+		float *given = golden_f32(g, "latents_given", &nw);
+		float *uout = golden_f32(g, "unet_out", NULL);
+		float *uin = golden_f32(g, "unet_in", NULL);
+		float *lat = golden_f32(g, "latents", NULL);
+		float guidance = (float)json_number_value(json_object_get(params,
+		    "guidance"));
+		size_t n = nw, B = t->ndim >= 2 ? (size_t)t->shape[1] : 1;
+		float *x = malloc(n * sizeof *x), *in = malloc((size_t)calls * n * sizeof *in);
+		float *out = malloc((size_t)calls * n * sizeof *out), *e = malloc(n * sizeof *e);
+		struct sd_rng *r = sd_rng_new(SD_RNG_CPU, (uint64_t)json_integer_value(
+		    json_object_get(params, "seed")));
+		int ok = 1;
+
+		sd_rng_randn(r, x, n);
+		tap_ok(memcmp(x, given, n * sizeof *x) == 0,
+		    "%s: latents_given is randn of the seed, bit-exact", name);
+		for (size_t k = 0; k < n; k++)
+			x[k] = given[k] * sd_scheduler_init_noise_sigma(s);
+		for (int i = 0; ok && i < calls; i++) {
+			const float *u = uout + (size_t)i * B * n, *c = u + (B - 1) * n;
+
+			sd_scheduler_scale_model_input(s, i, x, in + (size_t)i * n, n);
+			for (size_t k = 0; k < n; k++)
+				e[k] = B == 2 ? u[k] + guidance * (c[k] - u[k]) : u[k];
+			ok = sd_scheduler_step(s, i, e, x, n, r, &err) == 0;
+			memcpy(out + (size_t)i * n, x, n * sizeof *x);
+		}
+		tap_ok(ok, "%s: %d steps ran %s", name, calls, err.message);
+		snprintf(what, sizeof what, "%s unet_in (the scaled latents)", name);
+		check_close(what, in, uin, (size_t)calls * n, ATOL, RTOL);
+		snprintf(what, sizeof what, "%s latents after every step "
+		    "(recorded UNet outputs)", name);
+		check_close(what, out, lat, (size_t)calls * n, ATOL, RTOL);
+		free(given);
+		free(uout);
+		free(uin);
+		free(lat);
+		free(x);
+		free(in);
+		free(out);
+		free(e);
+		sd_rng_free(r);
+	}
+out:
+	json_decref(params);
+	sd_scheduler_free(s);
+	st_close(g);
+}
+
+static void
+test_config(void)
+{
+	struct sched_config a, b;
+	struct sd_error err = {0};
+	const char *path = shared_path("testdata/sd15-tiny/diffusers/scheduler/"
+	    "scheduler_config.json");
+	char tmp[] = "/tmp/sdbatch-sched-XXXXXX";
+	int fd;
+	FILE *f;
+
+	sched_config_sd15(&b);
+	if (path != NULL) {
+		int rc = sched_config_load(path, &a, &err);
+
+		tap_ok(rc == 0, "SD 1.5 scheduler_config.json loads %s", err.message);
+		tap_ok(rc == 0 && memcmp(&a, &b, sizeof a) == 0,
+		    "it equals sched_config_sd15");
+	} else {
+		tap_skip("SD 1.5 scheduler_config.json: shared/ not found");
+		tap_skip("SD 1.5 scheduler_config.json: shared/ not found");
+	}
+	sd_error_clear(&err);
+	tap_ok(sched_config_load("/nonexistent/scheduler_config.json", &a, &err) < 0 &&
+	    err.code == SD_ENOINPUT, "a missing config: exit status 66 (%s)", err.message);
+
+	fd = mkstemp(tmp);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		tap_skip("temporary file");
+		return;
+	}
+	fputs("{\"beta_schedule\": \"cosine\"}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_EDATA &&
+	    strstr(err.message, "beta_schedule") != NULL,
+	    "an unknown beta_schedule is named (%s)", err.message);
+
+	f = fopen(tmp, "w");
+	fputs("{\"num_train_timesteps\": 1000, \"thresholding\": true}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_ECONFIG &&
+	    strstr(err.message, "thresholding") != NULL,
+	    "an unsupported setting is named (%s)", err.message);
+
+	f = fopen(tmp, "w");
+	fputs("[1, 2", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_EDATA,
+	    "malformed JSON (%s)", err.message);
+
+	f = fopen(tmp, "w");
+	fputs("{\"_class_name\": \"DDIMScheduler\", \"beta_start\": 0.00085, "
+	    "\"beta_end\": 0.012, \"beta_schedule\": \"scaled_linear\", "
+	    "\"timestep_spacing\": \"trailing\", \"prediction_type\": "
+	    "\"v_prediction\", \"solver_order\": 3, \"steps_offset\": 1}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) == 0 &&
+	    a.timestep_spacing == SCHED_SPACING_TRAILING &&
+	    a.prediction_type == SCHED_PRED_V && a.set_alpha_to_one == -1 &&
+	    a.clip_sample == -1, "an SD 2.x-style config: keys read, the "
+	    "missing ones left to each class %s", err.message);
+	unlink(tmp);
+}
+
+static void
+spacing_case(const char *what, enum sd_sampler sampler,
+    const struct sched_config *cfg, int steps, const float *want, size_t nwant)
+{
+	struct sd_error err = {0};
+	struct sd_scheduler *s = sd_scheduler_new(sampler, SD_SCHEDULE_NORMAL,
+	    cfg, steps, &err);
+	const float *ts;
+	int n;
+
+	if (!tap_ok(s != NULL, "%s: built %s", what, err.message))
+		return;
+	ts = sd_scheduler_timesteps_full(s, &n);
+	check_timesteps(what, ts, n, want, nwant);
+	sd_scheduler_free(s);
+}
+
+/* Timesteps of the spacings and class defaults (values from diffusers). */
+static void
+test_spacings(void)
+{
+	static const float ddim_trailing10[] = {999, 899, 799, 699, 599, 499, 399, 299, 199, 99};
+	static const float ddim_linspace10[] = {999, 888, 777, 666, 555, 444, 333, 222, 111, 0};
+	static const float euler_leading4[] = {751, 501, 251, 1};
+	static const float dpm_trailing4[] = {999, 749, 499, 249};
+	static const float pndm1[] = {1}, pndm2[] = {501, 1, 1};
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *s;
+
+	sched_config_sd15(&cfg);
+	cfg.timestep_spacing = SCHED_SPACING_TRAILING;
+	spacing_case("DDIM trailing 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_trailing10, 10);
+	spacing_case("DPM++ trailing 4", SD_SAMPLER_DPMPP_2M, &cfg, 4, dpm_trailing4, 4);
+	cfg.timestep_spacing = SCHED_SPACING_LINSPACE;
+	spacing_case("DDIM linspace 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_linspace10, 10);
+	cfg.timestep_spacing = SCHED_SPACING_LEADING;
+	spacing_case("Euler leading 4", SD_SAMPLER_EULER, &cfg, 4, euler_leading4, 4);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 4, &err);
+	if (s != NULL) {
+		/* leading spacing: init_noise_sigma = (max^2 + 1)^0.5 */
+		tap_ok(fabsf(sd_scheduler_init_noise_sigma(s) - 4.0f) < 1.0f,
+		    "Euler leading: init_noise_sigma sqrt(max^2+1) = %g",
+		    sd_scheduler_init_noise_sigma(s));
+	}
+	sd_scheduler_free(s);
+	sched_config_sd15(&cfg);
+	spacing_case("PNDM 1 step", SD_SAMPLER_PNDM, &cfg, 1, pndm1, 1);
+	spacing_case("PNDM 2 steps", SD_SAMPLER_PNDM, &cfg, 2, pndm2, 3);
+}
+
+/* Things that must fail cleanly, and runs without reference data. */
+static void
+test_errors_and_runs(void)
+{
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *s;
+	float x[64], e[64];
+	int ok;
+
+	sched_config_sd15(&cfg);
+	s = sd_scheduler_new(SD_SAMPLER_DDIM, SD_SCHEDULE_KARRAS, &cfg, 10, &err);
+	tap_ok(s == NULL && err.code == SD_EDATA && strcmp(err.field, "schedule") == 0,
+	    "karras with ddim is rejected (%s)", err.message);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_PNDM, SD_SCHEDULE_KARRAS, &cfg, 10, &err);
+	tap_ok(s == NULL && strcmp(err.field, "schedule") == 0,
+	    "karras with pndm is rejected");
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 0, &err);
+	tap_ok(s == NULL && strcmp(err.field, "steps") == 0, "0 steps rejected (%s)",
+	    err.message);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 1001, &err);
+	tap_ok(s == NULL && strcmp(err.field, "steps") == 0, "1001 steps rejected");
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL, &cfg, 8, &err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 0.1, &err) < 0 &&
+	    strcmp(err.field, "strength") == 0, "strength 0.1 with 8 steps: no step "
+	    "left (%s)", err.message);
+	sd_error_clear(&err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 1.5, &err) < 0,
+	    "strength 1.5 rejected");
+	sd_error_clear(&err);
+	/* 10*0.29 = 2.9 -> 2, 100*0.29 = 28.999999999999996 -> 28 (Python int) */
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 0.29, &err) == 0 &&
+	    sd_scheduler_calls(s) == 2, "8 steps, strength 0.29: 2 calls");
+	sd_scheduler_free(s);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 100, &err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 0.29, &err) == 0 &&
+	    sd_scheduler_calls(s) == 28, "100 steps, strength 0.29: 28 calls "
+	    "(in double, like Python)");
+	sd_scheduler_free(s);
+
+	/* steps in order only */
+	s = sd_scheduler_new(SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL, &cfg, 4, &err);
+	memset(x, 0, sizeof x);
+	memset(e, 0, sizeof e);
+	tap_ok(s != NULL && sd_scheduler_step(s, 1, e, x, 64, NULL, &err) < 0,
+	    "a step out of order is refused (%s)", err.message);
+	sd_error_clear(&err);
+	tap_ok(s != NULL && sd_scheduler_step(s, 0, e, x, 64, NULL, &err) == 0 &&
+	    sd_scheduler_step(s, 1, e, x, 32, NULL, &err) < 0,
+	    "a step with another size is refused");
+	sd_scheduler_free(s);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL, &cfg, 4, &err);
+	tap_ok(s != NULL && sd_scheduler_step(s, 0, e, x, 64, NULL, &err) < 0,
+	    "euler_a without a generator is refused (%s)", err.message);
+	sd_scheduler_free(s);
+
+	/* every sampler and schedule runs to a finite end; PNDM's PRK mode */
+	for (int smp = 0; smp < SD_SAMPLER_COUNT; smp++) {
+		for (int sch = 0; sch < 2; sch++) {
+			for (int prk = 0; prk < 2; prk++) {
+				struct sd_rng *r;
+				int calls;
+
+				if (prk && smp != SD_SAMPLER_PNDM)
+					continue;
+				r = sd_rng_new(SD_RNG_CPU, 7);
+				sched_config_sd15(&cfg);
+				cfg.skip_prk_steps = prk ? 0 : 1;
+				cfg.prediction_type = sch ? SCHED_PRED_V : SCHED_PRED_EPSILON;
+				sd_error_clear(&err);
+				s = sd_scheduler_new((enum sd_sampler)smp,
+				    (enum sd_schedule)sch, &cfg, 7, &err);
+				if (s == NULL) {
+					tap_ok(sch == 1 && (smp == SD_SAMPLER_DDIM ||
+					    smp == SD_SAMPLER_PNDM), "%s %s: %s",
+					    sd_sampler_name(smp), sd_schedule_name(sch),
+					    err.message);
+					sd_rng_free(r);
+					continue;
+				}
+				calls = sd_scheduler_calls(s);
+				sd_rng_randn(r, x, 64);
+				for (int k = 0; k < 64; k++)
+					x[k] *= sd_scheduler_init_noise_sigma(s);
+				ok = 1;
+				for (int i = 0; ok && i < calls; i++) {
+					for (int k = 0; k < 64; k++)
+						e[k] = 0.1f * x[k] / sd_scheduler_input_divisor(s, i);
+					ok = sd_scheduler_step(s, i, e, x, 64, r, &err) == 0;
+				}
+				for (int k = 0; ok && k < 64; k++)
+					ok = isfinite(x[k]);
+				tap_ok(ok, "%s %s%s%s: %d calls, finite %s",
+				    sd_sampler_name(smp), sd_schedule_name(sch),
+				    prk ? " (PRK warm-up)" : "",
+				    sch ? " v_prediction" : "", calls, err.message);
+				if (prk)
+					tap_ok(calls == 12 + 7 - 3, "PNDM with PRK: 12 + "
+					    "steps - 3 calls (%d)", calls);
+				sd_scheduler_free(s);
+				sd_rng_free(r);
+			}
+		}
+	}
+}
+
+static void
+test_names(void)
+{
+	struct sd_params p;
+	enum sd_sampler smp;
+	enum sd_schedule sch;
+	enum sd_rng_kind rk;
+	int ok = 1;
+
+	for (int i = 0; i < SD_SAMPLER_COUNT; i++)
+		ok &= sd_sampler_parse(sd_sampler_name(i), &smp) == 0 &&
+		    smp == (enum sd_sampler)i;
+	tap_ok(ok, "every sampler name parses back");
+	tap_ok(sd_sampler_parse("euler-a", &smp) < 0 && sd_sampler_parse("", &smp) < 0 &&
+	    sd_sampler_parse(NULL, &smp) < 0, "unknown sampler names fail");
+	tap_ok(strcmp(sd_sampler_a1111_name(SD_SAMPLER_EULER_A), "Euler a") == 0 &&
+	    strcmp(sd_sampler_a1111_name(SD_SAMPLER_DPMPP_2M), "DPM++ 2M") == 0,
+	    "A1111 names");
+	tap_ok(sd_schedule_parse("karras", &sch) == 0 && sch == SD_SCHEDULE_KARRAS &&
+	    sd_schedule_parse("Karras", &sch) < 0 &&
+	    strcmp(sd_schedule_name(SD_SCHEDULE_NORMAL), "normal") == 0, "schedule names");
+	tap_ok(sd_rng_parse("cuda", &rk) == 0 && rk == SD_RNG_CUDA &&
+	    sd_rng_parse("gpu", &rk) < 0 && strcmp(sd_rng_name(SD_RNG_CPU), "cpu") == 0,
+	    "rng names");
+	sd_params_init(&p);
+	tap_ok(p.width == 512 && p.height == 512 && p.steps == 20 &&
+	    p.guidance_scale == 7.5f && p.sampler == SD_SAMPLER_EULER_A &&
+	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
+	    p.clip_skip == 1 && p.strength == 0.75f && strcmp(p.negative_prompt, "") == 0 &&
+	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
+}
+
+int
+main(void)
+{
+	static const char *const pipeline_cases[] = {
+		"txt2img_ddim_s4", "txt2img_ddim_s8_64x128", "txt2img_euler_a_s4",
+		"txt2img_euler_a_s8_64x128", "txt2img_dpmpp2m_s4",
+		"txt2img_dpmpp2m_s8_64x128", "txt2img_ddim_s4_nocfg_128x64",
+		"txt2img_dpmpp2m_karras_s4_64x128", "txt2img_pndm_s4_128x64",
+		"img2img_ddim_s10_str075", "img2img_euler_a_s10_str075",
+		"img2img_dpmpp2m_s10_str075", "img2img_ddim_s8_str03_64x128",
+		"img2img_euler_a_s8_str03_64x128", "img2img_dpmpp2m_s8_str03_64x128",
+		"inpaint4_ddim_s10_str1", "inpaint4_euler_a_s10_str1_64x128",
+		"inpaint4_ddim_s10_str08_64x128", "inpaint4_euler_a_s10_str08_64x128",
+		"inpaint9_ddim_s10_str1", "inpaint9_euler_a_s10_str1_64x128",
+		"inpaint9_ddim_s10_str08_64x128", "inpaint9_euler_a_s10_str08_64x128",
+	};
+
+	test_names();
+	test_spacings();
+	test_errors_and_runs();
+	test_config();
+	if (shared_dir() == NULL) {
+		tap_skip("scheduler goldens: shared/ not found");
+		return tap_done();
+	}
+	test_common();
+	test_sched_case("sched_ddim", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_pndm", SD_SAMPLER_PNDM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_euler", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_euler_a", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_lms", SD_SAMPLER_LMS, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m_karras", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS);
+	for (size_t i = 0; i < sizeof pipeline_cases / sizeof pipeline_cases[0]; i++)
+		test_pipeline_case(pipeline_cases[i]);
+	return tap_done();
+}
