@@ -14,3 +14,7 @@ TESTS += tests/test_checkpoint
 check_PROGRAMS += tests/test_pipeline
 tests_test_pipeline_LDADD = $(TEST_LDADD)
 TESTS += tests/test_pipeline
+check_PROGRAMS += tests/pngcmp
+tests_pngcmp_LDADD = $(TEST_LDADD)
+TESTS += tests/run-e2e.sh
+EXTRA_DIST += tests/run-e2e.sh
