@@ -2,6 +2,7 @@
  * architectures are recognised; broken files give named errors. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,55 @@ main(void)
 	checkpoint_free(&a);
 	tap_ok(checkpoint_load(&a, model, NULL, inpaint, &err) < 0 && strstr(err.message, "no VAE"),
 	    "a --vae file without a VAE is refused (%s)", err.message);
+
+	/* A BF16 copy of the model loads, and its weights widen back to the
+	 * F32 ones within BF16's precision. */
+	{
+		struct st_file *f = st_open(model, &err);
+		int n = f ? st_count(f) : 0, bad = 0;
+		struct sd_tensor *t = calloc((size_t)n + 1, sizeof *t);
+		char bf[600];
+		for (int k = 0; k < n; k++) {
+			t[k] = *st_tensor(f, k);
+			if (t[k].dtype == SD_F32) {
+				size_t cnt = (size_t)sd_tensor_numel(&t[k]);
+				uint16_t *h = malloc(cnt * 2 + 2);
+				for (size_t e = 0; e < cnt; e++)
+					h[e] = sd_f32_to_bf16(((const float *)t[k].data)[e]);
+				t[k].dtype = SD_BF16;
+				t[k].data = h;
+			}
+		}
+		snprintf(bf, sizeof bf, "%s/bf16.safetensors", tmpdir);
+		if (f != NULL && st_write(bf, t, n, NULL, NULL, 0, &err) == 0 &&
+		    checkpoint_load(&a, bf, NULL, NULL, &err) == 0) {
+			for (int k = 0; k < n; k++) {
+				const struct sd_tensor *o = st_tensor(f, k), *u = weights_get(a.weights, o->name);
+				if (o->dtype != SD_F32)
+					continue;
+				if (u == NULL || u->dtype != SD_BF16) {
+					bad++;
+					continue;
+				}
+				for (int64_t e = 0; e < sd_tensor_numel(o); e++) {
+					float x = ((const float *)o->data)[e];
+					float y = sd_bf16_to_f32(((const uint16_t *)u->data)[e]);
+					if (fabsf(x - y) > fabsf(x) * (1.0f / 256))
+						bad++;
+				}
+			}
+			tap_ok(bad == 0 && strcmp(a.detect.arch, "sd15") == 0 && a.detect.dtype_counts[SD_BF16] > 0,
+			    "a BF16 checkpoint loads as sd15 with its weights (%d mismatches)", bad);
+			checkpoint_free(&a);
+		} else {
+			tap_ok(0, "BF16 checkpoint: %s", err.message);
+		}
+		for (int k = 0; k < n; k++)
+			if (t[k].dtype == SD_BF16)
+				free(t[k].data);
+		free(t);
+		st_close(f);
+	}
 
 	/* A truncated copy of the model. */
 	char cmd[4096], cut[600];
