@@ -1,1 +1,4 @@
-## contrib
+## contrib: a systemd unit, a Slurm job-array script and a cron example
+contribdir = $(docdir)/contrib
+dist_contrib_DATA = contrib/sdbatch.service contrib/sdbatch-slurm.sh \
+	contrib/sdbatch.cron

@@ -136,10 +136,10 @@ BEGIN { nm = split(modes, mode, " ") }
 	cell[$1, $2] = $3
 }
 END {
-	w = 44
+	w = 54
 	printf "%-" w "s", "test"
 	for (i = 1; i <= nm; i++)
-		printf " | %-16s", mode[i]
+		printf " | %-14s", mode[i]
 	printf "\n"
 	for (r = 1; r <= nr; r++) {
 		name = order[r]
@@ -147,7 +147,7 @@ END {
 			continue
 		printf "%-" w "s", substr(name, 1, w)
 		for (i = 1; i <= nm; i++)
-			printf " | %-16s", ((mode[i], name) in cell) ? cell[mode[i], name] : "(missing)"
+			printf " | %-14s", ((mode[i], name) in cell) ? cell[mode[i], name] : "(missing)"
 		printf "\n"
 	}
 	for (i = 1; i <= nm; i++)

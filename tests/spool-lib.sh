@@ -30,6 +30,8 @@ check() {
 	shift
 	if "$@"; then ok "$_d"; else not_ok "$_d"; fi
 }
+# no COMMAND...: ok when the command fails.
+no() { ! "$@"; }
 skip_all() { echo "1..0 # SKIP $*"; exit 0; }
 finish() { echo "1..$tap_n"; exit 0; }
 

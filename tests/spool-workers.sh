@@ -58,6 +58,8 @@ check "every job has its count of PNGs ($total_imgs/$N)" [ $total_imgs -eq $N ]
 check "running/, incoming/ and failed/ are empty" \
     [ -z "$(ls -A "$SPOOL/running" "$SPOOL/incoming" "$SPOOL/failed" 2>/dev/null | grep -v ':$' | grep -v '^$')" ]
 check "no temporary files are left" [ -z "$(find "$SPOOL" -name '.*' -type f)" ]
+loads=$(cat "$SPOOL"/logs/*.jsonl | grep -c '"event":"loading"')
+check "each worker loaded the model once and kept it ($loads loads)" [ "$loads" -le 3 ]
 workers=$(grep -h '"pid"' "$SPOOL"/done/*.json | sort -u | wc -l)
 diag "jobs were run by $workers worker processes"
 finish

@@ -571,6 +571,48 @@ yaml_offsets(void)
 	    memcmp(text + m->start, "caf\xc3\xa9", 5) == 0,
 	    "node byte offsets hold after multi-byte characters");
 	ytree_free(r);
+	{
+		static const char bom[] = "\xef\xbb\xbfmodel: m.safetensors\n";
+		r = ytree_parse(bom, sizeof bom - 1, "o", NULL, NULL, NULL);
+		m = ytree_get(r, "model");
+		tap_ok(m && m->start == 10 && m->end == 23 && m->line == 1,
+		    "a byte-order mark is skipped, offsets count it");
+		ytree_free(r);
+	}
+}
+
+/* The job files and the configuration of examples/ are valid. */
+static void
+examples(void)
+{
+	static const char *const jobs[] = { "txt2img", "full", "img2img",
+	    "inpaint", "callback" };
+	const char *src = getenv("SDBATCH_SRCDIR");
+	struct sd_config c;
+	struct sd_error err;
+	char path[4096];
+	size_t i;
+
+	if (src == NULL || *src == '\0') {
+		tap_skip("examples: SDBATCH_SRCDIR is not set");
+		return;
+	}
+	for (i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+		struct sd_job j;
+		snprintf(path, sizeof path, "%s/examples/%s.yaml", src, jobs[i]);
+		job_init(&j, &cfg);
+		sd_error_clear(&err);
+		if (!tap_ok(job_load(&j, &cfg, path, jobs[i], &err, NULL) == 0,
+		    "examples/%s.yaml is a valid job", jobs[i]))
+			tap_diag("%s", err.message);
+		job_free(&j);
+	}
+	snprintf(path, sizeof path, "%s/examples/sdbatch.yaml", src);
+	config_init(&c);
+	if (!tap_ok(config_load(&c, path, &err) == 0, "examples/sdbatch.yaml is a "
+	    "valid configuration"))
+		tap_diag("%s", err.message);
+	config_free(&c);
 }
 
 int
@@ -585,6 +627,7 @@ main(void)
 	signing();
 	metadata();
 	yaml_offsets();
+	examples();
 	config_free(&cfg);
 	return tap_done();
 }

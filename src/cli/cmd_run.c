@@ -396,6 +396,12 @@ cmd_run(int argc, char **argv)
 		snprintf(job.id, sizeof job.id, "%s", id);
 		job.dir = getcwd(NULL, 0);
 	}
+	if (f.has_strength && f.init_image == NULL && job.init_image == NULL) {
+		cli_error("run", "--strength applies to img2img and inpainting: "
+		    "give --init-image");
+		status = SD_EUSAGE;
+		goto out;
+	}
 	if (apply_flags(&job, &f) != 0) {
 		status = SD_EINTERNAL;
 		goto out;

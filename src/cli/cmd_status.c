@@ -154,7 +154,7 @@ cmd_status(int argc, char **argv)
 			for (i = 0; i < n; i++)
 				json_array_append_new(out, entry_json(&e[i]));
 		}
-		text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+		text = json_dumps(out, SD_JSON_FILE);
 		if (text != NULL)
 			printf("%s\n", text);
 		free(text);

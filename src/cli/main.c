@@ -5,12 +5,15 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/blas.h"
 #include "core/error.h"
 
-/* info and bench live in their own files; until they are linked in, the
- * weak references stay NULL and the commands say so. */
+/* Commands written in their own files by others: until a file is listed
+ * in src/cli/local.mk the weak reference stays NULL and the command says
+ * that it is not built in. */
 int cmd_info(int argc, char **argv) __attribute__((weak));
 int cmd_bench(int argc, char **argv) __attribute__((weak));
+int cmd_pull(int argc, char **argv) __attribute__((weak));
 
 struct command {
 	const char *name;
@@ -25,9 +28,14 @@ static const struct command commands[] = {
 	{ "status", cmd_status, "list a spool's jobs: queued, running, done, failed" },
 	{ "cancel", cmd_cancel, "cancel a queued or running job" },
 	{ "info", NULL, "say what a model file or folder is" },
+	{ "pull", NULL, "download a model from the Hugging Face Hub into its cache" },
 	{ "bench", NULL, "measure speed and memory" },
+	{ "make-model", cmd_make_model,
+	    "write a random-weight SD 1.5 checkpoint (tests, benchmarks)" },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static int (*command_fn(const struct command *c))(int, char **);
 
 static void
 usage(FILE *out)
@@ -42,7 +50,9 @@ usage(FILE *out)
 	    "\n"
 	    "Commands:\n");
 	for (i = 0; i < NCOMMANDS; i++)
-		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+		if (command_fn(&commands[i]) != NULL)
+			fprintf(out, "  %-11s %s\n", commands[i].name,
+			    commands[i].summary);
 	fprintf(out,
 	    "\n"
 	    "`sdbatch COMMAND --help` describes a command; sdbatch(1), sdbatch-job(5)\n"
@@ -67,9 +77,13 @@ version(void)
 #else
 	printf("CUDA support: not built in (CPU only)\n");
 #endif
-#ifdef SDBATCH_BLAS_NAME
-	printf("BLAS: %s\n", SDBATCH_BLAS_NAME);
-#endif
+	{
+		char buf[256];
+		const char *note = blas_kernel_note();
+		printf("BLAS: %s\n", blas_describe(buf, sizeof buf));
+		if (note != NULL)
+			printf("  (%s)\n", note);
+	}
 }
 
 static int (*command_fn(const struct command *c))(int, char **)
@@ -78,6 +92,8 @@ static int (*command_fn(const struct command *c))(int, char **)
 		return cmd_info;
 	if (strcmp(c->name, "bench") == 0)
 		return cmd_bench;
+	if (strcmp(c->name, "pull") == 0)
+		return cmd_pull;
 	return c->fn;
 }
 
@@ -86,7 +102,14 @@ main(int argc, char **argv)
 {
 	const char *name;
 	size_t i;
+	int verbose = 0;
 
+	/* A weak OpenBLAS kernel on this CPU: re-execute with a better one
+	 * (returns at once when there is nothing to do). */
+	for (i = 1; i < (size_t)argc; i++)
+		if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0)
+			verbose = 1;
+	blas_ensure_kernel(argc, argv, verbose);
 	if (argc < 2) {
 		usage(stderr);
 		return SD_EUSAGE;

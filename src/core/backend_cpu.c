@@ -1,9 +1,24 @@
-/* backend_cpu.c: the CPU backend: CBLAS for the matrix products, OpenMP for
- * everything else.  F16/BF16 weights are widened into a reused scratch
- * buffer per call. */
+/* backend_cpu.c: the CPU backend.
+ *
+ * One thread pool: OpenMP.  The BLAS runs single-threaded (blas_set_threads
+ * (1) at init) and every op splits its own work over the OpenMP threads,
+ * each thread calling cblas_sgemm on its part, so that OpenMP's and the
+ * BLAS's threads never fight over the cores.
+ * - conv2d: im2col of a tile of output rows into the thread's own buffer,
+ *   one GEMM per tile (1x1 convolutions read the input directly), the bias
+ *   added while the tile is in cache;
+ * - linear: the rows (or, for few rows, the output features) split over the
+ *   threads;
+ * - attention: (batch, head, block of queries) tasks, keys in blocks with an
+ *   online softmax, so that no more than a block x block of scores exists
+ *   per thread;
+ * - F16/BF16 weights are widened per call into one reused buffer with the
+ *   vector converters of cpu_kernels.c; all scratch grows to its largest
+ *   size once and is reused, so a second forward allocates nothing. */
 #include "config.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,39 +29,89 @@
 #endif
 
 #include "core/backend.h"
+#include "core/blas.h"
+#include "core/cpu.h"
+#include "core/cpu_kernels.h"
 
-/* im2col tiles hold at most this many floats (32 MiB). */
-#define COL_TILE_FLOATS ((size_t)8 << 20)
-/* Query rows per attention block. */
-#define ATTN_BLOCK 256
+/* im2col tiles hold at most this many floats per thread (16 MiB). */
+#define COL_TILE_FLOATS ((size_t)4 << 20)
+/* Attention: queries per task, keys per block. */
+#define ATTN_QBLOCK 128
+#define ATTN_KBLOCK 512
+#define MAX_THREADS 256
+/* Below this much work an op runs on one thread: a parallel region costs
+ * more than it saves (and far more when other processes share the cores). */
+#define PAR_MIN_FLOPS 4e6
+#define PAR_MIN_ELEMS 65536
 
-struct cpu_state {
-	float *wbuf;		/* widened weights */
-	size_t wcap;
+/* A thread's own scratch. */
+struct tscratch {
 	float *col;		/* im2col tile */
 	size_t colcap;
-	float *scores;		/* attention block scores */
-	size_t scorecap;
-	char desc[128];
+	float *att;		/* attention: scores, accumulators, max, sum */
+	size_t attcap;
+	char pad[64];
 };
+
+struct cpu_state {
+	int nthreads;
+	float *wbuf;		/* widened weights */
+	size_t wcap;
+	float *vbuf;		/* widened vectors (bias, norm affine) */
+	size_t vcap;
+	struct tscratch *ts;	/* [nthreads] */
+	double flops;
+	char desc[192];
+};
+
+static int
+thread_id(void)
+{
+#ifdef _OPENMP
+	return omp_get_thread_num();
+#else
+	return 0;
+#endif
+}
 
 static int
 cpu_init(struct sd_ctx *c, int device, struct sd_error *err)
 {
 	struct cpu_state *s = calloc(1, sizeof *s);
+	const char *env = getenv("OMP_NUM_THREADS");
+	int n = c->threads;
+	char blas[128];
 
 	(void)device;
 	if (s == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	if (n <= 0) {
 #ifdef _OPENMP
-	if (c->threads > 0)
-		omp_set_num_threads(c->threads);
+		/* OMP_NUM_THREADS when set, else one thread per physical core */
+		n = env != NULL && *env != '\0' ? omp_get_max_threads() : cpu_physical_cores();
+#else
+		(void)env;
+		n = 1;
 #endif
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-	if (c->threads > 0)
-		openblas_set_num_threads(c->threads);
+	}
+#ifndef _OPENMP
+	n = 1;
 #endif
-	snprintf(s->desc, sizeof s->desc, "cpu");
+	if (n > MAX_THREADS)
+		n = MAX_THREADS;
+	s->nthreads = n;
+#ifdef _OPENMP
+	omp_set_num_threads(n);
+#endif
+	blas_set_threads(1);
+	s->ts = calloc((size_t)n, sizeof *s->ts);
+	if (s->ts == NULL) {
+		free(s);
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	}
+	snprintf(s->desc, sizeof s->desc, "cpu (%d thread%s, %s kernels, %s)", n, n == 1 ? "" : "s",
+	    cpu_kernels_init(), blas_describe(blas, sizeof blas));
+	c->threads = n;
 	c->state = s;
 	return 0;
 }
@@ -58,9 +123,13 @@ cpu_fini(struct sd_ctx *c)
 
 	if (s == NULL)
 		return;
+	for (int i = 0; i < s->nthreads; i++) {
+		free(s->ts[i].col);
+		free(s->ts[i].att);
+	}
+	free(s->ts);
 	free(s->wbuf);
-	free(s->col);
-	free(s->scores);
+	free(s->vbuf);
 	free(s);
 	c->state = NULL;
 }
@@ -69,6 +138,14 @@ static const char *
 cpu_describe(const struct sd_ctx *c)
 {
 	return ((const struct cpu_state *)c->state)->desc;
+}
+
+double
+sd_cpu_flops(const struct sd_ctx *c)
+{
+	if (c == NULL || c->be != &sd_backend_cpu || c->state == NULL)
+		return 0;
+	return ((const struct cpu_state *)c->state)->flops;
 }
 
 static void *
@@ -97,7 +174,7 @@ cpu_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
 		memmove(y, x, n * sizeof *y);
 }
 
-/* Grow *buf to hold n floats. */
+/* Grow *buf to hold n floats (the old contents are lost). */
 static float *
 reserve(float **buf, size_t *cap, size_t n)
 {
@@ -111,6 +188,26 @@ reserve(float **buf, size_t *cap, size_t n)
 		*cap = n;
 	}
 	return *buf;
+}
+
+/* Widen n elements in parallel. */
+static void
+widen(float *dst, const void *src, enum sd_dtype dtype, size_t n)
+{
+	const size_t chunk = 32768;
+
+	if (dtype == SD_F16 || dtype == SD_BF16) {
+		#pragma omp parallel for schedule(static) if (n > 2 * chunk)
+		for (size_t i = 0; i < n; i += chunk) {
+			size_t m = n - i < chunk ? n - i : chunk;
+			if (dtype == SD_F16)
+				k_f16_to_f32(dst + i, (const uint16_t *)src + i, m);
+			else
+				k_bf16_to_f32(dst + i, (const uint16_t *)src + i, m);
+		}
+	} else {
+		sd_convert_to_f32(dst, src, dtype, n);
+	}
 }
 
 /* The tensor's data as F32: the mmap'd data itself when F32, else widened
@@ -127,37 +224,77 @@ weight_f32(struct sd_ctx *c, const struct sd_tensor *t)
 		return t->data;
 	n = (size_t)sd_tensor_numel(t);
 	reserve(&s->wbuf, &s->wcap, n);
-	sd_convert_to_f32(s->wbuf, t->data, t->dtype, n);
+	widen(s->wbuf, t->data, t->dtype, n);
 	return s->wbuf;
 }
 
-/* A small vector (bias, norm affine) as F32, into a caller's buffer. */
-static const float *
-vector_f32(const struct sd_tensor *t, float *tmp, size_t cap)
+/* Up to three small vectors (bias, norm affine) as F32: slot 0, 1, 2 of
+ * the vector scratch, each cap floats. */
+static void
+vectors_f32(struct sd_ctx *c, size_t cap, const struct sd_tensor *a, const float **pa,
+    const struct sd_tensor *b, const float **pb)
 {
-	size_t n;
+	struct cpu_state *s = c->state;
+	const struct sd_tensor *t[2] = { a, b };
+	const float **out[2] = { pa, pb };
 
-	if (t == NULL)
-		return NULL;
-	if (t->dtype == SD_F32)
-		return t->data;
-	n = (size_t)sd_tensor_numel(t);
-	if (n > cap)
-		n = cap;
-	sd_convert_to_f32(tmp, t->data, t->dtype, n);
-	return tmp;
+	reserve(&s->vbuf, &s->vcap, 2 * cap);
+	for (int i = 0; i < 2; i++) {
+		if (out[i] == NULL)
+			continue;
+		if (t[i] == NULL) {
+			*out[i] = NULL;
+		} else if (t[i]->dtype == SD_F32) {
+			*out[i] = t[i]->data;
+		} else {
+			size_t n = (size_t)sd_tensor_numel(t[i]);
+			if (n > cap)
+				n = cap;
+			widen(s->vbuf + i * cap, t[i]->data, t[i]->dtype, n);
+			*out[i] = s->vbuf + i * cap;
+		}
+	}
 }
 
+/* im2col of output rows [oy0, oy0 + rows) of one image: col[K, rows*ow]. */
 static void
-add_bias_rows(float *y, const float *bias, int rows, size_t cols)
+im2col_rows(float *col, const float *x, int cin, int h, int w, int kh, int kw, int stride,
+    int pt, int pl, int ow, int oy0, int rows)
 {
-	/* y[r, :] += bias[r] */
-	#pragma omp parallel for schedule(static)
-	for (int r = 0; r < rows; r++) {
-		float b = bias[r];
-		float *p = y + (size_t)r * cols;
-		for (size_t i = 0; i < cols; i++)
-			p[i] += b;
+	size_t np = (size_t)rows * ow;
+
+	for (int ci = 0; ci < cin; ci++) {
+		const float *xc = x + (size_t)ci * h * w;
+		for (int ky = 0; ky < kh; ky++) {
+			for (int kx = 0; kx < kw; kx++) {
+				float *dst = col + ((size_t)(ci * kh + ky) * kw + kx) * np;
+				/* the output columns whose input column is inside */
+				int lo = 0, hi = ow;	/* ox in [lo, hi) */
+				while (lo < ow && lo * stride - pl + kx < 0)
+					lo++;
+				while (hi > lo && (hi - 1) * stride - pl + kx >= w)
+					hi--;
+				for (int r = 0; r < rows; r++) {
+					int iy = (oy0 + r) * stride - pt + ky;
+					float *d = dst + (size_t)r * ow;
+					if (iy < 0 || iy >= h) {
+						memset(d, 0, (size_t)ow * sizeof *d);
+						continue;
+					}
+					const float *xr = xc + (size_t)iy * w - pl + kx;
+					for (int ox = 0; ox < lo; ox++)
+						d[ox] = 0.0f;
+					if (stride == 1) {
+						memcpy(d + lo, xr + lo, (size_t)(hi - lo) * sizeof *d);
+					} else {
+						for (int ox = lo; ox < hi; ox++)
+							d[ox] = xr[(size_t)ox * stride];
+					}
+					for (int ox = hi; ox < ow; ox++)
+						d[ox] = 0.0f;
+				}
+			}
+		}
 	}
 }
 
@@ -170,151 +307,220 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 	int cout = (int)weight->shape[0], kh = (int)weight->shape[2], kw = (int)weight->shape[3];
 	int oh = (h + pt + pb - kh) / stride + 1, ow = (w + pl + pr - kw) / stride + 1;
 	size_t ohw = (size_t)oh * ow, K = (size_t)cin * kh * kw;
-	float *biasbuf = NULL;
+	int direct = kh == 1 && kw == 1 && stride == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
+	int rows, ntile, tasks, msplit, mblock;
+	double flops = 2.0 * n * cout * (double)K * ohw;
 	const float *W = weight_f32(c, weight), *B = NULL;
 
-	if (bias != NULL) {
-		biasbuf = malloc((size_t)cout * sizeof *biasbuf);
-		B = vector_f32(bias, biasbuf, (size_t)cout);
-	}
-	for (int b = 0; b < n; b++) {
-		const float *xb = x + (size_t)b * cin * h * w;
-		float *yb = y + (size_t)b * cout * ohw;
+	vectors_f32(c, (size_t)cout, bias, &B, NULL, NULL);
+	s->flops += flops;
+	/* Tiles of whole output rows, each at most COL_TILE_FLOATS of im2col
+	 * (and about 1024 pixels for 1x1: enough for the GEMM). */
+	if (direct)
+		rows = 1024 / ow;
+	else
+		rows = (int)(COL_TILE_FLOATS / K / (size_t)ow);
+	if (rows < 1)
+		rows = 1;
+	if (rows > oh)
+		rows = oh;
+	ntile = (oh + rows - 1) / rows;
+	/* Even out the tiles. */
+	rows = (oh + ntile - 1) / ntile;
+	tasks = n * ntile;
+	/* Few tiles (small images): split the output channels too. */
+	msplit = 1;
+	if (tasks < s->nthreads && flops >= PAR_MIN_FLOPS)
+		msplit = (s->nthreads + tasks - 1) / tasks;
+	mblock = (cout + msplit - 1) / msplit;
+	mblock = (mblock + 15) & ~15;
+	msplit = (cout + mblock - 1) / mblock;
 
-		if (kh == 1 && kw == 1 && stride == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0) {
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)ohw, cin,
-			    1.0f, W, cin, xb, (int)ohw, 0.0f, yb, (int)ohw);
+	#pragma omp parallel for schedule(dynamic, 1) if (tasks * msplit > 1 && flops >= PAR_MIN_FLOPS)
+	for (int t = 0; t < tasks * msplit; t++) {
+		struct tscratch *ts = &s->ts[thread_id()];
+		int mt = t % msplit, tile = t / msplit % ntile, b = t / msplit / ntile;
+		int oy0 = tile * rows, nr = oh - oy0 < rows ? oh - oy0 : rows;
+		int m0 = mt * mblock, mn = cout - m0 < mblock ? cout - m0 : mblock;
+		size_t np = (size_t)nr * ow, p0 = (size_t)oy0 * ow;
+		const float *xb = x + (size_t)b * cin * h * w;
+		float *yb = y + (size_t)b * cout * ohw + (size_t)m0 * ohw + p0;
+		const float *Bm;
+		int ldb;
+
+		if (direct) {
+			Bm = xb + p0;
+			ldb = (int)ohw;
 		} else {
-			/* im2col over tiles of output pixels, one GEMM per tile */
-			size_t tile = COL_TILE_FLOATS / K;
-			if (tile < 64)
-				tile = 64;
-			if (tile > ohw)
-				tile = ohw;
-			float *col = reserve(&s->col, &s->colcap, K * tile);
-			for (size_t p0 = 0; p0 < ohw; p0 += tile) {
-				size_t np = ohw - p0 < tile ? ohw - p0 : tile;
-				#pragma omp parallel for schedule(static)
-				for (size_t r = 0; r < K; r++) {
-					int ci = (int)(r / (size_t)(kh * kw));
-					int ky = (int)(r / (size_t)kw % (size_t)kh), kx = (int)(r % (size_t)kw);
-					const float *xc = xb + (size_t)ci * h * w;
-					float *dst = col + r * np;
-					for (size_t p = 0; p < np; p++) {
-						size_t pix = p0 + p;
-						int oy = (int)(pix / (size_t)ow), ox = (int)(pix % (size_t)ow);
-						int iy = oy * stride - pt + ky, ix = ox * stride - pl + kx;
-						dst[p] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ?
-						    xc[(size_t)iy * w + ix] : 0.0f;
-					}
-				}
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, (int)np, (int)K,
-				    1.0f, W, (int)K, col, (int)np, 0.0f, yb + p0, (int)ohw);
-			}
+			float *col = reserve(&ts->col, &ts->colcap, K * np);
+			im2col_rows(col, xb, cin, h, w, kh, kw, stride, pt, pl, ow, oy0, nr);
+			Bm = col;
+			ldb = (int)np;
 		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, (int)np, (int)K,
+		    1.0f, W + (size_t)m0 * K, (int)K, Bm, ldb, 0.0f, yb, (int)ohw);
 		if (B != NULL)
-			add_bias_rows(yb, B, cout, ohw);
+			for (int r = 0; r < mn; r++) {
+				float bv = B[m0 + r], *yr = yb + (size_t)r * ohw;
+				for (size_t i = 0; i < np; i++)
+					yr[i] += bv;
+			}
 	}
-	free(biasbuf);
 }
 
 static void
 cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
     const struct sd_tensor *weight, const struct sd_tensor *bias)
 {
-	int nout = (int)weight->shape[0];
-	const float *W = weight_f32(c, weight);
+	struct cpu_state *s = c->state;
+	int nout = (int)weight->shape[0], nt = s->nthreads, byrows, parts, blk;
+	const float *W = weight_f32(c, weight), *B = NULL;
 
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nout, k,
-	    1.0f, x, k, W, k, 0.0f, y, nout);
-	if (bias != NULL) {
-		float *tmp = malloc((size_t)nout * sizeof *tmp);
-		const float *B = vector_f32(bias, tmp, (size_t)nout);
-		#pragma omp parallel for schedule(static)
-		for (int i = 0; i < m; i++) {
-			float *row = y + (size_t)i * nout;
-			for (int j = 0; j < nout; j++)
-				row[j] += B[j];
-		}
-		free(tmp);
+	double flops = 2.0 * m * (double)k * nout;
+
+	vectors_f32(c, (size_t)nout, bias, &B, NULL, NULL);
+	s->flops += flops;
+	if (flops < PAR_MIN_FLOPS)
+		nt = 1;
+	/* Split the rows when there are enough, else the output features. */
+	byrows = m >= 32 * nt;
+	if (byrows) {
+		blk = 256;
+		if ((m + blk - 1) / blk < 2 * nt)
+			blk = ((m + 2 * nt - 1) / (2 * nt) + 7) & ~7;
+		parts = (m + blk - 1) / blk;
+	} else {
+		parts = nt;
+		blk = ((nout + parts - 1) / parts + 15) & ~15;
+		parts = (nout + blk - 1) / blk;
 	}
-}
-
-static inline float
-silu(float v)
-{
-	return v / (1.0f + expf(-v));
+	#pragma omp parallel for schedule(dynamic, 1) if (parts > 1 && nt > 1)
+	for (int p = 0; p < parts; p++) {
+		int r0 = 0, rn = m, n0 = 0, nn = nout;
+		if (byrows) {
+			r0 = p * blk;
+			rn = m - r0 < blk ? m - r0 : blk;
+		} else {
+			n0 = p * blk;
+			nn = nout - n0 < blk ? nout - n0 : blk;
+		}
+		float *yp = y + (size_t)r0 * nout + n0;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rn, nn, k,
+		    1.0f, x + (size_t)r0 * k, k, W + (size_t)n0 * k, k, 0.0f, yp, nout);
+		if (B != NULL)
+			for (int i = 0; i < rn; i++) {
+				float *row = yp + (size_t)i * nout;
+				for (int j = 0; j < nn; j++)
+					row[j] += B[n0 + j];
+			}
+	}
 }
 
 static void
 cpu_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
     int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta, int act)
 {
-	float *tmp = malloc((size_t)ch * 2 * sizeof *tmp);
-	const float *G = vector_f32(gamma, tmp, (size_t)ch);
-	const float *Bt = vector_f32(beta, tmp + ch, (size_t)ch);
+	const float *G, *Bt;
 	int cg = ch / groups;
 
-	(void)c;
-	#pragma omp parallel for schedule(dynamic)
+	vectors_f32(c, (size_t)ch, gamma, &G, beta, &Bt);
+	#pragma omp parallel for schedule(dynamic) if ((size_t)n * ch * hw >= PAR_MIN_ELEMS)
 	for (int ng = 0; ng < n * groups; ng++) {
 		int b = ng / groups, g = ng % groups;
 		size_t off = ((size_t)b * ch + (size_t)g * cg) * hw, cnt = (size_t)cg * hw;
 		const float *xs = x + off;
 		float *ys = y + off;
-		double sum = 0, sq = 0, mean, var;
-		for (size_t i = 0; i < cnt; i++)
-			sum += xs[i];
-		mean = sum / (double)cnt;
-		for (size_t i = 0; i < cnt; i++) {
-			double d = xs[i] - mean;
-			sq += d * d;
-		}
-		var = sq / (double)cnt;
+		double mean, var;
+
+		mean = k_sum(xs, cnt) / (double)cnt;
+		var = k_sqdev(xs, cnt, mean) / (double)cnt;
 		float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
 		for (int ci = 0; ci < cg; ci++) {
 			int chn = g * cg + ci;
 			float a = G ? G[chn] * inv : inv, bb = Bt ? Bt[chn] : 0.0f;
-			const float *xr = xs + (size_t)ci * hw;
-			float *yr = ys + (size_t)ci * hw;
-			if (act) {
-				for (int i = 0; i < hw; i++)
-					yr[i] = silu((xr[i] - m) * a + bb);
-			} else {
-				for (int i = 0; i < hw; i++)
-					yr[i] = (xr[i] - m) * a + bb;
-			}
+			/* (x - m) * a + bb = x * a + (bb - m * a) */
+			k_affine(ys + (size_t)ci * hw, xs + (size_t)ci * hw, (size_t)hw, a, bb - m * a, act);
 		}
 	}
-	free(tmp);
 }
 
 static void
 cpu_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
     float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta)
 {
-	float *tmp = malloc((size_t)dim * 2 * sizeof *tmp);
-	const float *G = vector_f32(gamma, tmp, (size_t)dim);
-	const float *Bt = vector_f32(beta, tmp + dim, (size_t)dim);
+	const float *G, *Bt;
 
-	(void)c;
-	#pragma omp parallel for schedule(static)
+	vectors_f32(c, (size_t)dim, gamma, &G, beta, &Bt);
+	#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN_ELEMS)
 	for (int r = 0; r < rows; r++) {
 		const float *xr = x + (size_t)r * dim;
 		float *yr = y + (size_t)r * dim;
-		double sum = 0, sq = 0, mean;
-		for (int i = 0; i < dim; i++)
-			sum += xr[i];
-		mean = sum / dim;
-		for (int i = 0; i < dim; i++) {
-			double d = xr[i] - mean;
-			sq += d * d;
-		}
+		double mean = k_sum(xr, (size_t)dim) / dim;
+		double sq = k_sqdev(xr, (size_t)dim, mean);
 		float inv = (float)(1.0 / sqrt(sq / dim + eps)), m = (float)mean;
-		for (int i = 0; i < dim; i++)
-			yr[i] = (xr[i] - m) * inv * (G ? G[i] : 1.0f) + (Bt ? Bt[i] : 0.0f);
+		if (G != NULL && Bt != NULL) {
+			for (int i = 0; i < dim; i++)
+				yr[i] = (xr[i] - m) * inv * G[i] + Bt[i];
+		} else {
+			for (int i = 0; i < dim; i++)
+				yr[i] = (xr[i] - m) * inv * (G ? G[i] : 1.0f) + (Bt ? Bt[i] : 0.0f);
+		}
 	}
-	free(tmp);
+}
+
+/* One attention task: queries [q0, q0 + nq) of one (batch, head), all
+ * keys in blocks with an online softmax. */
+static void
+attention_block(struct tscratch *ts, float *out, int ldo, const float *qh, int ldq,
+    const float *kh, int ldk, const float *vh, int ldv, int q0, int nq, int lk, int dh,
+    float scale, int causal)
+{
+	int kb = lk <= 2 * ATTN_KBLOCK ? lk : ATTN_KBLOCK;
+	size_t need = (size_t)nq * kb + (size_t)nq * dh + 2 * (size_t)nq;
+	float *S = reserve(&ts->att, &ts->attcap, need);
+	float *O = S + (size_t)nq * kb, *mx = O + (size_t)nq * dh, *sum = mx + nq;
+	int kend = causal ? (q0 + nq < lk ? q0 + nq : lk) : lk;
+
+	for (int i = 0; i < nq; i++) {
+		mx[i] = -INFINITY;
+		sum[i] = 0.0f;
+	}
+	for (int k0 = 0; k0 < kend; k0 += kb) {
+		int nk = kend - k0 < kb ? kend - k0 : kb;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, dh,
+		    scale, qh + (size_t)q0 * ldq, ldq, kh + (size_t)k0 * ldk, ldk, 0.0f, S, nk);
+		for (int i = 0; i < nq; i++) {
+			float *row = S + (size_t)i * nk, *o = O + (size_t)i * dh;
+			int valid = nk;
+			if (causal && q0 + i + 1 - k0 < valid)
+				valid = q0 + i + 1 - k0;
+			if (valid <= 0) {
+				memset(row, 0, (size_t)nk * sizeof *row);
+				continue;
+			}
+			float bm = k_max(row, (size_t)valid), mnew = bm > mx[i] ? bm : mx[i];
+			float rs = k_exp_sum(row, (size_t)valid, mnew);
+			if (valid < nk)
+				memset(row + valid, 0, (size_t)(nk - valid) * sizeof *row);
+			if (k0 == 0) {
+				sum[i] = rs;
+			} else {
+				float corr = expf(mx[i] - mnew);
+				sum[i] = sum[i] * corr + rs;
+				if (corr != 1.0f)
+					k_scal(o, (size_t)dh, corr);
+			}
+			mx[i] = mnew;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, dh, nk,
+		    1.0f, S, nk, vh + (size_t)k0 * ldv, ldv, k0 == 0 ? 0.0f : 1.0f, O, dh);
+	}
+	for (int i = 0; i < nq; i++) {
+		const float *o = O + (size_t)i * dh;
+		float *d = out + (size_t)(q0 + i) * ldo, inv = 1.0f / sum[i];
+		for (int j = 0; j < dh; j++)
+			d[j] = o[j] * inv;
+	}
 }
 
 static void
@@ -323,66 +529,48 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     int b, int lq, int lk, int heads, int dh, float scale, int causal)
 {
 	struct cpu_state *s = c->state;
-	int width = heads * dh;
-	int block = lq < ATTN_BLOCK ? lq : ATTN_BLOCK;
-	float *S = reserve(&s->scores, &s->scorecap, (size_t)block * lk);
+	int width = heads * dh, qb = ATTN_QBLOCK, nqb, tasks;
+	double flops = 4.0 * b * heads * (double)lq * lk * dh;
 
-	for (int bi = 0; bi < b; bi++) {
-		for (int hd = 0; hd < heads; hd++) {
-			const float *qh = q + (size_t)bi * lq * ldq + (size_t)hd * dh;
-			const float *kh = k + (size_t)bi * lk * ldk + (size_t)hd * dh;
-			const float *vh = v + (size_t)bi * lk * ldv + (size_t)hd * dh;
-			float *oh = out + (size_t)bi * lq * width + (size_t)hd * dh;
-			for (int q0 = 0; q0 < lq; q0 += block) {
-				int nq = lq - q0 < block ? lq - q0 : block;
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, lk, dh,
-				    scale, qh + (size_t)q0 * ldq, ldq, kh, ldk, 0.0f, S, lk);
-				#pragma omp parallel for schedule(static) if (nq * lk > 4096)
-				for (int i = 0; i < nq; i++) {
-					float *row = S + (size_t)i * lk;
-					int valid = causal ? q0 + i + 1 : lk;
-					float mx = -INFINITY;
-					double sum = 0;
-					for (int j = 0; j < valid; j++)
-						if (row[j] > mx)
-							mx = row[j];
-					for (int j = 0; j < valid; j++) {
-						row[j] = expf(row[j] - mx);
-						sum += row[j];
-					}
-					float inv = (float)(1.0 / sum);
-					for (int j = 0; j < valid; j++)
-						row[j] *= inv;
-					for (int j = valid; j < lk; j++)
-						row[j] = 0.0f;
-				}
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, dh, lk,
-				    1.0f, S, lk, vh, ldv, 0.0f, oh + (size_t)q0 * width, width);
-			}
-		}
+	/* enough tasks for every thread */
+	while (qb > 16 && b * heads * ((lq + qb - 1) / qb) < 4 * s->nthreads)
+		qb /= 2;
+	nqb = (lq + qb - 1) / qb;
+	tasks = b * heads * nqb;
+	s->flops += flops;
+	#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && flops >= PAR_MIN_FLOPS)
+	for (int t = 0; t < tasks; t++) {
+		int qi = t % nqb, hd = t / nqb % heads, bi = t / nqb / heads;
+		int q0 = qi * qb, nq = lq - q0 < qb ? lq - q0 : qb;
+		attention_block(&s->ts[thread_id()],
+		    out + (size_t)bi * lq * width + (size_t)hd * dh, width,
+		    q + (size_t)bi * lq * ldq + (size_t)hd * dh, ldq,
+		    k + (size_t)bi * lk * ldk + (size_t)hd * dh, ldk,
+		    v + (size_t)bi * lk * ldv + (size_t)hd * dh, ldv,
+		    q0, nq, lk, dh, scale, causal);
 	}
 }
 
 static void
 cpu_unary(struct sd_ctx *c, float *x, size_t n, int kind)
 {
+	const size_t chunk = 16384;
+
 	(void)c;
-	switch (kind) {
-	case SD_UNARY_SILU:
-		#pragma omp parallel for schedule(static)
-		for (size_t i = 0; i < n; i++)
-			x[i] = silu(x[i]);
-		break;
-	case SD_UNARY_GELU:
-		#pragma omp parallel for schedule(static)
-		for (size_t i = 0; i < n; i++)
-			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-		break;
-	case SD_UNARY_QUICK_GELU:
-		#pragma omp parallel for schedule(static)
-		for (size_t i = 0; i < n; i++)
-			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-		break;
+	#pragma omp parallel for schedule(static) if (n > 2 * chunk)
+	for (size_t i = 0; i < n; i += chunk) {
+		size_t m = n - i < chunk ? n - i : chunk;
+		switch (kind) {
+		case SD_UNARY_SILU:
+			k_silu(x + i, m);
+			break;
+		case SD_UNARY_GELU:
+			k_gelu(x + i, m);
+			break;
+		case SD_UNARY_QUICK_GELU:
+			k_quick_gelu(x + i, m);
+			break;
+		}
 	}
 }
 
@@ -390,12 +578,10 @@ static void
 cpu_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if ((size_t)rows * d >= PAR_MIN_ELEMS)
 	for (int r = 0; r < rows; r++) {
-		const float *a = p + (size_t)r * 2 * d, *g = a + d;
-		float *yr = y + (size_t)r * d;
-		for (int i = 0; i < d; i++)
-			yr[i] = a[i] * (0.5f * g[i] * (1.0f + erff(g[i] * 0.70710678118654752f)));
+		const float *a = p + (size_t)r * 2 * d;
+		k_geglu(y + (size_t)r * d, a, a + d, (size_t)d);
 	}
 }
 
@@ -403,7 +589,7 @@ static void
 cpu_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static) if (n > 16384)
+	#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
 	for (size_t i = 0; i < n; i++)
 		y[i] = a[i] + b[i];
 }
@@ -412,7 +598,7 @@ static void
 cpu_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static) if (n > 16384)
+	#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
 	for (size_t i = 0; i < n; i++)
 		y[i] = a[i] + s * (b[i] - a[i]);
 }
@@ -421,7 +607,7 @@ static void
 cpu_scale(struct sd_ctx *c, float *x, float s, size_t n)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static) if (n > 16384)
+	#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
 	for (size_t i = 0; i < n; i++)
 		x[i] *= s;
 }
@@ -430,7 +616,7 @@ static void
 cpu_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if ((size_t)n * ch * hw >= PAR_MIN_ELEMS)
 	for (int r = 0; r < n * ch; r++) {
 		float add = v[r];
 		float *p = x + (size_t)r * hw;
@@ -443,7 +629,7 @@ static void
 cpu_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w)
 {
 	(void)c;
-	#pragma omp parallel for schedule(static)
+	#pragma omp parallel for schedule(static) if ((size_t)n * ch * h * w >= PAR_MIN_ELEMS)
 	for (int r = 0; r < n * ch; r++) {
 		const float *xs = x + (size_t)r * h * w;
 		float *ys = y + (size_t)r * 4 * h * w;
@@ -474,7 +660,7 @@ cpu_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int c
 	for (int b = 0; b < n; b++) {
 		const float *xs = x + (size_t)b * rows * cols;
 		float *ys = y + (size_t)b * rows * cols;
-		#pragma omp parallel for schedule(static)
+		#pragma omp parallel for schedule(static) if ((size_t)rows * cols >= PAR_MIN_ELEMS)
 		for (int j0 = 0; j0 < cols; j0 += 32)
 			for (int i0 = 0; i0 < rows; i0 += 32)
 				for (int i = i0; i < rows && i < i0 + 32; i++)

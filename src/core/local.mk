@@ -19,3 +19,6 @@ SD_NVCC_FLAGS = -lineinfo -Xcompiler -Wall,-Wextra,-fno-exceptions,-fno-threadsa
 	    $(AM_CPPFLAGS) $(CPPFLAGS) $(CUDA_CFLAGS) -c -o $@ $<
 src/core/backend_cuda.$(OBJEXT): $(srcdir)/src/core/backend.h $(srcdir)/src/core/ops.h \
 	$(srcdir)/src/core/tensor.h $(srcdir)/src/core/error.h
+## perf: BLAS/CPU detection and the CPU backend's vector kernels
+src_libsdbatch_a_SOURCES += src/core/blas.c src/core/blas.h \
+	src/core/cpu.h src/core/cpu_kernels.c src/core/cpu_kernels.h

@@ -5,3 +5,4 @@ src_libsdbatch_a_SOURCES += src/model/checkpoint.c src/model/checkpoint.h
 src_libsdbatch_a_SOURCES += src/model/clip.c src/model/clip.h src/model/unet.c src/model/unet.h
 src_libsdbatch_a_SOURCES += src/model/tokenizer.c src/model/tokenizer.h
 src_libsdbatch_a_SOURCES += src/model/synth.c src/model/synth.h
+src_libsdbatch_a_SOURCES += src/model/hub.c src/model/hub.h

@@ -581,7 +581,7 @@ load_merges(struct sd_tokenizer *t, const char *path, struct sd_error *err)
 {
 	unsigned char *data = NULL;
 	char *cat = NULL;
-	size_t size, i, start, end, lineno_base = 1;
+	size_t size = 0, i, start, end, lineno_base = 1;
 	int32_t rank = 0, line = 0;
 	int rc = -1;
 

@@ -393,8 +393,8 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = yget_string(&y, x, k, &c->device);
 			if (r == 0 && strcmp(c->device, "cpu") != 0 &&
 			    strncmp(c->device, "cuda", 4) != 0)
-				r = yfail(&y, x, k, "unknown device \"%.40s\" (cpu, cuda or cuda:N)",
-				    c->device);
+				r = yfail(&y, x, k, "unknown device \"%.40s\" "
+				    "(cpu, cuda or cuda:N)", c->device);
 		} else if (strcmp(k, "threads") == 0)
 			r = geti(&y, x, k, 0, 4096, &c->threads);
 		else if (strcmp(k, "output_root") == 0)

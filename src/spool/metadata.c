@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "spool/metadata.h"
+#include "spool/util.h"
 
 void
 metadata_model_name(const char *model_path, char *out, size_t size)
@@ -106,7 +107,7 @@ metadata_sdbatch_json(const struct sd_job *j, int index, uint64_t seed,
 	json_object_set_new(o, "image_seed", json_integer((json_int_t)seed));
 	json_object_set_new(o, "arch", arch ? json_string(arch) : json_null());
 	json_object_set_new(o, "version", json_string("sdbatch " PACKAGE_VERSION));
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+	s = json_dumps(o, SD_JSON_LINE);
 	json_decref(o);
 	return s;
 }

@@ -58,7 +58,7 @@ progress_format(const struct progress_event *e)
 		json_object_set_new(o, "path", json_string(e->path));
 	if (e->error != NULL)
 		json_object_set_new(o, "error", json_string(e->error));
-	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+	s = json_dumps(o, SD_JSON_LINE);
 	json_decref(o);
 	if (s == NULL)
 		return NULL;

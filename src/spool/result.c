@@ -145,13 +145,14 @@ result_callback_body(json_t *record, int include_images, size_t *len)
 		json_t *im = json_array_get(imgs, i);
 		const char *path = json_string_value(json_object_get(im, "path"));
 		size_t n;
-		char *png = path ? util_read_file(path, (size_t)1 << 30, 0, &n, NULL) : NULL;
+		char *png = path ? util_read_file(path, (size_t)1 << 30, 0, &n,
+		    NULL) : NULL;
 		char *b64 = png ? util_base64_encode(png, n) : NULL;
 		json_object_set_new(im, "png_base64", b64 ? json_string(b64) : json_null());
 		free(png);
 		free(b64);
 	}
-	s = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+	s = json_dumps(copy, SD_JSON_LINE);
 	json_decref(copy);
 	if (s != NULL && len != NULL)
 		*len = strlen(s);
@@ -161,7 +162,7 @@ result_callback_body(json_t *record, int include_images, size_t *len)
 char *
 result_text(json_t *record, size_t *len)
 {
-	char *s = json_dumps(record, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)), *t;
+	char *s = json_dumps(record, SD_JSON_FILE), *t;
 	size_t n;
 
 	if (s == NULL)

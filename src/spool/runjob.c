@@ -53,12 +53,39 @@ runjob_result_free(struct runjob_result *res)
 static int
 blame(struct sd_job *job, enum job_field f, struct runjob_result *res)
 {
-	snprintf(res->err.field, sizeof res->err.field, "%s", job_field_name(f));
+	const char *name = job_field_name(f);
+	size_t n = strlen(name);
+
+	snprintf(res->err.field, sizeof res->err.field, "%s", name);
 	res->err_line = job->line[f];
-	if (job->line[f] > 0 && job->file != NULL &&
-	    strncmp(res->err.message, job->file, strlen(job->file)) != 0)
+	if (job->file != NULL &&
+	    strncmp(res->err.message, job->file, strlen(job->file)) == 0)
+		return -1;	/* it says where already */
+	if (strncmp(res->err.message, name, n) != 0 || res->err.message[n] != ':')
+		sd_error_prefix(&res->err, "%s", name);
+	if (job->line[f] > 0 && job->file != NULL)
 		sd_error_prefix(&res->err, "%s:%d", job->file, job->line[f]);
 	return -1;
+}
+
+/* The engine's messages start with the field they are about
+ * ("schedule: karras is not available with ..."): blame it. */
+static void
+blame_by_message(struct sd_job *job, struct runjob_result *res)
+{
+	int f;
+
+	if (res->err.code != SD_EDATA)
+		return;
+	for (f = 0; f < JF_COUNT_; f++) {
+		const char *name = job_field_name((enum job_field)f);
+		size_t n = strlen(name);
+		if (strncmp(res->err.message, name, n) == 0 &&
+		    res->err.message[n] == ':') {
+			blame(job, (enum job_field)f, res);
+			return;
+		}
+	}
 }
 
 static const char *
@@ -105,6 +132,8 @@ load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 		free(key);
 		if (res->err.code == 0)
 			res->err.code = SD_EDATA;
+		if (res->err.code == SD_EUNAVAILABLE || res->err.code == SD_EINTERNAL)
+			return -1;	/* not the job's fault */
 		return blame(job, job->unet && strstr(res->err.message, job->unet) ?
 		    JF_UNET : job->vae && strstr(res->err.message, job->vae) ?
 		    JF_VAE : JF_MODEL, res);
@@ -461,6 +490,7 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			}
 			if (res->err.code == 0)
 				res->err.code = SD_EINTERNAL;
+			blame_by_message(job, res);
 			goto out;
 		}
 		ctx->image_est = util_now_mono() - t0;

@@ -206,7 +206,7 @@ write_claim(struct spool *s, struct spool_claim *c, struct sd_error *err)
 	    "pid_start", (json_int_t)util_pid_start(getpid()),
 	    "started", when, "started_epoch", c->started, "nonce", c->nonce,
 	    "name", c->name);
-	if (o == NULL || (text = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))) == NULL) {
+	if (o == NULL || (text = json_dumps(o, SD_JSON_LINE)) == NULL) {
 		json_decref(o);
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	}
@@ -534,7 +534,7 @@ recover_job(struct spool *s, const char *id, const char *why)
 		char *text, *json = state_path(s->failed, id, ".json");
 		snprintf(msg, sizeof msg, "cancelled (its worker stopped: %s)", why);
 		rec = spool_simple_record(id, "cancelled", SD_EREQUEUED, msg);
-		text = rec ? json_dumps(rec, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) : NULL;
+		text = rec ? json_dumps(rec, SD_JSON_FILE) : NULL;
 		if (json != NULL && text != NULL)
 			util_write_atomic(json, s->tmp, text, strlen(text), 0644, NULL);
 		free(text);
@@ -819,7 +819,7 @@ spool_cancel(struct spool *s, const char *id, enum spool_state *state,
 			json_t *rec = spool_simple_record(id, "cancelled", 0,
 			    "cancelled while queued");
 			if (rec != NULL)
-				text = json_dumps(rec, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+				text = json_dumps(rec, SD_JSON_FILE);
 			if (json != NULL && text != NULL)
 				util_write_atomic(json, s->tmp, text, strlen(text), 0644, NULL);
 			json_decref(rec);

@@ -13,6 +13,11 @@
 
 #include "core/error.h"
 
+/* jansson flags for files (indented) and for one-line JSON; numbers with
+ * 15 significant digits (0.807, not 0.80700000000000005). */
+#define SD_JSON_FILE (JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+#define SD_JSON_LINE (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+
 /* Read a whole regular file (not following a final symlink when nofollow),
  * at most max bytes; *len gets the size.  A NUL is appended (not counted).
  * Errors: SD_ENOINPUT (missing), SD_EDATA (too big, not a regular file),

@@ -63,6 +63,7 @@ struct builder {
 	int depth;
 	struct ynode *root;
 	struct offsets off;
+	size_t bom;		/* bytes of a byte-order mark skipped */
 };
 
 static int
@@ -238,8 +239,8 @@ handle(struct builder *b, yaml_event_t *ev, int *documents)
 		n->value[ev->data.scalar.length] = '\0';
 		n->len = ev->data.scalar.length;
 		n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-		n->start = byte_offset(&b->off, ev->start_mark.index);
-		n->end = byte_offset(&b->off, ev->end_mark.index);
+		n->start = byte_offset(&b->off, ev->start_mark.index) + b->bom;
+		n->end = byte_offset(&b->off, ev->end_mark.index) + b->bom;
 		return attach(b, n);
 	case YAML_SEQUENCE_START_EVENT:
 	case YAML_MAPPING_START_EVENT: {
@@ -279,7 +280,7 @@ ytree_parse(const char *buf, size_t len, const char *name,
 	yaml_parser_t parser;
 	yaml_event_t ev;
 	int documents = 0, done = 0;
-	size_t bad;
+	size_t bad, bom = 0;
 
 	memset(&b, 0, sizeof b);
 	if (lim == NULL) {
@@ -287,8 +288,6 @@ ytree_parse(const char *buf, size_t len, const char *name,
 		lim = &deflim;
 	}
 	b.name = name;
-	b.off.buf = buf;
-	b.off.len = len;
 	b.lim = lim;
 	b.err = err;
 	b.line = line;
@@ -311,8 +310,16 @@ ytree_parse(const char *buf, size_t len, const char *name,
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		return NULL;
 	}
+	/* A UTF-8 byte-order mark is allowed (and not part of the text);
+	 * libyaml keeps it when told the encoding. */
+	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+		bom = 3;
+	b.off.buf = buf + bom;
+	b.off.len = len - bom;
+	b.bom = bom;
 	yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
-	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)buf + bom,
+	    len - bom);
 	while (!done) {
 		if (!yaml_parser_parse(&parser, &ev)) {
 			int l = (int)parser.problem_mark.line + 1;

@@ -1,0 +1,245 @@
+/* cmd_pull.c: `sdbatch pull ID[@REVISION] [FILE...]`: fetch a model from
+ * the Hugging Face Hub into the local Hub cache. */
+#include "config.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "model/hub.h"
+
+int cmd_pull(int argc, char **argv);
+
+static volatile sig_atomic_t pull_stop;
+
+struct pull_display {
+	FILE *out;
+	int bar;		/* a progress bar (a terminal) */
+	int quiet;
+	int shown;		/* a bar is on screen */
+	double start;		/* when the current file started */
+	long long start_bytes;
+	const char *file;
+};
+
+static void
+pull_usage(FILE *out)
+{
+	fputs("Usage: sdbatch pull [OPTIONS] ID[@REVISION] [FILE...]\n"
+	    "\n"
+	    "Download a model from the Hugging Face Hub into the local Hub cache, the\n"
+	    "one huggingface_hub and diffusers use, and print its local path.  ID is\n"
+	    "ORG/NAME; REVISION a branch, tag or commit (default: main).  Without\n"
+	    "FILEs, what rendering needs: model_index.json, each part's config and\n"
+	    "safetensors weights, the tokenizer and the scheduler config (or, for a\n"
+	    "repository holding one part such as a VAE, its config and weights);\n"
+	    "ID/FILE names one file.  Files already in the cache are not fetched\n"
+	    "again; an interrupted download resumes where it stopped.\n"
+	    "\n"
+	    "      --fp16           the fp16 variant of the weights where there is one\n"
+	    "      --cache DIR      the Hub cache (default: $HF_HUB_CACHE, else\n"
+	    "                       $HF_HOME/hub, else ~/.cache/huggingface/hub)\n"
+	    "      --endpoint URL   the Hub (default: $HF_ENDPOINT, else\n"
+	    "                       " HUB_DEFAULT_ENDPOINT ")\n"
+	    "      --progress MODE  auto, bar or none (auto: a bar on a terminal)\n"
+	    "  -q, --quiet          no messages but errors\n"
+	    "  -h, --help           this help\n"
+	    "\n"
+	    "The token for private and gated models comes from $HF_TOKEN, else\n"
+	    "$HUGGING_FACE_HUB_TOKEN, else the file $HF_TOKEN_PATH or $HF_HOME/token\n"
+	    "(`hf auth login` writes it).  With HF_HUB_OFFLINE=1 nothing is downloaded:\n"
+	    "pull says whether the cache already holds the model.\n", out);
+}
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	pull_stop = 1;
+}
+
+static double
+now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void
+human(long long n, char *buf, size_t size)
+{
+	if (n < 0)
+		snprintf(buf, size, "?");
+	else if (n < 1000)
+		snprintf(buf, size, "%lld B", n);
+	else if (n < 1000 * 1000)
+		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
+	else if (n < 1000LL * 1000 * 1000)
+		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
+	else
+		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
+}
+
+static void
+clear_bar(struct pull_display *d)
+{
+	if (d->shown) {
+		fputs("\r\033[K", d->out);
+		fflush(d->out);
+		d->shown = 0;
+	}
+}
+
+static void
+show(void *user, const struct hub_progress *p)
+{
+	struct pull_display *d = user;
+	char done[32], total[32], rate[32], bar[31], count[32] = "";
+	double t = now_s(), frac;
+	int i, fill;
+
+	if (d->quiet)
+		return;
+	if (p->count > 0)
+		snprintf(count, sizeof count, "[%d/%d] ", p->index, p->count);
+	if (p->state == HUB_FILE_PROGRESS) {
+		if (d->file != p->file) {
+			d->file = p->file;
+			d->start = t;
+			d->start_bytes = p->done;
+		}
+		if (!d->bar)
+			return;
+		frac = p->total > 0 ? (double)p->done / (double)p->total : 0;
+		fill = (int)(frac * 30 + 0.5);
+		for (i = 0; i < 30; i++)
+			bar[i] = i < fill ? '#' : '.';
+		bar[30] = '\0';
+		human(p->done, done, sizeof done);
+		human(p->total, total, sizeof total);
+		human(t > d->start ? (long long)((double)(p->done - d->start_bytes) /
+		    (t - d->start)) : 0, rate, sizeof rate);
+		fprintf(d->out, "\r\033[K%s%s [%s] %3.0f%% %s/%s %s/s", count, p->file,
+		    bar, frac * 100, done, total, rate);
+		fflush(d->out);
+		d->shown = 1;
+		return;
+	}
+	d->file = NULL;
+	clear_bar(d);
+	if (p->state == HUB_FILE_DONE) {
+		human(p->total, total, sizeof total);
+		fprintf(d->out, "%sdownloaded %s (%s)\n", count, p->file, total);
+	} else if (p->state == HUB_FILE_CACHED && d->bar)
+		fprintf(d->out, "%s%s: in the cache\n", count, p->file);
+	fflush(d->out);
+}
+
+static void
+say(void *user, const char *message)
+{
+	struct pull_display *d = user;
+
+	if (d->quiet)
+		return;
+	clear_bar(d);
+	fprintf(d->out, "sdbatch pull: %s\n", message);
+	fflush(d->out);
+}
+
+int
+cmd_pull(int argc, char **argv)
+{
+	enum { OPT_FP16 = 1, OPT_CACHE, OPT_ENDPOINT, OPT_PROGRESS };
+	static const struct option longopts[] = {
+		{"fp16", no_argument, NULL, OPT_FP16},
+		{"cache", required_argument, NULL, OPT_CACHE},
+		{"endpoint", required_argument, NULL, OPT_ENDPOINT},
+		{"progress", required_argument, NULL, OPT_PROGRESS},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct pull_display d = { .out = stderr };
+	struct hub_options o;
+	struct sd_error err;
+	struct sigaction sa;
+	char out[4096];
+	const char *progress = "auto";
+	int ch, r;
+
+	hub_options_init(&o);
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case OPT_FP16:
+			o.prefer_fp16 = 1;
+			break;
+		case OPT_CACHE:
+			o.cache = optarg;
+			break;
+		case OPT_ENDPOINT:
+			o.endpoint = optarg;
+			break;
+		case OPT_PROGRESS:
+			if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "bar") != 0 &&
+			    strcmp(optarg, "none") != 0) {
+				fprintf(stderr, "sdbatch pull: --progress: \"%s\" is not "
+				    "auto, bar or none\n", optarg);
+				return SD_EUSAGE;
+			}
+			progress = optarg;
+			break;
+		case 'q':
+			d.quiet = 1;
+			break;
+		case 'h':
+			pull_usage(stdout);
+			return 0;
+		default:
+			pull_usage(stderr);
+			return SD_EUSAGE;
+		}
+	}
+	if (optind >= argc) {
+		pull_usage(stderr);
+		return SD_EUSAGE;
+	}
+	if (!hub_is_id(argv[optind])) {
+		fprintf(stderr, "sdbatch pull: \"%s\" is not a Hugging Face Hub id "
+		    "(ORG/NAME, ORG/NAME@REVISION or ORG/NAME[@REVISION]/FILE)\n",
+		    argv[optind]);
+		return SD_EUSAGE;
+	}
+	d.bar = strcmp(progress, "bar") == 0 ||
+	    (strcmp(progress, "auto") == 0 && isatty(STDERR_FILENO));
+	o.progress = show;
+	o.notice = say;
+	o.user = &d;
+	o.stop = &pull_stop;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sd_error_clear(&err);
+	r = hub_pull(&o, argv[optind], (const char *const *)argv + optind + 1,
+	    (size_t)(argc - optind - 1), out, sizeof out, &err);
+	clear_bar(&d);
+	if (r < 0) {
+		if (pull_stop)
+			fprintf(stderr, "sdbatch pull: interrupted; run it again to resume\n");
+		else
+			fprintf(stderr, "sdbatch pull: %s\n", err.message);
+		return err.code > 0 && err.code < 256 ? err.code : SD_EINTERNAL;
+	}
+	puts(out);
+	return fflush(stdout) == 0 ? 0 : SD_EIO;
+}

@@ -1,0 +1,187 @@
+#!/bin/sh
+# hub-pull.sh: `sdbatch pull` against fakehub (a stand-in for the Hugging
+# Face Hub on 127.0.0.1) serving the tiny test model, and jobs that name
+# the model by Hub id: from the cache, offline, and downloaded on first use.
+# Speaks TAP.
+
+BIN=${SDBATCH_TEST_BIN:-${SDBATCH_BIN:-}}
+SHARED=${SDBATCH_SHARED:-../shared}
+TINY=$SHARED/testdata/sd15-tiny/diffusers
+BUILDDIR=$(cd "$(dirname "${BIN:-.}")/.." 2>/dev/null && pwd)
+FAKEHUB=${SDBATCH_FAKEHUB:-$BUILDDIR/tests/fakehub}
+OMP_NUM_THREADS=1
+OMP_WAIT_POLICY=passive
+export OMP_NUM_THREADS OMP_WAIT_POLICY
+unset SDBATCH_CONFIG HF_TOKEN HUGGING_FACE_HUB_TOKEN HF_TOKEN_PATH HF_HUB_OFFLINE \
+	HF_ENDPOINT HUGGINGFACE_HUB_CACHE XDG_CACHE_HOME SDBATCH_TOKENIZER
+
+n=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+not_ok() { n=$((n + 1)); echo "not ok $n - $*"; }
+skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
+check() {
+	_d=$1
+	shift
+	if "$@"; then ok "$_d"; else not_ok "$_d"; fi
+}
+skip_all() { echo "1..0 # SKIP $*"; exit 0; }
+diag_file() { sed 's/^/# /' "$1"; }
+
+[ -n "$BIN" ] && [ -x "$BIN" ] || skip_all "no sdbatch binary (SDBATCH_BIN)"
+[ -x "$FAKEHUB" ] || skip_all "no $FAKEHUB"
+[ -f "$TINY/model_index.json" ] || skip_all "../shared/testdata/sd15-tiny is missing"
+"$BIN" pull --help > /dev/null 2>&1 || skip_all "this sdbatch has no pull command"
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-hub-test.XXXXXX") || exit 1
+pids=""
+cleanup() {
+	for p in $pids; do kill "$p" 2>/dev/null; done
+	for p in $pids; do wait "$p" 2>/dev/null; done
+	[ -z "${KEEP:-}" ] && rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# The fake Hub's repo test/tiny-sd: the tiny model's files.
+mkdir -p "$T/root/test/tiny-sd"
+for f in "$TINY"/*; do ln -s "$f" "$T/root/test/tiny-sd/"; done
+
+# start_hub NAME [OPTIONS]: fakehub in the background; $port, $log.
+start_hub() {
+	_name=$1
+	shift
+	rm -f "$T/$_name.port"
+	"$FAKEHUB" -r "$T/root" -p "$T/$_name.port" -l "$T/$_name.log" -t 150 "$@" &
+	pids="$pids $!"
+	_i=0
+	while [ ! -s "$T/$_name.port" ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+	port=$(cat "$T/$_name.port" 2>/dev/null)
+	log=$T/$_name.log
+	[ -n "$port" ]
+}
+requests() { wc -l < "$log" 2>/dev/null | tr -d ' ' || echo 0; }
+
+start_hub hub || skip_all "fakehub did not start"
+HF_ENDPOINT=http://127.0.0.1:$port
+HF_HUB_CACHE=$T/cache
+HF_HOME=$T/hf-home
+export HF_ENDPOINT HF_HUB_CACHE HF_HOME
+
+# usage
+"$BIN" pull > /dev/null 2>&1; rc=$?
+check "pull without an id: exit 64 (got $rc)" [ $rc -eq 64 ]
+"$BIN" pull ./not/an-id > /dev/null 2> "$T/err"; rc=$?
+check "pull of a path: exit 64 (got $rc)" [ $rc -eq 64 ]
+"$BIN" help pull | grep -q "^Usage: sdbatch pull"
+check "sdbatch help pull" [ $? -eq 0 ]
+
+# pull: the snapshot folder on stdout, in huggingface_hub's layout
+"$BIN" pull test/tiny-sd > "$T/out" 2> "$T/err"; rc=$?
+snap=$(cat "$T/out")
+check "pull exits 0 (got $rc)" [ $rc -eq 0 ]
+[ $rc -eq 0 ] || diag_file "$T/err"
+case $snap in
+"$T/cache/models--test--tiny-sd/snapshots/"*) ok "pull prints the snapshot folder" ;;
+*) not_ok "pull prints the snapshot folder (got '$snap')" ;;
+esac
+commit=$(cat "$T/cache/models--test--tiny-sd/refs/main" 2>/dev/null)
+check "refs/main names the snapshot" [ "$snap" = "$T/cache/models--test--tiny-sd/snapshots/$commit" ]
+target=$(readlink "$snap/unet/diffusion_pytorch_model.safetensors")
+want=$(sha256sum "$TINY/unet/diffusion_pytorch_model.safetensors" | cut -d' ' -f1)
+check "the UNet is a relative link to ../../../blobs/SHA-256 ($target)" \
+	[ "$target" = "../../../blobs/$want" ]
+cmp -s "$snap/unet/diffusion_pytorch_model.safetensors" "$TINY/unet/diffusion_pytorch_model.safetensors"
+check "the UNet has the bytes served" [ $? -eq 0 ]
+grep -q "downloaded unet/diffusion_pytorch_model.safetensors" "$T/err"
+check "pull says what it downloaded" [ $? -eq 0 ]
+"$BIN" info "$snap" > "$T/info" 2>&1
+grep -q "sd15" "$T/info"
+check "sdbatch info reads the snapshot" [ $? -eq 0 ]
+
+# HF_HUB_OFFLINE: the cache answers, the network is never used
+before=$(requests)
+HF_HUB_OFFLINE=1 "$BIN" pull test/tiny-sd > "$T/out" 2> "$T/err"; rc=$?
+check "HF_HUB_OFFLINE=1: pull of a cached model exits 0 (got $rc)" [ $rc -eq 0 ]
+HF_HUB_OFFLINE=1 "$BIN" pull test/elsewhere > "$T/out" 2> "$T/err"; rc=$?
+check "HF_HUB_OFFLINE=1: an uncached model: exit 66 (got $rc)" [ $rc -eq 66 ]
+grep -q HF_HUB_OFFLINE "$T/err"
+check "HF_HUB_OFFLINE=1: the message says why" [ $? -eq 0 ]
+check "HF_HUB_OFFLINE=1: no request reached the Hub" [ "$(requests)" = "$before" ]
+
+"$BIN" pull test/nope > /dev/null 2> "$T/err"; rc=$?
+check "a missing repo: exit 66 (got $rc)" [ $rc -eq 66 ]
+grep -q "no such model repository" "$T/err"
+check "a missing repo: a message that says so" [ $? -eq 0 ]
+
+# A job naming the model by Hub id, rendered from the cache, offline
+cat > "$T/job.yaml" <<EOF
+prompt: "a red cube"
+model: test/tiny-sd
+width: 64
+height: 64
+steps: 2
+seed: 1
+EOF
+HF_HUB_OFFLINE=1 "$BIN" run -q -o "$T/a.png" "$T/job.yaml" > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && [ -s "$T/a.png" ]; then ok "a job with model: test/tiny-sd renders from the cache"
+else not_ok "a job with model: test/tiny-sd renders from the cache (exit $rc)"; fi
+[ $rc -eq 0 ] || diag_file "$T/err"
+"$BIN" run -q --model test/tiny-sd -p "a red cube" --width 64 --height 64 --steps 2 \
+	--seed 1 -o "$T/b.png" > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && cmp -s "$T/a.png" "$T/b.png"; then ok "--model test/tiny-sd renders the same image"
+else not_ok "--model test/tiny-sd renders the same image (exit $rc)"; fi
+
+# Not in the cache and downloads not allowed: a message that says what to do
+HF_HUB_CACHE=$T/cache-empty "$BIN" run -q -o "$T/c.png" "$T/job.yaml" > "$T/out" 2> "$T/err"; rc=$?
+check "not cached, no downloads: exit 66 (got $rc)" [ $rc -eq 66 ]
+grep -q "sdbatch pull test/tiny-sd" "$T/err"
+check "not cached, no downloads: the message says sdbatch pull" [ $? -eq 0 ]
+
+# Downloaded on first use when the configuration allows it
+printf 'hub:\n  download: true\n  cache: %s\n' "$T/cache-first" > "$T/conf.yaml"
+"$BIN" run -q --config "$T/conf.yaml" -o "$T/d.png" "$T/job.yaml" > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 78 ] && grep -q "hub" "$T/err"; then
+	skip "this sdbatch's configuration has no hub: section"
+else
+	if [ $rc -eq 0 ] && [ -s "$T/d.png" ] &&
+	    [ -d "$T/cache-first/models--test--tiny-sd/snapshots/$commit" ]; then
+		ok "hub: { download: true }: downloaded on first use and rendered"
+	else
+		not_ok "hub: { download: true }: downloaded on first use and rendered (exit $rc)"
+	fi
+	[ $rc -eq 0 ] || diag_file "$T/err"
+fi
+
+# A pull killed with SIGKILL mid-file resumes where it stopped
+start_hub slow -s 600000 || not_ok "a slow fakehub starts"
+vae=$(sha256sum "$TINY/vae/diffusion_pytorch_model.safetensors" | cut -d' ' -f1)
+part=$T/cache-kill/models--test--tiny-sd/blobs/$vae.incomplete
+HF_ENDPOINT=http://127.0.0.1:$port HF_HUB_CACHE=$T/cache-kill \
+	"$BIN" pull -q test/tiny-sd/vae/diffusion_pytorch_model.safetensors > /dev/null 2>&1 &
+victim=$!
+_i=0
+while [ "$(stat -c %s "$part" 2>/dev/null || echo 0)" -lt 300000 ] && [ $_i -lt 400 ]; do
+	sleep 0.025
+	_i=$((_i + 1))
+done
+kill -9 $victim 2>/dev/null
+wait $victim 2>/dev/null
+have=$(stat -c %s "$part" 2>/dev/null || echo 0)
+if [ "$have" -ge 300000 ] && [ "$have" -lt "$(stat -L -c %s "$TINY/vae/diffusion_pytorch_model.safetensors")" ]; then
+	ok "kill -9 mid-file leaves $have bytes in blobs/SHA-256.incomplete"
+else
+	not_ok "kill -9 mid-file leaves part of the file in blobs/SHA-256.incomplete ($have bytes)"
+fi
+HF_ENDPOINT=http://127.0.0.1:$port HF_HUB_CACHE=$T/cache-kill \
+	"$BIN" pull test/tiny-sd/vae/diffusion_pytorch_model.safetensors > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && cmp -s "$(cat "$T/out")" "$TINY/vae/diffusion_pytorch_model.safetensors"; then
+	ok "pull again resumes and completes"
+else
+	not_ok "pull again resumes and completes (exit $rc)"
+fi
+grep -q "range=bytes=$have- " "$log"
+check "the second pull asked for Range: bytes=$have-" [ $? -eq 0 ]
+grep -q "resuming" "$T/err"
+check "pull says it resumes" [ $? -eq 0 ]
+
+echo "1..$n"
