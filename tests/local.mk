@@ -18,3 +18,7 @@ check_PROGRAMS += tests/pngcmp
 tests_pngcmp_LDADD = $(TEST_LDADD)
 TESTS += tests/run-e2e.sh
 EXTRA_DIST += tests/run-e2e.sh
+check_PROGRAMS += tests/pngvariant
+tests_pngvariant_LDADD = $(TEST_LDADD)
+TESTS += tests/run-inputs.sh
+EXTRA_DIST += tests/run-inputs.sh

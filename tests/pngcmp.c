@@ -1,7 +1,8 @@
 /* pngcmp.c: compare a PNG that sdbatch wrote with a reference 8-bit image
  * tensor of a golden file.  Usage: pngcmp FILE.png CASE TENSOR [INDEX]
  * (INDEX picks one image of a [N,H,W,3] tensor).  Exit 0 when every value
- * is within 1 level, 1 otherwise; prints a one-line summary. */
+ * is within 1 level, 1 otherwise; prints a one-line summary.
+ * pngcmp --same A.png B.png: exit 0 when the two PNGs have the same pixels. */
 #include "config.h"
 
 #include <stdio.h>
@@ -20,6 +21,17 @@ main(int argc, char **argv)
 	struct st_file *g;
 	size_t n, off1 = 0, big = 0, index;
 
+	if (argc == 4 && strcmp(argv[1], "--same") == 0) {
+		struct sd_image_u8 b = {0};
+		if (png_read_rgb(argv[2], &img, &err) < 0 || png_read_rgb(argv[3], &b, &err) < 0) {
+			printf("%s\n", err.message);
+			return 1;
+		}
+		int same = img.width == b.width && img.height == b.height &&
+		    memcmp(img.data, b.data, (size_t)img.width * img.height * 3) == 0;
+		printf("%s\n", same ? "same pixels" : "different pixels");
+		return same ? 0 : 1;
+	}
 	if (argc < 4) {
 		fprintf(stderr, "usage: pngcmp FILE.png CASE TENSOR [INDEX]\n");
 		return 2;
