@@ -22,3 +22,6 @@ check_PROGRAMS += tests/pngvariant
 tests_pngvariant_LDADD = $(TEST_LDADD)
 TESTS += tests/run-inputs.sh
 EXTRA_DIST += tests/run-inputs.sh
+check_PROGRAMS += tests/test_jpeg
+tests_test_jpeg_LDADD = $(TEST_LDADD)
+TESTS += tests/test_jpeg

@@ -3,7 +3,7 @@
  * grey (R=G=B is required of the input), palette, rgba, grey-alpha or
  * rgb16 (every value v as 257*v, i.e. the same picture in 16 bits); or,
  * to make such inputs, quantize (RGB with 6 levels a channel: at most 216
- * colours) and desaturate (RGB with R = G = B). */
+ * colours) and desaturate (RGB with R = G = B); jpeg writes a JPEG. */
 #include "config.h"
 
 #include <png.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/jpeg.h"
 #include "io/png.h"
 
 static int
@@ -74,6 +75,14 @@ main(int argc, char **argv)
 			}
 		}
 		if (png_write_rgb(argv[2], img.data, w, h, NULL, 0, &err) < 0) {
+			fprintf(stderr, "%s\n", err.message);
+			return 1;
+		}
+		image_free(&img);
+		return 0;
+	}
+	if (strcmp(form, "jpeg") == 0) {
+		if (jpeg_write_rgb(argv[2], img.data, w, h, 95, &err) < 0) {
 			fprintf(stderr, "%s\n", err.message);
 			return 1;
 		}

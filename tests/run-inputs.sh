@@ -49,6 +49,17 @@ for v in q-palette:q q-rgba:q q-16:q g-grey:g g-ga:g; do
 	fi
 done
 
+# A JPEG init image (libjpeg, decoded as PIL decodes it).
+if "$variant" "$init" "$tmp/init.jpg" jpeg 2>/dev/null; then
+	if render "$tmp/out-jpeg.png" "$tmp/init.jpg" && [ -s "$tmp/out-jpeg.png" ]; then
+		ok "a JPEG init image is read"
+	else
+		notok "a JPEG init image is read: $(cat "$tmp/err")"
+	fi
+else
+	n=$((n + 1)); echo "ok $n # SKIP built without libjpeg"
+fi
+
 # A mask as RGB, or with alpha, is read as the grey it shows.
 "$variant" "$mask" "$tmp/m-rgb-src.png" desaturate
 "$variant" "$tmp/m-rgb-src.png" "$tmp/m-grey.png" grey

@@ -32,6 +32,7 @@
 
 #include <png.h>
 
+#include "io/jpeg.h"
 #include "io/png.h"
 
 /* libpng's own limit on each dimension (our real limit is the pixels). */
@@ -443,8 +444,6 @@ file_read(png_structp png, png_bytep data, size_t len)
 static const char *
 not_png_reason(const unsigned char *sig, size_t n)
 {
-	if (n >= 3 && sig[0] == 0xff && sig[1] == 0xd8 && sig[2] == 0xff)
-		return "JPEG is not supported; convert to PNG";
 	if (n >= 4 && memcmp(sig, "GIF8", 4) == 0)
 		return "GIF is not supported; convert to PNG";
 	if (n >= 4 && memcmp(sig, "RIFF", 4) == 0)
@@ -531,6 +530,10 @@ read_png(const char *path, int channels, struct sd_image_u8 *out,
 		return sd_fail(err, SD_ENOINPUT, "%s: not a regular file", path);
 	}
 	n = fread(sig, 1, sizeof sig, c.fp);
+	if (channels > 0 && jpeg_signature(sig, n)) {
+		fclose(c.fp);
+		return jpeg_read(path, channels, out, err);
+	}
 	if (n < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0) {
 		fclose(c.fp);
 		return sd_fail(err, SD_EDATA, "%s: %s", path, not_png_reason(sig, n));
