@@ -45,6 +45,9 @@ trap 'exit 1' INT TERM
 # The fake Hub's repo test/tiny-sd: the tiny model's files.
 mkdir -p "$T/root/test/tiny-sd"
 for f in "$TINY"/*; do ln -s "$f" "$T/root/test/tiny-sd/"; done
+# and test/tiny-vae: a repo holding one part (config.json and weights)
+mkdir -p "$T/root/test/tiny-vae"
+for f in "$TINY"/vae/*; do ln -s "$f" "$T/root/test/tiny-vae/"; done
 
 # start_hub NAME [OPTIONS]: fakehub in the background; $port, $log.
 start_hub() {
@@ -130,6 +133,24 @@ else not_ok "a job with model: test/tiny-sd renders from the cache (exit $rc)"; 
 	--seed 1 -o "$T/b.png" > "$T/out" 2> "$T/err"; rc=$?
 if [ $rc -eq 0 ] && cmp -s "$T/a.png" "$T/b.png"; then ok "--model test/tiny-sd renders the same image"
 else not_ok "--model test/tiny-sd renders the same image (exit $rc)"; fi
+
+# The configuration's model as a Hub id; a VAE from a one-part repo
+printf 'model: test/tiny-sd\n' > "$T/model.yaml"
+HF_HUB_OFFLINE=1 "$BIN" run -q --config "$T/model.yaml" -p "a red cube" --width 64 \
+	--height 64 --steps 2 --seed 1 -o "$T/e.png" > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && cmp -s "$T/a.png" "$T/e.png"; then ok "model: test/tiny-sd in the configuration"
+else not_ok "model: test/tiny-sd in the configuration (exit $rc)"; diag_file "$T/err"; fi
+"$BIN" pull -q test/tiny-vae > "$T/out" 2> "$T/err"; rc=$?
+case $(cat "$T/out") in
+*/models--test--tiny-vae/snapshots/*/diffusion_pytorch_model.safetensors) vae_ok=1 ;;
+*) vae_ok=0 ;;
+esac
+[ $rc -eq 0 ] || vae_ok=0
+check "pull of a one-part repo prints its weights file (exit $rc)" [ $vae_ok -eq 1 ]
+HF_HUB_OFFLINE=1 "$BIN" run -q --vae test/tiny-vae -o "$T/f.png" "$T/job.yaml" > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && [ -s "$T/f.png" ] && grep -q "models--test--tiny-vae" "$T/f.png"; then
+	ok "--vae test/tiny-vae: rendered with the VAE from the cache"
+else not_ok "--vae test/tiny-vae (exit $rc)"; diag_file "$T/err"; fi
 
 # Not in the cache and downloads not allowed: a message that says what to do
 HF_HUB_CACHE=$T/cache-empty "$BIN" run -q -o "$T/c.png" "$T/job.yaml" > "$T/out" 2> "$T/err"; rc=$?

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "core/blas.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/checkpoint.h"
@@ -81,6 +82,8 @@ cmd_info(int argc, char **argv)
 		json_object_set_new(o, "dtypes", dt);
 		json_object_set_new(o, "parameters", json_integer(d.params));
 		json_object_set_new(o, "bytes", json_integer((json_int_t)d.bytes));
+		char blas[256];
+		json_object_set_new(o, "blas", json_string(blas_describe(blas, sizeof blas)));
 		char *s = json_dumps(o, JSON_COMPACT);
 		puts(s);
 		free(s);
@@ -114,5 +117,7 @@ cmd_info(int argc, char **argv)
 	printf(")\n");
 	printf("parameters:    %lld (%.1f M)\n", d.params, (double)d.params / 1e6);
 	printf("size:          %llu bytes (%.2f GiB)\n", d.bytes, (double)d.bytes / (1 << 30));
+	char blas[256];
+	printf("BLAS:          %s\n", blas_describe(blas, sizeof blas));
 	return 0;
 }

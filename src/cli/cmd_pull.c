@@ -124,9 +124,14 @@ show(void *user, const struct hub_progress *p)
 		bar[30] = '\0';
 		human(p->done, done, sizeof done);
 		human(p->total, total, sizeof total);
-		human(t > d->start ? (long long)((double)(p->done - d->start_bytes) /
-		    (t - d->start)) : 0, rate, sizeof rate);
-		fprintf(d->out, "\r\033[K%s%s [%s] %3.0f%% %s/%s %s/s", count, p->file,
+		rate[0] = '\0';
+		if (t - d->start >= 0.2) {
+			human((long long)((double)(p->done - d->start_bytes) /
+			    (t - d->start)), rate + 1, sizeof rate - 1);
+			rate[0] = ' ';
+			strcat(rate, "/s");
+		}
+		fprintf(d->out, "\r\033[K%s%s [%s] %3.0f%% %s/%s%s", count, p->file,
 		    bar, frac * 100, done, total, rate);
 		fflush(d->out);
 		d->shown = 1;

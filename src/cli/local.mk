@@ -6,3 +6,5 @@ SDBATCH_CLI_SOURCES = src/cli/main.c src/cli/cli.h src/cli/common.c \
 src_sdbatch_SOURCES += $(SDBATCH_CLI_SOURCES)
 src_sdbatch_LDADD = $(LDADD)
 src_sdbatch_SOURCES += src/cli/cmd_pull.c
+## perf: `sdbatch bench`
+src_sdbatch_SOURCES += src/cli/cmd_bench.c

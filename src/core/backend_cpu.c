@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -53,8 +55,17 @@ struct tscratch {
 	char pad[64];
 };
 
+/* The weights a phase touched (a set of data pointers, open addressing),
+ * for sd_cpu_release_weights. */
+struct touched {
+	const void **p;
+	size_t *bytes;
+	size_t cap, n;
+};
+
 struct cpu_state {
 	int nthreads;
+	struct touched touched;
 	float *wbuf;		/* widened weights */
 	size_t wcap;
 	float *vbuf;		/* widened vectors (bias, norm affine) */
@@ -128,6 +139,8 @@ cpu_fini(struct sd_ctx *c)
 		free(s->ts[i].att);
 	}
 	free(s->ts);
+	free(s->touched.p);
+	free(s->touched.bytes);
 	free(s->wbuf);
 	free(s->vbuf);
 	free(s);
@@ -190,6 +203,128 @@ reserve(float **buf, size_t *cap, size_t n)
 	return *buf;
 }
 
+static size_t
+touched_slot(const struct touched *t, const void *p)
+{
+	size_t h = ((uintptr_t)p >> 6) * 0x9e3779b97f4a7c15ull;
+	size_t i = h & (t->cap - 1);
+
+	while (t->p[i] != NULL && t->p[i] != p)
+		i = (i + 1) & (t->cap - 1);
+	return i;
+}
+
+/* Remember a weight's bytes (big ones: small vectors do not matter). */
+static void
+touch(struct cpu_state *s, const struct sd_tensor *w)
+{
+	struct touched *t = &s->touched;
+	size_t bytes = sd_tensor_nbytes(w), i;
+
+	if (bytes < 65536)
+		return;
+	if (2 * (t->n + 1) > t->cap) {
+		struct touched big = { 0 };
+		big.cap = t->cap ? 2 * t->cap : 1024;
+		big.p = calloc(big.cap, sizeof *big.p);
+		big.bytes = calloc(big.cap, sizeof *big.bytes);
+		if (big.p == NULL || big.bytes == NULL) {
+			free(big.p);
+			free(big.bytes);
+			return;		/* only an optimisation */
+		}
+		for (size_t j = 0; j < t->cap; j++)
+			if (t->p[j] != NULL) {
+				i = touched_slot(&big, t->p[j]);
+				big.p[i] = t->p[j];
+				big.bytes[i] = t->bytes[j];
+				big.n++;
+			}
+		free(t->p);
+		free(t->bytes);
+		*t = big;
+	}
+	i = touched_slot(t, w->data);
+	if (t->p[i] == NULL) {
+		t->p[i] = w->data;
+		t->n++;
+	}
+	t->bytes[i] = bytes;
+}
+
+/* Read-only file mappings of this process, from /proc/self/maps. */
+struct mapping {
+	uintptr_t lo, hi;
+};
+
+static int
+file_mappings(struct mapping **out)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	struct mapping *m = NULL;
+	char line[4096];
+	int n = 0, cap = 0;
+
+	*out = NULL;
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f) != NULL) {
+		unsigned long lo, hi, inode;
+		char perms[8], dev[16];
+		unsigned long long off;
+		if (sscanf(line, "%lx-%lx %7s %llx %15s %lu", &lo, &hi, perms, &off, dev, &inode) != 6)
+			continue;
+		if (inode == 0 || perms[1] == 'w')
+			continue;
+		if (n == cap) {
+			struct mapping *nm = realloc(m, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *m);
+			if (nm == NULL)
+				break;
+			m = nm;
+		}
+		m[n].lo = lo;
+		m[n].hi = hi;
+		n++;
+	}
+	fclose(f);
+	*out = m;
+	return n;
+}
+
+size_t
+sd_cpu_release_weights(struct sd_ctx *c)
+{
+	struct cpu_state *s;
+	struct mapping *maps;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), released = 0;
+	int nmaps;
+
+	if (c == NULL || c->be != &sd_backend_cpu || (s = c->state) == NULL || s->touched.n == 0)
+		return 0;
+	nmaps = file_mappings(&maps);
+	for (size_t i = 0; i < s->touched.cap; i++) {
+		uintptr_t lo, hi;
+		if (s->touched.p[i] == NULL)
+			continue;
+		lo = ((uintptr_t)s->touched.p[i] + page - 1) & ~(uintptr_t)(page - 1);
+		hi = ((uintptr_t)s->touched.p[i] + s->touched.bytes[i]) & ~(uintptr_t)(page - 1);
+		s->touched.p[i] = NULL;
+		if (hi <= lo)
+			continue;
+		/* Only pages of a read-only file mapping: dropping them costs a
+		 * page-cache lookup when they are needed again, never data. */
+		for (int j = 0; j < nmaps; j++)
+			if (lo >= maps[j].lo && hi <= maps[j].hi) {
+				if (madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0)
+					released += hi - lo;
+				break;
+			}
+	}
+	s->touched.n = 0;
+	free(maps);
+	return released;
+}
+
 /* Widen n elements in parallel. */
 static void
 widen(float *dst, const void *src, enum sd_dtype dtype, size_t n)
@@ -220,6 +355,7 @@ weight_f32(struct sd_ctx *c, const struct sd_tensor *t)
 
 	if (t == NULL)
 		return NULL;
+	touch(s, t);
 	if (t->dtype == SD_F32)
 		return t->data;
 	n = (size_t)sd_tensor_numel(t);
@@ -336,7 +472,8 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 	mblock = (mblock + 15) & ~15;
 	msplit = (cout + mblock - 1) / mblock;
 
-	#pragma omp parallel for schedule(dynamic, 1) if (tasks * msplit > 1 && flops >= PAR_MIN_FLOPS)
+	#pragma omp parallel for schedule(dynamic, 1) num_threads(s->nthreads) \
+	    if (tasks * msplit > 1 && flops >= PAR_MIN_FLOPS)
 	for (int t = 0; t < tasks * msplit; t++) {
 		struct tscratch *ts = &s->ts[thread_id()];
 		int mt = t % msplit, tile = t / msplit % ntile, b = t / msplit / ntile;
@@ -538,7 +675,8 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 	nqb = (lq + qb - 1) / qb;
 	tasks = b * heads * nqb;
 	s->flops += flops;
-	#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1 && flops >= PAR_MIN_FLOPS)
+	#pragma omp parallel for schedule(dynamic, 1) num_threads(s->nthreads) \
+	    if (tasks > 1 && flops >= PAR_MIN_FLOPS)
 	for (int t = 0; t < tasks; t++) {
 		int qi = t % nqb, hd = t / nqb % heads, bi = t / nqb / heads;
 		int q0 = qi * qb, nq = lq - q0 < qb ? lq - q0 : qb;
@@ -677,7 +815,9 @@ cpu_embed(struct sd_ctx *c, float *y, const int *ids, int count,
 	size_t esz = sd_dtype_size(table->dtype), psz = pos ? sd_dtype_size(pos->dtype) : 0;
 	float *tmp = malloc((size_t)dim * sizeof *tmp);
 
-	(void)c;
+	touch(c->state, table);
+	if (pos != NULL)
+		touch(c->state, pos);
 	for (int i = 0; i < count; i++) {
 		int id = ids[i];
 		if (id < 0 || id >= table->shape[0])

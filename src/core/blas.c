@@ -34,6 +34,9 @@ char *openblas_get_config(void);
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
 void openblas_set_num_threads(int n);
 #endif
+#ifdef HAVE_OPENBLAS_GET_NUM_THREADS
+int openblas_get_num_threads(void);
+#endif
 
 #ifdef SD_X86
 static unsigned long long
@@ -257,6 +260,16 @@ blas_set_threads(int n)
 #endif
 }
 
+int
+blas_get_threads(void)
+{
+#ifdef HAVE_OPENBLAS_GET_NUM_THREADS
+	return openblas_get_num_threads();
+#else
+	return 1;
+#endif
+}
+
 static char kernel_note[160];
 
 const char *
@@ -281,9 +294,8 @@ blas_ensure_kernel(int argc, char **argv, int verbose)
 	(void)argc;
 	env = getenv(REEXEC_ENV);
 	if (env != NULL && *env != '\0') {
-		/* We are the re-executed process: say it once, do not loop. */
-		if (verbose && blas_kernel_note() != NULL)
-			fprintf(stderr, "sdbatch: %s\n", blas_kernel_note());
+		/* We are the re-executed process (the first one said why): do
+		 * not loop. */
 		return 0;
 	}
 	env = getenv("SDBATCH_NO_REEXEC");

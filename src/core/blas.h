@@ -53,6 +53,8 @@ char *blas_describe(char *buf, size_t size);
 /* Threads the BLAS uses for one call (1 inside sdbatch's parallel
  * regions: see backend_cpu.c). */
 void blas_set_threads(int n);
+/* The BLAS's current thread count (1 when it does not say). */
+int blas_get_threads(void);
 
 /* Call first thing in main(): when the BLAS is OpenBLAS, its kernel is
  * weaker than the CPU supports and the user has not set

@@ -1227,7 +1227,6 @@ pipeline_files(const char *path, int fp16, struct want_list *l, struct sd_error 
 		return sd_fail(err, SD_EDATA, "%s: not a model_index.json: %s", path,
 		    root == NULL ? je.text : "not a JSON object");
 	}
-	want_add(l, "model_index.json", NULL, 0);
 	json_object_foreach(root, key, v) {
 		const char *lib, *cls;
 
@@ -1284,11 +1283,11 @@ fetch_wants(struct hub_ctx *c, const struct hub_id *id, const char *commit,
 	size_t i;
 	int r;
 
-	c->count = (int)l->n;
+	c->count = (int)l->n + 1;	/* and model_index.json, fetched first */
 	for (i = 0; i < l->n; i++) {
 		const struct want *w = &l->w[i];
 
-		c->index = (int)i + 1;
+		c->index = (int)i + 2;
 		r = download_file(c, id, commit, w->file, w->optional || w->alt[0],
 		    path, sizeof path, got, err);
 		if (r == 1 && w->alt[0])

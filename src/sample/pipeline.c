@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/cpu.h"
 #include "core/ops.h"
 #include "io/image.h"
 #include "model/checkpoint.h"
@@ -480,10 +481,13 @@ sd_generate(struct sd_model *m, const struct sd_params *p, int index,
 	if (encode_text(&r, err) < 0 || prepare_latents(&r, err) < 0)
 		goto out;
 	tm.encode_s = now() - t;
+	/* Each phase keeps only its own weights resident (CPU backend). */
+	sd_cpu_release_weights(m->ctx);
 	t = now();
 	if (denoise(&r, err) < 0)
 		goto out;
 	tm.sample_s = now() - t;
+	sd_cpu_release_weights(m->ctx);
 	report(&r, "decoding", sd_scheduler_calls(r.sched), sd_scheduler_calls(r.sched));
 	t = now();
 	if (decode(&r, out, err) < 0)

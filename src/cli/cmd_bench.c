@@ -1,0 +1,482 @@
+/* cmd_bench.c: `sdbatch bench`: speed and memory of the engine on SD 1.5.
+ *
+ * Without --model it times a deterministic full-size random-weight SD 1.5
+ * checkpoint (F16, the original single-file layout) that it generates once
+ * into the cache folder, so that timing needs no download.  It runs the
+ * models directly (fixed token ids: no tokenizer files needed): the text
+ * encoder on 2 prompts, sampling steps with classifier-free guidance (one
+ * UNet forward on a batch of 2, the guidance blend, an Euler update), and
+ * one VAE decode. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "core/blas.h"
+#include "core/cpu.h"
+#include "core/ops.h"
+#include "model/checkpoint.h"
+#include "model/clip.h"
+#include "model/synth.h"
+#include "model/unet.h"
+#include "model/vae.h"
+
+#define CACHE_NAME "sd15-random-f16.safetensors"
+
+enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK };
+
+static void
+bench_usage(FILE *out)
+{
+	fputs("Usage: sdbatch bench [--model FILE] [--size N] [--steps N] [--threads N] [--json]\n"
+	    "\n"
+	    "Measure the speed and memory of SD 1.5 rendering: text encoder time, seconds\n"
+	    "per sampling step with classifier-free guidance (median), VAE decode time,\n"
+	    "peak resident memory, the GFLOP/s the UNet and VAE reach, the BLAS in use\n"
+	    "with its kernel, and the sgemm speed it measures first.\n"
+	    "\n"
+	    "Without --model it uses a deterministic random-weight SD 1.5 checkpoint with\n"
+	    "the real names and shapes (F16, 2.1 GB), generated once into the cache folder\n"
+	    "($XDG_CACHE_HOME/sdbatch, else ~/.cache/sdbatch), so timing needs no download.\n"
+	    "\n"
+	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
+	    "      --size N        image width and height in pixels, a multiple of 64\n"
+	    "                      (default 512)\n"
+	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
+	    "      --threads N     CPU threads (default: one per physical core)\n"
+	    "      --device DEV    cpu, cuda or cuda:N\n"
+	    "      --cache DIR     where the generated checkpoint lives\n"
+	    "      --sgemm-size N  the square sgemm measured first (default 2048; 0: skip)\n"
+	    "      --json          also print one JSON object as the last line of stdout\n"
+	    "  -q, --quiet         no messages but errors and the results\n"
+	    "  -v, --verbose       more messages\n"
+	    "  -h, --help          this help\n", out);
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double
+peak_rss_mb(void)
+{
+	struct rusage ru;
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	double kb = -1;
+
+	if (f != NULL) {
+		while (fgets(line, sizeof line, f) != NULL)
+			if (strncmp(line, "VmHWM:", 6) == 0)
+				kb = strtod(line + 6, NULL);
+		fclose(f);
+	}
+	if (kb < 0 && getrusage(RUSAGE_SELF, &ru) == 0)
+		kb = (double)ru.ru_maxrss;
+	return kb / 1024.0;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* mkdir -p for the cache folder. */
+static int
+make_dirs(const char *path, struct sd_error *err)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+
+	if (n >= sizeof buf)
+		return sd_fail(err, SD_EIO, "%s: path too long", path);
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+			return sd_fail(err, SD_EIO, "%s: %s", buf, strerror(errno));
+		buf[i] = c;
+	}
+	return 0;
+}
+
+/* The cached random checkpoint, generated when missing. */
+static int
+cached_model(const char *cache, char *path, size_t size, int quiet, struct sd_error *err)
+{
+	char dir[4096];
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	struct stat st;
+	double t;
+
+	if (cache != NULL)
+		snprintf(dir, sizeof dir, "%s", cache);
+	else if (xdg != NULL && *xdg == '/')
+		snprintf(dir, sizeof dir, "%s/sdbatch", xdg);
+	else if (home != NULL && *home != '\0')
+		snprintf(dir, sizeof dir, "%s/.cache/sdbatch", home);
+	else
+		return sd_fail(err, SD_ECONFIG, "no cache folder: set HOME or XDG_CACHE_HOME, or give "
+		    "--cache DIR or --model FILE");
+	if ((size_t)snprintf(path, size, "%s/%s", dir, CACHE_NAME) >= size)
+		return sd_fail(err, SD_EIO, "%s: path too long", dir);
+	if (stat(path, &st) == 0)
+		return 0;
+	if (make_dirs(dir, err) < 0)
+		return -1;
+	if (!quiet)
+		fprintf(stderr, "sdbatch bench: generating a random-weight SD 1.5 checkpoint (F16, "
+		    "about 2.1 GB, once) into %s ...\n", path);
+	t = now();
+	if (synth_sd15_checkpoint(path, &synth_config_sd15_full, err) < 0)
+		return -1;
+	if (!quiet)
+		fprintf(stderr, "sdbatch bench: generated in %.0f s\n", now() - t);
+	return 0;
+}
+
+/* Deterministic pseudo-random floats in [-1, 1). */
+static void
+fill_random(float *x, size_t n, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		x[i] = (float)((double)(s >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
+	}
+}
+
+struct results {
+	double sgemm_peak, text_encoder_s, unet_first_s, unet_step_s, vae_decode_s;
+	double unet_step_flops, vae_flops, peak_rss_mb, load_s;
+	double rss_after_text, rss_after_unet;
+	int size, steps, threads;
+};
+
+int
+cmd_bench(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		CLI_COMMON_OPTIONS,
+		{"json", no_argument, NULL, OPT_JSON},
+		{"size", required_argument, NULL, OPT_SIZE},
+		{"steps", required_argument, NULL, OPT_STEPS},
+		{"cache", required_argument, NULL, OPT_CACHE},
+		{"sgemm-size", required_argument, NULL, OPT_PEAK},
+		{NULL, 0, NULL, 0},
+	};
+	struct sd_error err = {0};
+	struct sd_checkpoint ck = {0};
+	struct sd_ctx *c = NULL;
+	struct clip_text *clip = NULL;
+	struct unet *u = NULL;
+	struct vae *v = NULL;
+	struct results r = {0};
+	const char *model = NULL, *cache = NULL, *device = NULL;
+	char path[4096], blas[160];
+	long long val;
+	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
+	double *times = NULL, t, f0;
+	float *host = NULL;
+
+	r.size = 512;
+	r.steps = 4;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "hqv", longopts, NULL)) != -1) {
+		switch (ch) {
+		case OPT_MODEL:
+			model = optarg;
+			break;
+		case OPT_THREADS:
+			if (cli_int("bench", "--threads", optarg, 0, 1024, &val) != 0)
+				return SD_EUSAGE;
+			threads = (int)val;
+			break;
+		case OPT_DEVICE:
+			device = optarg;
+			break;
+		case OPT_SIZE:
+			if (cli_int("bench", "--size", optarg, 64, 4096, &val) != 0)
+				return SD_EUSAGE;
+			if (val % 64 != 0) {
+				cli_error("bench", "--size: %lld is not a multiple of 64", val);
+				return SD_EUSAGE;
+			}
+			r.size = (int)val;
+			break;
+		case OPT_STEPS:
+			if (cli_int("bench", "--steps", optarg, 1, 1000, &val) != 0)
+				return SD_EUSAGE;
+			r.steps = (int)val;
+			break;
+		case OPT_PEAK:
+			if (cli_int("bench", "--sgemm-size", optarg, 0, 16384, &val) != 0)
+				return SD_EUSAGE;
+			peak_n = (int)val;
+			break;
+		case OPT_CACHE:
+			cache = optarg;
+			break;
+		case OPT_JSON:
+			json = 1;
+			break;
+		case 'q':
+		case OPT_QUIET:
+			quiet = 1;
+			break;
+		case 'v':
+		case OPT_VERBOSE:
+			verbose = 1;
+			break;
+		case 'h':
+		case OPT_HELP:
+			bench_usage(stdout);
+			return 0;
+		case OPT_CONFIG:
+		case OPT_TOKENIZER:
+		case OPT_PROGRESS:
+			break;	/* accepted for symmetry; bench needs none */
+		default:
+			bench_usage(stderr);
+			return SD_EUSAGE;
+		}
+	}
+	if (optind != argc) {
+		bench_usage(stderr);
+		return SD_EUSAGE;
+	}
+
+	/* The model first: generating it takes a while, and the sgemm figure
+	 * is better measured on a quiet machine. */
+	if (model == NULL) {
+		if (cached_model(cache, path, sizeof path, quiet, &err) < 0)
+			goto fail;
+		model = path;
+	}
+	c = sd_ctx_new(device, threads, &err);
+	if (c == NULL)
+		goto fail;
+	r.threads = c->threads;
+	blas_describe(blas, sizeof blas);
+	if (peak_n > 0) {
+		int was = blas_get_threads();
+		blas_set_threads(r.threads);
+		r.sgemm_peak = blas_sgemm_peak(peak_n, 3);
+		blas_set_threads(was);
+	}
+	if (!quiet) {
+		printf("device:         %s\n", sd_ctx_describe(c));
+		printf("BLAS:           %s%s%s%s\n", blas, blas_kernel_note() ? " (" : "",
+		    blas_kernel_note() ? blas_kernel_note() : "", blas_kernel_note() ? ")" : "");
+		if (peak_n > 0)
+			printf("sgemm peak:     %.1f GFLOP/s (%dx%d, %d threads)\n", r.sgemm_peak,
+			    peak_n, peak_n, r.threads);
+		printf("model:          %s\n", model);
+		fflush(stdout);
+	}
+
+	t = now();
+	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0)
+		goto fail;
+	if ((clip = clip_text_load(ck.weights, SD_PREFIX_CLIP, ck.clip_heads, &err)) == NULL ||
+	    (u = unet_load(ck.weights, SD_PREFIX_UNET, &err)) == NULL ||
+	    (v = vae_load(ck.weights, SD_PREFIX_VAE, &err)) == NULL) {
+		sd_error_prefix(&err, "%s", model);
+		goto fail;
+	}
+	r.load_s = now() - t;
+
+	int lat = r.size / 8, zc = vae_latent_channels(v), len = clip->max_len;
+	size_t nlat = (size_t)zc * lat * lat, nin = (size_t)u->in_channels * lat * lat;
+	size_t nctx = 2 * (size_t)len * clip->width, nimg = 3 * (size_t)r.size * r.size;
+	int32_t *ids = calloc(2 * (size_t)len, sizeof *ids);
+	float *ctx, *din, *dout, *dguided, *dz, *dimg, *latents;
+	float ts[2];
+
+	if (ids == NULL || u->out_channels != zc) {
+		free(ids);
+		sd_fail(&err, SD_EDATA, ids == NULL ? "out of memory" :
+		    "the UNet's output is not the VAE's latent width");
+		goto fail;
+	}
+	if (unet_check_size(u, lat, lat, &err) < 0)
+		goto fail_ids;
+	/* [BOS, a few words, EOS, EOS ...]: the negative prompt empty */
+	for (int i = 0; i < len; i++) {
+		ids[i] = i == 0 ? 49406 : 49407;
+		ids[len + i] = i == 0 ? 49406 : i < 9 ? 320 + 37 * i : 49407;
+	}
+	for (int i = 0; i < 2 * len; i++)
+		if (ids[i] >= clip->vocab)
+			ids[i] = ids[i] % clip->vocab;
+	times = calloc((size_t)r.steps, sizeof *times);
+	host = malloc((nin > nimg ? nin : nimg) * 2 * sizeof *host);
+	latents = malloc(nlat * sizeof *latents);
+	if (times == NULL || host == NULL || latents == NULL) {
+		free(latents);
+		sd_fail(&err, SD_EINTERNAL, "out of memory");
+		goto fail_ids;
+	}
+
+	/* Text encoder: the first run touches the weights, the second is timed. */
+	ctx = sd_alloc(c, nctx);
+	for (int run = 0; run < 2; run++) {
+		size_t mark = sd_mark(c);
+		t = now();
+		if (clip_text_forward(clip, c, ids, 2, 1, ctx, &err) < 0)
+			goto fail_lat;
+		r.text_encoder_s = now() - t;
+		sd_release(c, mark);
+	}
+	r.rss_after_text = peak_rss_mb();
+	/* Each phase keeps only its own weights resident. */
+	sd_cpu_release_weights(c);
+
+	/* Sampling: one warm-up step, then the timed ones. */
+	din = sd_alloc(c, 2 * nin);
+	dout = sd_alloc(c, 2 * nlat);
+	dguided = sd_alloc(c, nlat);
+	fill_random(latents, nlat, 42);
+	for (int i = 0; i <= r.steps; i++) {
+		float sigma = 14.6f * (1.0f - (float)i / (float)(r.steps + 1)) + 0.03f;
+		float scale_in = 1.0f / sqrtf(sigma * sigma + 1.0f);
+		ts[0] = ts[1] = 999.0f * (1.0f - (float)i / (float)(r.steps + 1));
+		for (int b = 0; b < 2; b++) {
+			float *x = host + (size_t)b * nin;
+			for (size_t k = 0; k < nlat; k++)
+				x[k] = latents[k] * scale_in;
+			for (size_t k = nlat; k < nin; k++)	/* inpainting channels */
+				x[k] = 0.0f;
+		}
+		f0 = sd_cpu_flops(c);
+		t = now();
+		sd_upload(c, din, host, 2 * nin);
+		if (unet_forward(u, c, dout, din, 2, lat, lat, ts, ctx, len, &err) < 0)
+			goto fail_lat;
+		op_lerp(c, dguided, dout, dout + nlat, 7.5f, nlat);
+		sd_download(c, host, dguided, nlat);
+		for (size_t k = 0; k < nlat; k++)	/* Euler to a smaller sigma */
+			latents[k] -= 0.1f * host[k];
+		t = now() - t;
+		if (i == 0) {
+			r.unet_first_s = t;
+			r.unet_step_flops = sd_cpu_flops(c) - f0;
+		} else {
+			times[i - 1] = t;
+		}
+		if (!quiet && verbose)
+			fprintf(stderr, "sdbatch bench: step %d%s: %.2f s\n", i, i == 0 ? " (warm-up)" : "", t);
+	}
+	qsort(times, (size_t)r.steps, sizeof *times, cmp_double);
+	r.unet_step_s = r.steps % 2 ? times[r.steps / 2] :
+	    0.5 * (times[r.steps / 2 - 1] + times[r.steps / 2]);
+	r.rss_after_unet = peak_rss_mb();
+	sd_cpu_release_weights(c);
+
+	/* VAE decode of the latents (scaled as the pipeline does). */
+	dz = sd_alloc(c, nlat);
+	dimg = sd_alloc(c, nimg);
+	for (size_t k = 0; k < nlat; k++)
+		host[k] = latents[k] * 0.2f / VAE_SCALING_FACTOR;
+	sd_upload(c, dz, host, nlat);
+	f0 = sd_cpu_flops(c);
+	t = now();
+	vae_decode(v, c, dimg, dz, 1, lat, lat);
+	sd_download(c, host, dimg, 1);
+	r.vae_decode_s = now() - t;
+	r.vae_flops = sd_cpu_flops(c) - f0;
+	r.peak_rss_mb = peak_rss_mb();
+
+	{
+		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
+		double vg = r.vae_flops > 0 ? r.vae_flops / r.vae_decode_s / 1e9 : 0;
+
+		if (!quiet) {
+			printf("size:           %dx%d (latents %dx%d), batch 2 (CFG), %d threads\n",
+			    r.size, r.size, lat, lat, r.threads);
+			printf("load:           %.2f s\n", r.load_s);
+			printf("text encoder:   %.3f s (2 prompts)\n", r.text_encoder_s);
+			printf("UNet step:      %.2f s median of %d (CFG: 1 forward of batch 2", r.unet_step_s,
+			    r.steps);
+			if (r.unet_step_flops > 0)
+				printf(", %.2f TFLOP, %.1f GFLOP/s", r.unet_step_flops / 1e12, ug);
+			printf("); warm-up step %.2f s\n", r.unet_first_s);
+			printf("VAE decode:     %.2f s", r.vae_decode_s);
+			if (r.vae_flops > 0)
+				printf(" (%.2f TFLOP, %.1f GFLOP/s)", r.vae_flops / 1e12, vg);
+			printf("\n");
+			printf("peak RSS:       %.0f MB (after text encoder %.0f, after sampling %.0f; "
+			    "activations arena %.0f MB)\n", r.peak_rss_mb, r.rss_after_text,
+			    r.rss_after_unet, (double)sd_arena_bytes(c) / (1 << 20));
+		}
+		if (json) {
+			json_t *o = json_object();
+			char *s;
+			json_object_set_new(o, "size", json_integer(r.size));
+			json_object_set_new(o, "steps", json_integer(r.steps));
+			json_object_set_new(o, "threads", json_integer(r.threads));
+			json_object_set_new(o, "device", json_string(sd_ctx_describe(c)));
+			json_object_set_new(o, "model", json_string(model));
+			json_object_set_new(o, "text_encoder_s", json_real(r.text_encoder_s));
+			json_object_set_new(o, "unet_step_s", json_real(r.unet_step_s));
+			json_object_set_new(o, "unet_first_step_s", json_real(r.unet_first_s));
+			json_object_set_new(o, "vae_decode_s", json_real(r.vae_decode_s));
+			json_object_set_new(o, "peak_rss_mb", json_real(r.peak_rss_mb));
+			json_object_set_new(o, "unet_step_tflop", json_real(r.unet_step_flops / 1e12));
+			json_object_set_new(o, "vae_tflop", json_real(r.vae_flops / 1e12));
+			json_object_set_new(o, "unet_gflops", json_real(ug));
+			json_object_set_new(o, "vae_gflops", json_real(vg));
+			json_object_set_new(o, "sgemm_peak_gflops", json_real(r.sgemm_peak));
+			json_object_set_new(o, "blas", json_string(blas_name()));
+			json_object_set_new(o, "blas_kernel", json_string(blas_kernel()));
+			if ((s = json_dumps(o, JSON_COMPACT)) != NULL)
+				puts(s);
+			free(s);
+			json_decref(o);
+		}
+	}
+	rc = 0;
+fail_lat:
+	free(latents);
+fail_ids:
+	free(ids);
+fail:
+	if (rc != 0)
+		fprintf(stderr, "sdbatch bench: %s\n", err.message[0] ? err.message : "failed");
+	if (rc != 0 && err.code != 0)
+		rc = cli_status(&err);
+	free(times);
+	free(host);
+	vae_free(v);
+	unet_free(u);
+	clip_text_free(clip);
+	if (ck.weights != NULL)
+		checkpoint_free(&ck);
+	sd_ctx_free(c);
+	return rc;
+}
