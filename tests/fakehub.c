@@ -5,7 +5,7 @@
  * only, one connection at a time, and never follows anything outside ROOT.
  * It is written apart from sdbatch's code on purpose.
  *
- *   fakehub -r ROOT -p PORTFILE [-l LOG] [-t SECONDS] [-d BYTES] [-s RATE] [-T TOKEN]
+ *   fakehub -r ROOT -p PORTFILE [-l LOG] [-t SECONDS] [-d BYTES] [-e N] [-s RATE] [-T TOKEN]
  *
  * Small files answer 200 with ETag "<git blob SHA-1>"; *.safetensors,
  * *.bin and *.ckpt files are LFS files: 302 with X-Linked-Etag
@@ -18,7 +18,8 @@
  * (holding NEWORG/NEWNAME) answers with a relative redirect there.  Errors:
  * RepoNotFound (401), RevisionNotFound and EntryNotFound (404).
  * -d BYTES: the first GET of each LFS file stops after BYTES and the
- * connection drops.  -s RATE: bodies are sent at RATE bytes a second.
+ * connection drops.  -e N: the first N requests for /ORG/NAME/resolve/
+ * answer 503.  -s RATE: bodies are sent at RATE bytes a second.
  * Each request appends a line to LOG:
  *   METHOD PATH status=N range=bytes=N-|- auth=none|ok|bad
  * Exits after -t seconds (default 60) or on SIGTERM. */
@@ -61,7 +62,7 @@ static int n_files;
 static const char *root, *token;
 static FILE *logf;
 static long long drop_after = -1, rate;
-static int port;
+static int port, fail_first;
 static volatile sig_atomic_t done;
 
 static void
@@ -481,6 +482,11 @@ handle(int fd)
 		serve_content(fd, &rq, auth, &files[i], h);
 		return;
 	}
+	if (fail_first > 0 && strstr(target, "/resolve/") != NULL) {
+		fail_first--;
+		answer(fd, &rq, auth, 503, "Service Unavailable", "Content-Length: 0\r\n");
+		return;
+	}
 	/* /ORG/NAME/resolve/REV/PATH, each part URL-encoded */
 	char org[256], name[256];
 	if (sscanf(target, "/%255[^/]/%255[^/]/resolve/%511[^/]/%2047s", org, name,
@@ -556,18 +562,19 @@ main(int argc, char **argv)
 	FILE *f;
 	int ch, s, one = 1;
 
-	while ((ch = getopt(argc, argv, "r:p:l:t:d:s:T:")) != -1) {
+	while ((ch = getopt(argc, argv, "r:p:l:t:d:e:s:T:")) != -1) {
 		switch (ch) {
 		case 'r': root = optarg; break;
 		case 'p': portfile = optarg; break;
 		case 'l': logpath = optarg; break;
 		case 't': lifetime = atol(optarg); break;
 		case 'd': drop_after = atoll(optarg); break;
+		case 'e': fail_first = atoi(optarg); break;
 		case 's': rate = atoll(optarg); break;
 		case 'T': token = optarg; break;
 		default:
 			fprintf(stderr, "usage: fakehub -r ROOT -p PORTFILE [-l LOG] "
-			    "[-t SECONDS] [-d BYTES] [-s RATE] [-T TOKEN]\n");
+			    "[-t SECONDS] [-d BYTES] [-e N] [-s RATE] [-T TOKEN]\n");
 			return 64;
 		}
 	}

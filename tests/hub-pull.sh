@@ -173,6 +173,20 @@ else
 	[ $rc -eq 0 ] || diag_file "$T/err"
 fi
 
+# pull fills the cache the configuration names
+if "$BIN" pull --help | grep -q -- "--config"; then
+	printf 'hub:\n  cache: %s\n' "$T/cache-conf" > "$T/hubconf.yaml"
+	"$BIN" pull -q --config "$T/hubconf.yaml" test/tiny-vae > "$T/out" 2> "$T/err"; rc=$?
+	case $(cat "$T/out") in
+	"$T/cache-conf/models--test--tiny-vae/snapshots/"*) conf_ok=1 ;;
+	*) conf_ok=0 ;;
+	esac
+	[ $rc -eq 0 ] || conf_ok=0
+	check "pull --config: into the configuration's hub.cache (exit $rc)" [ $conf_ok -eq 1 ]
+else
+	skip "this sdbatch pull reads no configuration"
+fi
+
 # A pull killed with SIGKILL mid-file resumes where it stopped
 start_hub slow -s 600000 || not_ok "a slow fakehub starts"
 vae=$(sha256sum "$TINY/vae/diffusion_pytorch_model.safetensors" | cut -d' ' -f1)

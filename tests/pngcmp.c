@@ -30,6 +30,8 @@ main(int argc, char **argv)
 		int same = img.width == b.width && img.height == b.height &&
 		    memcmp(img.data, b.data, (size_t)img.width * img.height * 3) == 0;
 		printf("%s\n", same ? "same pixels" : "different pixels");
+		image_free(&img);
+		image_free(&b);
 		return same ? 0 : 1;
 	}
 	if (argc < 4) {

@@ -353,6 +353,14 @@ make_repos(void)
 	write_noise(p, 4000, 7);
 	pf(p, sizeof p, "%s/test/gated/.gated", hubroot);
 	write_text(p, "\n");
+	pf(p, sizeof p, "%s/test/tok/vocab.json", hubroot);
+	write_text(p, "{\"a\": 0}\n");
+	pf(p, sizeof p, "%s/test/tok/merges.txt", hubroot);
+	write_text(p, "#version: 0.2\n");
+	pf(p, sizeof p, "%s/test/tok/config.json", hubroot);
+	write_text(p, "{}\n");
+	pf(p, sizeof p, "%s/test/empty/README.md", hubroot);
+	write_text(p, "nothing here\n");
 	pf(p, sizeof p, "%s/test/moved/.moved", hubroot);
 	write_text(p, "test/mini\n");
 }
@@ -741,6 +749,46 @@ test_pull(const struct server *s)
 	r = hub_cached(&o, "test/mini", out, sizeof out, &err);
 	tap_ok(r == 0, "fp16 weights count as the part's weights in the cache");
 
+	/* a file system without symbolic links: real files in snapshots/,
+	 * the new blobs moved there (as huggingface_hub does) */
+	{
+		char c9[PATH_MAX], etag[65], blob[PATH_MAX];
+		struct stat st;
+
+		pf(c9, sizeof c9, "%s/c9", tmp);
+		options(&o, c9, s);
+		o.no_symlinks = 1;
+		sd_error_clear(&err);
+		r = hub_pull(&o, "test/mini", NULL, 0, out, sizeof out, &err);
+		pf(p, sizeof p, "%s/unet/diffusion_pytorch_model.safetensors", out);
+		pf(src, sizeof src, "%s/test/mini/unet/diffusion_pytorch_model.safetensors",
+		    hubroot);
+		etag_of(src, 1, etag);
+		pf(blob, sizeof blob, "%s/models--test--mini/blobs/%s", c9, etag);
+		tap_ok(r == 0 && lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+		    same_content(p, src) && !exists(blob),
+		    "no symbolic links: real files in the snapshot (%s)",
+		    r == 0 ? "ok" : err.message);
+		lines = log_count(s->log, "", NULL);
+		r = hub_pull(&o, "test/mini", NULL, 0, out, sizeof out, &err);
+		tap_ok(r == 0 && log_count(s->log, "", NULL) == lines + 1 &&
+		    hub_cached(&o, "test/mini", p, sizeof p, &err) == 0,
+		    "no symbolic links: found again, nothing downloaded");
+		options(&o, cache, s);
+	}
+
+	/* a tokenizer repo (as openai/clip-vit-large-patch14) */
+	sd_error_clear(&err);
+	r = hub_pull(&o, "test/tok", NULL, 0, out, sizeof out, &err);
+	pf(p, sizeof p, "%s/merges.txt", out);
+	ok = r == 0 && exists(p) && strstr(out, "/models--test--tok/snapshots/") != NULL;
+	tap_ok(ok && hub_cached(&o, "test/tok", p, sizeof p, &err) == 0 && strcmp(p, out) == 0,
+	    "a tokenizer repo: its files, the snapshot folder (%s)", r == 0 ? out : err.message);
+	sd_error_clear(&err);
+	r = hub_pull(&o, "test/empty", NULL, 0, out, sizeof out, &err);
+	tap_ok(r < 0 && err.code == SD_ENOINPUT && strstr(err.message, "holds neither"),
+	    "a repo with nothing to render with: %s", err.message);
+
 	/* a renamed repo: a relative redirect */
 	r = hub_pull(&o, "test/moved", NULL, 0, out, sizeof out, &err);
 	pf(want, sizeof want, "%s/models--test--moved/snapshots/%s", cache, commit);
@@ -865,7 +913,8 @@ test_lock(const struct server *s)
 	    "lock: then it links the blob the other process wrote, without a download");
 }
 
-/* The server drops the connection halfway through each LFS file once. */
+/* The server answers 503 twice, then drops the connection halfway through
+ * each LFS file once. */
 static void
 test_drop(void)
 {
@@ -875,7 +924,7 @@ test_drop(void)
 	struct sd_error err;
 	int r;
 
-	if (server_start(&s, hubroot, "drop", "-d", "100000", NULL) < 0) {
+	if (server_start(&s, hubroot, "drop", "-d", "100000", "-e", "2", NULL) < 0) {
 		tap_ok(0, "fakehub -d starts");
 		return;
 	}
@@ -890,6 +939,9 @@ test_drop(void)
 	    "dropped connections: resumed and complete (%s)", r == 0 ? "ok" : err.message);
 	tap_ok(log_count(s.log, "GET /lfs/", "range=bytes=100000-", "status=206", NULL) == 3,
 	    "dropped connections: each LFS file resumed with Range: bytes=100000-");
+	tap_ok(log_count(s.log, "HEAD /test/mini/resolve/main/model_index.json", NULL) == 3 &&
+	    log_count(s.log, "status=503", NULL) == 2,
+	    "a server error (503) on a HEAD is retried");
 	server_stop(&s);
 }
 

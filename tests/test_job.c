@@ -354,19 +354,24 @@ resolve(void)
 	{
 		char hub[700], snap[900];
 		snprintf(hub, sizeof hub, "%s/hub/models--org--name", dir);
-		snprintf(snap, sizeof snap, "%s/snapshots/abc123", hub);
+		/* as huggingface_hub writes it: a 40-hex commit, files */
+		snprintf(snap, sizeof snap, "%s/snapshots/abc1230000000000000000000000000000000000", hub);
 		util_mkdirs(snap, NULL);
+		snprintf(path, sizeof path, "%s/model_index.json", snap);
+		f = fopen(path, "w");
+		fputs("{}\n", f);
+		fclose(f);
 		snprintf(path, sizeof path, "%s/refs", hub);
 		util_mkdirs(path, NULL);
 		snprintf(path, sizeof path, "%s/refs/main", hub);
 		f = fopen(path, "w");
-		fputs("abc123\n", f);
+		fputs("abc1230000000000000000000000000000000000", f);
 		fclose(f);
 		snprintf(path, sizeof path, "%s/hub", dir);
 		setenv("HF_HUB_CACHE", path, 1);
 		char *out = NULL;
 		tap_ok(model_resolve("org/name", "/nonexistent", &cfg, "model", &out,
-		    &err) == 0 && out && strstr(out, "snapshots/abc123"),
+		    &err) == 0 && out && strstr(out, "snapshots/abc1230000000000000000000000000000000000"),
 		    "a Hub id is found in the Hub cache");
 		free(out);
 		tap_ok(model_resolve("org/other", "/nonexistent", &cfg, "model", &out,

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "spool/conf.h"
 #include "model/hub.h"
 
 int cmd_pull(int argc, char **argv);
@@ -41,6 +42,8 @@ pull_usage(FILE *out)
 	    "ID/FILE names one file.  Files already in the cache are not fetched\n"
 	    "again; an interrupted download resumes where it stopped.\n"
 	    "\n"
+	    "      --config FILE    the configuration, for its hub: section (default:\n"
+	    "                       $SDBATCH_CONFIG, else " SDBATCH_SYSCONFDIR "/sdbatch/sdbatch.yaml)\n"
 	    "      --fp16           the fp16 variant of the weights where there is one\n"
 	    "      --cache DIR      the Hub cache (default: $HF_HUB_CACHE, else\n"
 	    "                       $HF_HOME/hub, else ~/.cache/huggingface/hub)\n"
@@ -162,8 +165,9 @@ say(void *user, const char *message)
 int
 cmd_pull(int argc, char **argv)
 {
-	enum { OPT_FP16 = 1, OPT_CACHE, OPT_ENDPOINT, OPT_PROGRESS };
+	enum { OPT_FP16 = 1, OPT_CACHE, OPT_ENDPOINT, OPT_PROGRESS, OPT_CONFIG };
 	static const struct option longopts[] = {
+		{"config", required_argument, NULL, OPT_CONFIG},
 		{"fp16", no_argument, NULL, OPT_FP16},
 		{"cache", required_argument, NULL, OPT_CACHE},
 		{"endpoint", required_argument, NULL, OPT_ENDPOINT},
@@ -177,21 +181,25 @@ cmd_pull(int argc, char **argv)
 	struct sd_error err;
 	struct sigaction sa;
 	char out[4096];
-	const char *progress = "auto";
-	int ch, r;
+	const char *progress = "auto", *cache = NULL, *endpoint = NULL,
+	    *config_path = NULL, *config_file;
+	struct sd_config cfg;
+	int ch, r, fp16 = 0;
 
-	hub_options_init(&o);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
 		switch (ch) {
+		case OPT_CONFIG:
+			config_path = optarg;
+			break;
 		case OPT_FP16:
-			o.prefer_fp16 = 1;
+			fp16 = 1;
 			break;
 		case OPT_CACHE:
-			o.cache = optarg;
+			cache = optarg;
 			break;
 		case OPT_ENDPOINT:
-			o.endpoint = optarg;
+			endpoint = optarg;
 			break;
 		case OPT_PROGRESS:
 			if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "bar") != 0 &&
@@ -223,6 +231,22 @@ cmd_pull(int argc, char **argv)
 		    argv[optind]);
 		return SD_EUSAGE;
 	}
+	/* the configuration's hub: section, then the options given */
+	config_init(&cfg);
+	sd_error_clear(&err);
+	if ((config_file = config_locate(config_path)) != NULL &&
+	    config_load(&cfg, config_file, &err) < 0) {
+		fprintf(stderr, "sdbatch pull: %s\n", err.message);
+		config_free(&cfg);
+		return SD_ECONFIG;
+	}
+	config_hub_options(&cfg, &o);
+	if (cache != NULL)
+		o.cache = cache;
+	if (endpoint != NULL)
+		o.endpoint = endpoint;
+	if (fp16)
+		o.prefer_fp16 = 1;
 	d.bar = strcmp(progress, "bar") == 0 ||
 	    (strcmp(progress, "auto") == 0 && isatty(STDERR_FILENO));
 	o.progress = show;
@@ -238,6 +262,8 @@ cmd_pull(int argc, char **argv)
 	r = hub_pull(&o, argv[optind], (const char *const *)argv + optind + 1,
 	    (size_t)(argc - optind - 1), out, sizeof out, &err);
 	clear_bar(&d);
+	o.cache = o.endpoint = NULL;
+	config_free(&cfg);
 	if (r < 0) {
 		if (pull_stop)
 			fprintf(stderr, "sdbatch pull: interrupted; run it again to resume\n");

@@ -247,6 +247,14 @@ http_retryable(const struct http_response *rs)
 }
 
 int
+http_connect_failed(const struct http_response *rs)
+{
+	return rs->transport_error == (int)CURLE_COULDNT_CONNECT ||
+	    rs->transport_error == (int)CURLE_COULDNT_RESOLVE_HOST ||
+	    rs->transport_error == (int)CURLE_COULDNT_RESOLVE_PROXY;
+}
+
+int
 http_origin(const char *url, char *out, size_t size)
 {
 	const char *p = strstr(url, "://"), *end;

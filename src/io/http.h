@@ -58,6 +58,10 @@ void http_response_free(struct http_response *rs);
  * connection dropped or timed out, rather than a bad URL)? */
 int http_retryable(const struct http_response *rs);
 
+/* Did a failed http_perform find nothing to connect to (no such host, or
+ * the connection refused)? */
+int http_connect_failed(const struct http_response *rs);
+
 /* The "scheme://host[:port]" part of url into out (for same-host checks
  * and for relative redirects); -1 when url has none. */
 int http_origin(const char *url, char *out, size_t size);

@@ -446,7 +446,8 @@ copy_file(const char *from, const char *to)
  * does. */
 static int
 make_pointer(const char *repo_dir, const char *commit, const char *file,
-    const char *etag, int new_blob, char *out, size_t size, struct sd_error *err)
+    const char *etag, int new_blob, int no_links, char *out, size_t size,
+    struct sd_error *err)
 {
 	char target[HUB_PATH_MAX] = "", tmp[HUB_PATH_MAX], blob[HUB_PATH_MAX];
 	const char *p;
@@ -465,7 +466,7 @@ make_pointer(const char *repo_dir, const char *commit, const char *file,
 		return sd_fail(err, SD_EIO, "cannot create the folder of %s: %s",
 		    out, strerror(errno));
 	unlink(tmp);
-	if (symlink(target, tmp) == 0) {
+	if (!no_links && symlink(target, tmp) == 0) {
 		if (rename(tmp, out) < 0) {
 			int e = errno;
 			unlink(tmp);
@@ -474,7 +475,7 @@ make_pointer(const char *repo_dir, const char *commit, const char *file,
 		}
 		return 0;
 	}
-	if (errno != EPERM && errno != ENOSYS && errno != EOPNOTSUPP)
+	if (!no_links && errno != EPERM && errno != ENOSYS && errno != EOPNOTSUPP)
 		return sd_fail(err, SD_EIO, "cannot create the link %s: %s", tmp,
 		    strerror(errno));
 	if (new_blob ? rename(blob, out) : copy_file(blob, out))
@@ -771,6 +772,8 @@ valid_etag(const char *s)
 
 enum { HEAD_OK, HEAD_HTTP_ERROR, HEAD_NET_ERROR, HEAD_MISSING };
 
+static void nap(double s);
+
 /* HEAD the file: metadata into m.  Relative redirects (a renamed repo) are
  * followed, absolute ones (a CDN for LFS files) give m->location. */
 static int
@@ -780,21 +783,32 @@ head_file(struct hub_ctx *c, const struct hub_id *id, const char *revision,
 {
 	char url[HUB_PATH_MAX], origin[1024];
 	const char *h[4], *v;
-	int hops;
+	int hops, tries, r;
 
 	memset(m, 0, sizeof *m);
 	m->size = -1;
 	if (file_url(c, id->repo, revision, file, url, sizeof url) < 0)
 		return sd_fail(err, SD_EDATA, "%s: %s: name too long", id->repo, file),
 		    HEAD_NET_ERROR;
-	for (hops = 0;; hops++) {
+	for (hops = 0, tries = 0;; hops++) {
 		struct http_request rq = {
 			.method = "HEAD", .url = url, .headers = h, .fd = -1,
 			.connect_timeout_s = c->o->timeout_s,
 			.stall_timeout_s = c->o->timeout_s,
 		};
 		request_headers(c, url, "Accept-Encoding: identity", h);
-		if (http_perform(&rq, rs, err) < 0) {
+		r = http_perform(&rq, rs, err);
+		/* a dropped connection or a server error: twice more (but
+		 * not when nothing listens: offline nodes fail fast) */
+		if (tries < 2 && ((r < 0 && http_retryable(rs) &&
+		    !http_connect_failed(rs)) || (r == 0 && (rs->status >= 500 ||
+		    rs->status == 429)))) {
+			http_response_free(rs);
+			nap(0.5 * ++tries);
+			hops--;
+			continue;
+		}
+		if (r < 0) {
 			sd_error_prefix(err, "cannot reach %s", c->endpoint);
 			http_response_free(rs);
 			return HEAD_NET_ERROR;
@@ -893,6 +907,16 @@ nap(double s)
 		;
 }
 
+/* Does a 206 answer hold the bytes from offset on (Content-Range)? */
+static int
+range_starts_at(const struct http_response *rs, long long offset)
+{
+	const char *v = http_header(rs, "Content-Range");
+	long long start;
+
+	return v != NULL && sscanf(v, "bytes %lld-", &start) == 1 && start == offset;
+}
+
 /* GET m->location into incomplete, resuming what is there, until it holds
  * m->size bytes; then check it. */
 static int
@@ -935,11 +959,33 @@ fetch_blob(struct hub_ctx *c, const struct hub_id *id, const char *file,
 		st.base = sb.st_size;
 		int r = http_perform(&rq, &rs, err);
 		long status = rs.status;
-		if (r == 0 && (status == 200 || status == 206)) {
+		if (r == 0 && status == 206 && !range_starts_at(&rs, sb.st_size)) {
+			/* not the part asked for: start over */
+			http_response_free(&rs);
+			if (ftruncate(fd, 0) < 0)
+				goto io_error;
+			if (attempt >= retries) {
+				close(fd);
+				return sd_fail(err, SD_EIO, "%s: %s: the server does not "
+				    "answer Range requests right", id->repo, file);
+			}
+			continue;
+		} else if (r == 0 && (status == 200 || status == 206)) {
 			http_response_free(&rs);
 			if (m->size < 0)
 				break;
-			continue;	/* complete, or cut short: fstat says */
+			if (fstat(fd, &sb) < 0)
+				goto io_error;
+			if (sb.st_size == m->size)
+				break;
+			if (attempt >= retries) {
+				close(fd);
+				unlink(incomplete);
+				return sd_fail(err, SD_EIO, "%s: %s: the server sent %lld "
+				    "bytes, not the %lld it announced", id->repo, file,
+				    (long long)sb.st_size, m->size);
+			}
+			continue;
 		}
 		if (r == 0 && status == 416 && sb.st_size > 0) {
 			/* nothing past the end: start over */
@@ -1117,7 +1163,8 @@ download_file(struct hub_ctx *c, const struct hub_id *id, const char *revision,
 	}
 	if (is_file(blob)) {
 		progress(c, id->repo, file, m.size, m.size, HUB_FILE_CACHED);
-		return make_pointer(repo_dir, m.commit, file, m.etag, 0, out, size, err);
+		return make_pointer(repo_dir, m.commit, file, m.etag, 0,
+		    c->o->no_symlinks, out, size, err);
 	}
 	if (mkdirs(lockdir) < 0 || pathf(incomplete, sizeof incomplete, "%s/blobs",
 	    repo_dir) < 0 || mkdirs(incomplete) < 0)
@@ -1144,10 +1191,12 @@ download_file(struct hub_ctx *c, const struct hub_id *id, const char *revision,
 			return -1;
 		}
 		progress(c, id->repo, file, m.size, m.size, HUB_FILE_DONE);
-		r = make_pointer(repo_dir, m.commit, file, m.etag, 1, out, size, err);
+		r = make_pointer(repo_dir, m.commit, file, m.etag, 1,
+		    c->o->no_symlinks, out, size, err);
 	} else {
 		progress(c, id->repo, file, m.size, m.size, HUB_FILE_CACHED);
-		r = make_pointer(repo_dir, m.commit, file, m.etag, 0, out, size, err);
+		r = make_pointer(repo_dir, m.commit, file, m.etag, 0,
+		    c->o->no_symlinks, out, size, err);
 	}
 	close(fd);	/* releases the lock */
 	return r;
@@ -1158,10 +1207,14 @@ hub_download(const struct hub_options *o, const struct hub_id *id,
     const char *file, int optional, char *out, size_t size,
     struct sd_error *err)
 {
+	struct sd_error local;
 	struct hub_ctx c;
 	char commit[64];
 	int r;
 
+	if (err == NULL)
+		err = &local;
+	sd_error_clear(err);
 	if (!valid_path(file))
 		return sd_fail(err, SD_EUSAGE, "%s: \"%s\" is not a file path in a "
 		    "repository", id->repo, file);
@@ -1322,11 +1375,32 @@ pull_part(struct hub_ctx *c, const struct hub_id *id, const char *commit,
 	if (r == 1)
 		r = download_file(c, id, commit, l.w[1].alt, 1, out, size, got, err);
 	if (r == 1) {
-		hub_repo_dir(c->o, id->repo, repo_dir, sizeof repo_dir);
+		/* a tokenizer (openai/clip-vit-large-patch14): its folder */
+		static const char *const tok[] = { "vocab.json", "merges.txt",
+		    "special_tokens_map.json", "tokenizer_config.json" };
+		char path[HUB_PATH_MAX];
+
+		c->count = 4;
+		c->index = 1;
+		r = download_file(c, id, commit, tok[0], 1, path, sizeof path, got, err);
+		for (size_t i = 1; r == 0 && i < 4; i++) {
+			c->index = (int)i + 1;
+			if (download_file(c, id, commit, tok[i], i != 1, path, sizeof path,
+			    got, err) < 0)
+				return -1;
+		}
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			if (hub_repo_dir(c->o, id->repo, repo_dir, sizeof repo_dir) < 0 ||
+			    pathf(out, size, "%s/snapshots/%s", repo_dir, got) < 0)
+				return sd_fail(err, SD_EIO, "path too long");
+			return 0;
+		}
 		return sd_fail(err, SD_ENOINPUT, "%s@%s holds neither model_index.json "
-		    "(a diffusers pipeline) nor diffusion_pytorch_model.safetensors: "
-		    "name the checkpoint file, as in %s/FILE.safetensors", id->repo,
-		    id->revision, id->repo);
+		    "(a diffusers pipeline) nor diffusion_pytorch_model.safetensors "
+		    "nor a tokenizer: name the checkpoint file, as in "
+		    "%s/FILE.safetensors", id->repo, id->revision, id->repo);
 	}
 	return r < 0 ? -1 : 0;
 }
@@ -1388,10 +1462,14 @@ hub_pull(const struct hub_options *o, const char *name,
     const char *const *files, size_t n_files, char *out, size_t size,
     struct sd_error *err)
 {
+	struct sd_error local;
 	struct hub_ctx c;
 	struct hub_id id;
 	int r;
 
+	if (err == NULL)
+		err = &local;
+	sd_error_clear(err);
 	if (hub_parse_id(name, &id) < 0)
 		return sd_fail(err, SD_EUSAGE, "\"%s\" is not a Hugging Face Hub id "
 		    "(ORG/NAME, ORG/NAME@REVISION or ORG/NAME[@REVISION]/FILE)", name);
@@ -1448,6 +1526,10 @@ hub_cached(const struct hub_options *o, const char *name, char *out,
 			    is_file(path))
 				return pathf(out, size, "%s", path) < 0 ?
 				    sd_fail(err, SD_EIO, "path too long") : 0;
+		/* a tokenizer */
+		if (snapshot_has(snap, "vocab.json") && snapshot_has(snap, "merges.txt"))
+			return pathf(out, size, "%s", snap) < 0 ?
+			    sd_fail(err, SD_EIO, "path too long") : 0;
 		return sd_fail(err, SD_ENOINPUT, "%s@%s: the Hub cache snapshot %s "
 		    "holds no model_index.json", id.repo, id.revision, snap);
 	}
@@ -1474,6 +1556,10 @@ int
 hub_resolve_model(const char *name, const struct hub_options *o,
     char *out, size_t size, struct sd_error *err)
 {
+	struct sd_error local;
+
+	if (err == NULL)
+		err = &local;
 	if (name == NULL || *name == '\0')
 		return sd_fail(err, SD_ENOINPUT, "no model given");
 	if (exists(name))

@@ -60,6 +60,7 @@ struct hub_options {
 	int offline;		/* never use the network ($HF_HUB_OFFLINE=1 too) */
 	int download;		/* hub_resolve_model may fetch what the cache lacks */
 	int prefer_fp16;	/* fetch the .fp16 variant of weights where there is one */
+	int no_symlinks;	/* real files in snapshots/ (as where symlink(2) fails) */
 	long timeout_s;		/* connect timeout and stall timeout (0: 30 s and 60 s) */
 	int retries;		/* resumptions of one file after a dropped connection */
 	/* Called as files are looked at and downloaded (may be NULL). */
@@ -113,7 +114,9 @@ int hub_download(const struct hub_options *o, const struct hub_id *id,
 /* Fetch into the cache what rendering needs from a repo, or the files
  * given (n_files > 0): the snapshot folder (or, for a repo that is one
  * diffusers part such as a VAE, or for an id naming a file, that file)
- * into out.  What rendering needs: model_index.json, and for each part it
+ * into out.  A repo with neither model_index.json nor diffusers weights but
+ * vocab.json and merges.txt at its top is a tokenizer: those files (and
+ * special_tokens_map.json, tokenizer_config.json), the snapshot folder.  What rendering needs: model_index.json, and for each part it
  * lists, its config, its weights in safetensors (the fp16 variant first
  * when o->prefer_fp16, else the full one first), the tokenizer files and
  * the scheduler config.  All files come from one commit. */
@@ -122,8 +125,8 @@ int hub_pull(const struct hub_options *o, const char *name,
     struct sd_error *err);
 
 /* The local path of a Hub id from the cache alone (no network): the
- * snapshot folder when it holds what rendering needs, the file for an id
- * naming one.  -1 with err (SD_ENOINPUT) saying what is missing. */
+ * snapshot folder when it holds what rendering needs (or a tokenizer), the
+ * weights of a one-part repo, the file for an id naming one.  -1 with err (SD_ENOINPUT) saying what is missing. */
 int hub_cached(const struct hub_options *o, const char *name, char *out,
     size_t size, struct sd_error *err);
 

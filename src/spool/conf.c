@@ -60,6 +60,8 @@ config_free(struct sd_config *c)
 		free(c->model_dirs[i]);
 	free(c->model_dirs);
 	free(c->defaults.negative_prompt);
+	free(c->hub.cache);
+	free(c->hub.endpoint);
 	memset(c, 0, sizeof *c);
 }
 
@@ -320,6 +322,87 @@ callback_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
 	return 0;
 }
 
+/* Is the model value a Hugging Face Hub id rather than a path relative to
+ * the file's folder: no such path, the form ORG/NAME[@REV][/FILE], and not
+ * a file name (ORG/NAME.safetensors is a path)? */
+static int
+config_is_hub_id(const struct ynode *v, const char *base)
+{
+	static const char *const ext[] = { ".safetensors", ".ckpt", ".bin", ".pt",
+	    ".pth", ".gguf", ".json", ".yaml" };
+	size_t i, n, k;
+	char *path;
+	int there;
+
+	if (v->kind != YNODE_SCALAR || v->value == NULL || !hub_is_id(v->value))
+		return 0;
+	n = strlen(v->value);
+	if (strchr(v->value, '/') == strrchr(v->value, '/'))
+		for (i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+			k = strlen(ext[i]);
+			if (n > k && strcmp(v->value + n - k, ext[i]) == 0)
+				return 0;
+		}
+	if (base == NULL)
+		return access(v->value, F_OK) != 0;
+	if ((path = util_join(base, v->value)) == NULL)
+		return 0;
+	there = access(path, F_OK) == 0;
+	free(path);
+	return !there;
+}
+
+static int
+hub_section(struct yctx *y, struct sd_config *c, const struct ynode *m,
+    const char *base)
+{
+	size_t i;
+
+	if (yget_map(y, m, "hub") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *x = m->items[i];
+		char f[64];
+		int r;
+
+		snprintf(f, sizeof f, "hub.%.40s", k);
+		if (strcmp(k, "cache") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->hub.cache, NULL) :
+			    get_path(y, x, f, base, &c->hub.cache);
+		else if (strcmp(k, "endpoint") == 0) {
+			r = ytree_is_null(x) ? config_set_string(&c->hub.endpoint, NULL) :
+			    yget_string(y, x, f, &c->hub.endpoint);
+			if (r == 0 && c->hub.endpoint != NULL &&
+			    strncmp(c->hub.endpoint, "http://", 7) != 0 &&
+			    strncmp(c->hub.endpoint, "https://", 8) != 0)
+				r = yfail(y, x, f, "not an http:// or https:// URL");
+		} else if (strcmp(k, "offline") == 0)
+			r = yget_bool(y, x, f, &c->hub.offline);
+		else if (strcmp(k, "download") == 0)
+			r = yget_bool(y, x, f, &c->hub.download);
+		else if (strcmp(k, "fp16") == 0)
+			r = yget_bool(y, x, f, &c->hub.fp16);
+		else
+			r = yfail(y, m->keys[i], f, "unknown key (known: cache, "
+			    "endpoint, offline, download, fp16)");
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void
+config_hub_options(const struct sd_config *c, struct hub_options *o)
+{
+	hub_options_init(o);
+	o->cache = c->hub.cache;
+	o->endpoint = c->hub.endpoint;
+	o->offline = c->hub.offline;
+	o->download = c->hub.download;
+	o->prefer_fp16 = c->hub.fp16;
+}
+
 static int
 model_dirs(struct yctx *y, struct sd_config *c, const struct ynode *v,
     const char *base)
@@ -383,7 +466,10 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 		const char *k = root->keys[i]->value;
 		const struct ynode *x = root->items[i];
 
-		if (strcmp(k, "model") == 0)
+		if (strcmp(k, "model") == 0 && config_is_hub_id(x, base))
+			/* a Hub id stays one */
+			r = config_set_string(&c->model, x->value);
+		else if (strcmp(k, "model") == 0)
 			r = ytree_is_null(x) ? config_set_string(&c->model, NULL) :
 			    get_path(&y, x, k, base, &c->model);
 		else if (strcmp(k, "tokenizer") == 0)
@@ -414,11 +500,13 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = limits_section(&y, c, x);
 		else if (strcmp(k, "callback") == 0)
 			r = callback_section(&y, c, x);
+		else if (strcmp(k, "hub") == 0)
+			r = hub_section(&y, c, x, base);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
 			    "tokenizer, device, threads, output_root, model_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, defaults, "
-			    "limits, callback)");
+			    "limits, callback, hub)");
 		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
 			err->code = SD_ECONFIG;
 	}

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "model/hub.h"
 #include "sample/pipeline.h"
 #include "spool/yamltree.h"
 
@@ -41,6 +42,15 @@ struct callback_config {
 	double backoff_max_s;
 };
 
+/* Models named by Hugging Face Hub id (hub: in the file). */
+struct hub_config {
+	char *cache;		/* the Hub cache; NULL: $HF_HUB_CACHE, $HF_HOME/hub, ... */
+	char *endpoint;		/* NULL: $HF_ENDPOINT, else https://huggingface.co */
+	int offline;		/* never use the network (as HF_HUB_OFFLINE=1) */
+	int download;		/* fetch a model missing from the cache on first use */
+	int fp16;		/* prefer the fp16 variant of the weights */
+};
+
 struct sd_config {
 	char *path;		/* the file read, or NULL */
 	char *model;		/* default model */
@@ -56,7 +66,11 @@ struct sd_config {
 	struct job_defaults defaults;
 	struct job_limits limits;
 	struct callback_config callback;
+	struct hub_config hub;
 };
+
+/* The hub options of c (strings point into c). */
+void config_hub_options(const struct sd_config *c, struct hub_options *o);
 
 /* The built-in configuration. */
 void config_init(struct sd_config *c);

@@ -9,24 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/hub.h"
 #include "spool/modelpath.h"
 #include "spool/util.h"
 
 const char *
 model_hub_cache(char *buf, size_t size)
 {
-	const char *e;
-
-	if ((e = getenv("HF_HUB_CACHE")) != NULL && *e != '\0')
-		snprintf(buf, size, "%s", e);
-	else if ((e = getenv("HF_HOME")) != NULL && *e != '\0')
-		snprintf(buf, size, "%s/hub", e);
-	else if ((e = getenv("XDG_CACHE_HOME")) != NULL && *e != '\0')
-		snprintf(buf, size, "%s/huggingface/hub", e);
-	else
-		snprintf(buf, size, "%s/.cache/huggingface/hub",
-		    (e = getenv("HOME")) != NULL ? e : "");
-	return buf;
+	return hub_cache_dir(NULL, buf, size);
 }
 
 int
@@ -41,52 +31,6 @@ model_path_inside(const char *path, const char *dir)
 	if (n == 1 && real[0] == '/')
 		return 1;
 	return strncmp(path, real, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
-/* "org/name" with the characters the Hub allows. */
-static int
-is_hub_id(const char *s)
-{
-	const char *slash = strchr(s, '/');
-	const char *p;
-
-	if (slash == NULL || slash == s || slash[1] == '\0' ||
-	    strchr(slash + 1, '/') != NULL || s[0] == '.')
-		return 0;
-	for (p = s; *p; p++)
-		if (p != slash && !(isalnum((unsigned char)*p) || *p == '-' ||
-		    *p == '_' || *p == '.'))
-			return 0;
-	return strstr(s, "..") == NULL;
-}
-
-/* The snapshot folder of a Hub id, or -1. */
-static int
-hub_snapshot(const char *id, char *out, size_t size, char *repo, size_t rsize)
-{
-	char cache[PATH_MAX], ref[PATH_MAX], commit[128];
-	const char *slash = strchr(id, '/');
-	struct stat st;
-	FILE *f;
-
-	model_hub_cache(cache, sizeof cache);
-	if (snprintf(repo, rsize, "%s/models--%.*s--%s", cache, (int)(slash - id),
-	    id, slash + 1) >= (int)rsize ||
-	    snprintf(ref, sizeof ref, "%s/refs/main", repo) >= (int)sizeof ref)
-		return -1;
-	if ((f = fopen(ref, "r")) == NULL)
-		return -1;
-	if (fgets(commit, sizeof commit, f) == NULL) {
-		fclose(f);
-		return -1;
-	}
-	fclose(f);
-	commit[strcspn(commit, " \t\r\n")] = '\0';
-	if (commit[0] == '\0' || strchr(commit, '/') != NULL || strcmp(commit, "..") == 0)
-		return -1;
-	if (snprintf(out, size, "%s/snapshots/%s", repo, commit) >= (int)size)
-		return -1;
-	return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
 static int
@@ -110,8 +54,8 @@ model_resolve(const char *given, const char *base_dir,
     const struct sd_config *c, const char *what, char **out,
     struct sd_error *err)
 {
-	char looked[2048] = "", cand[PATH_MAX], real[PATH_MAX], repo[PATH_MAX];
-	int found = 0;
+	char looked[2048] = "", cand[PATH_MAX], real[PATH_MAX];
+	int found = 0, from_hub = 0;
 	size_t i;
 
 	*out = NULL;
@@ -133,23 +77,39 @@ model_resolve(const char *given, const char *base_dir,
 			found = access(cand, F_OK) == 0;
 			append(looked, sizeof looked, cand);
 		}
-		if (!found && is_hub_id(given)) {
-			found = hub_snapshot(given, cand, sizeof cand, repo,
-			    sizeof repo) == 0;
-			if (!found) {
-				char note[PATH_MAX + 32];
-				snprintf(note, sizeof note, "the Hub cache %s", repo);
-				append(looked, sizeof looked, note);
-			}
+		if (!found && hub_is_id(given)) {
+			/* the Hub cache, and a download when allowed */
+			struct hub_options ho;
+			struct sd_error herr;
+
+			sd_error_clear(&herr);
+			config_hub_options(c, &ho);
+			found = from_hub = hub_resolve_model(given, &ho, cand,
+			    sizeof cand, &herr) == 0;
+			if (!found && herr.code != SD_ENOINPUT)
+				return sd_fail(err, herr.code, "%s: %s", what,
+				    herr.message);
+			if (!found)
+				return sd_fail(err, SD_ENOINPUT, "%s: \"%s\" not found "
+				    "(looked at: %s); %s", what, given, looked,
+				    herr.message);
 		}
 	}
 	if (!found)
 		return sd_fail(err, SD_ENOINPUT, "%s: \"%s\" not found (looked at: %s)",
 		    what, given, looked);
+	/* a file of a Hub snapshot keeps its name (not its blob's): the
+	 * tokenizer beside it and the result record need it */
+	if (from_hub && cand[0] == '/') {
+		if ((*out = strdup(cand)) == NULL)
+			return sd_fail(err, SD_EINTERNAL, "out of memory");
+		return 0;
+	}
 	if (realpath(cand, real) == NULL)
 		return sd_fail(err, SD_ENOINPUT, "%s: %s: cannot resolve the path",
 		    what, cand);
-	if (c->n_model_dirs > 0) {
+	/* the Hub cache counts as an allowed folder */
+	if (c->n_model_dirs > 0 && !from_hub) {
 		for (i = 0; i < c->n_model_dirs; i++)
 			if (model_path_inside(real, c->model_dirs[i]))
 				break;
