@@ -25,3 +25,5 @@ EXTRA_DIST += tests/run-inputs.sh
 check_PROGRAMS += tests/test_jpeg
 tests_test_jpeg_LDADD = $(TEST_LDADD)
 TESTS += tests/test_jpeg
+TESTS += tests/info.sh
+EXTRA_DIST += tests/info.sh

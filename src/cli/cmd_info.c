@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/checkpoint.h"
+#include "model/hub.h"
 
 static void
 info_usage(FILE *out)
@@ -20,8 +22,9 @@ info_usage(FILE *out)
 	fputs("Usage: sdbatch info [--json] MODEL\n"
 	    "\n"
 	    "Say what MODEL is (a single-file .safetensors checkpoint, a part such as a\n"
-	    "UNet or VAE file, or a diffusers folder): the detected architecture, whether\n"
-	    "sdbatch can render with it, its parts, dtypes, tensor count and size.\n"
+	    "UNet or VAE file, a diffusers folder, or a Hub id found in the local Hub\n"
+	    "cache): the detected architecture, whether sdbatch can render with it, its\n"
+	    "parts, dtypes, tensor count and size, and the BLAS sdbatch computes with.\n"
 	    "\n"
 	    "  --json      one JSON object on stdout\n"
 	    "  -h, --help  this help\n", out);
@@ -57,7 +60,19 @@ cmd_info(int argc, char **argv)
 		info_usage(stderr);
 		return SD_EUSAGE;
 	}
-	if (checkpoint_detect(argv[optind], &d, &err) < 0) {
+	/* A Hub id is looked up in the local cache (info never downloads). */
+	const char *path = argv[optind];
+	char local[4096];
+	struct hub_options ho;
+	hub_options_init(&ho);
+	if (access(path, F_OK) != 0 && hub_is_id(path)) {
+		if (hub_resolve_model(path, &ho, local, sizeof local, &err) < 0) {
+			fprintf(stderr, "sdbatch info: %s\n", err.message);
+			return err.code ? err.code : SD_ENOINPUT;
+		}
+		path = local;
+	}
+	if (checkpoint_detect(path, &d, &err) < 0) {
 		fprintf(stderr, "sdbatch info: %s\n", err.message);
 		return err.code ? err.code : SD_EDATA;
 	}
@@ -66,9 +81,11 @@ cmd_info(int argc, char **argv)
 		for (int i = 0; i < SD_DTYPE_COUNT; i++)
 			if (d.dtype_counts[i])
 				json_object_set_new(dt, sd_dtype_name((enum sd_dtype)i), json_integer(d.dtype_counts[i]));
-		json_object_set_new(o, "path", json_string(argv[optind]));
+		json_object_set_new(o, "path", json_string(path));
+		if (path != argv[optind])
+			json_object_set_new(o, "name", json_string(argv[optind]));
 		json_object_set_new(o, "arch", json_string(d.arch));
-		json_object_set_new(o, "name", json_string(d.name));
+		json_object_set_new(o, "arch_name", json_string(d.name));
 		json_object_set_new(o, "layout", json_string(d.layout));
 		json_object_set_new(o, "supported", json_boolean(d.supported));
 		json_object_set_new(o, "unet", json_boolean(d.has_unet));
@@ -91,6 +108,8 @@ cmd_info(int argc, char **argv)
 		return 0;
 	}
 	printf("model:         %s\n", argv[optind]);
+	if (path != argv[optind])
+		printf("local path:    %s\n", path);
 	printf("layout:        %s\n", d.layout);
 	printf("architecture:  %s (%s)%s\n", d.name, d.arch,
 	    d.supported ? "" : " -- not supported yet");
