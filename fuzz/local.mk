@@ -9,7 +9,7 @@ FUZZ_CFLAGS = -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -fno-omit-frame-pointer
 fuzz_safetensors_srcs = $(top_srcdir)/fuzz/fuzz_safetensors.c \
 	$(top_srcdir)/src/io/safetensors.c $(top_srcdir)/src/core/tensor.c \
-	$(top_srcdir)/src/core/error.c
+	$(top_srcdir)/src/core/error.c $(top_srcdir)/src/io/fileio.c
 EXTRA_DIST += fuzz/fuzz_safetensors.c fuzz/make-corpus.sh fuzz/safetensors.dict
 CLEANFILES += fuzz/fuzz_safetensors
 

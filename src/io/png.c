@@ -32,6 +32,7 @@
 
 #include <png.h>
 
+#include "io/fileio.h"
 #include "io/jpeg.h"
 #include "io/png.h"
 
@@ -324,24 +325,6 @@ png_encode_rgb(const uint8_t *rgb, int width, int height,
 	return 0;
 }
 
-static int
-write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Write buf to path through a hidden temporary file in the same folder
  * (created with O_EXCL, mode 0666 & ~umask), fsync'd and renamed. */
 static int
@@ -374,7 +357,7 @@ write_atomic(const char *path, const void *buf, size_t size, struct sd_error *er
 		free(tmp);
 		return -1;
 	}
-	if (write_all(fd, buf, size) < 0 || fsync(fd) < 0) {
+	if (sd_write_all(fd, buf, size) < 0 || fsync(fd) < 0) {
 		e = errno;
 		close(fd);
 		goto fail;

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "io/fileio.h"
 #include "io/safetensors.h"
 
 struct st_file {
@@ -334,24 +335,6 @@ st_metadata(const struct st_file *f, const char *key)
 	return NULL;
 }
 
-static int
-write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int
 st_write(const char *path, const struct sd_tensor *tensors, int n,
     const char *const *meta_keys, const char *const *meta_values, int nmeta,
@@ -397,11 +380,11 @@ st_write(const char *path, const struct sd_tensor *tensors, int n,
 		sd_fail(err, SD_EIO, "%s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	if (write_all(fd, lenbuf, 8) < 0 || write_all(fd, header, hlen) < 0 ||
-	    write_all(fd, "        ", padded - hlen) < 0)
+	if (sd_write_all(fd, lenbuf, 8) < 0 || sd_write_all(fd, header, hlen) < 0 ||
+	    sd_write_all(fd, "        ", padded - hlen) < 0)
 		goto ioerr;
 	for (int i = 0; i < n; i++)
-		if (write_all(fd, tensors[i].data, sd_tensor_nbytes(&tensors[i])) < 0)
+		if (sd_write_all(fd, tensors[i].data, sd_tensor_nbytes(&tensors[i])) < 0)
 			goto ioerr;
 	if (fsync(fd) < 0 || close(fd) < 0) {
 		fd = -1;

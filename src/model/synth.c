@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "io/fileio.h"
 #include "model/synth.h"
 
 const struct synth_config synth_config_sd15_full = {
@@ -581,24 +582,6 @@ fill_chunk(const struct spec *t, uint64_t seed, int64_t start, int64_t n, void *
 	}
 }
 
-static int
-write_all(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 #define CHUNK (1 << 20)		/* elements generated at a time */
 
 int
@@ -629,7 +612,7 @@ synth_sd15_checkpoint(const char *path, const struct synth_config *cfg,
 	}
 	for (int i = 0; i < 8; i++)
 		lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-	if (write_all(fd, lenbuf, 8) < 0 || write_all(fd, header, hlen) < 0)
+	if (sd_write_all(fd, lenbuf, 8) < 0 || sd_write_all(fd, header, hlen) < 0)
 		goto ioerr;
 	for (int i = 0; i < s.n; i++) {
 		const struct spec *t = &s.v[i];
@@ -637,7 +620,7 @@ synth_sd15_checkpoint(const char *path, const struct synth_config *cfg,
 		for (int64_t start = 0; start < t->numel; start += CHUNK) {
 			int64_t n = t->numel - start < CHUNK ? t->numel - start : CHUNK;
 			fill_chunk(t, seed, start, n, buf);
-			if (write_all(fd, buf, (size_t)n * sd_dtype_size(t->dtype)) < 0)
+			if (sd_write_all(fd, buf, (size_t)n * sd_dtype_size(t->dtype)) < 0)
 				goto ioerr;
 		}
 	}

@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "io/fileio.h"
 #include "spool/util.h"
 
 char *
@@ -100,24 +101,6 @@ fail:
 	return NULL;
 }
 
-static int
-write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-
-	while (len > 0) {
-		ssize_t r = write(fd, p, len);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
 int
 util_write_atomic(const char *path, const char *tmpdir, const void *data,
     size_t len, mode_t mode, struct sd_error *err)
@@ -139,7 +122,7 @@ util_write_atomic(const char *path, const char *tmpdir, const void *data,
 		    path, tmpdir ? tmpdir : ".", strerror(errno));
 		goto fail;
 	}
-	if (fchmod(fd, mode & ~(mode_t)0) < 0 || write_all(fd, data, len) < 0 ||
+	if (fchmod(fd, mode & ~(mode_t)0) < 0 || sd_write_all(fd, data, len) < 0 ||
 	    fsync(fd) < 0) {
 		e = errno;
 		close(fd);
