@@ -77,6 +77,11 @@ version(void)
 #else
 	printf("CUDA support: not built in (CPU only)\n");
 #endif
+#ifdef HAVE_JPEG
+	printf("JPEG input: yes (libjpeg)\n");
+#else
+	printf("JPEG input: no (PNG only)\n");
+#endif
 	{
 		char buf[256];
 		const char *note = blas_kernel_note();
