@@ -4,9 +4,14 @@
  * (1) at init) and every op splits its own work over the OpenMP threads,
  * each thread calling cblas_sgemm on its part, so that OpenMP's and the
  * BLAS's threads never fight over the cores.
- * - conv2d: im2col of a tile of output rows into the thread's own buffer,
- *   one GEMM per tile (1x1 convolutions read the input directly), the bias
- *   added while the tile is in cache;
+ * - conv2d: 3x3, stride 1, pad 1 convolutions that are large enough as
+ *   Winograd F(2x2, 3x3) (F(4x4, 3x3) on request: cpu_winograd.c; weights
+ *   transformed per call into one reused buffer, blocks of tiles of the
+ *   whole batch transformed, alpha^2 GEMMs split over the threads, output
+ *   tiles transformed back with the bias), chosen per layer by a cost
+ *   estimate; the others as im2col of a tile of output rows into the
+ *   thread's own buffer, one GEMM per tile (1x1 convolutions read the input
+ *   directly), the bias added while the tile is in cache;
  * - linear: the rows (or, for few rows, the output features) split over the
  *   threads;
  * - attention: (batch, head, block of queries) tasks, keys in blocks with an
@@ -34,6 +39,7 @@
 #include "core/blas.h"
 #include "core/cpu.h"
 #include "core/cpu_kernels.h"
+#include "core/cpu_winograd.h"
 
 /* im2col tiles hold at most this many floats per thread (16 MiB). */
 #define COL_TILE_FLOATS ((size_t)4 << 20)
@@ -45,6 +51,22 @@
  * more than it saves (and far more when other processes share the cores). */
 #define PAR_MIN_FLOPS 4e6
 #define PAR_MIN_ELEMS 65536
+/* Winograd: the transformed weights of one layer hold at most this many
+ * floats (else the layer runs as im2col); the transformed inputs and
+ * products of one block of tiles about this many. */
+#define WINO_U_MAX ((size_t)56 << 20)
+#define WINO_BLOCK_FLOATS ((size_t)12 << 20)
+#define WINO_CACHE_FLOATS ((size_t)2 << 20)
+#define WINO_MIN_TILES 256
+/* The cost estimate, in GEMM flops: one float written and read again (a
+ * transform's output, packed by the BLAS). */
+#define WINO_TRAFFIC 48.0
+/* The largest tile the cost rule picks by itself: F(4x4, 3x3) is 1.5 to
+ * 2.5x faster than F(2x2) on the large layers, but in float it misses
+ * the 1e-4 of tests/test_ops from about 160 input channels on (unit-range
+ * data; F(2x2) stays at a fifth of it, im2col at a twentieth), so it is
+ * only used when SDBATCH_WINOGRAD=4 asks for it. */
+#define WINO_AUTO_MAX_M 2
 
 /* A thread's own scratch. */
 struct tscratch {
@@ -71,6 +93,9 @@ struct cpu_state {
 	float *vbuf;		/* widened vectors (bias, norm affine) */
 	size_t vcap;
 	struct tscratch *ts;	/* [nthreads] */
+	int wino;		/* SDBATCH_WINOGRAD: -1 auto, 0 never, 2 or 4 forced */
+	float *wu, *wv, *wm;	/* Winograd weights, inputs, products */
+	size_t wucap, wvcap, wmcap;
 	double flops;
 	char desc[192];
 };
@@ -115,6 +140,11 @@ cpu_init(struct sd_ctx *c, int device, struct sd_error *err)
 	omp_set_num_threads(n);
 #endif
 	blas_set_threads(1);
+	/* SDBATCH_WINOGRAD=0 turns Winograd off, 2 or 4 uses F(2x2) or
+	 * F(4x4) for every 3x3 convolution it can do (tests). */
+	s->wino = -1;
+	if ((env = getenv("SDBATCH_WINOGRAD")) != NULL && *env != '\0')
+		s->wino = atoi(env);
 	s->ts = calloc((size_t)n, sizeof *s->ts);
 	if (s->ts == NULL) {
 		free(s);
@@ -143,6 +173,9 @@ cpu_fini(struct sd_ctx *c)
 	free(s->touched.bytes);
 	free(s->wbuf);
 	free(s->vbuf);
+	free(s->wu);
+	free(s->wv);
+	free(s->wm);
 	free(s);
 	c->state = NULL;
 }
@@ -434,6 +467,164 @@ im2col_rows(float *col, const float *x, int cin, int h, int w, int kh, int kw, i
 	}
 }
 
+/* Tiles per Winograd block: few enough that the block's transformed
+ * inputs and products (alpha^2 (cin + cout) floats a tile) stay in the
+ * cache (WINO_CACHE_FLOATS), but at least WINO_MIN_TILES (the BLAS packs
+ * the weights once a block) unless that needs more than
+ * WINO_BLOCK_FLOATS; whole groups of 16, the blocks evened out. */
+static long
+wino_block(long tiles, int aa, int cin, int cout)
+{
+	size_t per = (size_t)aa * (cin + cout);
+	long tb = (long)(WINO_CACHE_FLOATS / per), nb;
+
+	if (tb < WINO_MIN_TILES)
+		tb = (long)(WINO_BLOCK_FLOATS / per) < WINO_MIN_TILES ?
+		    (long)(WINO_BLOCK_FLOATS / per) : WINO_MIN_TILES;
+	tb &= ~15L;
+	if (tb < 16)
+		tb = 16;
+	if (tb >= tiles)
+		return tiles;
+	nb = (tiles + tb - 1) / tb;
+	return ((tiles + nb - 1) / nb + 15) & ~15L;
+}
+
+/* The Winograd tile size m (2 or 4) for this convolution, or 0 for
+ * im2col: an estimate of each one's cost in GEMM flops, the GEMMs plus
+ * the floats written and read again (weights repacked per tile or block,
+ * im2col columns or transformed tiles); Winograd only where its
+ * transformed weights fit WINO_U_MAX. */
+static int
+wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int k,
+    int stride, int pt, int pl, int pb, int pr)
+{
+	double pairs = (double)cin * cout, px = (double)n * h * w, best, cost;
+	int rows, pick = 0;
+
+	if (s->wino == 0 || k != 3 || stride != 1 || pt != 1 || pl != 1 || pb != 1 || pr != 1)
+		return 0;
+	if (s->wino == 2 || s->wino == 4)
+		return (size_t)(s->wino + 2) * (s->wino + 2) * cin * cout <= WINO_U_MAX ? s->wino : 0;
+	/* im2col: tiles of rows as cpu_conv2d makes them */
+	rows = (int)(COL_TILE_FLOATS / ((size_t)9 * cin) / (size_t)w);
+	rows = rows < 1 ? 1 : rows > h ? h : rows;
+	best = 18 * pairs * px + WINO_TRAFFIC * (9 * pairs * n * ((h + rows - 1) / rows) + 9.0 * cin * px);
+	for (int m = 2; m <= WINO_AUTO_MAX_M; m += 2) {
+		int aa = (m + 2) * (m + 2);
+		long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
+		long tb = wino_block(tiles, aa, cin, cout), nb = (tiles + tb - 1) / tb;
+		if ((size_t)aa * cin * cout > WINO_U_MAX)
+			continue;
+		cost = 2.0 * aa * pairs * tiles + WINO_TRAFFIC * (aa * pairs * (nb + 1) +
+		    (double)aa * (cin + cout) * tiles);
+		if (cost < best) {
+			best = cost;
+			pick = m;
+		}
+	}
+	return pick;
+}
+
+/* A 3x3, stride 1, pad 1 convolution as Winograd F(m x m, 3 x 3). */
+static void
+conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const float *B, int m, double flops)
+{
+	int cout = (int)weight->shape[0], aa = (m + 2) * (m + 2), nt = s->nthreads;
+	long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
+	long tb = wino_block(tiles, aa, cin, cout);
+	size_t ld = ((size_t)tb + 15) & ~(size_t)15;
+	float *U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
+	float *V = reserve(&s->wv, &s->wvcap, (size_t)aa * cin * ld);
+	float *M = reserve(&s->wm, &s->wmcap, (size_t)aa * cout * ld);
+	/* the GEMMs: alpha^2 of them, split by output channels too when
+	 * there are not two a thread */
+	int msplit = (2 * nt + aa - 1) / aa, mblock;
+	const int cchunk = 16;
+
+	mblock = (((cout + msplit - 1) / msplit) + 15) & ~15;
+	msplit = (cout + mblock - 1) / mblock;
+	if (tiles >= 2 * nt * tb && nt > 1) {
+		/* Many blocks: each thread does whole blocks on its own (no
+		 * barriers, which cost much when other processes share the
+		 * cores), its transformed tiles in its own buffers. */
+		long nblk = (tiles + tb - 1) / tb;
+		#pragma omp parallel num_threads(nt)
+		{
+			#pragma omp for schedule(dynamic, 1) nowait
+			for (int co = 0; co < cout; co += 8) {
+				struct tscratch *ts = &s->ts[thread_id()];
+				float *tmp = weight->dtype == SD_F32 ? NULL :
+				    reserve(&ts->col, &ts->colcap, (size_t)9 * cin);
+				wino_weights(U, weight->data, weight->dtype, cout, cin, co,
+				    cout - co < 8 ? cout : co + 8, m, tmp);
+			}
+			#pragma omp barrier
+			#pragma omp for schedule(dynamic, 1)
+			for (long bi = 0; bi < nblk; bi++) {
+				struct tscratch *ts = &s->ts[thread_id()];
+				long t0 = bi * tb;
+				int nb = (int)(tiles - t0 < tb ? tiles - t0 : tb);
+				float *tv = reserve(&ts->col, &ts->colcap, (size_t)aa * (cin + cout) * ld);
+				float *tm = tv + (size_t)aa * cin * ld;
+				for (int g = 0; g < nb; g += 16)
+					wino_input(tv + g, ld, x, cin, h, w, m, t0 + g,
+					    nb - g < 16 ? nb - g : 16, 0, cin);
+				for (int xi = 0; xi < aa; xi++)
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nb,
+					    cin, 1.0f, U + (size_t)xi * cout * cin, cin,
+					    tv + (size_t)xi * cin * ld, (int)ld, 0.0f,
+					    tm + (size_t)xi * cout * ld, (int)ld);
+				for (int g = 0; g < nb; g += 16)
+					wino_output(y, tm + g, ld, B, cout, h, w, m, t0 + g,
+					    nb - g < 16 ? nb - g : 16, 0, cout);
+			}
+		}
+		return;
+	}
+	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
+	{
+		struct tscratch *ts = &s->ts[thread_id()];
+		float *tmp = NULL;
+		int nck = (cin + cchunk - 1) / cchunk, nok = (cout + cchunk - 1) / cchunk;
+
+		if (weight->dtype != SD_F32)
+			tmp = reserve(&ts->col, &ts->colcap, (size_t)9 * cin);
+		#pragma omp for schedule(dynamic, 1)
+		for (int co = 0; co < cout; co += 8)
+			wino_weights(U, weight->data, weight->dtype, cout, cin, co,
+			    cout - co < 8 ? cout : co + 8, m, tmp);
+		for (long t0 = 0; t0 < tiles; t0 += tb) {
+			int nb = (int)(tiles - t0 < tb ? tiles - t0 : tb), ng = (nb + 15) / 16;
+
+			#pragma omp for schedule(static)
+			for (int task = 0; task < ng * nck; task++) {
+				int g = task / nck, c0 = task % nck * cchunk;
+				wino_input(V + (size_t)g * 16, ld, x, cin, h, w, m, t0 + g * 16,
+				    nb - g * 16 < 16 ? nb - g * 16 : 16, c0,
+				    cin - c0 < cchunk ? cin : c0 + cchunk);
+			}
+			#pragma omp for schedule(dynamic, 1)
+			for (int task = 0; task < aa * msplit; task++) {
+				int xi = task / msplit, m0 = task % msplit * mblock;
+				int mn = cout - m0 < mblock ? cout - m0 : mblock;
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, nb, cin,
+				    1.0f, U + ((size_t)xi * cout + m0) * cin, cin,
+				    V + (size_t)xi * cin * ld, (int)ld, 0.0f,
+				    M + ((size_t)xi * cout + m0) * ld, (int)ld);
+			}
+			#pragma omp for schedule(static)
+			for (int task = 0; task < ng * nok; task++) {
+				int g = task / nok, c0 = task % nok * cchunk;
+				wino_output(y, M + (size_t)g * 16, ld, B, cout, h, w, m, t0 + g * 16,
+				    nb - g * 16 < 16 ? nb - g * 16 : 16, c0,
+				    cout - c0 < cchunk ? cout : c0 + cchunk);
+			}
+		}
+	}
+}
+
 static void
 cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
@@ -446,10 +637,17 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 	int direct = kh == 1 && kw == 1 && stride == 1 && pt == 0 && pl == 0 && pb == 0 && pr == 0;
 	int rows, ntile, tasks, msplit, mblock;
 	double flops = 2.0 * n * cout * (double)K * ohw;
-	const float *W = weight_f32(c, weight), *B = NULL;
+	const float *W, *B = NULL;
+	int wm = kh == kw ? wino_pick(s, n, cin, h, w, cout, kh, stride, pt, pl, pb, pr) : 0;
 
 	vectors_f32(c, (size_t)cout, bias, &B, NULL, NULL);
 	s->flops += flops;
+	if (wm != 0) {
+		touch(s, weight);
+		conv_winograd(s, y, x, n, cin, h, w, weight, B, wm, flops);
+		return;
+	}
+	W = weight_f32(c, weight);
 	/* Tiles of whole output rows, each at most COL_TILE_FLOATS of im2col
 	 * (and about 1024 pixels for 1x1: enough for the GEMM). */
 	if (direct)

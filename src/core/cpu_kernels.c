@@ -422,6 +422,13 @@ cpu_kernels_init(void)
 	return names[kv];
 }
 
+int
+cpu_kernels_level(void)
+{
+	cpu_kernels_init();
+	return kv == KV_AVX512 ? 2 : kv == KV_AVX2 ? 1 : 0;
+}
+
 #ifdef SD_AVX
 #define PICK(name, ...) do { \
 	if (kv == KV_AVX512) { a512_##name(__VA_ARGS__); return; } \

@@ -13,6 +13,9 @@
 /* Pick the versions for this CPU (idempotent; thread-safe after the first
  * call returns).  "avx512", "avx2" or "generic". */
 const char *cpu_kernels_init(void);
+/* The versions picked: 0 generic, 1 AVX2 (+FMA, F16C), 2 AVX-512 (calls
+ * cpu_kernels_init first), for code that dispatches on its own. */
+int cpu_kernels_level(void);
 
 /* dst[i] = f32(src[i]) for IEEE half / bfloat16. */
 void k_f16_to_f32(float *dst, const uint16_t *src, size_t n);

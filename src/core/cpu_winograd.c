@@ -1,0 +1,381 @@
+/* cpu_winograd.c: Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms (see
+ * cpu_winograd.h).
+ *
+ * The matrices (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+ * Networks", 2015), written out as additions so that no multiplication by
+ * 0 or 1 is left to the compiler (which may not drop them in IEEE
+ * arithmetic):
+ *
+ *   F(2, 3):  B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *             G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *             A^T = [1 1 1 0; 0 1 -1 -1]
+ *   F(4, 3) on the points 0, 1, -1, 1/2, -2 (and infinity), which round
+ *   about half as much in float as Lavin's 0, +-1, +-2 (Barabasz et al.,
+ *   "Error analysis and improving the accuracy of Winograd convolution",
+ *   2020; checked here by simulation in float):
+ *             B^T = [1 -3/2 -2 3/2 1 0; 0 -1 1/2 5/2 1 0; 0 1 -5/2 1/2 1 0;
+ *                    0 -2 -1 2 1 0; 0 1/2 -1 -1/2 1 0; 0 1 -3/2 -2 3/2 1]
+ *             G   = [1 0 0; 1/3 1/3 1/3; -1/3 1/3 -1/3;
+ *                    -16/15 -8/15 -4/15; 1/15 -2/15 4/15; 0 0 1]
+ *             A^T = [1 1 1 1 1 0; 0 1 -1 1/2 -2 0; 0 1 1 1/4 4 0;
+ *                    0 1 -1 1/8 -8 1]
+ *
+ * The code works on GNU C vectors of 16 floats (16 tiles, or 16 input
+ * channels for the weights) and is compiled three times: portable, AVX2
+ * and AVX-512 (target attributes, picked at run time). */
+#include "config.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/cpu_kernels.h"
+#include "core/cpu_winograd.h"
+
+#define LANES 16
+#define INLINE static inline __attribute__((always_inline))
+
+typedef float v16 __attribute__((vector_size(LANES * sizeof(float))));
+
+#define LOADV(v, p) memcpy(&(v), (p), sizeof(v16))
+#define STOREV(p, v) memcpy((p), &(v), sizeof(v16))
+
+/* One dimension of B^T (d: the alpha inputs, o: the alpha outputs). */
+#define BT4(o0, o1, o2, o3, d0, d1, d2, d3) do {				\
+	o0 = (d0) - (d2); o1 = (d1) + (d2); o2 = (d2) - (d1); o3 = (d1) - (d3);	\
+} while (0)
+#define BT6(o0, o1, o2, o3, o4, o5, d0, d1, d2, d3, d4, d5) do {		\
+	o0 = (d0) - 1.5f * (d1) - 2.0f * (d2) + 1.5f * (d3) + (d4);		\
+	o1 = 0.5f * (d2) - (d1) + 2.5f * (d3) + (d4);				\
+	o2 = (d1) - 2.5f * (d2) + 0.5f * (d3) + (d4);				\
+	o3 = 2.0f * ((d3) - (d1)) - (d2) + (d4);				\
+	o4 = 0.5f * ((d1) - (d3)) - (d2) + (d4);				\
+	o5 = (d1) - 1.5f * (d2) - 2.0f * (d3) + 1.5f * (d4) + (d5);		\
+} while (0)
+/* One dimension of G (g: 3 inputs, u: alpha outputs). */
+#define G4(u0, u1, u2, u3, g0, g1, g2) do {					\
+	v16 s_ = (g0) + (g2);							\
+	u0 = (g0); u1 = 0.5f * (s_ + (g1)); u2 = 0.5f * (s_ - (g1)); u3 = (g2);	\
+} while (0)
+#define G6(u0, u1, u2, u3, u4, u5, g0, g1, g2) do {				\
+	v16 s_ = (g0) + (g2);							\
+	u0 = (g0); u1 = (s_ + (g1)) * (1.0f / 3); u2 = ((g1) - s_) * (1.0f / 3);	\
+	u3 = (16.0f * (g0) + 8.0f * (g1) + 4.0f * (g2)) * (-1.0f / 15);		\
+	u4 = ((g0) - 2.0f * (g1) + 4.0f * (g2)) * (1.0f / 15); u5 = (g2);		\
+} while (0)
+/* One dimension of A^T (M: alpha inputs, o: m outputs). */
+#define AT4(o0, o1, M0, M1, M2, M3) do {					\
+	o0 = (M0) + (M1) + (M2); o1 = (M1) - (M2) - (M3);			\
+} while (0)
+#define AT6(o0, o1, o2, o3, M0, M1, M2, M3, M4, M5) do {			\
+	v16 a_ = (M1) + (M2), b_ = (M1) - (M2);					\
+	o0 = (M0) + a_ + (M3) + (M4); o1 = b_ + 0.5f * (M3) - 2.0f * (M4);	\
+	o2 = a_ + 0.25f * (M3) + 4.0f * (M4); o3 = b_ + 0.125f * (M3) - 8.0f * (M4) + (M5); \
+} while (0)
+
+/* The 2-D transforms: in[r * ni + c] -> out[r * no + c] by the 1-D one
+ * on the columns, then on the rows. */
+INLINE void
+input_tf(v16 *o, const v16 *d, int m)
+{
+	v16 t[36];
+
+	if (m == 2) {
+		for (int c = 0; c < 4; c++)
+			BT4(t[c], t[4 + c], t[8 + c], t[12 + c], d[c], d[4 + c], d[8 + c], d[12 + c]);
+		for (int r = 0; r < 4; r++) {
+			const v16 *s = t + 4 * r;
+			BT4(o[4 * r], o[4 * r + 1], o[4 * r + 2], o[4 * r + 3], s[0], s[1], s[2], s[3]);
+		}
+	} else {
+		for (int c = 0; c < 6; c++)
+			BT6(t[c], t[6 + c], t[12 + c], t[18 + c], t[24 + c], t[30 + c],
+			    d[c], d[6 + c], d[12 + c], d[18 + c], d[24 + c], d[30 + c]);
+		for (int r = 0; r < 6; r++) {
+			const v16 *s = t + 6 * r;
+			v16 *q = o + 6 * r;
+			BT6(q[0], q[1], q[2], q[3], q[4], q[5], s[0], s[1], s[2], s[3], s[4], s[5]);
+		}
+	}
+}
+
+INLINE void
+weight_tf(v16 *u, const v16 *g, int m)
+{
+	v16 t[18];
+
+	if (m == 2) {
+		for (int c = 0; c < 3; c++)
+			G4(t[c], t[3 + c], t[6 + c], t[9 + c], g[c], g[3 + c], g[6 + c]);
+		for (int r = 0; r < 4; r++) {
+			const v16 *s = t + 3 * r;
+			G4(u[4 * r], u[4 * r + 1], u[4 * r + 2], u[4 * r + 3], s[0], s[1], s[2]);
+		}
+	} else {
+		for (int c = 0; c < 3; c++)
+			G6(t[c], t[3 + c], t[6 + c], t[9 + c], t[12 + c], t[15 + c],
+			    g[c], g[3 + c], g[6 + c]);
+		for (int r = 0; r < 6; r++) {
+			const v16 *s = t + 3 * r;
+			v16 *q = u + 6 * r;
+			G6(q[0], q[1], q[2], q[3], q[4], q[5], s[0], s[1], s[2]);
+		}
+	}
+}
+
+INLINE void
+output_tf(v16 *o, const v16 *M, int m)
+{
+	v16 t[24];
+
+	if (m == 2) {
+		for (int c = 0; c < 4; c++)
+			AT4(t[c], t[4 + c], M[c], M[4 + c], M[8 + c], M[12 + c]);
+		for (int r = 0; r < 2; r++) {
+			const v16 *s = t + 4 * r;
+			AT4(o[2 * r], o[2 * r + 1], s[0], s[1], s[2], s[3]);
+		}
+	} else {
+		for (int c = 0; c < 6; c++)
+			AT6(t[c], t[6 + c], t[12 + c], t[18 + c],
+			    M[c], M[6 + c], M[12 + c], M[18 + c], M[24 + c], M[30 + c]);
+		for (int r = 0; r < 4; r++) {
+			const v16 *s = t + 6 * r;
+			v16 *q = o + 4 * r;
+			AT6(q[0], q[1], q[2], q[3], s[0], s[1], s[2], s[3], s[4], s[5]);
+		}
+	}
+}
+
+/* Where the 16 tiles of a lane group are. */
+struct lanes {
+	int n;			/* valid lanes */
+	size_t img[LANES];	/* offset of the tile's image (batch index * channels * plane) */
+	int y0[LANES], x0[LANES];	/* patch corner (output corner - 1 for inputs) */
+	int inside[LANES];	/* the whole alpha x alpha patch is in the image */
+};
+
+static void
+lanes_setup(struct lanes *L, int ch, int h, int w, int m, long t0, int nt, int g)
+{
+	int th = (h + m - 1) / m, tw = (w + m - 1) / m, a = m + 2;
+	long per = (long)th * tw;
+
+	L->n = nt - g < LANES ? nt - g : LANES;
+	for (int l = 0; l < L->n; l++) {
+		long t = t0 + g + l, r = t % per;
+		L->img[l] = (size_t)(t / per) * ch * h * w;
+		L->y0[l] = (int)(r / tw) * m - 1;
+		L->x0[l] = (int)(r % tw) * m - 1;
+		L->inside[l] = L->y0[l] >= 0 && L->x0[l] >= 0 && L->y0[l] + a <= h && L->x0[l] + a <= w;
+	}
+}
+
+INLINE void
+input_body(float *V, size_t ldv, const float *x, int cin, int h, int w, int m,
+    long t0, int nt, int ci0, int ci1)
+{
+	int a = m + 2, aa = a * a;
+	size_t plane = (size_t)h * w;
+	struct lanes L;
+
+	for (int g = 0; g < nt; g += LANES) {
+		lanes_setup(&L, cin, h, w, m, t0, nt, g);
+		for (int ci = ci0; ci < ci1; ci++) {
+			float d[36][LANES] __attribute__((aligned(64)));
+			v16 D[36], T[36];
+
+			for (int l = 0; l < LANES; l++) {
+				if (l >= L.n) {
+					for (int k = 0; k < aa; k++)
+						d[k][l] = 0.0f;
+					continue;
+				}
+				const float *src = x + L.img[l] + (size_t)ci * plane;
+				int y0 = L.y0[l], x0 = L.x0[l];
+				if (L.inside[l]) {
+					const float *p = src + (size_t)y0 * w + x0;
+					for (int r = 0; r < a; r++, p += w)
+						for (int c = 0; c < a; c++)
+							d[r * a + c][l] = p[c];
+				} else {
+					for (int r = 0; r < a; r++) {
+						int iy = y0 + r;
+						for (int c = 0; c < a; c++) {
+							int ix = x0 + c;
+							d[r * a + c][l] = iy >= 0 && iy < h && ix >= 0 && ix < w ?
+							    src[(size_t)iy * w + ix] : 0.0f;
+						}
+					}
+				}
+			}
+			for (int k = 0; k < aa; k++)
+				LOADV(D[k], d[k]);
+			input_tf(T, D, m);
+			for (int k = 0; k < aa; k++)
+				STOREV(V + ((size_t)k * cin + ci) * ldv + g, T[k]);
+		}
+	}
+}
+
+INLINE void
+output_body(float *y, const float *M, size_t ldm, const float *bias, int cout, int h, int w,
+    int m, long t0, int nt, int co0, int co1)
+{
+	int aa = (m + 2) * (m + 2), mm = m * m;
+	size_t plane = (size_t)h * w;
+	struct lanes L;
+
+	for (int g = 0; g < nt; g += LANES) {
+		lanes_setup(&L, cout, h, w, m, t0, nt, g);
+		for (int co = co0; co < co1; co++) {
+			float o[16][LANES] __attribute__((aligned(64)));
+			v16 D[36], O[16];
+
+			for (int k = 0; k < aa; k++)
+				LOADV(D[k], M + ((size_t)k * cout + co) * ldm + g);
+			output_tf(O, D, m);
+			if (bias != NULL)
+				for (int k = 0; k < mm; k++)
+					O[k] += bias[co];
+			for (int k = 0; k < mm; k++)
+				STOREV(o[k], O[k]);
+			for (int l = 0; l < L.n; l++) {
+				int oy = L.y0[l] + 1, ox = L.x0[l] + 1;
+				int rows = h - oy < m ? h - oy : m, cols = w - ox < m ? w - ox : m;
+				float *dst = y + L.img[l] + (size_t)co * plane + (size_t)oy * w + ox;
+				for (int r = 0; r < rows; r++, dst += w)
+					for (int c = 0; c < cols; c++)
+						dst[c] = o[r * m + c][l];
+			}
+		}
+	}
+}
+
+INLINE void
+weights_body(float *U, const void *w, enum sd_dtype dtype, int cout, int cin, int co0, int co1,
+    int m, float *tmp)
+{
+	int aa = (m + 2) * (m + 2);
+
+	for (int co = co0; co < co1; co++) {
+		const float *p;
+		size_t row = (size_t)co * cin * 9;
+
+		if (dtype == SD_F32) {
+			p = (const float *)w + row;
+		} else {
+			if (dtype == SD_F16)
+				k_f16_to_f32(tmp, (const uint16_t *)w + row, (size_t)cin * 9);
+			else
+				k_bf16_to_f32(tmp, (const uint16_t *)w + row, (size_t)cin * 9);
+			p = tmp;
+		}
+		for (int ci = 0; ci < cin; ci += LANES) {
+			int nl = cin - ci < LANES ? cin - ci : LANES;
+			float gk[9][LANES] __attribute__((aligned(64)));
+			float u[36][LANES] __attribute__((aligned(64)));
+			v16 G[9], Uv[36];
+
+			for (int l = 0; l < LANES; l++)
+				for (int k = 0; k < 9; k++)
+					gk[k][l] = l < nl ? p[(size_t)(ci + l) * 9 + k] : 0.0f;
+			for (int k = 0; k < 9; k++)
+				LOADV(G[k], gk[k]);
+			weight_tf(Uv, G, m);
+			for (int k = 0; k < aa; k++) {
+				float *dst = U + ((size_t)k * cout + co) * cin + ci;
+				if (nl == LANES) {
+					STOREV(dst, Uv[k]);
+				} else {
+					STOREV(u[k], Uv[k]);
+					memcpy(dst, u[k], (size_t)nl * sizeof *dst);
+				}
+			}
+		}
+	}
+}
+
+#define WINO_ARGS_IN float *V, size_t ldv, const float *x, int cin, int h, int w, int m, \
+    long t0, int nt, int ci0, int ci1
+#define WINO_ARGS_OUT float *y, const float *M, size_t ldm, const float *bias, int cout, int h, \
+    int w, int m, long t0, int nt, int co0, int co1
+#define WINO_ARGS_W float *U, const void *w, enum sd_dtype dtype, int cout, int cin, \
+    int co0, int co1, int m, float *tmp
+
+#define WINO_VERSION(suffix, attr)						\
+attr static void								\
+input_##suffix(WINO_ARGS_IN)							\
+{										\
+	input_body(V, ldv, x, cin, h, w, m, t0, nt, ci0, ci1);			\
+}										\
+attr static void								\
+output_##suffix(WINO_ARGS_OUT)							\
+{										\
+	output_body(y, M, ldm, bias, cout, h, w, m, t0, nt, co0, co1);		\
+}										\
+attr static void								\
+weights_##suffix(WINO_ARGS_W)							\
+{										\
+	weights_body(U, w, dtype, cout, cin, co0, co1, m, tmp);			\
+}
+
+WINO_VERSION(generic, )
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SD_WINO_X86 1
+WINO_VERSION(avx2, __attribute__((target("avx2"))))
+WINO_VERSION(avx512, __attribute__((target("avx512f"))))
+#endif
+
+int
+wino_supported(int m)
+{
+	return m == 2 || m == 4;
+}
+
+void
+wino_weights(WINO_ARGS_W)
+{
+#ifdef SD_WINO_X86
+	switch (cpu_kernels_level()) {
+	case 2:
+		weights_avx512(U, w, dtype, cout, cin, co0, co1, m, tmp);
+		return;
+	case 1:
+		weights_avx2(U, w, dtype, cout, cin, co0, co1, m, tmp);
+		return;
+	}
+#endif
+	weights_generic(U, w, dtype, cout, cin, co0, co1, m, tmp);
+}
+
+void
+wino_input(WINO_ARGS_IN)
+{
+#ifdef SD_WINO_X86
+	switch (cpu_kernels_level()) {
+	case 2:
+		input_avx512(V, ldv, x, cin, h, w, m, t0, nt, ci0, ci1);
+		return;
+	case 1:
+		input_avx2(V, ldv, x, cin, h, w, m, t0, nt, ci0, ci1);
+		return;
+	}
+#endif
+	input_generic(V, ldv, x, cin, h, w, m, t0, nt, ci0, ci1);
+}
+
+void
+wino_output(WINO_ARGS_OUT)
+{
+#ifdef SD_WINO_X86
+	switch (cpu_kernels_level()) {
+	case 2:
+		output_avx512(y, M, ldm, bias, cout, h, w, m, t0, nt, co0, co1);
+		return;
+	case 1:
+		output_avx2(y, M, ldm, bias, cout, h, w, m, t0, nt, co0, co1);
+		return;
+	}
+#endif
+	output_generic(y, M, ldm, bias, cout, h, w, m, t0, nt, co0, co1);
+}
