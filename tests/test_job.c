@@ -534,6 +534,10 @@ metadata(void)
 	tap_ok(strcmp(name, "v1-5-pruned-emaonly") == 0, "model name from the path");
 	metadata_model_name("/models/sd-v1.5/", name, sizeof name);
 	tap_ok(strcmp(name, "sd-v1.5") == 0, "model name of a diffusers folder");
+	metadata_model_name("/root/.cache/huggingface/hub/models--stable-diffusion-v1-5--stable-diffusion-v1-5/"
+	    "snapshots/451f4fe16113bff5a5d2269ed5ad43b0592e9a14", name, sizeof name);
+	tap_ok(strcmp(name, "stable-diffusion-v1-5/stable-diffusion-v1-5") == 0,
+	    "model name of a Hub cache snapshot: the repository (%s)", name);
 	p = metadata_parameters(&j, 43, "v1-5-pruned-emaonly");
 	if (!tap_ok(p && strcmp(p, "a cat\nNegative prompt: blurry\nSteps: 20, Sampler: "
 	    "Euler a, Schedule type: Karras, CFG scale: 7.5, Seed: 43, Size: 512x512, "

@@ -21,6 +21,25 @@ metadata_model_name(const char *model_path, char *out, size_t size)
 		snprintf(out, size, "unknown");
 		return;
 	}
+	/* A model from the Hub cache (.../models--ORG--NAME/snapshots/COMMIT)
+	 * is named by its repository, not by the commit folder. */
+	const char *repo = strstr(model_path, "/models--");
+	if (repo != NULL && strstr(repo, "/snapshots/") != NULL) {
+		size_t k = 0;
+		repo += strlen("/models--");
+		for (const char *p = repo; *p && *p != '/' && k + 1 < size; p++) {
+			if (p[0] == '-' && p[1] == '-') {
+				out[k++] = '/';
+				p++;
+			} else {
+				out[k++] = *p;
+			}
+		}
+		if (k > 0) {
+			out[k] = '\0';
+			return;
+		}
+	}
 	n = strlen(model_path);
 	while (n > 1 && model_path[n - 1] == '/')
 		n--;
