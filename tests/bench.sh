@@ -30,5 +30,11 @@ done
 t $ok "the last line is the JSON object with every figure"
 grep -q "^UNet step:" "$tmp/out" && grep -q "^BLAS:" "$tmp/out"
 t $? "the human-readable lines are there"
+"$bin" bench -q --model "$model" --size 64 --steps 2 --threads 2 --sgemm-size 64 >"$tmp/out" 2>"$tmp/err"
+t $([ $? = 0 ] && grep -q "^UNet step:" "$tmp/out" && grep -q "^VAE decode:" "$tmp/out" &&
+    ! grep -q "^BLAS:" "$tmp/out"; echo $?) "bench -q prints the results, not the setup"
+"$bin" bench -q --model "$model" --size 64 --steps 2 --threads 2 --sgemm-size 64 --json >"$tmp/out" 2>"$tmp/err"
+t $([ $? = 0 ] && [ "$(wc -l <"$tmp/out")" -eq 1 ] && grep -q '"unet_step_s":' "$tmp/out"; echo $?) \
+    "bench -q --json prints the JSON line alone"
 echo "1..$n"
 exit 0

@@ -219,4 +219,61 @@ check "the second pull asked for Range: bytes=$have-" [ $? -eq 0 ]
 grep -q "resuming" "$T/err"
 check "pull says it resumes" [ $? -eq 0 ]
 
+# A model downloaded on first use by run and watch: a line per file on
+# stderr, "loading" events naming the file, and SIGTERM stops the download
+# and requeues (exit 75) instead of waiting for it to end.
+start_hub slow2 -s 1000000 || not_ok "a second slow fakehub starts"
+printf 'hub:\n  download: true\n  cache: %s\n' "$T/cache-term" > "$T/term.yaml"
+# wait_for FILE PATTERN: up to 20 s for PATTERN in FILE
+wait_for() {
+	_i=0
+	while ! grep -q "$2" "$1" 2>/dev/null && [ $_i -lt 400 ]; do
+		sleep 0.05
+		_i=$((_i + 1))
+	done
+	grep -q "$2" "$1" 2>/dev/null
+}
+HF_ENDPOINT=http://127.0.0.1:$port "$BIN" run --progress json --config "$T/term.yaml" \
+	-o "$T/t.png" "$T/job.yaml" > "$T/out" 2> "$T/term.err" &
+victim=$!
+wait_for "$T/term.err" '"event":"loading".*"path":"test/tiny-sd/[a-z_]*/[a-z_]*\.safetensors"'
+check "run --progress json: a loading event names the file downloading" [ $? -eq 0 ]
+kill -TERM $victim 2>/dev/null
+wait $victim; rc=$?
+check "SIGTERM during a first-use download: run exits 75 (got $rc)" [ $rc -eq 75 ]
+grep -q "downloading .*test/tiny-sd/.*safetensors" "$T/term.err"
+check "run says which file it downloads" [ $? -eq 0 ]
+ls "$T/cache-term/models--test--tiny-sd/blobs/" 2>/dev/null | grep -q '\.incomplete$'
+check "the download stopped at the signal (a part is left to resume)" [ $? -eq 0 ]
+[ $rc -eq 75 ] || diag_file "$T/term.err"
+HF_ENDPOINT=http://127.0.0.1:$port "$BIN" run -q --config "$T/term.yaml" \
+	-o "$T/t.png" "$T/job.yaml" > "$T/out" 2> "$T/term.err"; rc=$?
+if [ $rc -eq 0 ] && [ -s "$T/t.png" ] && [ ! -s "$T/term.err" ]; then
+	ok "run -q again: resumes the download quietly and renders"
+else
+	not_ok "run -q again: resumes the download quietly and renders (exit $rc)"
+	diag_file "$T/term.err"
+fi
+
+mkdir -p "$T/spool"
+if "$BIN" submit "$T/spool" "$T/job.yaml" > "$T/out" 2> "$T/err"; then
+	jid=$(cat "$T/out")
+	printf 'hub:\n  download: true\n  cache: %s\n' "$T/cache-watch" > "$T/watch.yaml"
+	HF_ENDPOINT=http://127.0.0.1:$port "$BIN" watch --once --config "$T/watch.yaml" \
+		"$T/spool" > "$T/out" 2> "$T/watch.err" &
+	victim=$!
+	wait_for "$T/spool/logs/$jid.jsonl" '"event":"loading".*"path":"test/tiny-sd/[a-z_]*/[a-z_]*\.safetensors"'
+	check "watch: the job's log has a loading event naming the file" [ $? -eq 0 ]
+	kill -TERM $victim 2>/dev/null
+	wait $victim; rc=$?
+	check "SIGTERM during a first-use download: watch exits 75 (got $rc)" [ $rc -eq 75 ]
+	check "the job is back in incoming/" [ -f "$T/spool/incoming/$jid.yaml" ]
+	grep -q "job $jid: downloading .*test/tiny-sd/" "$T/watch.err"
+	check "watch says which file it downloads" [ $? -eq 0 ]
+	[ $rc -eq 75 ] || diag_file "$T/watch.err"
+else
+	not_ok "submit to a new spool"
+	diag_file "$T/err"
+fi
+
 echo "1..$n"

@@ -32,6 +32,16 @@ check "a bad number: exit 64 (got $rc)" [ $rc -eq 64 ]
 check "a bad sampler: exit 64 (got $rc)" [ $rc -eq 64 ]
 "$BIN" watch 2> /dev/null; rc=$?
 check "watch without a spool: exit 64 (got $rc)" [ $rc -eq 64 ]
+"$BIN" run --config "$CONF" -p x --device cudax 2> dev.err; rc=$?
+check "--device cudax: exit 64 (got $rc)" [ $rc -eq 64 ] && grep -q -- "--device" dev.err
+"$BIN" run --config "$CONF" -p x --device cuda:01 2> /dev/null; rc=$?
+check "--device cuda:01: exit 64 (got $rc)" [ $rc -eq 64 ]
+"$BIN" bench --device cudax 2> /dev/null; rc=$?
+check "bench --device cudax: exit 64 (got $rc)" [ $rc -eq 64 ]
+printf 'device: cudax\n' > dev.yaml
+"$BIN" run --config dev.yaml -p x 2> dev.err; rc=$?
+check "device: cudax in the configuration: exit 78 naming the key (got $rc)" \
+    [ $rc -eq 78 ] && grep -q "dev.yaml:1: device" dev.err
 
 # run from flags.
 "$BIN" run --config "$CONF" -p "a red cube" -n "blurry" --seed 42 -s 2 -o cube.png > run1.out 2> run1.err; rc=$?
@@ -100,6 +110,22 @@ check "\$SDBATCH_CONFIG is read (exit $rc)" [ $rc -eq 78 ]
 check "--progress json: step events on stderr" [ "$(grep -c '"event":"step"' progress.err)" -eq 3 ]
 check "every line is a JSON object with time, job, event" \
     [ "$(grep -c '^{"time":"[0-9T:.-]*Z","job":"job","event":"' progress.err)" -eq "$(wc -l < progress.err)" ]
+
+# --unet/--vae with a job file that names them too: a flag's relative path
+# is relative to the current folder, not to the job file's.
+mkdir -p flagdir/jobs
+ln -s "$MODEL" flagdir/here.safetensors
+ln -s "$MODEL" flagdir/jobs/beside-job.safetensors
+printf 'prompt: "flags"\nsteps: 1\nunet: beside-job.safetensors\nvae: beside-job.safetensors\n' \
+    > flagdir/jobs/j.yaml
+(cd flagdir && "$BIN" run --config "$CONF" --unet here.safetensors --vae here.safetensors \
+    -o ../flag.png jobs/j.yaml) > /dev/null 2> flag.err; rc=$?
+check "--unet/--vae over a job's: relative to the current folder (exit $rc)" [ $rc -eq 0 ]
+[ $rc -eq 0 ] || sed 's/^/# /' flag.err
+(cd flagdir && "$BIN" run --config "$CONF" --vae beside-job.safetensors \
+    -o ../flag2.png jobs/j.yaml) > /dev/null 2> flag2.err; rc=$?
+check "--vae is not looked for beside the job file: exit 66 (got $rc)" \
+    [ $rc -eq 66 ] && grep -q "flagdir/beside-job.safetensors" flag2.err
 
 # submit and status.
 mkdir -p "$SPOOL"

@@ -434,6 +434,38 @@ config(void)
 	BADCONF("not a mapping", "- a\n", "must be a mapping");
 	BADCONF("bad YAML", "a: [\n", "YAML syntax error");
 	BADCONF("unknown device", "device: tpu\n", "unknown device");
+	BADCONF("device cudax", "device: cudax\n", "c.yaml:1: device: unknown device");
+	BADCONF("device cuda:", "device: \"cuda:\"\n", "unknown device");
+	BADCONF("device cuda:x", "device: \"cuda:x\"\n", "unknown device");
+	BADCONF("device cuda:256", "device: \"cuda:256\"\n", "unknown device");
+	BADCONF("device cuda:-1", "device: \"cuda:-1\"\n", "unknown device");
+	{
+		static const char *const good_devices[] = {
+			"cpu", "cuda", "cuda:0", "cuda:7", "cuda:12", "cuda:255",
+		};
+		static const char *const bad_devices[] = {
+			"", "CPU", "cuda0", "cuda:", "cuda:01", "cuda:1x", "cuda: 1",
+			"cuda:256", "cuda:1000", "cudax", "cpu ",
+		};
+		int ok = 1;
+		size_t i;
+
+		for (i = 0; i < sizeof good_devices / sizeof *good_devices; i++)
+			if (!config_device_valid(good_devices[i])) {
+				tap_diag("\"%s\" rejected", good_devices[i]);
+				ok = 0;
+			}
+		for (i = 0; i < sizeof bad_devices / sizeof *bad_devices; i++)
+			if (config_device_valid(bad_devices[i])) {
+				tap_diag("\"%s\" accepted", bad_devices[i]);
+				ok = 0;
+			}
+		tap_ok(ok, "config_device_valid: cpu, cuda, cuda:N (0-255) only");
+		config_init(&c);
+		tap_ok(config_parse(&c, "device: \"cuda:3\"\n", 17, "c.yaml", &err) == 0 &&
+		    strcmp(c.device, "cuda:3") == 0, "device: cuda:3 is accepted");
+		config_free(&c);
+	}
 	config_init(&c);
 	tap_ok(config_load(&c, "/nonexistent/sdbatch.yaml", &err) < 0 &&
 	    err.code == SD_ECONFIG, "a missing configuration file is a configuration error");

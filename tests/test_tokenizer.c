@@ -373,6 +373,17 @@ test_find(void)
 	r = tokenizer_find(at("bare/m.safetensors"), NULL, out, sizeof out, &err);
 	tap_ok(r == 0 && strstr(out, "snapshots/0000old") != NULL,
 	    "without refs/main, any complete snapshot (%s)", r == 0 ? out : err.message);
+	/* the configuration's hub.cache, not the environment's */
+	setenv("HF_HUB_CACHE", at("elsewhere"), 1);
+	r = tokenizer_find_in(at("bare/m.safetensors"), NULL, at("hub"), out,
+	    sizeof out, &err);
+	tap_ok(r == 0 && strstr(out, at("hub/models--openai")) == out,
+	    "tokenizer_find_in: the Hub cache given, not $HF_HUB_CACHE (%s)",
+	    r == 0 ? out : err.message);
+	r = tokenizer_find(at("bare/m.safetensors"), NULL, out, sizeof out, &err);
+	tap_ok(r < 0 && strstr(err.message, at("elsewhere")) != NULL,
+	    "tokenizer_find: the environment's Hub cache (%s)", err.message);
+	setenv("HF_HUB_CACHE", at("hub"), 1);
 	rm("hub/models--openai--clip-vit-large-patch14/snapshots/0000old/merges.txt");
 	rm("hub/models--openai--clip-vit-large-patch14/snapshots/0123abcd/merges.txt");
 

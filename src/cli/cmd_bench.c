@@ -59,7 +59,8 @@ bench_usage(FILE *out)
 	    "      --cache DIR     where the generated checkpoint lives\n"
 	    "      --sgemm-size N  the square sgemm measured first (default 2048; 0: skip)\n"
 	    "      --json          also print one JSON object as the last line of stdout\n"
-	    "  -q, --quiet         no messages but errors and the results\n"
+	    "  -q, --quiet         no messages but errors and the results (with\n"
+	    "                      --json, the JSON line alone)\n"
 	    "  -v, --verbose       more messages\n"
 	    "  -h, --help          this help\n", out);
 }
@@ -218,6 +219,11 @@ cmd_bench(int argc, char **argv)
 			threads = (int)val;
 			break;
 		case OPT_DEVICE:
+			if (!config_device_valid(optarg)) {
+				fprintf(stderr, "sdbatch bench: --device: \"%s\" is not "
+				    "cpu, cuda or cuda:N\n", optarg);
+				return SD_EUSAGE;
+			}
 			device = optarg;
 			break;
 		case OPT_SIZE:
@@ -416,7 +422,8 @@ cmd_bench(int argc, char **argv)
 		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
 		double vg = r.vae_flops > 0 ? r.vae_flops / r.vae_decode_s / 1e9 : 0;
 
-		if (!quiet) {
+		/* -q: the results alone (with --json, the JSON line alone) */
+		if (!quiet || !json) {
 			printf("size:           %dx%d (latents %dx%d), batch 2 (CFG), %d threads\n",
 			    r.size, r.size, lat, lat, r.threads);
 			printf("load:           %.2f s\n", r.load_s);

@@ -145,7 +145,20 @@ apply_flags(struct sd_job *j, const struct job_flags *f)
 	/* A flag's relative path is relative to the current folder, not to
 	 * the job file's. */
 	j->line[JF_MODEL] = f->model ? 0 : j->line[JF_MODEL];
+	j->line[JF_UNET] = f->unet ? 0 : j->line[JF_UNET];
+	j->line[JF_VAE] = f->vae ? 0 : j->line[JF_VAE];
 	return r;
+}
+
+/* A line on stderr (a model downloading), below the progress bar. */
+static void
+print_notice(void *user, const char *message)
+{
+	struct progress_bar *bar = user;
+
+	progress_bar_clear(bar);
+	fprintf(stderr, "sdbatch run: %s\n", message);
+	fflush(stderr);
 }
 
 static void
@@ -439,6 +452,10 @@ cmd_run(int argc, char **argv)
 	env.output_root = cc.cfg.output_root;
 	env.default_name = "{id}.png";
 	env.on_image = print_path;
+	if (!cc.quiet) {
+		env.notice = print_notice;
+		env.notice_user = &bar;
+	}
 	runjob_run(&env, &job, &res);
 	progress_bar_clear(&bar);
 	switch (res.status) {

@@ -103,8 +103,7 @@ cli_common_option(struct cli_common *cc, int opt, const char *arg)
 		cc->tokenizer = arg;
 		return 1;
 	case OPT_DEVICE:
-		if (strcmp(arg, "cpu") != 0 && strcmp(arg, "cuda") != 0 &&
-		    strncmp(arg, "cuda:", 5) != 0) {
+		if (!config_device_valid(arg)) {
 			cli_error(cc->command, "--device: \"%s\" is not cpu, cuda or cuda:N",
 			    arg);
 			return SD_EUSAGE;

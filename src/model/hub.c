@@ -1092,6 +1092,9 @@ download_file(struct hub_ctx *c, const struct hub_id *id, const char *revision,
 	struct hub_meta m;
 	int r, fd;
 
+	if (c->o->stop != NULL && *c->o->stop)
+		return sd_fail(err, SD_EREQUEUED, "%s: %s: download interrupted",
+		    id->repo, file);
 	snprintf(at.revision, sizeof at.revision, "%s", revision);
 	if (hub_repo_dir(c->o, id->repo, repo_dir, sizeof repo_dir) < 0 ||
 	    repo_folder(id->repo, folder, sizeof folder) < 0)

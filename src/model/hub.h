@@ -69,7 +69,9 @@ struct hub_options {
 	 * using the cache because the Hub is unreachable); may be NULL. */
 	void (*notice)(void *user, const char *message);
 	void *user;
-	volatile sig_atomic_t *stop;	/* when not NULL and set, a download stops (SD_EREQUEUED) */
+	/* When not NULL and set, a download stops, and so does a pull
+	 * before its next file (SD_EREQUEUED). */
+	const volatile sig_atomic_t *stop;
 };
 
 /* A parsed Hub id: "ORG/NAME", "ORG/NAME@REVISION", and either followed by

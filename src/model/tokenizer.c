@@ -1410,6 +1410,14 @@ int
 tokenizer_find(const char *model_path, const char *configured_dir,
     char *out, size_t outsize, struct sd_error *err)
 {
+	return tokenizer_find_in(model_path, configured_dir, NULL, out, outsize,
+	    err);
+}
+
+int
+tokenizer_find_in(const char *model_path, const char *configured_dir,
+    const char *hub_cache, char *out, size_t outsize, struct sd_error *err)
+{
 	struct looked l = { .n = 0 };
 	char dir[4096], hub[4096];
 	const char *why, *v;
@@ -1445,7 +1453,10 @@ tokenizer_find(const char *model_path, const char *configured_dir,
 		looked_add(&l, dir, why);
 	} else if (model_path != NULL && *model_path != '\0')
 		looked_add(&l, model_path, "the model path does not exist");
-	if ((v = env("HF_HUB_CACHE")) != NULL || (v = env("HUGGINGFACE_HUB_CACHE")) != NULL)
+	if (hub_cache != NULL && *hub_cache != '\0')
+		pathf(hub, sizeof hub, "%s", hub_cache);
+	else if ((v = env("HF_HUB_CACHE")) != NULL ||
+	    (v = env("HUGGINGFACE_HUB_CACHE")) != NULL)
 		pathf(hub, sizeof hub, "%s", v);
 	else if ((v = env("HF_HOME")) != NULL)
 		pathf(hub, sizeof hub, "%s/hub", v);

@@ -64,4 +64,10 @@ int32_t tokenizer_max_id(const struct sd_tokenizer *t);
 int tokenizer_find(const char *model_path, const char *configured_dir,
     char *out, size_t outsize, struct sd_error *err);
 
+/* tokenizer_find, looking in the Hub cache folder hub_cache (the
+ * configuration's hub.cache) instead of the one the environment names;
+ * NULL or "": the environment's. */
+int tokenizer_find_in(const char *model_path, const char *configured_dir,
+    const char *hub_cache, char *out, size_t outsize, struct sd_error *err);
+
 #endif

@@ -85,7 +85,8 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 	if (checkpoint_load(&m->ck, spec->model, spec->unet, spec->vae, err) < 0)
 		goto fail;
 	snprintf(m->arch, sizeof m->arch, "%s", m->ck.detect.arch);
-	if (tokenizer_find(spec->model, spec->tokenizer, tokdir, sizeof tokdir, err) < 0)
+	if (tokenizer_find_in(spec->model, spec->tokenizer, spec->hub_cache, tokdir,
+	    sizeof tokdir, err) < 0)
 		goto fail;
 	m->tokenizer = tokenizer_load(tokdir, err);
 	if (m->tokenizer == NULL)

@@ -37,6 +37,9 @@ struct sd_model_spec {
 	const char *tokenizer;	/* optional: folder with vocab.json + merges.txt */
 	const char *device;	/* "cpu" (default), "cuda", "cuda:N" */
 	int threads;		/* 0: the default (physical cores) */
+	/* optional: the Hub cache where the tokenizer is looked for
+	 * (configuration's hub.cache); NULL: the environment's */
+	const char *hub_cache;
 };
 
 struct sd_model;

@@ -1,6 +1,7 @@
 /* conf.c: reading sdbatch.yaml. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +393,31 @@ hub_section(struct yctx *y, struct sd_config *c, const struct ynode *m,
 	return 0;
 }
 
+int
+config_device_valid(const char *device)
+{
+	const char *p;
+
+	if (device == NULL)
+		return 0;
+	if (strcmp(device, "cpu") == 0 || strcmp(device, "cuda") == 0)
+		return 1;
+	if (strncmp(device, "cuda:", 5) != 0)
+		return 0;
+	p = device + 5;
+	if (!isdigit((unsigned char)p[0]))
+		return 0;
+	if (p[1] == '\0')
+		return 1;
+	if (p[0] == '0' || !isdigit((unsigned char)p[1]))
+		return 0;	/* no leading zeros */
+	if (p[2] == '\0')
+		return 1;
+	if (!isdigit((unsigned char)p[2]) || p[3] != '\0')
+		return 0;
+	return atoi(p) <= 255;
+}
+
 void
 config_hub_options(const struct sd_config *c, struct hub_options *o)
 {
@@ -477,8 +503,7 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			    get_path(&y, x, k, base, &c->tokenizer);
 		else if (strcmp(k, "device") == 0) {
 			r = yget_string(&y, x, k, &c->device);
-			if (r == 0 && strcmp(c->device, "cpu") != 0 &&
-			    strncmp(c->device, "cuda", 4) != 0)
+			if (r == 0 && !config_device_valid(c->device))
 				r = yfail(&y, x, k, "unknown device \"%.40s\" "
 				    "(cpu, cuda or cuda:N)", c->device);
 		} else if (strcmp(k, "threads") == 0)

@@ -88,6 +88,10 @@ int config_load(struct sd_config *c, const char *path, struct sd_error *err);
 int config_parse(struct sd_config *c, const char *buf, size_t len,
     const char *name, struct sd_error *err);
 
+/* Is device one that sdbatch knows: "cpu", "cuda" or "cuda:N" (N a GPU
+ * index, 0 to 255)?  Whether it is there is learnt when it is used. */
+int config_device_valid(const char *device);
+
 /* Set c->field (a string field) to a copy of value. */
 int config_set_string(char **field, const char *value);
 

@@ -661,6 +661,13 @@ int
 job_resolve(struct sd_job *j, const struct sd_config *c, struct sd_error *err,
     int *line)
 {
+	return job_resolve_hooks(j, c, NULL, err, line);
+}
+
+int
+job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
+    const struct hub_options *hooks, struct sd_error *err, int *line)
+{
 	static const enum job_field parts[3] = { JF_MODEL, JF_UNET, JF_VAE };
 	char **vals[3] = { &j->model, &j->unet, &j->vae };
 	int i;
@@ -677,8 +684,8 @@ job_resolve(struct sd_job *j, const struct sd_config *c, struct sd_error *err,
 			continue;
 		/* Relative to the job file when the job names it, else to
 		 * the current folder (the configuration's are absolute). */
-		if (model_resolve(given, j->line[parts[i]] ? j->dir : ".", c,
-		    field_names[parts[i]], &out, err) < 0) {
+		if (model_resolve_hooks(given, j->line[parts[i]] ? j->dir : ".",
+		    c, hooks, field_names[parts[i]], &out, err) < 0) {
 			if (line != NULL)
 				*line = j->line[parts[i]];
 			if (err != NULL) {

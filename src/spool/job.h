@@ -79,6 +79,13 @@ int job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
 int job_resolve(struct sd_job *j, const struct sd_config *c,
     struct sd_error *err, int *line);
 
+struct hub_options;
+
+/* job_resolve, with hooks for a model downloaded from the Hub (see
+ * model_resolve_hooks; NULL: none). */
+int job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
+    const struct hub_options *hooks, struct sd_error *err, int *line);
+
 /* Read and parse a job file. */
 int job_load(struct sd_job *j, const struct sd_config *c, const char *path,
     const char *id, struct sd_error *err, int *line);

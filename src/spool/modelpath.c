@@ -54,6 +54,14 @@ model_resolve(const char *given, const char *base_dir,
     const struct sd_config *c, const char *what, char **out,
     struct sd_error *err)
 {
+	return model_resolve_hooks(given, base_dir, c, NULL, what, out, err);
+}
+
+int
+model_resolve_hooks(const char *given, const char *base_dir,
+    const struct sd_config *c, const struct hub_options *hooks,
+    const char *what, char **out, struct sd_error *err)
+{
 	char looked[2048] = "", cand[PATH_MAX], real[PATH_MAX];
 	int found = 0, from_hub = 0;
 	size_t i;
@@ -84,6 +92,12 @@ model_resolve(const char *given, const char *base_dir,
 
 			sd_error_clear(&herr);
 			config_hub_options(c, &ho);
+			if (hooks != NULL) {
+				ho.progress = hooks->progress;
+				ho.notice = hooks->notice;
+				ho.user = hooks->user;
+				ho.stop = hooks->stop;
+			}
 			found = from_hub = hub_resolve_model(given, &ho, cand,
 			    sizeof cand, &herr) == 0;
 			if (!found && herr.code != SD_ENOINPUT)

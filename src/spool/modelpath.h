@@ -20,6 +20,15 @@ int model_resolve(const char *given, const char *base_dir,
     const struct sd_config *c, const char *what, char **out,
     struct sd_error *err);
 
+struct hub_options;
+
+/* model_resolve, and for a Hub id the hooks of hooks (its progress, notice,
+ * user and stop; NULL: none) while a download runs.  A download stopped by
+ * *hooks->stop fails with SD_EREQUEUED. */
+int model_resolve_hooks(const char *given, const char *base_dir,
+    const struct sd_config *c, const struct hub_options *hooks,
+    const char *what, char **out, struct sd_error *err);
+
 /* The Hub cache folder (see above) into buf; returns buf. */
 const char *model_hub_cache(char *buf, size_t size);
 

@@ -12,6 +12,7 @@
 
 #include "io/image.h"
 #include "io/png.h"
+#include "model/hub.h"
 #include "spool/metadata.h"
 #include "spool/runjob.h"
 #include "spool/util.h"
@@ -111,8 +112,10 @@ load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	spec.tokenizer = cfg->tokenizer;
 	spec.device = cfg->device;
 	spec.threads = cfg->threads;
-	key = util_printf("%s|%s|%s|%s|%s|%d", str(spec.model), str(spec.unet),
-	    str(spec.vae), str(spec.tokenizer), str(spec.device), spec.threads);
+	spec.hub_cache = cfg->hub.cache;
+	key = util_printf("%s|%s|%s|%s|%s|%d|%s", str(spec.model), str(spec.unet),
+	    str(spec.vae), str(spec.tokenizer), str(spec.device), spec.threads,
+	    str(spec.hub_cache));
 	if (key == NULL)
 		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
 	if (mc->model != NULL && strcmp(mc->key, key) == 0) {
@@ -547,9 +550,74 @@ out:
 	return r;
 }
 
+/* A model named by Hub id, downloaded on first use: a notice and a
+ * "loading" event (path: ORG/NAME/FILE) as each file starts. */
+struct download_ctx {
+	struct runjob_env *env;
+	struct sd_job *job;
+	char file[1200];	/* the file being downloaded */
+};
+
+static void
+size_text(long long n, char *buf, size_t size)
+{
+	if (n < 0)
+		snprintf(buf, size, "size unknown");
+	else if (n < 1000 * 1000)
+		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
+	else if (n < 1000LL * 1000 * 1000)
+		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
+	else
+		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
+}
+
+static void
+on_download_notice(void *user, const char *message)
+{
+	struct download_ctx *d = user;
+	char *m;
+
+	if (d->env->notice == NULL)
+		return;
+	if ((m = util_printf("%s: %s", d->job->id, message)) == NULL)
+		return;
+	d->env->notice(d->env->notice_user, m);
+	free(m);
+}
+
+static void
+on_download(void *user, const struct hub_progress *p)
+{
+	struct download_ctx *d = user;
+	struct progress_event ev;
+	char name[1200], size[32], count[32] = "", *m;
+
+	if (p->state != HUB_FILE_PROGRESS)
+		return;
+	snprintf(name, sizeof name, "%s/%s", p->repo, p->file);
+	if (strcmp(name, d->file) == 0)
+		return;
+	snprintf(d->file, sizeof d->file, "%s", name);
+	if (d->env->notice != NULL) {
+		if (p->count > 0)
+			snprintf(count, sizeof count, " [%d/%d]", p->index, p->count);
+		size_text(p->total, size, sizeof size);
+		m = util_printf("%s: downloading%s %s (%s)", d->job->id, count,
+		    name, size);
+		if (m != NULL)
+			d->env->notice(d->env->notice_user, m);
+		free(m);
+	}
+	progress_event_init(&ev, "loading", d->job->id);
+	ev.path = name;
+	progress_emit(d->env->sink, &ev);
+}
+
 int
 runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
 {
+	struct download_ctx dl;
+	struct hub_options hooks;
 	struct step_ctx ctx;
 	double t0 = util_now_mono();
 	int r;
@@ -567,7 +635,23 @@ runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 		job->seed_random = 0;
 		res->seed_was_random = 1;
 	}
-	r = job_resolve(job, env->cfg, &res->err, &res->err_line);
+	memset(&dl, 0, sizeof dl);
+	dl.env = env;
+	dl.job = job;
+	hub_options_init(&hooks);
+	hooks.progress = on_download;
+	hooks.notice = on_download_notice;
+	hooks.user = &dl;
+	hooks.stop = env->stop;
+	r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
+	if (r < 0 && (res->err.code == SD_EREQUEUED ||
+	    (env->stop != NULL && *env->stop))) {
+		/* a signal while a model was downloading: requeue */
+		res->status = RUNJOB_INTERRUPTED;
+		sd_fail(&res->err, SD_EREQUEUED, "interrupted by a signal");
+		res->err.field[0] = '\0';
+		res->err_line = 0;
+	}
 	if (r == 0 && job_check(job, env->cfg, &res->err) < 0)
 		r = -1;
 	if (r == 0) {

@@ -18,7 +18,7 @@
 /* A loaded model, kept while consecutive jobs use the same files. */
 struct model_cache {
 	struct sd_model *model;
-	char *key;		/* model|unet|vae|tokenizer|device|threads */
+	char *key;		/* model|unet|vae|tokenizer|device|threads|hub cache */
 	char *arch;
 };
 
@@ -41,6 +41,11 @@ struct runjob_env {
 	/* Called with each PNG's path once it is in place (or NULL). */
 	void (*on_image)(void *user, const char *path);
 	void *on_image_user;
+	/* Called with a message worth a line on a terminal ("JOB: downloading
+	 * org/name/unet/... (3.4 GB)" as a model named by Hub id is fetched
+	 * on first use), or NULL. */
+	void (*notice)(void *user, const char *message);
+	void *notice_user;
 };
 
 enum runjob_status {

@@ -135,6 +135,12 @@ emit(struct worker *w, struct progress_sink *sink, const char *event,
 	progress_emit(sink, &e);
 }
 
+static void
+notice(void *user, const char *message)
+{
+	say(user, 0, "job %s", message);
+}
+
 /* Send the callback (if any), record its outcome, finish the job. */
 static void
 finish(struct worker *w, struct spool_claim *c, json_t *record, int failed,
@@ -259,6 +265,8 @@ worker_process(struct worker *w, struct spool_claim *c)
 	env.sink = &sink;
 	env.stop = w->stop;
 	env.claim = c;
+	env.notice = notice;
+	env.notice_user = w;
 	outroot = strdup(w->cfg->output_root ? w->cfg->output_root : w->spool.output);
 	env.output_root = outroot;
 	env.default_dir = c->id;
