@@ -5,12 +5,13 @@
  * each thread calling cblas_sgemm on its part, so that OpenMP's and the
  * BLAS's threads never fight over the cores.
  * - conv2d: 3x3, stride 1, pad 1 convolutions that are large enough as
- *   Winograd F(2x2, 3x3) (F(4x4, 3x3) on request: cpu_winograd.c; weights
- *   transformed per call into one reused buffer, blocks of tiles of the
- *   whole batch transformed, alpha^2 GEMMs split over the threads, output
- *   tiles transformed back with the bias), chosen per layer by a cost
- *   estimate; the others as im2col of a tile of output rows into the
- *   thread's own buffer, one GEMM per tile (1x1 convolutions read the input
+ *   Winograd F(2x2, 3x3) or F(3x3, 3x3) (F(4x4, 3x3) on request:
+ *   cpu_winograd.c; weights transformed per call into one reused buffer,
+ *   blocks of tiles of the whole batch transformed, alpha^2 GEMMs split
+ *   over the threads, summing the input channels in chunks, output tiles
+ *   transformed back with the bias), chosen per layer by a cost estimate;
+ *   the others as im2col of a tile of output rows into the thread's own
+ *   buffer, one GEMM per tile (1x1 convolutions read the input
  *   directly), the bias added while the tile is in cache;
  * - linear: the rows (or, for few rows, the output features) split over the
  *   threads;
@@ -61,12 +62,19 @@
 /* The cost estimate, in GEMM flops: one float written and read again (a
  * transform's output, packed by the BLAS). */
 #define WINO_TRAFFIC 48.0
-/* The largest tile the cost rule picks by itself: F(4x4, 3x3) is 1.5 to
- * 2.5x faster than F(2x2) on the large layers, but in float it misses
- * the 1e-4 of tests/test_ops from about 160 input channels on (unit-range
- * data; F(2x2) stays at a fifth of it, im2col at a twentieth), so it is
- * only used when SDBATCH_WINOGRAD=4 asks for it. */
-#define WINO_AUTO_MAX_M 2
+/* The GEMMs of F(3x3) and F(4x4) sum the input channels in chunks of
+ * this many (a GEMM call each: 1 to 3 % slower than one call on large
+ * layers, 5 to 7 % on the small ones, so F(2x2) does not): in float the
+ * error of Winograd grows with the tile and with the length of the sums,
+ * which the chunks cut.  On the unit-range data of tests/test_ops (1e-4)
+ * at 160 to 640 input channels: F(2x2) 0.17 to 0.34 of it in one sum
+ * (0.09 to 0.11 in chunks), F(3x3) 0.55 to 0.96 in one sum, 0.27 to 0.40
+ * in chunks; F(4x4) misses it in one sum and reaches 0.45 to 0.56 in
+ * chunks. */
+#define WINO_KCHUNK 64
+/* The largest tile the cost rule picks by itself: F(4x4, 3x3) only when
+ * SDBATCH_WINOGRAD=4 asks, its error being too close to the tests'. */
+#define WINO_AUTO_MAX_M 3
 
 /* A thread's own scratch. */
 struct tscratch {
@@ -93,7 +101,7 @@ struct cpu_state {
 	float *vbuf;		/* widened vectors (bias, norm affine) */
 	size_t vcap;
 	struct tscratch *ts;	/* [nthreads] */
-	int wino;		/* SDBATCH_WINOGRAD: -1 auto, 0 never, 2 or 4 forced */
+	int wino;		/* SDBATCH_WINOGRAD: -1 auto, 0 never, 2, 3 or 4 forced */
 	float *wu, *wv, *wm;	/* Winograd weights, inputs, products */
 	size_t wucap, wvcap, wmcap;
 	double flops;
@@ -140,8 +148,8 @@ cpu_init(struct sd_ctx *c, int device, struct sd_error *err)
 	omp_set_num_threads(n);
 #endif
 	blas_set_threads(1);
-	/* SDBATCH_WINOGRAD=0 turns Winograd off, 2 or 4 uses F(2x2) or
-	 * F(4x4) for every 3x3 convolution it can do (tests). */
+	/* SDBATCH_WINOGRAD=0 turns Winograd off, 2, 3 or 4 uses F(2x2),
+	 * F(3x3) or F(4x4) for every 3x3 convolution it can do (tests). */
 	s->wino = -1;
 	if ((env = getenv("SDBATCH_WINOGRAD")) != NULL && *env != '\0')
 		s->wino = atoi(env);
@@ -490,7 +498,7 @@ wino_block(long tiles, int aa, int cin, int cout)
 	return ((tiles + nb - 1) / nb + 15) & ~15L;
 }
 
-/* The Winograd tile size m (2 or 4) for this convolution, or 0 for
+/* The Winograd tile size m (2, 3 or 4) for this convolution, or 0 for
  * im2col: an estimate of each one's cost in GEMM flops, the GEMMs plus
  * the floats written and read again (weights repacked per tile or block,
  * im2col columns or transformed tiles); Winograd only where its
@@ -504,13 +512,13 @@ wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int
 
 	if (s->wino == 0 || k != 3 || stride != 1 || pt != 1 || pl != 1 || pb != 1 || pr != 1)
 		return 0;
-	if (s->wino == 2 || s->wino == 4)
+	if (wino_supported(s->wino))
 		return (size_t)(s->wino + 2) * (s->wino + 2) * cin * cout <= WINO_U_MAX ? s->wino : 0;
 	/* im2col: tiles of rows as cpu_conv2d makes them */
 	rows = (int)(COL_TILE_FLOATS / ((size_t)9 * cin) / (size_t)w);
 	rows = rows < 1 ? 1 : rows > h ? h : rows;
 	best = 18 * pairs * px + WINO_TRAFFIC * (9 * pairs * n * ((h + rows - 1) / rows) + 9.0 * cin * px);
-	for (int m = 2; m <= WINO_AUTO_MAX_M; m += 2) {
+	for (int m = 2; m <= WINO_AUTO_MAX_M; m++) {
 		int aa = (m + 2) * (m + 2);
 		long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
 		long tb = wino_block(tiles, aa, cin, cout), nb = (tiles + tb - 1) / tb;
@@ -524,6 +532,19 @@ wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int
 		}
 	}
 	return pick;
+}
+
+/* M (mn x nb, ldm) = U (mn x k, ldu) V (k x nb, ldv), the input channels
+ * in chunks of kc summed in that order: the BLAS accumulates each chunk
+ * afresh in its registers, which rounds less than one long sum. */
+static void
+wino_gemm(int mn, int nb, int k, int kc, const float *U, int ldu, const float *V, int ldv,
+    float *M, int ldm)
+{
+	for (int k0 = 0; k0 < k; k0 += kc)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, nb,
+		    k - k0 < kc ? k - k0 : kc, 1.0f, U + k0, ldu, V + (size_t)k0 * ldv, ldv,
+		    k0 == 0 ? 0.0f : 1.0f, M, ldm);
 }
 
 /* A 3x3, stride 1, pad 1 convolution as Winograd F(m x m, 3 x 3). */
@@ -541,7 +562,7 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 	/* the GEMMs: alpha^2 of them, split by output channels too when
 	 * there are not two a thread */
 	int msplit = (2 * nt + aa - 1) / aa, mblock;
-	const int cchunk = 16;
+	const int cchunk = 16, kc = m == 2 ? cin : WINO_KCHUNK;
 
 	mblock = (((cout + msplit - 1) / msplit) + 15) & ~15;
 	msplit = (cout + mblock - 1) / mblock;
@@ -572,9 +593,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 					wino_input(tv + g, ld, x, cin, h, w, m, t0 + g,
 					    nb - g < 16 ? nb - g : 16, 0, cin);
 				for (int xi = 0; xi < aa; xi++)
-					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nb,
-					    cin, 1.0f, U + (size_t)xi * cout * cin, cin,
-					    tv + (size_t)xi * cin * ld, (int)ld, 0.0f,
+					wino_gemm(cout, nb, cin, kc, U + (size_t)xi * cout * cin, cin,
+					    tv + (size_t)xi * cin * ld, (int)ld,
 					    tm + (size_t)xi * cout * ld, (int)ld);
 				for (int g = 0; g < nb; g += 16)
 					wino_output(y, tm + g, ld, B, cout, h, w, m, t0 + g,
@@ -609,9 +629,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 			for (int task = 0; task < aa * msplit; task++) {
 				int xi = task / msplit, m0 = task % msplit * mblock;
 				int mn = cout - m0 < mblock ? cout - m0 : mblock;
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, nb, cin,
-				    1.0f, U + ((size_t)xi * cout + m0) * cin, cin,
-				    V + (size_t)xi * cin * ld, (int)ld, 0.0f,
+				wino_gemm(mn, nb, cin, kc, U + ((size_t)xi * cout + m0) * cin, cin,
+				    V + (size_t)xi * cin * ld, (int)ld,
 				    M + ((size_t)xi * cout + m0) * ld, (int)ld);
 			}
 			#pragma omp for schedule(static)

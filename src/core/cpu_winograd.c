@@ -1,5 +1,5 @@
-/* cpu_winograd.c: Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms (see
- * cpu_winograd.h).
+/* cpu_winograd.c: Winograd F(2x2, 3x3), F(3x3, 3x3) and F(4x4, 3x3)
+ * transforms (see cpu_winograd.h).
  *
  * The matrices (Lavin and Gray, "Fast Algorithms for Convolutional Neural
  * Networks", 2015), written out as additions so that no multiplication by
@@ -9,6 +9,16 @@
  *   F(2, 3):  B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
  *             G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
  *             A^T = [1 1 1 0; 0 1 -1 -1]
+ *   F(3, 3) on the points 0, 1, -2, -1/2 (and infinity), the set of
+ *   four with the least error in float among 0, +-1, +-2, +-1/2, +-3,
+ *   +-1/3, +-3/2, +-2/3 but for 0, -1, 3/2, 2/3 (5 % less, and thirds
+ *   in B^T); 0, 1, -1, 1/2 has 8x its error in tests/test_ops (rows of
+ *   G and B^T scaled by powers of 2):
+ *             B^T = [1 3/2 -3/2 -1 0; 0 1 5/2 1 0; 0 -1/2 -1/2 1 0;
+ *                    0 -2 1 1 0; 0 -1 -3/2 3/2 1]
+ *             G   = [1 0 0; 2/9 2/9 2/9; -1/9 2/9 -4/9; 8/9 -4/9 2/9;
+ *                    0 0 1]
+ *             A^T = [1 1 1 1 0; 0 1 -2 -1/2 0; 0 1 4 1/4 1]
  *   F(4, 3) on the points 0, 1, -1, 1/2, -2 (and infinity), which round
  *   about half as much in float as Lavin's 0, +-1, +-2 (Barabasz et al.,
  *   "Error analysis and improving the accuracy of Winograd convolution",
@@ -43,6 +53,13 @@ typedef float v16 __attribute__((vector_size(LANES * sizeof(float))));
 #define BT4(o0, o1, o2, o3, d0, d1, d2, d3) do {				\
 	o0 = (d0) - (d2); o1 = (d1) + (d2); o2 = (d2) - (d1); o3 = (d1) - (d3);	\
 } while (0)
+#define BT5(o0, o1, o2, o3, o4, d0, d1, d2, d3, d4) do {			\
+	o0 = (d0) + 1.5f * ((d1) - (d2)) - (d3);				\
+	o1 = (d1) + 2.5f * (d2) + (d3);						\
+	o2 = (d3) - 0.5f * ((d1) + (d2));					\
+	o3 = (d2) + (d3) - 2.0f * (d1);						\
+	o4 = (d4) - (d1) + 1.5f * ((d3) - (d2));				\
+} while (0)
 #define BT6(o0, o1, o2, o3, o4, o5, d0, d1, d2, d3, d4, d5) do {		\
 	o0 = (d0) - 1.5f * (d1) - 2.0f * (d2) + 1.5f * (d3) + (d4);		\
 	o1 = 0.5f * (d2) - (d1) + 2.5f * (d3) + (d4);				\
@@ -56,6 +73,11 @@ typedef float v16 __attribute__((vector_size(LANES * sizeof(float))));
 	v16 s_ = (g0) + (g2);							\
 	u0 = (g0); u1 = 0.5f * (s_ + (g1)); u2 = 0.5f * (s_ - (g1)); u3 = (g2);	\
 } while (0)
+#define G5(u0, u1, u2, u3, u4, g0, g1, g2) do {				\
+	u0 = (g0); u1 = 2.0f * ((g0) + (g1) + (g2)) / 9.0f;			\
+	u2 = (2.0f * (g1) - (g0) - 4.0f * (g2)) / 9.0f;				\
+	u3 = 2.0f * (4.0f * (g0) - 2.0f * (g1) + (g2)) / 9.0f; u4 = (g2);	\
+} while (0)
 #define G6(u0, u1, u2, u3, u4, u5, g0, g1, g2) do {				\
 	v16 s_ = (g0) + (g2);							\
 	u0 = (g0); u1 = (s_ + (g1)) * (1.0f / 3); u2 = ((g1) - s_) * (1.0f / 3);	\
@@ -65,6 +87,10 @@ typedef float v16 __attribute__((vector_size(LANES * sizeof(float))));
 /* One dimension of A^T (M: alpha inputs, o: m outputs). */
 #define AT4(o0, o1, M0, M1, M2, M3) do {					\
 	o0 = (M0) + (M1) + (M2); o1 = (M1) - (M2) - (M3);			\
+} while (0)
+#define AT5(o0, o1, o2, M0, M1, M2, M3, M4) do {				\
+	o0 = (M0) + (M1) + (M2) + (M3); o1 = (M1) - 2.0f * (M2) - 0.5f * (M3);	\
+	o2 = (M1) + 4.0f * (M2) + 0.25f * (M3) + (M4);				\
 } while (0)
 #define AT6(o0, o1, o2, o3, M0, M1, M2, M3, M4, M5) do {			\
 	v16 a_ = (M1) + (M2), b_ = (M1) - (M2);					\
@@ -85,6 +111,15 @@ input_tf(v16 *o, const v16 *d, int m)
 		for (int r = 0; r < 4; r++) {
 			const v16 *s = t + 4 * r;
 			BT4(o[4 * r], o[4 * r + 1], o[4 * r + 2], o[4 * r + 3], s[0], s[1], s[2], s[3]);
+		}
+	} else if (m == 3) {
+		for (int c = 0; c < 5; c++)
+			BT5(t[c], t[5 + c], t[10 + c], t[15 + c], t[20 + c],
+			    d[c], d[5 + c], d[10 + c], d[15 + c], d[20 + c]);
+		for (int r = 0; r < 5; r++) {
+			const v16 *s = t + 5 * r;
+			v16 *q = o + 5 * r;
+			BT5(q[0], q[1], q[2], q[3], q[4], s[0], s[1], s[2], s[3], s[4]);
 		}
 	} else {
 		for (int c = 0; c < 6; c++)
@@ -110,6 +145,14 @@ weight_tf(v16 *u, const v16 *g, int m)
 			const v16 *s = t + 3 * r;
 			G4(u[4 * r], u[4 * r + 1], u[4 * r + 2], u[4 * r + 3], s[0], s[1], s[2]);
 		}
+	} else if (m == 3) {
+		for (int c = 0; c < 3; c++)
+			G5(t[c], t[3 + c], t[6 + c], t[9 + c], t[12 + c], g[c], g[3 + c], g[6 + c]);
+		for (int r = 0; r < 5; r++) {
+			const v16 *s = t + 3 * r;
+			v16 *q = u + 5 * r;
+			G5(q[0], q[1], q[2], q[3], q[4], s[0], s[1], s[2]);
+		}
 	} else {
 		for (int c = 0; c < 3; c++)
 			G6(t[c], t[3 + c], t[6 + c], t[9 + c], t[12 + c], t[15 + c],
@@ -133,6 +176,14 @@ output_tf(v16 *o, const v16 *M, int m)
 		for (int r = 0; r < 2; r++) {
 			const v16 *s = t + 4 * r;
 			AT4(o[2 * r], o[2 * r + 1], s[0], s[1], s[2], s[3]);
+		}
+	} else if (m == 3) {
+		for (int c = 0; c < 5; c++)
+			AT5(t[c], t[5 + c], t[10 + c], M[c], M[5 + c], M[10 + c], M[15 + c], M[20 + c]);
+		for (int r = 0; r < 3; r++) {
+			const v16 *s = t + 5 * r;
+			v16 *q = o + 3 * r;
+			AT5(q[0], q[1], q[2], s[0], s[1], s[2], s[3], s[4]);
 		}
 	} else {
 		for (int c = 0; c < 6; c++)
@@ -329,7 +380,7 @@ WINO_VERSION(avx512, __attribute__((target("avx512f"))))
 int
 wino_supported(int m)
 {
-	return m == 2 || m == 4;
+	return m == 2 || m == 3 || m == 4;
 }
 
 void

@@ -6,9 +6,11 @@
  * alpha^2 element products summed over the input channels are alpha^2
  * independent GEMMs  M[xi] (cout x tiles) = U[xi] (cout x cin) V[xi]
  * (cin x tiles),  alpha^2 / m^2 multiplications per output and channel
- * pair where the direct convolution needs 9 (4 for m 4: 2.25x fewer for
- * m 2).  m is 2 (alpha 4: exact in binary but for the halves of G) or 4
- * (alpha 6, the points 0, +-1, +-2, +-1/2: about a digit less accurate).
+ * pair where the direct convolution needs 9 (2.25x fewer for m 2, 2.78x
+ * for m 3, 4x for m 4).  m is 2 (alpha 4: exact in binary but for the
+ * halves of G), 3 (alpha 5, the points 0, 1, -2, -1/2: about 3x the
+ * error of m 2) or 4 (alpha 6, the points 0, +-1, +-2, +-1/2: about a
+ * digit less accurate than m 2).
  *
  * Tiles are numbered over the whole batch: tile t of an n x cin x h x w
  * input is image t / (th * tw), tile row t / tw % th, tile column t % tw,
@@ -24,7 +26,7 @@
 
 #include "core/tensor.h"
 
-/* Whether m is a tile size these transforms do (2 or 4). */
+/* Whether m is a tile size these transforms do (2, 3 or 4). */
 int wino_supported(int m);
 
 /* Transformed weights of output channels [co0, co1):
