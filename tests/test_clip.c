@@ -51,27 +51,6 @@ compare(struct st_file *g, const char *name, const float *got, size_t n)
 	free(want);
 }
 
-/* A weights set holding the text model of f without the tensor skip, or
- * with replace (when not NULL) under the name skip. */
-static struct sd_weights *
-weights_without(const struct st_file *f, const char *skip, const struct sd_tensor *replace)
-{
-	struct sd_weights *w = weights_new();
-
-	for (int i = 0; i < st_count(f); i++) {
-		const struct sd_tensor *t = st_tensor(f, i);
-		if (strncmp(t->name, CLIP_SD15_PREFIX, strlen(CLIP_SD15_PREFIX)) != 0)
-			continue;
-		if (strcmp(t->name, skip) == 0) {
-			if (replace != NULL)
-				weights_put(w, t->name, replace);
-			continue;
-		}
-		weights_put(w, t->name, t);
-	}
-	return w;
-}
-
 static void
 test_load_errors(const struct st_file *f)
 {
@@ -82,7 +61,7 @@ test_load_errors(const struct st_file *f)
 	struct clip_text *m;
 	struct sd_tensor wrong;
 
-	w = weights_without(f, missing, NULL);
+	w = weights_subset(f, CLIP_SD15_PREFIX, missing, NULL);
 	m = clip_text_load(w, CLIP_SD15_PREFIX, 0, &err);
 	tap_ok(m == NULL && err.code == SD_EDATA && strstr(err.message, missing) != NULL,
 	    "a missing tensor is named (%s)", err.message);
@@ -92,7 +71,7 @@ test_load_errors(const struct st_file *f)
 	wrong = *st_find(f, bad);
 	wrong.shape[1] = 12;
 	sd_error_clear(&err);
-	w = weights_without(f, bad, &wrong);
+	w = weights_subset(f, CLIP_SD15_PREFIX, bad, &wrong);
 	m = clip_text_load(w, CLIP_SD15_PREFIX, 0, &err);
 	tap_ok(m == NULL && err.code == SD_EDATA && strstr(err.message, bad) != NULL &&
 	    strstr(err.message, "[24, 12]") != NULL,

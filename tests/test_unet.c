@@ -207,31 +207,11 @@ load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
 	return u;
 }
 
-/* The regular UNet's tensors without skip, or with replace under its name. */
-static struct sd_weights *
-weights_without(const struct st_file *f, const char *skip, const struct sd_tensor *replace)
-{
-	struct sd_weights *w = weights_new();
-
-	for (int i = 0; i < st_count(f); i++) {
-		const struct sd_tensor *t = st_tensor(f, i);
-		if (strncmp(t->name, UNET_SD15_PREFIX, strlen(UNET_SD15_PREFIX)) != 0)
-			continue;
-		if (strcmp(t->name, skip) == 0) {
-			if (replace != NULL)
-				weights_put(w, t->name, replace);
-			continue;
-		}
-		weights_put(w, t->name, t);
-	}
-	return w;
-}
-
 static void
 expect_load_error(const struct st_file *f, const char *name, const struct sd_tensor *replace,
     const char *needle, const char *what)
 {
-	struct sd_weights *w = weights_without(f, name, replace);
+	struct sd_weights *w = weights_subset(f, UNET_SD15_PREFIX, name, replace);
 	struct sd_error err = {0};
 	struct unet *u = unet_load(w, UNET_SD15_PREFIX, &err);
 

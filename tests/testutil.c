@@ -91,6 +91,26 @@ golden_f32(struct st_file *g, const char *name, size_t *n)
 	return out;
 }
 
+struct sd_weights *
+weights_subset(const struct st_file *f, const char *prefix, const char *skip,
+    const struct sd_tensor *replace)
+{
+	struct sd_weights *w = weights_new();
+
+	for (int i = 0; i < st_count(f); i++) {
+		const struct sd_tensor *t = st_tensor(f, i);
+		if (strncmp(t->name, prefix, strlen(prefix)) != 0)
+			continue;
+		if (skip != NULL && strncmp(t->name, skip, strlen(skip)) == 0) {
+			if (replace != NULL && strcmp(t->name, skip) == 0)
+				weights_put(w, t->name, replace);
+			continue;
+		}
+		weights_put(w, t->name, t);
+	}
+	return w;
+}
+
 int
 check_close(const char *what, const float *got, const float *want, size_t n,
     double atol, double rtol)

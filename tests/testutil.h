@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "io/safetensors.h"
+#include "model/weights.h"
 #include "tap.h"
 
 /* The shared/ folder ($SDBATCH_SHARED, else ../shared), or NULL if absent. */
@@ -17,6 +18,12 @@ struct st_file *golden_open(const char *name);
 /* A golden tensor as freshly malloc'd F32 (I32/U8 are widened too); exits
  * the test with a "not ok" when the tensor is missing.  n gets numel. */
 float *golden_f32(struct st_file *g, const char *name, size_t *n);
+
+/* A weights set with the tensors of f whose names start with prefix, less
+ * those whose names start with skip (NULL: none); when replace is not NULL
+ * it stands under the name skip instead (for load-error tests). */
+struct sd_weights *weights_subset(const struct st_file *f, const char *prefix,
+    const char *skip, const struct sd_tensor *replace);
 
 /* Compare got with want elementwise: |got - want| <= atol + rtol*|want|.
  * Reports one TAP result named what, with the max abs diff; returns pass. */
