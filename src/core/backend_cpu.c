@@ -13,6 +13,10 @@
  *   the others as im2col of a tile of output rows into the thread's own
  *   buffer, one GEMM per tile (1x1 convolutions read the input
  *   directly), the bias added while the tile is in cache;
+ * - small layers (few pixels or rows, where reading the weights costs more
+ *   than the flops): the threads split the output channels, each widening
+ *   (or Winograd-transforming) its weights in cache-sized blocks that the
+ *   GEMMs use at once, so the weights are read from memory once a call;
  * - linear: the rows (or, for few rows, the output features) split over the
  *   threads;
  * - attention: (batch, head, block of queries) tasks, keys in blocks with an
@@ -75,6 +79,20 @@
 /* The largest tile the cost rule picks by itself: F(4x4, 3x3) only when
  * SDBATCH_WINOGRAD=4 asks, its error being too close to the tests'. */
 #define WINO_AUTO_MAX_M 3
+/* Winograd with at most WINO_SMALL_TILES tiles (the weights, not the
+ * flops, are its cost): output channels in blocks whose transformed
+ * weights hold about WINO_SMALL_U floats (in cache), each transformed,
+ * multiplied and transformed back by one thread. */
+#define WINO_SMALL_TILES 32
+#define WINO_SMALL_U ((size_t)512 << 10)
+/* Small GEMMs: a convolution with at most this many output pixels (all
+ * images) or a linear layer with at most this many rows reads its weights
+ * once, in blocks of SMALL_MB output channels by SMALL_KC inputs widened
+ * into the thread's cache and multiplied at once (the weights, not the
+ * flops, are its cost). */
+#define SMALL_N 1024
+#define SMALL_MB 128
+#define SMALL_KC 512
 
 /* A thread's own scratch. */
 struct tscratch {
@@ -82,6 +100,8 @@ struct tscratch {
 	size_t colcap;
 	float *att;		/* attention: scores, accumulators, max, sum */
 	size_t attcap;
+	float *wc;		/* small GEMMs: a block of widened weights */
+	size_t wccap;
 	char pad[64];
 };
 
@@ -100,6 +120,8 @@ struct cpu_state {
 	size_t wcap;
 	float *vbuf;		/* widened vectors (bias, norm affine) */
 	size_t vcap;
+	float *sbuf;		/* small convolutions: im2col of all images */
+	size_t scap;
 	struct tscratch *ts;	/* [nthreads] */
 	int wino;		/* SDBATCH_WINOGRAD: -1 auto, 0 never, 2, 3 or 4 forced */
 	float *wu, *wv, *wm;	/* Winograd weights, inputs, products */
@@ -175,12 +197,14 @@ cpu_fini(struct sd_ctx *c)
 	for (int i = 0; i < s->nthreads; i++) {
 		free(s->ts[i].col);
 		free(s->ts[i].att);
+		free(s->ts[i].wc);
 	}
 	free(s->ts);
 	free(s->touched.p);
 	free(s->touched.bytes);
 	free(s->wbuf);
 	free(s->vbuf);
+	free(s->sbuf);
 	free(s->wu);
 	free(s->wv);
 	free(s->wm);
@@ -603,6 +627,47 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		}
 		return;
 	}
+	if (tb >= tiles && tiles <= WINO_SMALL_TILES) {
+		/* Few tiles (small images): the inputs transformed,
+		 * then blocks of output channels each with its weights
+		 * transformed into the thread's cache, never to memory. */
+		int nb = (int)tiles, ng = (nb + 15) / 16, nck = (cin + cchunk - 1) / cchunk;
+		int ob = (int)(WINO_SMALL_U / ((size_t)aa * cin)) & ~15, nob;
+		size_t esz = sd_dtype_size(weight->dtype);
+
+		if (ob < 16)
+			ob = 16;
+		if (ob > cout)
+			ob = cout;
+		nob = (cout + ob - 1) / ob;
+		#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
+		{
+			struct tscratch *ts = &s->ts[thread_id()];
+			float *tmp = weight->dtype == SD_F32 ? NULL :
+			    reserve(&ts->col, &ts->colcap, (size_t)9 * cin);
+			float *Ub = reserve(&ts->wc, &ts->wccap, (size_t)aa * ob * cin);
+
+			#pragma omp for schedule(static)
+			for (int task = 0; task < ng * nck; task++) {
+				int g = task / nck, c0 = task % nck * cchunk;
+				wino_input(V + (size_t)g * 16, ld, x, cin, h, w, m, g * 16,
+				    nb - g * 16 < 16 ? nb - g * 16 : 16, c0,
+				    cin - c0 < cchunk ? cin : c0 + cchunk);
+			}
+			#pragma omp for schedule(dynamic, 1)
+			for (int bi = 0; bi < nob; bi++) {
+				int co0 = bi * ob, cn = cout - co0 < ob ? cout - co0 : ob;
+				wino_weights(Ub, (const char *)weight->data + (size_t)co0 * cin * 9 * esz,
+				    weight->dtype, ob, cin, 0, cn, m, tmp);
+				for (int xi = 0; xi < aa; xi++)
+					wino_gemm(cn, nb, cin, kc, Ub + (size_t)xi * ob * cin, cin,
+					    V + (size_t)xi * cin * ld, (int)ld,
+					    M + ((size_t)xi * cout + co0) * ld, (int)ld);
+				wino_output(y, M, ld, B, cout, h, w, m, 0, nb, co0, co0 + cn);
+			}
+		}
+		return;
+	}
 	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
 	{
 		struct tscratch *ts = &s->ts[thread_id()];
@@ -644,6 +709,101 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 	}
 }
 
+/* Rows [m0, m0 + mn), columns [k0, k0 + kc) of a weight matrix of rows
+ * of k elements as F32: the data itself when F32 (*ld = k), else widened
+ * into the thread's block buffer (*ld = kc). */
+static const float *
+weight_block(struct tscratch *ts, const struct sd_tensor *t, size_t k, int m0, int mn,
+    size_t k0, int kc, int *ld)
+{
+	size_t esz = sd_dtype_size(t->dtype);
+	float *dst;
+
+	if (t->dtype == SD_F32) {
+		*ld = (int)k;
+		return (const float *)t->data + (size_t)m0 * k + k0;
+	}
+	dst = reserve(&ts->wc, &ts->wccap, (size_t)mn * kc);
+	for (int r = 0; r < mn; r++) {
+		const void *src = (const char *)t->data + ((size_t)(m0 + r) * k + k0) * esz;
+		float *d = dst + (size_t)r * kc;
+		if (t->dtype == SD_F16)
+			k_f16_to_f32(d, src, (size_t)kc);
+		else if (t->dtype == SD_BF16)
+			k_bf16_to_f32(d, src, (size_t)kc);
+		else
+			sd_convert_to_f32(d, src, t->dtype, (size_t)kc);
+	}
+	*ld = kc;
+	return dst;
+}
+
+/* Blocks of output channels for a small GEMM: about SMALL_MB each, whole
+ * groups of 16, a multiple of the threads in number. */
+static int
+small_blocks(int rows, int nt, int *mb)
+{
+	int nb = (rows + SMALL_MB - 1) / SMALL_MB;
+
+	nb = (nb + nt - 1) / nt * nt;
+	*mb = (((rows + nb - 1) / nb) + 15) & ~15;
+	return (rows + *mb - 1) / *mb;
+}
+
+/* A convolution with few output pixels: the im2col of all images at once
+ * (none for 1x1), then blocks of output channels, each reading its
+ * weights once in cache-sized blocks for every image. */
+static void
+conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h, int w,
+    const struct sd_tensor *weight, const float *B, int stride, int pt, int pl,
+    int oh, int ow, int direct, double flops)
+{
+	int cout = (int)weight->shape[0], kh = (int)weight->shape[2], kw = (int)weight->shape[3];
+	size_t ohw = (size_t)oh * ow, K = (size_t)cin * kh * kw;
+	int nt = s->nthreads, mb, nblk = small_blocks(cout, nt, &mb), ncc = (cin + 63) / 64;
+	float *col = direct ? NULL : reserve(&s->sbuf, &s->scap, (size_t)n * K * ohw);
+
+	touch(s, weight);
+	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
+	{
+		struct tscratch *ts = &s->ts[thread_id()];
+
+		if (!direct) {
+			#pragma omp for schedule(static)
+			for (int t = 0; t < n * ncc; t++) {
+				int b = t / ncc, c0 = t % ncc * 64, cn = cin - c0 < 64 ? cin - c0 : 64;
+				im2col_rows(col + (size_t)b * K * ohw + (size_t)c0 * kh * kw * ohw,
+				    x + ((size_t)b * cin + c0) * h * w, cn, h, w, kh, kw, stride,
+				    pt, pl, ow, 0, oh);
+			}
+		}
+		#pragma omp for schedule(static)
+		for (int bi = 0; bi < nblk; bi++) {
+			int m0 = bi * mb, mn = cout - m0 < mb ? cout - m0 : mb, ldw;
+			for (size_t k0 = 0; k0 < K; k0 += SMALL_KC) {
+				int kc = (int)(K - k0 < SMALL_KC ? K - k0 : SMALL_KC);
+				const float *Wc = weight_block(ts, weight, K, m0, mn, k0, kc, &ldw);
+				for (int b = 0; b < n; b++) {
+					const float *Bm = direct ? x + (size_t)b * cin * ohw :
+					    col + (size_t)b * K * ohw;
+					cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn,
+					    (int)ohw, kc, 1.0f, Wc, ldw, Bm + k0 * ohw, (int)ohw,
+					    k0 == 0 ? 0.0f : 1.0f,
+					    y + ((size_t)b * cout + m0) * ohw, (int)ohw);
+				}
+			}
+			if (B != NULL)
+				for (int b = 0; b < n; b++)
+					for (int r = 0; r < mn; r++) {
+						float bv = B[m0 + r];
+						float *yr = y + ((size_t)b * cout + m0 + r) * ohw;
+						for (size_t i = 0; i < ohw; i++)
+							yr[i] += bv;
+					}
+		}
+	}
+}
+
 static void
 cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
@@ -664,6 +824,10 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 	if (wm != 0) {
 		touch(s, weight);
 		conv_winograd(s, y, x, n, cin, h, w, weight, B, wm, flops);
+		return;
+	}
+	if ((size_t)n * ohw <= (size_t)SMALL_N && (direct || (size_t)n * K * ohw <= COL_TILE_FLOATS)) {
+		conv_small(s, y, x, n, cin, h, w, weight, B, stride, pt, pl, oh, ow, direct, flops);
 		return;
 	}
 	W = weight_f32(c, weight);
@@ -728,7 +892,7 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 {
 	struct cpu_state *s = c->state;
 	int nout = (int)weight->shape[0], nt = s->nthreads, byrows, parts, blk;
-	const float *W = weight_f32(c, weight), *B = NULL;
+	const float *W, *B = NULL;
 
 	double flops = 2.0 * m * (double)k * nout;
 
@@ -736,6 +900,31 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 	s->flops += flops;
 	if (flops < PAR_MIN_FLOPS)
 		nt = 1;
+	if (m <= SMALL_N) {
+		/* few rows: blocks of output features, the weights read once */
+		int nblk = small_blocks(nout, nt, &blk);
+		touch(s, weight);
+		#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+		for (int bi = 0; bi < nblk; bi++) {
+			struct tscratch *ts = &s->ts[thread_id()];
+			int n0 = bi * blk, nn = nout - n0 < blk ? nout - n0 : blk, ldw;
+			for (int k0 = 0; k0 < k; k0 += SMALL_KC) {
+				int kc = k - k0 < SMALL_KC ? k - k0 : SMALL_KC;
+				const float *Wc = weight_block(ts, weight, (size_t)k, n0, nn,
+				    (size_t)k0, kc, &ldw);
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nn, kc,
+				    1.0f, x + k0, k, Wc, ldw, k0 == 0 ? 0.0f : 1.0f, y + n0, nout);
+			}
+			if (B != NULL)
+				for (int i = 0; i < m; i++) {
+					float *row = y + (size_t)i * nout + n0;
+					for (int j = 0; j < nn; j++)
+						row[j] += B[n0 + j];
+				}
+		}
+		return;
+	}
+	W = weight_f32(c, weight);
 	/* Split the rows when there are enough, else the output features. */
 	byrows = m >= 32 * nt;
 	if (byrows) {
