@@ -19,13 +19,13 @@ n=0 fails=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
 
-render() {	# out init [mask]
-	out=$1 init=$2
+render() {	# out init [mask...]; sets no other variable
+	r_out=$1 r_init=$2
 	shift 2
 	"$bin" run --quiet --progress none --model "$td/model.safetensors" \
 	    --tokenizer "$shared/data/clip-tokenizer" --prompt "a red boat" --sampler ddim \
-	    --steps 3 --seed 7 --width 128 --height 128 --init-image "$init" --strength 0.6 \
-	    -o "$out" "$@" > /dev/null 2> "$tmp/err"
+	    --steps 3 --seed 7 --width 128 --height 128 --init-image "$r_init" --strength 0.6 \
+	    -o "$r_out" "$@" > /dev/null 2> "$tmp/err"
 }
 
 init=$td/goldens/img2img_ddim_s10_str075_init.png
