@@ -133,14 +133,26 @@ valid_name(const char *s, size_t n)
 	return 1;
 }
 
-/* A revision: a branch, tag or commit, as a name under refs/ ('/' allowed
- * between non-empty parts that are not "." or ".."). */
 static int
-valid_revision(const char *s)
+revision_char(char c)
+{
+	return isalnum((unsigned char)c) || strchr("-_.+", c) != NULL;
+}
+
+static int
+path_char(char c)
+{
+	return (unsigned char)c >= 0x20 && c != '\\';
+}
+
+/* s is '/'-separated parts, none empty, "." or "..", of characters that
+ * ok() accepts, shorter than max bytes in all. */
+static int
+valid_parts(const char *s, size_t max, int (*ok)(char))
 {
 	const char *p = s;
 
-	if (*s == '\0' || strlen(s) >= 256)
+	if (*s == '\0' || strlen(s) >= max)
 		return 0;
 	while (*p) {
 		size_t n = strcspn(p, "/");
@@ -149,7 +161,7 @@ valid_revision(const char *s)
 		    p[1] == '.'))
 			return 0;
 		for (size_t i = 0; i < n; i++)
-			if (!(isalnum((unsigned char)p[i]) || strchr("-_.+", p[i])))
+			if (!ok(p[i]))
 				return 0;
 		p += n;
 		if (*p == '/' && *++p == '\0')
@@ -158,28 +170,18 @@ valid_revision(const char *s)
 	return 1;
 }
 
+/* A revision: a branch, tag or commit, as a name under refs/. */
+static int
+valid_revision(const char *s)
+{
+	return valid_parts(s, 256, revision_char);
+}
+
 /* A path inside a repo: relative, no empty, "." or ".." parts. */
 static int
 valid_path(const char *s)
 {
-	const char *p = s;
-
-	if (*s == '\0' || strlen(s) >= 1024)
-		return 0;
-	while (*p) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' &&
-		    p[1] == '.'))
-			return 0;
-		for (size_t i = 0; i < n; i++)
-			if ((unsigned char)p[i] < 0x20 || p[i] == '\\')
-				return 0;
-		p += n;
-		if (*p == '/' && *++p == '\0')
-			return 0;
-	}
-	return 1;
+	return valid_parts(s, 1024, path_char);
 }
 
 /* "%2F" (and "%2f") back to '/'. */
