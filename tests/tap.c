@@ -71,3 +71,9 @@ tap_skip_all(const char *fmt, ...)
 	va_end(ap);
 	return 0;
 }
+
+int
+tap_reported(void)
+{
+	return tap_count;
+}

@@ -14,4 +14,7 @@ int tap_done(void);
 /* Skip the whole program (prints "1..0 # SKIP reason"); returns 0 for main(). */
 int tap_skip_all(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* How many results were reported so far. */
+int tap_reported(void);
+
 #endif

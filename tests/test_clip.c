@@ -121,11 +121,7 @@ main(void)
 	    "reads width %d, %d layers, %d heads, MLP %d, vocab %d, %d positions",
 	    m->width, m->layers, m->heads, m->mlp_width, m->vocab, m->max_len);
 
-	c = sd_ctx_new("cpu", 0, &err);
-	if (c == NULL) {
-		tap_ok(0, "cpu context: %s", err.message);
-		return tap_done();
-	}
+	c = test_ctx_new();
 	cap.c = c;
 	g = golden_open("text_encoder");
 	if (g == NULL) {

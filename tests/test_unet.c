@@ -259,10 +259,7 @@ main(void)
 
 	if (shared_dir() == NULL)
 		return tap_skip_all("../shared is absent: no test model");
-	if ((c = sd_ctx_new("cpu", 0, &err)) == NULL) {
-		tap_ok(0, "cpu context: %s", err.message);
-		return tap_done();
-	}
+	c = test_ctx_new();
 
 	u = load_unet("testdata/sd15-tiny/model.safetensors", &f, &w);
 	if (u != NULL) {

@@ -819,11 +819,7 @@ main(void)
 	struct sd_ctx *c;
 	struct vae *v;
 
-	c = sd_ctx_new("cpu", 0, &err);
-	if (c == NULL) {
-		tap_ok(0, "makes a cpu context: %s", err.message);
-		return tap_done();
-	}
+	c = test_ctx_new();
 	test_synthetic(c);
 	if (shared_dir() == NULL) {
 		tap_skip("../shared is absent: no tiny model, no goldens");

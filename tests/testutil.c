@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/error.h"
+#include "core/ops.h"
 #include "testutil.h"
 
 const char *
@@ -136,4 +138,34 @@ check_close(const char *what, const float *got, const float *want, size_t n,
 		    what, bad, n, at, got[at], want[at]);
 	return tap_ok(bad == 0, "%s (max abs diff %.3g, %.2f of tolerance, atol %g rtol %g)",
 	    what, maxdiff, worst, atol, rtol);
+}
+
+const char *
+test_device(void)
+{
+	const char *d = getenv("SDBATCH_TEST_DEVICE");
+
+	return d != NULL && *d != '\0' ? d : "cpu";
+}
+
+struct sd_ctx *
+test_ctx_new(void)
+{
+	struct sd_error err = {0};
+	struct sd_ctx *c = sd_ctx_new(test_device(), 0, &err);
+
+	if (c != NULL) {
+		tap_diag("backend: %s", sd_ctx_describe(c));
+		return c;
+	}
+	if (err.code == SD_EUNAVAILABLE) {
+		if (tap_reported() == 0) {
+			tap_skip_all("%s: %s", test_device(), err.message);
+			exit(0);
+		}
+		tap_skip("the rest: %s: %s", test_device(), err.message);
+		exit(tap_done());
+	}
+	tap_ok(0, "%s context: %s", test_device(), err.message);
+	exit(tap_done());
 }

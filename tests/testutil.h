@@ -30,4 +30,13 @@ struct sd_weights *weights_subset(const struct st_file *f, const char *prefix,
 int check_close(const char *what, const float *got, const float *want, size_t n,
     double atol, double rtol);
 
+/* The device the engine tests run on: $SDBATCH_TEST_DEVICE ("cpu", "cuda",
+ * "cuda:N"), default cpu. */
+const char *test_device(void);
+struct sd_ctx;
+/* A context on test_device().  When that device is unavailable (no GPU) the
+ * whole test is skipped: the plan "1..0 # SKIP" is printed and the process
+ * exits 0.  Any other failure is a "not ok" and exit 1. */
+struct sd_ctx *test_ctx_new(void);
+
 #endif

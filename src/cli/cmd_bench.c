@@ -172,11 +172,15 @@ fill_random(float *x, size_t n, uint64_t seed)
 	}
 }
 
+/* The "image" figure: text encoder, this many steps, VAE decode. */
+#define IMAGE_STEPS 20
+
 struct results {
 	double sgemm_peak, text_encoder_s, unet_first_s, unet_step_s, vae_decode_s;
 	double unet_step_flops, vae_flops, peak_rss_mb, load_s;
 	double rss_after_text, rss_after_unet;
-	int size, steps, threads;
+	size_t gpu_peak, gpu_base;
+	int size, steps, threads, gpu;
 };
 
 int
@@ -356,6 +360,7 @@ cmd_bench(int argc, char **argv)
 		t = now();
 		if (clip_text_forward(clip, c, ids, 2, 1, ctx, &err) < 0)
 			goto fail_lat;
+		sd_download(c, host, ctx, 1);	/* waits for a GPU */
 		r.text_encoder_s = now() - t;
 		sd_release(c, mark);
 	}
@@ -379,7 +384,7 @@ cmd_bench(int argc, char **argv)
 			for (size_t k = nlat; k < nin; k++)	/* inpainting channels */
 				x[k] = 0.0f;
 		}
-		f0 = sd_cpu_flops(c);
+		f0 = sd_ctx_flops(c);
 		t = now();
 		sd_upload(c, din, host, 2 * nin);
 		if (unet_forward(u, c, dout, din, 2, lat, lat, ts, ctx, len, &err) < 0)
@@ -391,7 +396,7 @@ cmd_bench(int argc, char **argv)
 		t = now() - t;
 		if (i == 0) {
 			r.unet_first_s = t;
-			r.unet_step_flops = sd_cpu_flops(c) - f0;
+			r.unet_step_flops = sd_ctx_flops(c) - f0;
 		} else {
 			times[i - 1] = t;
 		}
@@ -410,17 +415,20 @@ cmd_bench(int argc, char **argv)
 	for (size_t k = 0; k < nlat; k++)
 		host[k] = latents[k] * 0.2f / VAE_SCALING_FACTOR;
 	sd_upload(c, dz, host, nlat);
-	f0 = sd_cpu_flops(c);
+	f0 = sd_ctx_flops(c);
 	t = now();
 	vae_decode(v, c, dimg, dz, 1, lat, lat);
 	sd_download(c, host, dimg, 1);
 	r.vae_decode_s = now() - t;
-	r.vae_flops = sd_cpu_flops(c) - f0;
+	r.vae_flops = sd_ctx_flops(c) - f0;
 	r.peak_rss_mb = peak_rss_mb();
+	r.gpu = sd_ctx_device_memory(c, &r.gpu_peak, &r.gpu_base) == 0;
 
 	{
 		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
 		double vg = r.vae_flops > 0 ? r.vae_flops / r.vae_decode_s / 1e9 : 0;
+		/* one image of IMAGE_STEPS steps from the parts measured */
+		double image_s = r.text_encoder_s + IMAGE_STEPS * r.unet_step_s + r.vae_decode_s;
 
 		/* -q: the results alone (with --json, the JSON line alone) */
 		if (!quiet || !json) {
@@ -440,6 +448,13 @@ cmd_bench(int argc, char **argv)
 			printf("peak RSS:       %.0f MB (after text encoder %.0f, after sampling %.0f; "
 			    "activations arena %.0f MB)\n", r.peak_rss_mb, r.rss_after_text,
 			    r.rss_after_unet, (double)sd_arena_bytes(c) / (1 << 20));
+			if (r.gpu)
+				printf("peak GPU mem:   %.0f MiB (%.0f MiB of it in use once the device "
+				    "was set up: CUDA context, cuBLAS)\n", (double)r.gpu_peak / (1 << 20),
+				    (double)r.gpu_base / (1 << 20));
+			printf("image:          %.3f s for text encoder + %d steps + VAE decode "
+			    "(from the figures above): %.2f images/s\n", image_s, IMAGE_STEPS,
+			    1.0 / image_s);
 		}
 		if (json) {
 			json_t *o = json_object();
@@ -459,6 +474,14 @@ cmd_bench(int argc, char **argv)
 			json_object_set_new(o, "unet_gflops", json_real(ug));
 			json_object_set_new(o, "vae_gflops", json_real(vg));
 			json_object_set_new(o, "sgemm_peak_gflops", json_real(r.sgemm_peak));
+			json_object_set_new(o, "image_s", json_real(image_s));
+			json_object_set_new(o, "images_per_s", json_real(1.0 / image_s));
+			if (r.gpu) {
+				json_object_set_new(o, "gpu_peak_mb",
+				    json_real((double)r.gpu_peak / (1 << 20)));
+				json_object_set_new(o, "gpu_base_mb",
+				    json_real((double)r.gpu_base / (1 << 20)));
+			}
 			json_object_set_new(o, "blas", json_string(blas_name()));
 			json_object_set_new(o, "blas_kernel", json_string(blas_kernel()));
 			if ((s = json_dumps(o, JSON_COMPACT)) != NULL)

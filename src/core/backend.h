@@ -11,6 +11,8 @@ struct sd_backend {
 	int (*init)(struct sd_ctx *c, int device, struct sd_error *err);
 	void (*fini)(struct sd_ctx *c);
 	const char *(*describe)(const struct sd_ctx *c);
+	/* Optional (NULL on the CPU): see sd_ctx_device_memory. */
+	void (*device_memory)(const struct sd_ctx *c, size_t *peak, size_t *base);
 
 	/* Backend memory for the arena's chunks (NULL when out of memory). */
 	void *(*mem_alloc)(struct sd_ctx *c, size_t bytes);

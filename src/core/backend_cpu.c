@@ -126,7 +126,6 @@ struct cpu_state {
 	int wino;		/* SDBATCH_WINOGRAD: -1 auto, 0 never, 2, 3 or 4 forced */
 	float *wu, *wv, *wm;	/* Winograd weights, inputs, products */
 	size_t wucap, wvcap, wmcap;
-	double flops;
 	char desc[192];
 };
 
@@ -216,14 +215,6 @@ static const char *
 cpu_describe(const struct sd_ctx *c)
 {
 	return ((const struct cpu_state *)c->state)->desc;
-}
-
-double
-sd_cpu_flops(const struct sd_ctx *c)
-{
-	if (c == NULL || c->be != &sd_backend_cpu || c->state == NULL)
-		return 0;
-	return ((const struct cpu_state *)c->state)->flops;
 }
 
 static void *
@@ -820,7 +811,6 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 	int wm = kh == kw ? wino_pick(s, n, cin, h, w, cout, kh, stride, pt, pl, pb, pr) : 0;
 
 	vectors_f32(c, (size_t)cout, bias, &B, NULL, NULL);
-	s->flops += flops;
 	if (wm != 0) {
 		touch(s, weight);
 		conv_winograd(s, y, x, n, cin, h, w, weight, B, wm, flops);
@@ -897,7 +887,6 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 	double flops = 2.0 * m * (double)k * nout;
 
 	vectors_f32(c, (size_t)nout, bias, &B, NULL, NULL);
-	s->flops += flops;
 	if (flops < PAR_MIN_FLOPS)
 		nt = 1;
 	if (m <= SMALL_N) {
@@ -1080,7 +1069,6 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 		qb /= 2;
 	nqb = (lq + qb - 1) / qb;
 	tasks = b * heads * nqb;
-	s->flops += flops;
 	#pragma omp parallel for schedule(dynamic, 1) num_threads(s->nthreads) \
 	    if (tasks > 1 && flops >= PAR_MIN_FLOPS)
 	for (int t = 0; t < tasks; t++) {

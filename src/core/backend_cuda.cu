@@ -111,6 +111,7 @@ struct cuda_state {
 	struct dev_buf col, half, stage, ids, scores, tmp;
 	struct wentry *wtab;
 	size_t wcap, wcount;
+	size_t mem_base, mem_peak;	/* device bytes in use: after init, most */
 	char desc[256];
 };
 
@@ -164,6 +165,12 @@ die_oom(const char *op, const char *what, size_t bytes)
 	exit(SD_EINTERNAL);
 }
 
+struct cuda_state;
+static void note_usage(struct cuda_state *s);
+/* The context whose device memory dmalloc counts (one context per process
+ * in practice; with several, the last one made). */
+static struct cuda_state *usage_state;
+
 /* cudaMalloc that never returns NULL. */
 static void *
 dmalloc(size_t bytes, const char *op, const char *what)
@@ -179,6 +186,8 @@ dmalloc(size_t bytes, const char *op, const char *what)
 		die_oom(op, what, bytes);
 	}
 	ck(e, op);
+	if (usage_state != NULL)
+		note_usage(usage_state);
 	return p;
 }
 
@@ -213,6 +222,21 @@ static unsigned
 cap_grid(size_t n, unsigned limit)
 {
 	return n > limit ? limit : (unsigned)(n ? n : 1);
+}
+
+/* Device memory only grows at an allocation: sample what is in use after
+ * each one (cudaMemGetInfo counts the CUDA context and cuBLAS too). */
+static void
+note_usage(struct cuda_state *s)
+{
+	size_t fr = 0, total = 0;
+
+	if (cudaMemGetInfo(&fr, &total) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return;
+	}
+	if (total - fr > s->mem_peak)
+		s->mem_peak = total - fr;
 }
 
 /* ------------------------------------------------------------ kernels */
@@ -1111,6 +1135,9 @@ cuda_init(struct sd_ctx *c, int device, struct sd_error *err)
 			(void)cudaGetLastError();
 	}
 
+	usage_state = s;
+	note_usage(s);
+	s->mem_base = s->mem_peak;
 	snprintf(s->desc, sizeof s->desc, "cuda:%d (%.200s, %.1f GiB)", device, prop.name,
 	    (double)prop.totalGlobalMem / (double)((size_t)1 << 30));
 	c->state = s;
@@ -1131,8 +1158,19 @@ cuda_fini(struct sd_ctx *c)
 
 	if (s == NULL)
 		return;
+	if (usage_state == s)
+		usage_state = NULL;
 	release(s);
 	c->state = NULL;
+}
+
+static void
+cuda_device_memory(const struct sd_ctx *c, size_t *peak, size_t *base)
+{
+	const struct cuda_state *s = (const struct cuda_state *)c->state;
+
+	*peak = s->mem_peak;
+	*base = s->mem_base;
 }
 
 static const char *
@@ -1147,13 +1185,13 @@ cuda_mem_alloc(struct sd_ctx *c, size_t bytes)
 	void *p = NULL;
 	cudaError_t e;
 
-	(void)c;
 	e = cudaMalloc(&p, bytes ? bytes : 16);
 	if (e == cudaErrorMemoryAllocation) {
 		(void)cudaGetLastError();	/* not sticky: clear it */
 		return NULL;
 	}
 	ck(e, "mem_alloc");
+	note_usage((struct cuda_state *)c->state);
 	return p;
 }
 
@@ -1537,6 +1575,7 @@ extern "C" const struct sd_backend sd_backend_cuda = {
 	.init = cuda_init,
 	.fini = cuda_fini,
 	.describe = cuda_describe,
+	.device_memory = cuda_device_memory,
 	.mem_alloc = cuda_mem_alloc,
 	.mem_free = cuda_mem_free,
 	.upload = cuda_upload,

@@ -6,11 +6,6 @@
 
 #include "core/ops.h"
 
-/* Floating-point operations (multiply-adds count 2) of the GEMM-shaped ops
- * (conv2d, linear, attention) the context ran so far; 0 for a context that
- * is not on the CPU backend. */
-double sd_cpu_flops(const struct sd_ctx *c);
-
 /* Drop from this process's memory the pages of the mmap'd weights the
  * context has used since the last call (only read-only file mappings: the
  * data stay in the page cache, and come back on their next use at the cost

@@ -89,6 +89,33 @@ sd_ctx_describe(const struct sd_ctx *c)
 	return c->be->describe(c);
 }
 
+double
+sd_ctx_flops(const struct sd_ctx *c)
+{
+	return c->flops;
+}
+
+/* What conv2d costs, for sd_ctx_flops. */
+static void
+count_conv(struct sd_ctx *c, int n, int cin, int h, int w, const struct sd_tensor *weight,
+    int stride, int pt, int pl, int pb, int pr)
+{
+	int64_t cout = weight->shape[0], kh = weight->shape[2], kw = weight->shape[3];
+	int64_t oh = (h + pt + pb - kh) / stride + 1, ow = (w + pl + pr - kw) / stride + 1;
+
+	if (oh > 0 && ow > 0)
+		c->flops += 2.0 * n * (double)cout * cin * kh * kw * oh * ow;
+}
+
+int
+sd_ctx_device_memory(const struct sd_ctx *c, size_t *peak, size_t *base)
+{
+	if (c->be->device_memory == NULL)
+		return -1;
+	c->be->device_memory(c, peak, base);
+	return 0;
+}
+
 static size_t
 arena_total(const struct sd_arena *a)
 {
@@ -194,6 +221,7 @@ void
 op_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride, int pad)
 {
+	count_conv(c, n, cin, h, w, weight, stride, pad, pad, pad, pad);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride, pad, pad, pad, pad);
 }
 
@@ -202,6 +230,7 @@ op_conv2d_pad(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
     int pad_top, int pad_left, int pad_bottom, int pad_right)
 {
+	count_conv(c, n, cin, h, w, weight, stride, pad_top, pad_left, pad_bottom, pad_right);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride,
 	    pad_top, pad_left, pad_bottom, pad_right);
 }
@@ -210,6 +239,7 @@ void
 op_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
     const struct sd_tensor *weight, const struct sd_tensor *bias)
 {
+	c->flops += 2.0 * m * (double)k * (double)weight->shape[0];
 	c->be->linear(c, y, x, m, k, weight, bias);
 }
 
@@ -232,6 +262,7 @@ op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
     int b, int lq, int lk, int heads, int dh, float scale, int causal)
 {
+	c->flops += 4.0 * b * heads * (double)lq * lk * dh;
 	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
 }
 

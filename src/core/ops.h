@@ -28,6 +28,7 @@ struct sd_ctx {
 	void *state;		/* the backend's own (scratch buffers, handles) */
 	struct sd_arena *arena;	/* activations */
 	int threads;
+	double flops;		/* multiply-adds x 2 of conv2d, linear, attention */
 };
 
 /* Make a context for "cpu", "cuda" or "cuda:N" (threads 0 = default). */
@@ -35,6 +36,14 @@ struct sd_ctx *sd_ctx_new(const char *device, int threads, struct sd_error *err)
 void sd_ctx_free(struct sd_ctx *c);
 /* "cpu" or "cuda:0 (NVIDIA H100 ...)". */
 const char *sd_ctx_describe(const struct sd_ctx *c);
+/* Device memory of a GPU context in bytes: *peak the most in use on the
+ * device at any time since the context was made (the CUDA context and
+ * cuBLAS included), *base what was in use once the context was set up.
+ * Returns 0, or -1 for backends without device memory (the CPU). */
+/* Floating-point operations of the matrix ops (conv2d, linear, attention)
+ * issued on c so far, on any backend (for benchmarks). */
+double sd_ctx_flops(const struct sd_ctx *c);
+int sd_ctx_device_memory(const struct sd_ctx *c, size_t *peak, size_t *base);
 
 /* ---- memory: a bump arena of backend memory ---- */
 /* n floats from the arena (never NULL: out of memory aborts the process
