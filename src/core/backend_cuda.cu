@@ -55,14 +55,17 @@
 #include "config.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 extern "C" {
 #include "core/backend.h"
@@ -81,6 +84,15 @@ extern "C" {
 #define ATT_THREADS 128
 #define ATT_PS (ATT_BK + 8)	/* row stride of the probabilities tile */
 #define ATT_MAX_DH 160
+/* The tensor-core flash kernel (fp16 mode): query rows and keys per tile,
+ * warps, row strides of a warp's scores (floats) and probabilities
+ * (halves), the largest head dim. */
+#define TC_BQ 64
+#define TC_BK 64
+#define TC_WARPS 4
+#define TC_SS (TC_BK + 4)
+#define TC_PS (TC_BK + 8)
+#define TC_MAX_DH 160
 
 #define THREADS 256
 
@@ -105,6 +117,7 @@ struct cuda_state {
 	int sync;		/* SDBATCH_CUDA_SYNC: wait after every op */
 	int gemm_attention;	/* SDBATCH_CUDA_ATTENTION=gemm */
 	int flash_ok[8];	/* per head-dim bucket: shared memory granted */
+	int tc_ok[TC_MAX_DH / 16 + 1];	/* tensor-core flash, per DP / 16 */
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	void *workspace;
@@ -112,8 +125,31 @@ struct cuda_state {
 	struct wentry *wtab;
 	size_t wcap, wcount;
 	size_t mem_base, mem_peak;	/* device bytes in use: after init, most */
+	size_t weight_bytes;	/* the device copies of weights */
+	struct profile *prof;	/* SDBATCH_CUDA_PROFILE, else NULL */
 	char desc[256];
 };
+
+/* SDBATCH_CUDA_PROFILE=1: every op waits for its work; its device time
+ * (CUDA events around its work) and its host time (from its call to the end
+ * of its work) go to a bucket named after the op and its shape; ops that
+ * allocated (first use: weight uploads, scratch growth) go to one bucket of
+ * their own.  The table is printed to stderr at fini. */
+#define PROF_BUCKETS 48
+struct profile {
+	double last;		/* when the previous op ended, seconds */
+	double begin;		/* when the op in progress began */
+	cudaEvent_t ev0, ev1;	/* around the op in progress, on the device */
+	int allocated;		/* the op in progress allocated device memory */
+	char key[64];		/* the op in progress's bucket, if not its name */
+	int n;
+	struct {
+		char name[64];
+		double s, gpu;	/* host time (launch to finish), device time */
+		long calls;
+	} b[PROF_BUCKETS];
+};
+#define PROF_BEGIN(s) do { if ((s)->prof != NULL) prof_begin(s); } while (0)
 
 /* ------------------------------------------------------------ errors */
 
@@ -147,14 +183,105 @@ ckb(cublasStatus_t st, const char *op)
 	die(op, msg);
 }
 
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Name the profile bucket of the op in progress (when profiling). */
+static void __attribute__((format(printf, 2, 3)))
+prof_key(struct cuda_state *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->prof == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s->prof->key, sizeof s->prof->key, fmt, ap);
+	va_end(ap);
+}
+
+static void
+prof_begin(struct cuda_state *s)
+{
+	s->prof->begin = mono_now();
+	(void)cudaEventRecord(s->prof->ev0, s->stream);
+}
+
+static void
+prof_add(struct profile *p, const char *name, double t, double gpu)
+{
+	int i;
+
+	for (i = 0; i < p->n; i++)
+		if (strcmp(p->b[i].name, name) == 0)
+			break;
+	if (i == p->n) {
+		if (p->n == PROF_BUCKETS)
+			i = PROF_BUCKETS - 1;	/* the last bucket takes the rest */
+		else
+			snprintf(p->b[p->n++].name, sizeof p->b[0].name, "%s", name);
+	}
+	p->b[i].s += t;
+	p->b[i].gpu += gpu;
+	p->b[i].calls++;
+}
+
+static void
+prof_print(const struct profile *p)
+{
+	double total = 0, gtotal = 0;
+	int order[PROF_BUCKETS];
+
+	for (int i = 0; i < p->n; i++) {
+		total += p->b[i].s;
+		gtotal += p->b[i].gpu;
+		order[i] = i;
+	}
+	for (int i = 1; i < p->n; i++)	/* by device time, largest first */
+		for (int j = i; j > 0 && p->b[order[j]].gpu > p->b[order[j - 1]].gpu; j--) {
+			int t = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	fprintf(stderr, "sdbatch: CUDA profile (each op synchronised):\n");
+	fprintf(stderr, "  %-44s %7s %10s %9s %6s %10s\n", "op", "calls", "device ms", "us/call",
+	    "%", "host ms");
+	for (int k = 0; k < p->n; k++) {
+		int i = order[k];
+		fprintf(stderr, "  %-44s %7ld %10.2f %9.1f %6.1f %10.2f\n", p->b[i].name,
+		    p->b[i].calls, 1e3 * p->b[i].gpu, 1e6 * p->b[i].gpu / (double)p->b[i].calls,
+		    gtotal > 0 ? 100 * p->b[i].gpu / gtotal : 0, 1e3 * p->b[i].s);
+	}
+	fprintf(stderr, "  %-44s %7s %10.2f %9s %6s %10.2f\n", "total", "", 1e3 * gtotal, "", "",
+	    1e3 * total);
+}
+
 /* After an op's launches: report launch errors (and, with SDBATCH_CUDA_SYNC,
  * faults during the op's kernels). */
 static void
 done(struct cuda_state *s, const char *op)
 {
 	ck(cudaGetLastError(), op);
-	if (s->sync)
+	if (s->sync || s->prof != NULL)
 		ck(cudaStreamSynchronize(s->stream), op);
+	if (s->prof != NULL) {
+		struct profile *p = s->prof;
+		float ms = 0;
+		ck(cudaEventRecord(p->ev1, s->stream), op);
+		ck(cudaEventSynchronize(p->ev1), op);
+		ck(cudaEventElapsedTime(&ms, p->ev0, p->ev1), op);
+		double t = mono_now();
+		prof_add(p, p->allocated ? "(ops that allocated: first use)" :
+		    p->key[0] ? p->key : op, t - p->begin, 1e-3 * ms);
+		p->last = t;
+		p->allocated = 0;
+		p->key[0] = '\0';
+	}
 }
 
 static void __attribute__((noreturn))
@@ -186,8 +313,11 @@ dmalloc(size_t bytes, const char *op, const char *what)
 		die_oom(op, what, bytes);
 	}
 	ck(e, op);
-	if (usage_state != NULL)
+	if (usage_state != NULL) {
 		note_usage(usage_state);
+		if (usage_state->prof != NULL)
+			usage_state->prof->allocated = 1;
+	}
 	return p;
 }
 
@@ -772,6 +902,167 @@ flash_kernel(int bucket)
 	}
 }
 
+
+/* Flash attention on the tensor cores (fp16 mode): one block of 4 warps per
+ * (batch*head, 64 query rows), each warp owning 16 rows.  Q (pre-scaled), K
+ * and V tiles are rounded to F16 in shared memory, with the head dim padded
+ * with zeros to DP (a multiple of 16); S = Q K^T and O += P V are WMMA
+ * 16x16x16 products with F32 accumulation.  A warp's scores go through
+ * shared memory (F32), where each row's online softmax runs on two lanes;
+ * the probabilities go back as F16, and the output accumulates in shared
+ * memory (F32), rescaled by the row's correction before each P V product. */
+
+static size_t
+tc_smem(int DP)
+{
+	return (size_t)3 * TC_BQ * (DP + 8) * sizeof(__half)	/* Q, K, V */
+	    + (size_t)TC_WARPS * 16 * TC_SS * sizeof(float)	/* S */
+	    + (size_t)TC_WARPS * 16 * TC_PS * sizeof(__half)	/* P */
+	    + (size_t)TC_WARPS * 16 * (DP + 4) * sizeof(float);	/* O */
+}
+
+template <int DP>
+__global__ void __launch_bounds__(TC_WARPS * 32)
+k_flash_tc(float *out, const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+    int lq, int lk, int heads, int dh, float scale, int causal)
+{
+	using namespace nvcuda;
+	extern __shared__ __align__(128) unsigned char tc_sm[];
+	const int ld = DP + 8, lo = DP + 4;
+	__half *Qs = (__half *)tc_sm, *Ks = Qs + TC_BQ * ld, *Vs = Ks + TC_BK * ld;
+	float *Ss = (float *)(Vs + TC_BK * ld);
+	__half *Ps = (__half *)(Ss + TC_WARPS * 16 * TC_SS);
+	float *Os = (float *)(Ps + TC_WARPS * 16 * TC_PS);
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int bi = blockIdx.x / heads, hd = blockIdx.x % heads;
+	const int q0 = blockIdx.y * TC_BQ;
+	const float *qb = q + (size_t)bi * lq * ldq + (size_t)hd * dh;
+	const float *kb = k + (size_t)bi * lk * ldk + (size_t)hd * dh;
+	const float *vb = v + (size_t)bi * lk * ldv + (size_t)hd * dh;
+	float *Sw = Ss + warp * 16 * TC_SS, *Ow = Os + warp * 16 * lo;
+	__half *Pw = Ps + warp * 16 * TC_PS;
+	/* softmax: lane pair (r, half) for row r = lane / 2 of the warp */
+	const int r = lane >> 1, hf = lane & 1, qi = q0 + warp * 16 + r;
+	float m = -INFINITY, l = 0.0f;
+
+	for (int i = tid; i < TC_BQ * DP; i += TC_WARPS * 32) {
+		int row = i / DP, d = i % DP;
+		float x = q0 + row < lq && d < dh ? qb[(size_t)(q0 + row) * ldq + d] * scale : 0.0f;
+		Qs[row * ld + d] = __float2half(x);
+	}
+	for (int i = lane; i < 16 * lo; i += 32)
+		Ow[i] = 0.0f;
+
+	int kend = lk;
+	if (causal && q0 + TC_BQ < lk)
+		kend = q0 + TC_BQ;
+	for (int k0 = 0; k0 < kend; k0 += TC_BK) {
+		__syncthreads();	/* every warp is done with the previous K and V */
+		for (int i = tid; i < TC_BK * DP; i += TC_WARPS * 32) {
+			int c = i / DP, d = i % DP;
+			bool in = k0 + c < lk && d < dh;
+			Ks[c * ld + d] = __float2half(in ? kb[(size_t)(k0 + c) * ldk + d] : 0.0f);
+			Vs[c * ld + d] = __float2half(in ? vb[(size_t)(k0 + c) * ldv + d] : 0.0f);
+		}
+		__syncthreads();
+
+		/* S[16, 64] = Q_w K^T */
+		for (int j = 0; j < TC_BK / 16; j++) {
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+			wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+			for (int kk = 0; kk < DP / 16; kk++) {
+				wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+				wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+				wmma::load_matrix_sync(a, Qs + warp * 16 * ld + kk * 16, ld);
+				wmma::load_matrix_sync(b, Ks + j * 16 * ld + kk * 16, ld);
+				wmma::mma_sync(acc, a, b, acc);
+			}
+			wmma::store_matrix_sync(Sw + j * 16, acc, TC_SS, wmma::mem_row_major);
+		}
+		__syncwarp();
+
+		/* the online softmax of row r over this tile's 32 + 32 keys */
+		{
+			float sv[32], mx = -INFINITY, rs = 0.0f, corr;
+			const float *srow = Sw + r * TC_SS + hf * 32;
+#pragma unroll
+			for (int c = 0; c < 32; c++) {
+				int kj = k0 + hf * 32 + c;
+				sv[c] = kj >= lk || (causal && kj > qi) ? -INFINITY : srow[c];
+				mx = fmaxf(mx, sv[c]);
+			}
+			mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+			float mn = fmaxf(m, mx);
+			__half *prow = Pw + r * TC_PS + hf * 32;
+			if (mn == -INFINITY) {
+				corr = 1.0f;	/* every key so far masked */
+#pragma unroll
+				for (int c = 0; c < 32; c++)
+					prow[c] = __float2half(0.0f);
+			} else {
+				corr = expf(m - mn);
+#pragma unroll
+				for (int c = 0; c < 32; c++) {
+					float p = expf(sv[c] - mn);
+					rs += p;
+					prow[c] = __float2half(p);
+				}
+			}
+			rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+			l = l * corr + rs;
+			m = mn;
+			float *orow = Ow + r * lo;
+			for (int d = hf * (DP / 2); d < (hf + 1) * (DP / 2); d++)
+				orow[d] *= corr;
+		}
+		__syncwarp();
+
+		/* O_w[16, DP] += P V */
+		for (int jd = 0; jd < DP / 16; jd++) {
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+			wmma::load_matrix_sync(acc, Ow + jd * 16, lo, wmma::mem_row_major);
+#pragma unroll
+			for (int kk = 0; kk < TC_BK / 16; kk++) {
+				wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+				wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+				wmma::load_matrix_sync(a, Pw + kk * 16, TC_PS);
+				wmma::load_matrix_sync(b, Vs + kk * 16 * ld + jd * 16, ld);
+				wmma::mma_sync(acc, a, b, acc);
+			}
+			wmma::store_matrix_sync(Ow + jd * 16, acc, lo, wmma::mem_row_major);
+		}
+		__syncwarp();
+	}
+
+	if (qi < lq) {
+		const int width = heads * dh;
+		float inv = l > 0.0f ? 1.0f / l : 0.0f;
+		float *o = out + ((size_t)bi * lq + qi) * width + (size_t)hd * dh;
+		const float *orow = Ow + r * lo;
+		for (int d = hf; d < dh; d += 2)
+			o[d] = orow[d] * inv;
+	}
+}
+
+/* The tensor-core kernel of a padded head dim (16..160). */
+static const void *
+flash_tc_kernel(int DP)
+{
+	switch (DP) {
+	case 16: return (const void *)k_flash_tc<16>;
+	case 32: return (const void *)k_flash_tc<32>;
+	case 48: return (const void *)k_flash_tc<48>;
+	case 64: return (const void *)k_flash_tc<64>;
+	case 80: return (const void *)k_flash_tc<80>;
+	case 96: return (const void *)k_flash_tc<96>;
+	case 112: return (const void *)k_flash_tc<112>;
+	case 128: return (const void *)k_flash_tc<128>;
+	case 144: return (const void *)k_flash_tc<144>;
+	default: return (const void *)k_flash_tc<160>;
+	}
+}
+
 /* ------------------------------------------------------------ weights */
 
 static uint64_t
@@ -927,6 +1218,7 @@ dev_f32(struct cuda_state *s, const struct sd_tensor *t, const char *op)
 	if (e->f32 == NULL) {
 		size_t n = (size_t)e->numel;
 		float *d = (float *)dmalloc(n * sizeof(float), op, t->name ? t->name : "a weight");
+		s->weight_bytes += n * sizeof(float);
 		if (t->dtype == SD_F32) {
 			ck(cudaMemcpyAsync(d, t->data, n * sizeof(float), cudaMemcpyHostToDevice,
 			    s->stream), op);
@@ -950,6 +1242,7 @@ dev_f16(struct cuda_state *s, const struct sd_tensor *t, const char *op)
 	if (e->f16 == NULL) {
 		size_t n = (size_t)e->numel;
 		__half *d = (__half *)dmalloc(n * sizeof(__half), op, t->name ? t->name : "a weight");
+		s->weight_bytes += n * sizeof(__half);
 		if (t->dtype == SD_F16) {
 			ck(cudaMemcpyAsync(d, t->data, n * sizeof(__half), cudaMemcpyHostToDevice,
 			    s->stream), op);
@@ -1085,6 +1378,17 @@ cuda_init(struct sd_ctx *c, int device, struct sd_error *err)
 	s->sync = env != NULL && *env != '\0' && strcmp(env, "0") != 0;
 	env = getenv("SDBATCH_CUDA_ATTENTION");
 	s->gemm_attention = env != NULL && strcmp(env, "gemm") == 0;
+	env = getenv("SDBATCH_CUDA_PROFILE");
+	if (env != NULL && *env != '\0' && strcmp(env, "0") != 0 &&
+	    (s->prof = (struct profile *)calloc(1, sizeof *s->prof)) != NULL) {
+		s->prof->last = mono_now();
+		if (cudaEventCreate(&s->prof->ev0) != cudaSuccess ||
+		    cudaEventCreate(&s->prof->ev1) != cudaSuccess) {
+			(void)cudaGetLastError();
+			free(s->prof);
+			s->prof = NULL;
+		}
+	}
 
 	e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
 	if (e != cudaSuccess) {
@@ -1134,6 +1438,14 @@ cuda_init(struct sd_ctx *c, int device, struct sd_error *err)
 		if (e != cudaSuccess)
 			(void)cudaGetLastError();
 	}
+	/* The tensor-core kernels need compute capability 7.0 (WMMA). */
+	for (int dp = 16; dp <= TC_MAX_DH; dp += 16) {
+		e = cudaFuncSetAttribute(flash_tc_kernel(dp),
+		    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc_smem(dp));
+		s->tc_ok[dp / 16] = e == cudaSuccess && prop.major >= 7;
+		if (e != cudaSuccess)
+			(void)cudaGetLastError();
+	}
 
 	usage_state = s;
 	note_usage(s);
@@ -1160,6 +1472,17 @@ cuda_fini(struct sd_ctx *c)
 		return;
 	if (usage_state == s)
 		usage_state = NULL;
+	if (s->prof != NULL) {
+		prof_print(s->prof);
+		fprintf(stderr, "  device memory: peak %zu MiB in use (%zu at start); weights %zu MiB; "
+		    "scratch: im2col %zu, F16 operand %zu, staging %zu, scores %zu, copy %zu MiB\n",
+		    s->mem_peak >> 20, s->mem_base >> 20, s->weight_bytes >> 20, s->col.cap >> 20,
+		    s->half.cap >> 20, s->stage.cap >> 20, s->scores.cap >> 20, s->tmp.cap >> 20);
+		(void)cudaEventDestroy(s->prof->ev0);
+		(void)cudaEventDestroy(s->prof->ev1);
+		free(s->prof);
+		s->prof = NULL;
+	}
 	release(s);
 	c->state = NULL;
 }
@@ -1192,6 +1515,8 @@ cuda_mem_alloc(struct sd_ctx *c, size_t bytes)
 	}
 	ck(e, "mem_alloc");
 	note_usage((struct cuda_state *)c->state);
+	if (((struct cuda_state *)c->state)->prof != NULL)
+		((struct cuda_state *)c->state)->prof->allocated = 1;
 	return p;
 }
 
@@ -1210,6 +1535,7 @@ static void
 cuda_upload(struct sd_ctx *c, float *dst, const float *host, size_t n)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (n == 0)
 		return;
@@ -1228,12 +1554,15 @@ cuda_download(struct sd_ctx *c, float *host, const float *src, size_t n)
 		return;
 	ck(cudaMemcpyAsync(host, src, n * sizeof *host, cudaMemcpyDeviceToHost, s->stream), "download");
 	ck(cudaStreamSynchronize(s->stream), "download");
+	if (s->prof != NULL)	/* host work until the next op is not the device's */
+		s->prof->last = mono_now();
 }
 
 static void
 cuda_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (y == x || n == 0)
 		return;
@@ -1266,6 +1595,7 @@ cuda_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, i
 {
 	static const char op[] = "conv2d";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	int cout = (int)weight->shape[0], kh = (int)weight->shape[2], kw = (int)weight->shape[3];
 	int oh = (h + pt + pb - kh) / stride + 1, ow = (w + pl + pr - kw) / stride + 1;
 	size_t ohw = (size_t)oh * ow, K = (size_t)cin * kh * kw;
@@ -1275,6 +1605,8 @@ cuda_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, i
 	if (n <= 0 || cout <= 0 || oh <= 0 || ow <= 0)
 		return;
 	check_numel(weight, (int64_t)cout * (int64_t)K, op);
+	prof_key(s, "conv2d %dx%d%s %dx%d cin %d cout %d", kh, kw, stride > 1 ? " s2" : "", h, w,
+	    cin, cout);
 	W = gemm_weight(s, weight, op);
 	/* Row-major Y[cout, ohw] = W[cout, K] col[K, ohw] is, column-major,
 	 * Y^T[ohw, cout] = col^T[ohw, K] W^T[K, cout]: the row-major buffers as
@@ -1325,12 +1657,14 @@ cuda_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 {
 	static const char op[] = "linear";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	int nout = (int)weight->shape[0];
 	const void *W, *X = x;
 
 	if (m <= 0 || nout <= 0)
 		return;
 	check_numel(weight, (int64_t)nout * k, op);
+	prof_key(s, "linear m %d k %d n %d", m, k, nout);
 	W = gemm_weight(s, weight, op);
 	if (s->fp16)
 		X = to_half(s, x, (size_t)m * k, op);
@@ -1354,10 +1688,12 @@ cuda_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h
 {
 	static const char op[] = "group_norm";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	const float *G = dev_f32(s, gamma, op), *B = dev_f32(s, beta, op);
 
 	if (n <= 0 || groups <= 0 || ch <= 0 || hw <= 0)
 		return;
+	prof_key(s, "group_norm ch %d hw %d", ch, hw);
 	k_group_norm<<<(unsigned)n * groups, 512, 0, s->stream>>>(y, x, ch, hw, groups, eps, G, B, act);
 	done(s, op);
 }
@@ -1368,6 +1704,7 @@ cuda_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
 {
 	static const char op[] = "layer_norm";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	const float *G = dev_f32(s, gamma, op), *B = dev_f32(s, beta, op);
 
 	if (rows <= 0 || dim <= 0)
@@ -1421,12 +1758,27 @@ cuda_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 {
 	static const char op[] = "attention";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	int bucket = flash_bucket(dh);
 
 	if (b <= 0 || lq <= 0 || heads <= 0 || dh <= 0)
 		return;
+	prof_key(s, "attention lq %d lk %d dh %d%s", lq, lk, dh,
+	    s->fp16 && !s->gemm_attention && dh <= TC_MAX_DH ? " (tc)" : "");
 	if (lk <= 0) {
 		ck(cudaMemsetAsync(out, 0, (size_t)b * lq * heads * dh * sizeof *out, s->stream), op);
+	} else if (s->fp16 && !s->gemm_attention && dh <= TC_MAX_DH &&
+	    s->tc_ok[(dh + 15) / 16] && (size_t)lq <= (size_t)TC_BQ * 65535) {
+		int dp = (dh + 15) / 16 * 16;
+		dim3 grid((unsigned)b * heads, (unsigned)((lq + TC_BQ - 1) / TC_BQ));
+		size_t smem = tc_smem(dp);
+		switch (dp) {
+#define FLASH_TC(D) case D: k_flash_tc<D><<<grid, TC_WARPS * 32, smem, s->stream>>>(out, q, \
+	    ldq, k, ldk, v, ldv, lq, lk, heads, dh, scale, causal); break
+		FLASH_TC(16); FLASH_TC(32); FLASH_TC(48); FLASH_TC(64); FLASH_TC(80);
+		FLASH_TC(96); FLASH_TC(112); FLASH_TC(128); FLASH_TC(144); FLASH_TC(160);
+#undef FLASH_TC
+		}
 	} else if (bucket >= 0 && s->flash_ok[bucket] && !s->gemm_attention &&
 	    (size_t)lq <= (size_t)ATT_BQ * 65535) {
 		dim3 grid((unsigned)b * heads, (unsigned)((lq + ATT_BQ - 1) / ATT_BQ));
@@ -1447,6 +1799,7 @@ static void
 cuda_unary(struct sd_ctx *c, float *x, size_t n, int kind)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	const char *op = kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" : "quick_gelu";
 
 	if (n == 0)
@@ -1459,6 +1812,7 @@ static void
 cuda_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	size_t total = (size_t)rows * d;
 
 	if (rows <= 0 || d <= 0)
@@ -1471,6 +1825,7 @@ static void
 cuda_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (n == 0)
 		return;
@@ -1482,6 +1837,7 @@ static void
 cuda_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float t, size_t n)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (n == 0)
 		return;
@@ -1493,6 +1849,7 @@ static void
 cuda_scale(struct sd_ctx *c, float *x, float t, size_t n)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (n == 0)
 		return;
@@ -1504,6 +1861,7 @@ static void
 cuda_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	size_t rows = (size_t)n * ch;
 
 	if (rows == 0 || hw <= 0)
@@ -1518,6 +1876,7 @@ static void
 cuda_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	size_t planes = (size_t)n * ch, total = planes * 4 * (size_t)h * w;
 
 	if (total == 0)
@@ -1530,6 +1889,7 @@ static void
 cuda_concat(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	size_t total = (size_t)n * (ca + cb) * hw;
 
 	if (total == 0)
@@ -1543,6 +1903,7 @@ static void
 cuda_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 
 	if (n <= 0 || rows <= 0 || cols <= 0)
 		return;
@@ -1558,6 +1919,7 @@ cuda_embed(struct sd_ctx *c, float *y, const int *ids, int count,
 {
 	static const char op[] = "embed";
 	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
 	size_t dim = (size_t)table->shape[1], total = (size_t)count * dim;
 
 	if (count <= 0 || dim == 0)
