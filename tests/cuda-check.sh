@@ -10,14 +10,21 @@
 #              for head dims over 160, e.g. the VAE's)
 #   memcheck, racecheck: fp32 under compute-sanitizer, when it is installed
 # and prints one table: a row per test, a column per mode, "ok" or "FAIL"
-# with the max abs diff.  fp32 and gemm-attn must pass everything.  In fp16
+# with the max abs diff.  Then, when the shared test data are found
+# (SDBATCH_SHARED, else ../shared beside the source), the engine's
+# reference tests (test_clip, test_unet, test_vae, test_pipeline) run on
+# the device in fp32 mode and must pass at the manifest tolerances, and
+# test_pipeline runs once more in fp16 mode, for information: how many
+# 8-bit images are within 1 level of diffusers'.  fp32 and gemm-attn must pass everything.  In fp16
 # the GEMM inputs are rounded to F16, so conv2d and linear miss the test's
 # F32 tolerance (1e-4) by design: there they count as "f16" (acceptable)
 # while their max abs diff stays under 0.05; every other test must pass.
 #
 # Usage: tests/cuda-check.sh [configure arguments...]
 # Environment: CUDA_PATH (toolkit, default /usr/local/cuda), KEEP=1 keeps the
-# build folder, SDBATCH_TEST_DEVICE (default cuda, e.g. cuda:1),
+# build folder, BUILD=DIR uses a build folder already configured with
+# --enable-cuda and built (`make check TESTS=`) instead of making one (for
+# a GPU machine without the -dev packages: carry the folder there), SDBATCH_TEST_DEVICE (default cuda, e.g. cuda:1),
 # NO_SANITIZER=1 skips the compute-sanitizer runs.
 # Exit status: 0 when everything passed, 1 otherwise, 77 when there is no GPU.
 set -u
@@ -26,36 +33,49 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 cuda=${CUDA_PATH:-/usr/local/cuda}
 device=${SDBATCH_TEST_DEVICE:-cuda}
 
-if [ -f "$srcdir/config.status" ]; then
+if [ -n "${BUILD:-}" ]; then
+	build=$(cd "$BUILD" && pwd) || exit 1
+	cd "$build" || exit 1
+	for p in tests/test_ops tests/test_clip tests/test_unet tests/test_vae tests/test_pipeline; do
+		if [ ! -x "$p" ]; then
+			echo "cuda-check: $build/$p is not built (make check TESTS=)" >&2
+			exit 1
+		fi
+	done
+	echo "cuda-check: using the build in $build"
+elif [ -f "$srcdir/config.status" ]; then
 	echo "cuda-check: $srcdir is configured in place; run 'make distclean' there first" >&2
 	exit 1
 fi
-if [ ! -x "$srcdir/configure" ]; then
-	(cd "$srcdir" && autoreconf -fi) || exit 1
-fi
-build=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-cuda.XXXXXX") || exit 1
-if [ -n "${KEEP:-}" ]; then
-	echo "cuda-check: build folder $build"
-else
-	trap 'rm -rf "$build"' EXIT
-fi
-cd "$build" || exit 1
+if [ -z "${BUILD:-}" ]; then
+	if [ ! -x "$srcdir/configure" ]; then
+		(cd "$srcdir" && autoreconf -fi) || exit 1
+	fi
+	build=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-cuda.XXXXXX") || exit 1
+	if [ -n "${KEEP:-}" ]; then
+		echo "cuda-check: build folder $build"
+	else
+		trap 'rm -rf "$build"' EXIT
+	fi
+	cd "$build" || exit 1
 
-echo "cuda-check: configuring and building tests/test_ops (--enable-cuda=$cuda)"
-if ! "$srcdir/configure" -q --enable-cuda="$cuda" "$@" >configure.log 2>&1; then
-	tail -30 configure.log
-	echo "cuda-check: configure failed" >&2
-	exit 1
-fi
-jobs=$(nproc 2>/dev/null || echo 4)
-if ! make -j"$jobs" tests/test_ops >make.log 2>&1; then
-	tail -40 make.log
-	echo "cuda-check: build failed" >&2
-	exit 1
-fi
-if grep -i 'warning' make.log >/dev/null; then
-	echo "cuda-check: the build printed warnings:"
-	grep -i -A3 'warning' make.log | head -40
+	echo "cuda-check: configuring and building tests/test_ops (--enable-cuda=$cuda)"
+	if ! "$srcdir/configure" -q --enable-cuda="$cuda" "$@" >configure.log 2>&1; then
+		tail -30 configure.log
+		echo "cuda-check: configure failed" >&2
+		exit 1
+	fi
+	jobs=$(nproc 2>/dev/null || echo 4)
+	if ! make -j"$jobs" tests/test_ops tests/test_clip tests/test_unet tests/test_vae \
+	    tests/test_pipeline >make.log 2>&1; then
+		tail -40 make.log
+		echo "cuda-check: build failed" >&2
+		exit 1
+	fi
+	if grep -i 'warning' make.log >/dev/null; then
+		echo "cuda-check: the build printed warnings:"
+		grep -i -A3 'warning' make.log | head -40
+	fi
 fi
 
 sanitizer=
@@ -160,6 +180,32 @@ for m in $modes; do
 		grep -E '^not ok|^# |ERROR|Error|error' "$m.tap" | head -40
 	fi
 done
+# The engine's reference tests on the device.
+shared=${SDBATCH_SHARED:-$srcdir/../shared}
+if [ -d "$shared/testdata/sd15-tiny" ]; then
+	shared=$(cd "$shared" && pwd)
+	echo "engine reference tests on $device (fp32, manifest tolerances):"
+	for t in clip unet vae pipeline; do
+		env SDBATCH_SHARED="$shared" SDBATCH_TEST_DEVICE="$device" \
+		    SDBATCH_CUDA_PRECISION=fp32 "./tests/test_$t" >"engine-$t.tap" 2>&1
+		rc=$?
+		okn=$(grep -c '^ok' "engine-$t.tap")
+		bad=$(grep -c '^not ok' "engine-$t.tap")
+		printf '  test_%-10s %4d ok, %d not ok, exit %d\n' "$t" "$okn" "$bad" "$rc"
+		if [ "$rc" -ne 0 ] || [ "$bad" -ne 0 ] || [ "$okn" -eq 0 ]; then
+			grep '^not ok' "engine-$t.tap" | head -10
+			status=1
+		fi
+	done
+	env SDBATCH_SHARED="$shared" SDBATCH_TEST_DEVICE="$device" SDBATCH_CUDA_PRECISION=fp16 \
+	    ./tests/test_pipeline >engine-fp16.tap 2>&1
+	n8=$(grep -c '8-bit image' engine-fp16.tap)
+	w1=$(grep '8-bit image' engine-fp16.tap | grep -c ', 0 by more')
+	echo "  fp16 (information): $w1 of $n8 8-bit images within 1 level of diffusers'"
+else
+	echo "cuda-check: no shared test data ($shared): engine reference tests not run"
+fi
+
 if [ "$status" -eq 0 ]; then
 	echo "cuda-check: PASS"
 else

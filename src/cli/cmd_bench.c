@@ -449,12 +449,12 @@ cmd_bench(int argc, char **argv)
 			printf("\n");
 			printf("load:           %.2f s\n", r.load_s);
 			printf("text encoder:   %.3f s (2 prompts)\n", r.text_encoder_s);
-			printf("UNet step:      %.2f s median of %d (CFG: 1 forward of batch 2", r.unet_step_s,
-			    r.steps);
+			printf("UNet step:      %.*f s median of %d (CFG: 1 forward of batch 2",
+			    r.unet_step_s < 1 ? 4 : 2, r.unet_step_s, r.steps);
 			if (r.unet_step_flops > 0)
 				printf(", %.2f TFLOP, %.1f GFLOP/s", r.unet_step_flops / 1e12, ug);
 			printf("); warm-up step %.2f s\n", r.unet_first_s);
-			printf("VAE decode:     %.2f s", r.vae_decode_s);
+			printf("VAE decode:     %.*f s", r.vae_decode_s < 1 ? 4 : 2, r.vae_decode_s);
 			if (r.vae_flops > 0)
 				printf(" (%.2f TFLOP, %.1f GFLOP/s)", r.vae_flops / 1e12, vg);
 			printf("\n");
