@@ -173,6 +173,56 @@ else
 	[ $rc -eq 0 ] || diag_file "$T/err"
 fi
 
+# The display of a first-use download: with --progress bar (a bar even
+# off a terminal) a byte-count bar per file redrawn in place and a line
+# when each is in place; with --progress none or json (or off a terminal)
+# one line per file as it starts, never a bar.
+CR=$(printf '\r')
+ESC=$(printf '\033')
+bar_re='downloading \[[0-9]*/[0-9]*\] test/tiny-sd/unet/diffusion_pytorch_model\.safetensors \[[#.]*\] *[0-9]*% [0-9.]* [kMG]*B/6\.7 MB'
+has_bar() { grep -q "$bar_re" "$1"; }
+no_bar() { ! grep -q "$CR\|$ESC\|\[[#.]*\] *[0-9]*%" "$1"; }
+for mode in bar none json; do
+	printf 'hub:\n  download: true\n  cache: %s\n' "$T/cache-$mode" > "$T/$mode.yaml"
+	"$BIN" run --progress $mode --config "$T/$mode.yaml" -o "$T/p-$mode.png" \
+		"$T/job.yaml" > "$T/out" 2> "$T/$mode.err"; rc=$?
+	if [ $rc -eq 0 ] && [ -s "$T/p-$mode.png" ] &&
+	    [ "$(cat "$T/out")" = "$T/p-$mode.png" ]; then
+		ok "run --progress $mode: downloaded on first use, the image written"
+	else
+		not_ok "run --progress $mode: downloaded on first use, the image written (exit $rc)"
+		diag_file "$T/$mode.err"
+	fi
+done
+has_bar "$T/bar.err"
+check "run --progress bar: a byte-count bar while the UNet downloads" [ $? -eq 0 ]
+grep -q "$CR$ESC\[K" "$T/bar.err"
+check "run --progress bar: the bar is redrawn in place (CR, erase line)" [ $? -eq 0 ]
+grep -q "$ESC\[Ksdbatch run: job: downloaded \[[0-9]*/[0-9]*\] test/tiny-sd/unet/diffusion_pytorch_model\.safetensors (6\.7 MB)$" "$T/bar.err"
+check "run --progress bar: a line once each file is in place" [ $? -eq 0 ]
+! grep -q "downloading \[[0-9]*/[0-9]*\] [^ ]* ([0-9.]* [kMG]B)" "$T/bar.err"
+check "run --progress bar: no notice line for a file starting (the bar shows it)" [ $? -eq 0 ]
+for mode in none json; do
+	no_bar "$T/$mode.err"
+	check "run --progress $mode: no bar" [ $? -eq 0 ]
+	lines=$(grep -c "^sdbatch run: job: downloading \(\[[0-9]*/[0-9]*\] \)*test/tiny-sd/.* ([0-9.]* [kMG]B)$" "$T/$mode.err")
+	files=$(find "$T/cache-$mode/models--test--tiny-sd/blobs" -type f | wc -l)
+	check "run --progress $mode: one line per file downloaded ($lines for $files)" \
+		[ "$lines" -eq "$files" -a "$files" -gt 0 ]
+done
+lines=$(grep -c '"event":"loading".*"path":"test/tiny-sd/' "$T/json.err")
+check "run --progress json: a loading event per file downloaded ($lines)" [ "$lines" -eq "$files" ]
+# pull shares the bar
+"$BIN" pull --progress bar --cache "$T/cache-pullbar" \
+	test/tiny-sd/unet/diffusion_pytorch_model.safetensors > "$T/out" 2> "$T/err"; rc=$?
+if [ $rc -eq 0 ] && grep -q "unet/diffusion_pytorch_model\.safetensors \[[#.]*\] *[0-9]*% .*/6\.7 MB" "$T/err" &&
+    grep -q "downloaded unet/diffusion_pytorch_model.safetensors (6\.7 MB)" "$T/err"; then
+	ok "pull --progress bar: the byte-count bar"
+else
+	not_ok "pull --progress bar: the byte-count bar (exit $rc)"
+	diag_file "$T/err"
+fi
+
 # pull fills the cache the configuration names
 if "$BIN" pull --help | grep -q -- "--config"; then
 	printf 'hub:\n  cache: %s\n' "$T/cache-conf" > "$T/hubconf.yaml"
@@ -246,6 +296,17 @@ check "run says which file it downloads" [ $? -eq 0 ]
 ls "$T/cache-term/models--test--tiny-sd/blobs/" 2>/dev/null | grep -q '\.incomplete$'
 check "the download stopped at the signal (a part is left to resume)" [ $? -eq 0 ]
 [ $rc -eq 75 ] || diag_file "$T/term.err"
+printf 'hub:\n  download: true\n  cache: %s\n' "$T/cache-termbar" > "$T/termbar.yaml"
+HF_ENDPOINT=http://127.0.0.1:$port "$BIN" run --progress bar --config "$T/termbar.yaml" \
+	-o "$T/tb.png" "$T/job.yaml" > "$T/out" 2> "$T/termbar.err" &
+victim=$!
+wait_for "$T/termbar.err" 'downloading .* \[[#.]*\] *[0-9]*% '
+kill -TERM $victim 2>/dev/null
+wait $victim; rc=$?
+check "run --progress bar: SIGTERM during the download bar: exit 75 (got $rc)" [ $rc -eq 75 ]
+grep -q "$ESC\[Ksdbatch run: interrupted$" "$T/termbar.err"
+check "run --progress bar: the bar is cleared before the message" [ $? -eq 0 ]
+[ $rc -eq 75 ] || diag_file "$T/termbar.err"
 HF_ENDPOINT=http://127.0.0.1:$port "$BIN" run -q --config "$T/term.yaml" \
 	-o "$T/t.png" "$T/job.yaml" > "$T/out" 2> "$T/term.err"; rc=$?
 if [ $rc -eq 0 ] && [ -s "$T/t.png" ] && [ ! -s "$T/term.err" ]; then

@@ -101,14 +101,30 @@ extern int cli_wake_fd;
 int cli_signals_install(void);
 
 /* The progress bar: a display function for struct progress_sink (user is
- * a struct progress_bar). */
+ * a struct progress_bar), and a byte-count bar for downloads. */
 struct progress_bar {
 	FILE *out;
 	int shown;		/* a bar is on screen */
 	double last;		/* time of the last redraw */
+	/* the file of the byte-count bar: its label, when it was first
+	 * seen and its bytes then (for the rate) */
+	char file[512];
+	double file_start;
+	long long file_start_bytes;
 };
 void progress_bar_init(struct progress_bar *b, FILE *out);
 void progress_bar_display(void *user, const struct progress_event *e);
+/* Erase the bar, if one is on screen (before any other output). */
 void progress_bar_clear(struct progress_bar *b);
+/* Draw the byte-count bar of a file arriving, one line redrawn in place:
+ * "LABEL [#####.....]  42% 1.2 MB/3.4 MB 5.6 MB/s" (total < 0: unknown).
+ * A new label starts a new file (the rate counts from there); the same
+ * label is redrawn at most ten times a second, and always when done
+ * reaches total.  On a terminal the label is shortened to fit a line. */
+void progress_bar_bytes(struct progress_bar *b, const char *label,
+    long long done, long long total);
+/* A byte count as text: "512 B", "1.2 kB", "3.4 MB", "1.23 GB", "?" when
+ * negative. */
+void progress_bar_size(long long n, char *buf, size_t size);
 
 #endif

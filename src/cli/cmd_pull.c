@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "core/error.h"
 #include "spool/conf.h"
 #include "model/hub.h"
@@ -19,13 +19,9 @@ int cmd_pull(int argc, char **argv);
 static volatile sig_atomic_t pull_stop;
 
 struct pull_display {
-	FILE *out;
-	int bar;		/* a progress bar (a terminal) */
+	struct progress_bar bar;
+	int show_bar;		/* a progress bar (a terminal) */
 	int quiet;
-	int shown;		/* a bar is on screen */
-	double start;		/* when the current file started */
-	long long start_bytes;
-	const char *file;
 };
 
 static void
@@ -66,88 +62,30 @@ on_signal(int sig)
 	pull_stop = 1;
 }
 
-static double
-now_s(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void
-human(long long n, char *buf, size_t size)
-{
-	if (n < 0)
-		snprintf(buf, size, "?");
-	else if (n < 1000)
-		snprintf(buf, size, "%lld B", n);
-	else if (n < 1000 * 1000)
-		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
-	else if (n < 1000LL * 1000 * 1000)
-		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
-	else
-		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
-}
-
-static void
-clear_bar(struct pull_display *d)
-{
-	if (d->shown) {
-		fputs("\r\033[K", d->out);
-		fflush(d->out);
-		d->shown = 0;
-	}
-}
-
 static void
 show(void *user, const struct hub_progress *p)
 {
 	struct pull_display *d = user;
-	char done[32], total[32], rate[32], bar[31], count[32] = "";
-	double t = now_s(), frac;
-	int i, fill;
+	char label[1200], total[32], count[32] = "";
 
 	if (d->quiet)
 		return;
 	if (p->count > 0)
 		snprintf(count, sizeof count, "[%d/%d] ", p->index, p->count);
 	if (p->state == HUB_FILE_PROGRESS) {
-		if (d->file != p->file) {
-			d->file = p->file;
-			d->start = t;
-			d->start_bytes = p->done;
+		if (d->show_bar) {
+			snprintf(label, sizeof label, "%s%s", count, p->file);
+			progress_bar_bytes(&d->bar, label, p->done, p->total);
 		}
-		if (!d->bar)
-			return;
-		frac = p->total > 0 ? (double)p->done / (double)p->total : 0;
-		fill = (int)(frac * 30 + 0.5);
-		for (i = 0; i < 30; i++)
-			bar[i] = i < fill ? '#' : '.';
-		bar[30] = '\0';
-		human(p->done, done, sizeof done);
-		human(p->total, total, sizeof total);
-		rate[0] = '\0';
-		if (t - d->start >= 0.2) {
-			human((long long)((double)(p->done - d->start_bytes) /
-			    (t - d->start)), rate + 1, sizeof rate - 1);
-			rate[0] = ' ';
-			strcat(rate, "/s");
-		}
-		fprintf(d->out, "\r\033[K%s%s [%s] %3.0f%% %s/%s%s", count, p->file,
-		    bar, frac * 100, done, total, rate);
-		fflush(d->out);
-		d->shown = 1;
 		return;
 	}
-	d->file = NULL;
-	clear_bar(d);
+	progress_bar_clear(&d->bar);
 	if (p->state == HUB_FILE_DONE) {
-		human(p->total, total, sizeof total);
-		fprintf(d->out, "%sdownloaded %s (%s)\n", count, p->file, total);
-	} else if (p->state == HUB_FILE_CACHED && d->bar)
-		fprintf(d->out, "%s%s: in the cache\n", count, p->file);
-	fflush(d->out);
+		progress_bar_size(p->total, total, sizeof total);
+		fprintf(d->bar.out, "%sdownloaded %s (%s)\n", count, p->file, total);
+	} else if (p->state == HUB_FILE_CACHED && d->show_bar)
+		fprintf(d->bar.out, "%s%s: in the cache\n", count, p->file);
+	fflush(d->bar.out);
 }
 
 static void
@@ -157,15 +95,16 @@ say(void *user, const char *message)
 
 	if (d->quiet)
 		return;
-	clear_bar(d);
-	fprintf(d->out, "sdbatch pull: %s\n", message);
-	fflush(d->out);
+	progress_bar_clear(&d->bar);
+	fprintf(d->bar.out, "sdbatch pull: %s\n", message);
+	fflush(d->bar.out);
 }
 
 int
 cmd_pull(int argc, char **argv)
 {
-	enum { OPT_FP16 = 1, OPT_CACHE, OPT_ENDPOINT, OPT_PROGRESS, OPT_CONFIG };
+	/* OPT_CONFIG and OPT_PROGRESS: cli.h */
+	enum { OPT_FP16 = OPT_COMMON_END, OPT_CACHE, OPT_ENDPOINT };
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, OPT_CONFIG},
 		{"fp16", no_argument, NULL, OPT_FP16},
@@ -176,7 +115,7 @@ cmd_pull(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct pull_display d = { .out = stderr };
+	struct pull_display d;
 	struct hub_options o;
 	struct sd_error err;
 	struct sigaction sa;
@@ -186,6 +125,8 @@ cmd_pull(int argc, char **argv)
 	struct sd_config cfg;
 	int ch, r, fp16 = 0;
 
+	memset(&d, 0, sizeof d);
+	progress_bar_init(&d.bar, stderr);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -247,7 +188,7 @@ cmd_pull(int argc, char **argv)
 		o.endpoint = endpoint;
 	if (fp16)
 		o.prefer_fp16 = 1;
-	d.bar = strcmp(progress, "bar") == 0 ||
+	d.show_bar = strcmp(progress, "bar") == 0 ||
 	    (strcmp(progress, "auto") == 0 && isatty(STDERR_FILENO));
 	o.progress = show;
 	o.notice = say;
@@ -261,7 +202,7 @@ cmd_pull(int argc, char **argv)
 	sd_error_clear(&err);
 	r = hub_pull(&o, argv[optind], (const char *const *)argv + optind + 1,
 	    (size_t)(argc - optind - 1), out, sizeof out, &err);
-	clear_bar(&d);
+	progress_bar_clear(&d.bar);
 	o.cache = o.endpoint = NULL;
 	config_free(&cfg);
 	if (r < 0) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "model/hub.h"
 #include "spool/callback.h"
 #include "spool/job.h"
 #include "spool/result.h"
@@ -150,15 +151,46 @@ apply_flags(struct sd_job *j, const struct job_flags *f)
 	return r;
 }
 
+/* What run shows on stderr besides errors. */
+struct run_display {
+	struct progress_bar bar;
+	int quiet;
+};
+
 /* A line on stderr (a model downloading), below the progress bar. */
 static void
 print_notice(void *user, const char *message)
 {
-	struct progress_bar *bar = user;
+	struct run_display *d = user;
 
-	progress_bar_clear(bar);
+	progress_bar_clear(&d->bar);
 	fprintf(stderr, "sdbatch run: %s\n", message);
 	fflush(stderr);
+}
+
+/* A model file downloading on first use, with the progress bar: its byte
+ * count as it arrives, then a line once it is in place. */
+static void
+show_download(void *user, const char *job, const struct hub_progress *p)
+{
+	struct run_display *d = user;
+	char label[1400], count[32] = "", size[32];
+
+	if (p->count > 0)
+		snprintf(count, sizeof count, " [%d/%d]", p->index, p->count);
+	if (p->state == HUB_FILE_PROGRESS) {
+		snprintf(label, sizeof label, "%s: downloading%s %s/%s", job, count,
+		    p->repo, p->file);
+		progress_bar_bytes(&d->bar, label, p->done, p->total);
+		return;
+	}
+	progress_bar_clear(&d->bar);
+	if (p->state == HUB_FILE_DONE && !d->quiet) {
+		progress_bar_size(p->total, size, sizeof size);
+		fprintf(stderr, "sdbatch run: %s: downloaded%s %s/%s (%s)\n", job,
+		    count, p->repo, p->file, size);
+		fflush(stderr);
+	}
 }
 
 static void
@@ -251,7 +283,7 @@ cmd_run(int argc, char **argv)
 	struct runjob_env env;
 	struct runjob_result res;
 	struct progress_sink sink;
-	struct progress_bar bar;
+	struct run_display disp;
 	struct model_cache cache;
 	struct progress_event ev;
 	const char *file = NULL;
@@ -435,15 +467,20 @@ cmd_run(int argc, char **argv)
 	cli_signals_install();
 	callback_global_init();
 	progress_sink_init(&sink);
-	progress_bar_init(&bar, stderr);
+	memset(&disp, 0, sizeof disp);
+	progress_bar_init(&disp.bar, stderr);
+	disp.quiet = cc.quiet;
+	memset(&env, 0, sizeof env);
 	if (cc.progress == PROGRESS_JSON)
 		sink.json_fd = STDERR_FILENO;
 	else if (cc.progress == PROGRESS_BAR ||
 	    (cc.progress == PROGRESS_AUTO && !cc.quiet && isatty(STDERR_FILENO))) {
 		sink.display = progress_bar_display;
-		sink.display_user = &bar;
+		sink.display_user = &disp.bar;
+		/* a model downloading: a byte-count bar per file */
+		env.download = show_download;
+		env.download_user = &disp;
 	}
-	memset(&env, 0, sizeof env);
 	env.cfg = &cc.cfg;
 	env.cache = &cache;
 	env.sink = &sink;
@@ -454,10 +491,10 @@ cmd_run(int argc, char **argv)
 	env.on_image = print_path;
 	if (!cc.quiet) {
 		env.notice = print_notice;
-		env.notice_user = &bar;
+		env.notice_user = &disp;
 	}
 	runjob_run(&env, &job, &res);
-	progress_bar_clear(&bar);
+	progress_bar_clear(&disp.bar);
 	switch (res.status) {
 	case RUNJOB_DONE:
 		status = 0;
@@ -476,7 +513,7 @@ cmd_run(int argc, char **argv)
 	ev.elapsed_s = res.total_s;
 	ev.error = res.status == RUNJOB_DONE ? NULL : res.err.message;
 	progress_emit(&sink, &ev);
-	progress_bar_clear(&bar);
+	progress_bar_clear(&disp.bar);
 	if (job.callback.url != NULL && res.status != RUNJOB_INTERRUPTED) {
 		json_t *rec = result_record(job.id, &job, &res);
 		struct callback_outcome o;

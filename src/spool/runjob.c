@@ -550,8 +550,9 @@ out:
 	return r;
 }
 
-/* A model named by Hub id, downloaded on first use: a notice and a
- * "loading" event (path: ORG/NAME/FILE) as each file starts. */
+/* A model named by Hub id, downloaded on first use: a "loading" event
+ * (path: ORG/NAME/FILE) as each file starts, and either a notice then or
+ * the bytes as they arrive to env->download. */
 struct download_ctx {
 	struct runjob_env *env;
 	struct sd_job *job;
@@ -589,28 +590,37 @@ static void
 on_download(void *user, const struct hub_progress *p)
 {
 	struct download_ctx *d = user;
+	struct runjob_env *env = d->env;
 	struct progress_event ev;
 	char name[1200], size[32], count[32] = "", *m;
 
+	if (p->state == HUB_FILE_DONE && env->download != NULL) {
+		env->download(env->download_user, d->job->id, p);
+		return;
+	}
 	if (p->state != HUB_FILE_PROGRESS)
 		return;
 	snprintf(name, sizeof name, "%s/%s", p->repo, p->file);
-	if (strcmp(name, d->file) == 0)
-		return;
-	snprintf(d->file, sizeof d->file, "%s", name);
-	if (d->env->notice != NULL) {
-		if (p->count > 0)
-			snprintf(count, sizeof count, " [%d/%d]", p->index, p->count);
-		size_text(p->total, size, sizeof size);
-		m = util_printf("%s: downloading%s %s (%s)", d->job->id, count,
-		    name, size);
-		if (m != NULL)
-			d->env->notice(d->env->notice_user, m);
-		free(m);
+	if (strcmp(name, d->file) != 0) {
+		/* a file starts */
+		snprintf(d->file, sizeof d->file, "%s", name);
+		if (env->notice != NULL && env->download == NULL) {
+			if (p->count > 0)
+				snprintf(count, sizeof count, " [%d/%d]", p->index,
+				    p->count);
+			size_text(p->total, size, sizeof size);
+			m = util_printf("%s: downloading%s %s (%s)", d->job->id,
+			    count, name, size);
+			if (m != NULL)
+				env->notice(env->notice_user, m);
+			free(m);
+		}
+		progress_event_init(&ev, "loading", d->job->id);
+		ev.path = name;
+		progress_emit(env->sink, &ev);
 	}
-	progress_event_init(&ev, "loading", d->job->id);
-	ev.path = name;
-	progress_emit(d->env->sink, &ev);
+	if (env->download != NULL)
+		env->download(env->download_user, d->job->id, p);
 }
 
 int

@@ -15,6 +15,8 @@
 #include "spool/progress.h"
 #include "spool/spool.h"
 
+struct hub_progress;	/* model/hub.h */
+
 /* A loaded model, kept while consecutive jobs use the same files. */
 struct model_cache {
 	struct sd_model *model;
@@ -46,6 +48,16 @@ struct runjob_env {
 	 * on first use), or NULL. */
 	void (*notice)(void *user, const char *message);
 	void *notice_user;
+	/* Called as each file of a model named by Hub id downloads on first
+	 * use (a byte-count display), or NULL: with p->state
+	 * HUB_FILE_PROGRESS as bytes arrive (from the file's start, then at
+	 * most about ten times a second) and HUB_FILE_DONE once it is in
+	 * place; job is the job's id.  When set, notice is not called for
+	 * each file that starts downloading (the display shows it); the
+	 * "loading" events are emitted either way. */
+	void (*download)(void *user, const char *job,
+	    const struct hub_progress *p);
+	void *download_user;
 };
 
 enum runjob_status {
