@@ -5,8 +5,8 @@
  * each thread calling cblas_sgemm on its part, so that OpenMP's and the
  * BLAS's threads never fight over the cores.
  * - conv2d: 3x3, stride 1, pad 1 convolutions that are large enough as
- *   Winograd F(2x2, 3x3) or F(3x3, 3x3) (F(4x4, 3x3) on request:
- *   cpu_winograd.c; weights transformed per call into one reused buffer,
+ *   Winograd F(2x2, 3x3), F(3x3, 3x3) or F(4x4, 3x3) (cpu_winograd.c;
+ *   weights transformed per call into one reused buffer,
  *   blocks of tiles of the whole batch transformed, alpha^2 GEMMs split
  *   over the threads, summing the input channels in chunks, output tiles
  *   transformed back with the bias), chosen per layer by a cost estimate;
@@ -57,9 +57,10 @@
 #define PAR_MIN_FLOPS 4e6
 #define PAR_MIN_ELEMS 65536
 /* Winograd: the transformed weights of one layer hold at most this many
- * floats (else the layer runs as im2col); the transformed inputs and
+ * floats (else the layer runs as im2col, unless it takes the small-image
+ * path, which transforms them by blocks); the transformed inputs and
  * products of one block of tiles about this many. */
-#define WINO_U_MAX ((size_t)56 << 20)
+#define WINO_U_MAX ((size_t)60 << 20)
 #define WINO_BLOCK_FLOATS ((size_t)12 << 20)
 #define WINO_CACHE_FLOATS ((size_t)2 << 20)
 #define WINO_MIN_TILES 256
@@ -73,12 +74,18 @@
  * which the chunks cut.  On the unit-range data of tests/test_ops (1e-4)
  * at 160 to 640 input channels: F(2x2) 0.17 to 0.34 of it in one sum
  * (0.09 to 0.11 in chunks), F(3x3) 0.55 to 0.96 in one sum, 0.27 to 0.40
- * in chunks; F(4x4) misses it in one sum and reaches 0.45 to 0.56 in
- * chunks. */
+ * in chunks of 64; F(4x4) misses it in one sum, reaches 0.45 to 0.56 in
+ * chunks of 64 and 0.27 to 0.41 in chunks of 32 (WINO_KCHUNK4; shorter
+ * chunks gain nothing more: a simulation in float puts the rest of its
+ * error, about twice F(3x3)'s, in the rounding of the transformed
+ * weights and inputs to float, which no point set among 0, +-1, +-2,
+ * +-1/2 and no wider arithmetic in the transforms improves). */
 #define WINO_KCHUNK 64
-/* The largest tile the cost rule picks by itself: F(4x4, 3x3) only when
- * SDBATCH_WINOGRAD=4 asks, its error being too close to the tests'. */
-#define WINO_AUTO_MAX_M 3
+#define WINO_KCHUNK4 32
+/* The largest tile the cost rule picks by itself (F(4x4, 3x3): about
+ * 1.5x faster than F(2x2) on the UNet's 16x16 layers, 1280 channels at
+ * 512x512 and 640 at 256x256). */
+#define WINO_AUTO_MAX_M 4
 /* Winograd with at most WINO_SMALL_TILES tiles (the weights, not the
  * flops, are its cost): output channels in blocks whose transformed
  * weights hold about WINO_SMALL_U floats (in cache), each transformed,
@@ -513,6 +520,21 @@ wino_block(long tiles, int aa, int cin, int cout)
 	return ((tiles + nb - 1) / nb + 15) & ~15L;
 }
 
+/* Whether F(m x m, 3 x 3) can run this convolution: the small-image path
+ * of conv_winograd (*small set to 1) transforms the weights by blocks, the
+ * others into one buffer of at most WINO_U_MAX floats. */
+static int
+wino_fits(int n, int cin, int h, int w, int cout, int m, int *small)
+{
+	int aa = (m + 2) * (m + 2);
+	long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
+	int sm = tiles <= WINO_SMALL_TILES && wino_block(tiles, aa, cin, cout) >= tiles;
+
+	if (small != NULL)
+		*small = sm;
+	return sm || (size_t)aa * cin * cout <= WINO_U_MAX;
+}
+
 /* The Winograd tile size m (2, 3 or 4) for this convolution, or 0 for
  * im2col: an estimate of each one's cost in GEMM flops, the GEMMs plus
  * the floats written and read again (weights repacked per tile or block,
@@ -528,18 +550,21 @@ wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int
 	if (s->wino == 0 || k != 3 || stride != 1 || pt != 1 || pl != 1 || pb != 1 || pr != 1)
 		return 0;
 	if (wino_supported(s->wino))
-		return (size_t)(s->wino + 2) * (s->wino + 2) * cin * cout <= WINO_U_MAX ? s->wino : 0;
+		return wino_fits(n, cin, h, w, cout, s->wino, NULL) ? s->wino : 0;
 	/* im2col: tiles of rows as cpu_conv2d makes them */
 	rows = (int)(COL_TILE_FLOATS / ((size_t)9 * cin) / (size_t)w);
 	rows = rows < 1 ? 1 : rows > h ? h : rows;
 	best = 18 * pairs * px + WINO_TRAFFIC * (9 * pairs * n * ((h + rows - 1) / rows) + 9.0 * cin * px);
 	for (int m = 2; m <= WINO_AUTO_MAX_M; m++) {
-		int aa = (m + 2) * (m + 2);
+		int aa = (m + 2) * (m + 2), small;
 		long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
 		long tb = wino_block(tiles, aa, cin, cout), nb = (tiles + tb - 1) / tb;
-		if ((size_t)aa * cin * cout > WINO_U_MAX)
+		if (!wino_fits(n, cin, h, w, cout, m, &small))
 			continue;
-		cost = 2.0 * aa * pairs * tiles + WINO_TRAFFIC * (aa * pairs * (nb + 1) +
+		/* the small-image path transforms the weights into the
+		 * cache, read once by the GEMMs; the others write them to
+		 * memory, read again by each block's GEMMs */
+		cost = 2.0 * aa * pairs * tiles + WINO_TRAFFIC * (aa * pairs * (small ? 1 : nb + 1) +
 		    (double)aa * (cin + cout) * tiles);
 		if (cost < best) {
 			best = cost;
@@ -571,13 +596,13 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 	long tiles = (long)n * ((h + m - 1) / m) * ((w + m - 1) / m);
 	long tb = wino_block(tiles, aa, cin, cout);
 	size_t ld = ((size_t)tb + 15) & ~(size_t)15;
-	float *U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
+	float *U = NULL;
 	float *V = reserve(&s->wv, &s->wvcap, (size_t)aa * cin * ld);
 	float *M = reserve(&s->wm, &s->wmcap, (size_t)aa * cout * ld);
 	/* the GEMMs: alpha^2 of them, split by output channels too when
 	 * there are not two a thread */
 	int msplit = (2 * nt + aa - 1) / aa, mblock;
-	const int cchunk = 16, kc = m == 2 ? cin : WINO_KCHUNK;
+	const int cchunk = 16, kc = m == 2 ? cin : m == 3 ? WINO_KCHUNK : WINO_KCHUNK4;
 
 	mblock = (((cout + msplit - 1) / msplit) + 15) & ~15;
 	msplit = (cout + mblock - 1) / mblock;
@@ -586,6 +611,7 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		 * barriers, which cost much when other processes share the
 		 * cores), its transformed tiles in its own buffers. */
 		long nblk = (tiles + tb - 1) / tb;
+		U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
 		#pragma omp parallel num_threads(nt)
 		{
 			#pragma omp for schedule(dynamic, 1) nowait
@@ -659,6 +685,7 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		}
 		return;
 	}
+	U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
 	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
 	{
 		struct tscratch *ts = &s->ts[thread_id()];
