@@ -450,6 +450,12 @@ main(void)
 	test_linear(c, SD_F32, 13, 17, 19, 1);
 	test_linear(c, SD_F16, 5, 64, 33, 1);
 	test_linear(c, SD_BF16, 3, 8, 4, 0);
+	/* few rows: panels of 16/32/64 rows, k not a multiple of the weight
+	 * chunk, output features not a multiple of the kernel's 4 */
+	test_linear(c, SD_F16, 70, 300, 37, 1);
+	test_linear(c, SD_BF16, 17, 520, 130, 1);
+	test_linear(c, SD_F32, 33, 257, 5, 0);
+	test_linear(c, SD_F16, 2, 1280, 320, 1);
 	test_group_norm(c, 2, 64, 49, 32, 0);
 	test_group_norm(c, 1, 32, 1, 32, 1);
 	test_group_norm(c, 2, 96, 300, 32, 1);

@@ -75,14 +75,14 @@ g_max(const float *x, size_t n)
 }
 
 static void
-g_affine(float *y, const float *x, size_t n, float a, float b, int silu)
+g_affine(float *y, const float *x, size_t n, float m, float a, float b, int silu)
 {
 	if (silu) {
 		for (size_t i = 0; i < n; i++)
-			y[i] = silu1(x[i] * a + b);
+			y[i] = silu1((x[i] - m) * a + b);
 	} else {
 		for (size_t i = 0; i < n; i++)
-			y[i] = x[i] * a + b;
+			y[i] = (x[i] - m) * a + b;
 	}
 }
 
@@ -292,18 +292,20 @@ a512_max(const float *x, size_t n)
 }
 
 T512 static void
-a512_affine(float *y, const float *x, size_t n, float a, float b, int silu)
+a512_affine(float *y, const float *x, size_t n, float m, float a, float b, int silu)
 {
-	__m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+	__m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
 	size_t i = 0;
 
 	for (; i + 16 <= n; i += 16) {
-		__m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), va, vb);
+		__m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+		__m512 v = _mm512_fmadd_ps(d, va, vb);
 		_mm512_storeu_ps(y + i, silu ? silu512(v) : v);
 	}
 	if (i < n) {
 		__mmask16 k = tail(n - i);
-		__m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + i), va, vb);
+		__m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm);
+		__m512 v = _mm512_fmadd_ps(d, va, vb);
 		_mm512_mask_storeu_ps(y + i, k, silu ? silu512(v) : v);
 	}
 }
@@ -482,10 +484,10 @@ k_max(const float *x, size_t n)
 }
 
 void
-k_affine(float *y, const float *x, size_t n, float a, float b, int silu)
+k_affine(float *y, const float *x, size_t n, float m, float a, float b, int silu)
 {
-	PICK(affine, y, x, n, a, b, silu);
-	g_affine(y, x, n, a, b, silu);
+	PICK(affine, y, x, n, m, a, b, silu);
+	g_affine(y, x, n, m, a, b, silu);
 }
 
 void

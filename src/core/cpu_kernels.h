@@ -25,8 +25,10 @@ void k_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
 float k_exp_sum(float *x, size_t n, float sub);
 /* The largest x[i] (-inf for n 0). */
 float k_max(const float *x, size_t n);
-/* y[i] = x[i] * a + b, then SiLU when silu != 0 (y may be x). */
-void k_affine(float *y, const float *x, size_t n, float a, float b, int silu);
+/* y[i] = (x[i] - m) * a + b, then SiLU when silu != 0 (y may be x): the
+ * mean subtracted first, so that a large a (a group of near-equal values)
+ * does not cancel x a against m a. */
+void k_affine(float *y, const float *x, size_t n, float m, float a, float b, int silu);
 /* x[i] = silu(x[i]) = x / (1 + exp(-x)). */
 void k_silu(float *x, size_t n);
 /* x[i] = x * sigmoid(1.702 x). */

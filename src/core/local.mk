@@ -24,3 +24,4 @@ src_libsdbatch_a_SOURCES += src/core/blas.c src/core/blas.h \
 	src/core/cpu.h src/core/cpu_kernels.c src/core/cpu_kernels.h
 ## wino: Winograd transforms of the CPU backend's 3x3 convolutions
 src_libsdbatch_a_SOURCES += src/core/cpu_winograd.c src/core/cpu_winograd.h
+src_libsdbatch_a_SOURCES += src/core/cpu_smallgemm.c src/core/cpu_smallgemm.h
