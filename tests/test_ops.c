@@ -132,7 +132,7 @@ test_winograd(struct sd_ctx *dflt)
 	struct sd_error err = {0};
 
 	if (strncmp(sd_ctx_describe(dflt), "cpu", 3) != 0) {
-		for (int k = 0; k < 3 * 11; k++)
+		for (int k = 0; k < 3 * 11 + 3; k++)
 			tap_skip("Winograd is the CPU backend's");
 		free(saved);
 		return;
@@ -159,6 +159,18 @@ test_winograd(struct sd_ctx *dflt)
 		/* not a Winograd shape: im2col as before */
 		test_conv(c, SD_F32, 1, 5, 9, 10, 3, 3, 2, 0, 0, 1, 1);
 		sd_ctx_free(c);
+	}
+	/* Winograd off: the smallest maps' 3x3 convolutions by im2col, in
+	 * panels of 16, 32 and 64 pixels */
+	setenv("SDBATCH_WINOGRAD", "0", 1);
+	struct sd_ctx *c0 = sd_ctx_new("cpu", 0, &err);
+	if (c0 == NULL) {
+		tap_ok(0, "context with SDBATCH_WINOGRAD=0: %s", err.message);
+	} else {
+		test_conv(c0, SD_F16, 2, 64, 4, 4, 70, 3, 1, 1, 1, 1, 1);
+		test_conv(c0, SD_F16, 1, 40, 8, 8, 9, 3, 1, 1, 1, 1, 1);
+		test_conv(c0, SD_BF16, 2, 24, 16, 12, 5, 3, 1, 1, 1, 1, 1);
+		sd_ctx_free(c0);
 	}
 	if (saved != NULL)
 		setenv("SDBATCH_WINOGRAD", saved, 1);
@@ -447,6 +459,11 @@ main(void)
 	test_conv(c, SD_BF16, 1, 5, 9, 10, 3, 3, 2, 0, 0, 1, 1);
 	test_conv(c, SD_F32, 2, 7, 6, 5, 4, 1, 1, 0, 0, 0, 0);
 	test_conv(c, SD_F32, 1, 33, 40, 37, 9, 3, 1, 1, 1, 1, 1);
+	/* the smallest maps (panels of 16, 32, 64 pixels a image) */
+	test_conv(c, SD_F16, 2, 64, 4, 4, 70, 3, 1, 1, 1, 1, 1);
+	test_conv(c, SD_F16, 1, 40, 8, 8, 9, 3, 1, 1, 1, 1, 1);
+	test_conv(c, SD_BF16, 2, 24, 16, 12, 5, 3, 1, 1, 1, 1, 1);
+	test_conv(c, SD_F16, 2, 48, 4, 8, 20, 1, 1, 0, 0, 0, 0);
 	test_linear(c, SD_F32, 13, 17, 19, 1);
 	test_linear(c, SD_F16, 5, 64, 33, 1);
 	test_linear(c, SD_BF16, 3, 8, 4, 0);
@@ -474,6 +491,9 @@ main(void)
 	test_attention(c, 1, 70, 100, 1, 160, 0, 8);
 	test_attention(c, 1, 77, 77, 2, 64, 1, 0);
 	test_attention(c, 1, 96, 150, 2, 24, 0, 3);
+	/* causal beyond the first blocks of 128 keys, and lq != lk */
+	test_attention(c, 1, 300, 300, 2, 64, 1, 0);
+	test_attention(c, 1, 1, 1, 3, 13, 0, 0);
 	test_elementwise(c);
 	test_layout(c);
 	test_winograd(c);

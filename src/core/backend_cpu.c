@@ -17,11 +17,17 @@
  *   than the flops): the threads split the output channels, each widening
  *   (or Winograd-transforming) its weights in cache-sized blocks that the
  *   GEMMs use at once, so the weights are read from memory once a call;
+ *   with AVX-512, maps of 16 to 256 pixels (a multiple of 16) and linear
+ *   layers of 16 to 256 rows go through cpu_smallgemm.c instead (the F16
+ *   weights read as stored, no packing);
  * - linear: the rows (or, for few rows, the output features) split over the
  *   threads;
- * - attention: (batch, head, block of queries) tasks, keys in blocks with an
- *   online softmax, so that no more than a block x block of scores exists
- *   per thread;
+ * - attention: with AVX-512 and head dims up to 256, the fused kernel of
+ *   cpu_attention.c ((batch, head) tasks, K and V packed once a head, 32
+ *   queries across the vector lanes, blocks of 128 keys with an online
+ *   softmax, no BLAS); otherwise (batch, head, block of queries) tasks,
+ *   keys in blocks through cblas_sgemm with an online softmax; either way
+ *   no more than a block x block of scores exists per thread;
  * - F16/BF16 weights are widened per call into one reused buffer with the
  *   vector converters of cpu_kernels.c; all scratch grows to its largest
  *   size once and is reused, so a second forward allocates nothing. */
@@ -43,6 +49,7 @@
 #include "core/backend.h"
 #include "core/blas.h"
 #include "core/cpu.h"
+#include "core/cpu_attention.h"
 #include "core/cpu_kernels.h"
 #include "core/cpu_smallgemm.h"
 #include "core/cpu_winograd.h"
@@ -560,6 +567,11 @@ wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int
 		return 0;
 	if (wino_supported(s->wino))
 		return wino_fits(n, cin, h, w, cout, s->wino, NULL) ? s->wino : 0;
+	/* maps of 16 pixels or fewer: im2col through cpu_smallgemm is faster
+	 * (1280 channels at 4x4 on Zen 4: 6.3 ms against Winograd's 10.6 ms;
+	 * at 8x8 Winograd still wins, 15.7 ms against 20.5) */
+	if (h * w == 16 && sg_available())
+		return 0;
 	/* im2col: tiles of rows as cpu_conv2d makes them */
 	rows = (int)(COL_TILE_FLOATS / ((size_t)9 * cin) / (size_t)w);
 	rows = rows < 1 ? 1 : rows > h ? h : rows;
@@ -789,6 +801,8 @@ conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h,
 	size_t ohw = (size_t)oh * ow, K = (size_t)cin * kh * kw;
 	int nt = s->nthreads, mb, nblk = small_blocks(cout, nt, &mb), ncc = (cin + 63) / 64;
 	float *col = direct ? NULL : reserve(&s->sbuf, &s->scap, (size_t)n * K * ohw);
+	/* cpu_smallgemm takes whole panels of 16, 32 or 64 pixels */
+	int sg = ohw % 16 == 0 && ohw <= SG_MAX_M && sg_available();
 
 	touch(s, weight);
 	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
@@ -804,6 +818,31 @@ conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h,
 				    pt, pl, ow, 0, oh);
 			}
 		}
+		if (sg) {
+			/* each image's im2col rows (or x) are a panel of
+			 * pixels as cpu_smallgemm takes them */
+			int nnb = (cout + 63) / 64;
+			for (int kb = 0; kb < (int)K; kb += SG_KBLOCK) {
+				int ke = (int)K - kb < SG_KBLOCK ? (int)K : kb + SG_KBLOCK;
+				#pragma omp for schedule(dynamic, 1)
+				for (int nb = 0; nb < nnb; nb++) {
+					int n1 = cout < (nb + 1) * 64 ? cout : (nb + 1) * 64;
+					for (int b = 0; b < n; b++) {
+						const float *xb = direct ? x + (size_t)b * cin * ohw :
+						    col + (size_t)b * K * ohw;
+						for (size_t p0 = 0; p0 < ohw;) {
+							size_t left = ohw - p0;
+							int pr = left >= 64 ? 64 : left >= 32 ? 32 : 16;
+							sg_kernel(y + (size_t)b * cout * ohw + p0, 1,
+							    ohw, xb + p0, ohw, pr, (int)K, kb, ke,
+							    weight->data, weight->dtype, nb * 64, n1,
+							    B);
+							p0 += (size_t)pr;
+						}
+					}
+				}
+			}
+		} else {
 		#pragma omp for schedule(static)
 		for (int bi = 0; bi < nblk; bi++) {
 			int m0 = bi * mb, mn = cout - m0 < mb ? cout - m0 : mb, ldw;
@@ -827,6 +866,7 @@ conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h,
 						for (size_t i = 0; i < ohw; i++)
 							yr[i] += bv;
 					}
+		}
 		}
 	}
 }
@@ -941,11 +981,15 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 				for (int kb = 0; kb < nkb; kb++)
 					sg_pack(xt, xi, k, mr, kb * 256,
 					    k < (kb + 1) * 256 ? k : (kb + 1) * 256);
-				#pragma omp for schedule(dynamic, 1)
-				for (int nb = 0; nb < nnb; nb++)
-					sg_kernel(y + (size_t)i0 * nout, nout, xt, mr, k,
-					    weight->data, weight->dtype, nb * 64,
-					    nout < (nb + 1) * 64 ? nout : (nb + 1) * 64, B);
+				for (int kb = 0; kb < k; kb += SG_KBLOCK) {
+					int ke = k - kb < SG_KBLOCK ? k : kb + SG_KBLOCK;
+					#pragma omp for schedule(dynamic, 1)
+					for (int nb = 0; nb < nnb; nb++)
+						sg_kernel(y + (size_t)i0 * nout, (size_t)nout, 1,
+						    xt, (size_t)sg_panel_rows(mr), mr, k, kb, ke,
+						    weight->data, weight->dtype, nb * 64,
+						    nout < (nb + 1) * 64 ? nout : (nb + 1) * 64, B);
+				}
 			}
 		}
 		return;
@@ -1121,12 +1165,24 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     int b, int lq, int lk, int heads, int dh, float scale, int causal)
 {
 	struct cpu_state *s = c->state;
-	int width = heads * dh, qb = ATTN_QBLOCK, nqb, tasks;
+	int fused = lk > 0 && cpu_attention_fused_ok(dh);
+	int width = heads * dh, qb, nqb, tasks;
 	double flops = 4.0 * b * heads * (double)lq * lk * dh;
+	size_t need = fused ? cpu_attention_scratch(lk, dh) : 0;
+	const int unit = CPU_ATTENTION_QUERIES;
 
-	/* enough tasks for every thread */
-	while (qb > 16 && b * heads * ((lq + qb - 1) / qb) < 4 * s->nthreads)
-		qb /= 2;
+	/* enough tasks for every thread; the fused kernel packs the keys and
+	 * values of its head per task, so it splits the heads no more than
+	 * that needs, in whole blocks of queries */
+	if (fused) {
+		qb = (lq + unit - 1) / unit * unit;
+		while (qb > unit && b * heads * ((lq + qb - 1) / qb) < 4 * s->nthreads)
+			qb = (qb / 2 + unit - 1) / unit * unit;
+	} else {
+		qb = ATTN_QBLOCK;
+		while (qb > 16 && b * heads * ((lq + qb - 1) / qb) < 4 * s->nthreads)
+			qb /= 2;
+	}
 	nqb = (lq + qb - 1) / qb;
 	tasks = b * heads * nqb;
 	#pragma omp parallel for schedule(dynamic, 1) num_threads(s->nthreads) \
@@ -1134,12 +1190,20 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 	for (int t = 0; t < tasks; t++) {
 		int qi = t % nqb, hd = t / nqb % heads, bi = t / nqb / heads;
 		int q0 = qi * qb, nq = lq - q0 < qb ? lq - q0 : qb;
-		attention_block(&s->ts[thread_id()],
-		    out + (size_t)bi * lq * width + (size_t)hd * dh, width,
-		    q + (size_t)bi * lq * ldq + (size_t)hd * dh, ldq,
-		    k + (size_t)bi * lk * ldk + (size_t)hd * dh, ldk,
-		    v + (size_t)bi * lk * ldv + (size_t)hd * dh, ldv,
-		    q0, nq, lk, dh, scale, causal);
+		struct tscratch *ts = &s->ts[thread_id()];
+		float *ob = out + (size_t)bi * lq * width + (size_t)hd * dh;
+		const float *qh = q + (size_t)bi * lq * ldq + (size_t)hd * dh;
+		const float *kh = k + (size_t)bi * lk * ldk + (size_t)hd * dh;
+		const float *vh = v + (size_t)bi * lk * ldv + (size_t)hd * dh;
+
+		/* heads that run at once start on rows far apart */
+		if (fused)
+			cpu_attention_fused(reserve(&ts->att, &ts->attcap, need), ob, width,
+			    qh, ldq, kh, ldk, vh, ldv, q0, nq, lk, dh, scale, causal,
+			    (int)((long)hd * ((nq + unit - 1) / unit) / heads));
+		else
+			attention_block(ts, ob, width, qh, ldq, kh, ldk, vh, ldv,
+			    q0, nq, lk, dh, scale, causal);
 	}
 }
 

@@ -77,14 +77,29 @@ widen(float *buf, const void *w, enum sd_dtype dt, int k, int n, int nr, int k0,
 #ifdef SD_AVX
 #define T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,f16c,avx2")))
 
-/* y[i, n + j] = out[j * 64 + i] + bias[n + j], for i < mr, j < nr. */
+/* y[i si + (n + j) sn] = out[j * 64 + i] + bias[n + j], i < mr, j < nr;
+ * with add, y += out instead (bias ignored).  The inner loop runs along
+ * the smaller stride (a linear layer's rows, a convolution's pixels). */
 static void
-put(float *y, int ldy, const float *out, int mr, int n, int nr, const float *bias)
+put(float *y, size_t si, size_t sn, const float *out, int mr, int n, int nr, const float *bias,
+    int add)
 {
-	for (int i = 0; i < mr; i++) {
-		float *row = y + (size_t)i * ldy + n;
-		for (int j = 0; j < nr; j++)
-			row[j] = out[j * 64 + i] + (bias != NULL ? bias[n + j] : 0.0f);
+	float b[NR];
+
+	for (int j = 0; j < nr; j++)
+		b[j] = bias != NULL && !add ? bias[n + j] : 0.0f;
+	if (sn < si) {
+		for (int i = 0; i < mr; i++) {
+			float *yi = y + (size_t)i * si + (size_t)n * sn;
+			for (int j = 0; j < nr; j++)
+				yi[(size_t)j * sn] = (add ? yi[(size_t)j * sn] : b[j]) + out[j * 64 + i];
+		}
+	} else {
+		for (int j = 0; j < nr; j++) {
+			float *yj = y + (size_t)(n + j) * sn;
+			for (int i = 0; i < mr; i++)
+				yj[(size_t)i * si] = (add ? yj[(size_t)i * si] : b[j]) + out[j * 64 + i];
+		}
 	}
 }
 
@@ -92,19 +107,19 @@ put(float *y, int ldy, const float *out, int mr, int n, int nr, const float *bia
  * or 4 vectors): the 4 x V accumulators are named variables, so that they
  * stay in registers for the whole of k. */
 T512 static void
-block1(float *y, int ldy, const float *xt, int mr, int k, const void *w,
-    enum sd_dtype dt, int n, int nr, const float *bias)
+block1(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
+    int kb0, int kb1, const void *w, enum sd_dtype dt, int n, int nr, const float *bias)
 {
 	float wb[NR * KC] __attribute__((aligned(64)));
 	float out[NR * 64] __attribute__((aligned(64)));
 	__m512 a00 = _mm512_setzero_ps(), a10 = _mm512_setzero_ps(),
 	    a20 = _mm512_setzero_ps(), a30 = _mm512_setzero_ps();
 
-	for (int k0 = 0; k0 < k; k0 += KC) {
-		int kc = k - k0 < KC ? k - k0 : KC;
-		const float *xp = xt + (size_t)k0 * 16;
+	for (int k0 = kb0; k0 < kb1; k0 += KC) {
+		int kc = kb1 - k0 < KC ? kb1 - k0 : KC;
+		const float *xp = xt + (size_t)k0 * ldx;
 		widen(wb, w, dt, k, n, nr, k0, kc);
-		for (int kk = 0; kk < kc; kk++, xp += 16) {
+		for (int kk = 0; kk < kc; kk++, xp += ldx) {
 			__m512 x0 = _mm512_loadu_ps(xp + 0);
 			__m512 b0 = _mm512_set1_ps(wb[0 * KC + kk]);
 			__m512 b1 = _mm512_set1_ps(wb[1 * KC + kk]);
@@ -120,12 +135,12 @@ block1(float *y, int ldy, const float *xt, int mr, int k, const void *w,
 	_mm512_store_ps(out + 1 * 64 + 0, a10);
 	_mm512_store_ps(out + 2 * 64 + 0, a20);
 	_mm512_store_ps(out + 3 * 64 + 0, a30);
-	put(y, ldy, out, mr, n, nr, bias);
+	put(y, si, sn, out, mr, n, nr, bias, kb0 > 0);
 }
 
 T512 static void
-block2(float *y, int ldy, const float *xt, int mr, int k, const void *w,
-    enum sd_dtype dt, int n, int nr, const float *bias)
+block2(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
+    int kb0, int kb1, const void *w, enum sd_dtype dt, int n, int nr, const float *bias)
 {
 	float wb[NR * KC] __attribute__((aligned(64)));
 	float out[NR * 64] __attribute__((aligned(64)));
@@ -134,11 +149,11 @@ block2(float *y, int ldy, const float *xt, int mr, int k, const void *w,
 	    a20 = _mm512_setzero_ps(), a21 = _mm512_setzero_ps(),
 	    a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps();
 
-	for (int k0 = 0; k0 < k; k0 += KC) {
-		int kc = k - k0 < KC ? k - k0 : KC;
-		const float *xp = xt + (size_t)k0 * 32;
+	for (int k0 = kb0; k0 < kb1; k0 += KC) {
+		int kc = kb1 - k0 < KC ? kb1 - k0 : KC;
+		const float *xp = xt + (size_t)k0 * ldx;
 		widen(wb, w, dt, k, n, nr, k0, kc);
-		for (int kk = 0; kk < kc; kk++, xp += 32) {
+		for (int kk = 0; kk < kc; kk++, xp += ldx) {
 			__m512 x0 = _mm512_loadu_ps(xp + 0);
 			__m512 x1 = _mm512_loadu_ps(xp + 16);
 			__m512 b0 = _mm512_set1_ps(wb[0 * KC + kk]);
@@ -163,12 +178,12 @@ block2(float *y, int ldy, const float *xt, int mr, int k, const void *w,
 	_mm512_store_ps(out + 2 * 64 + 16, a21);
 	_mm512_store_ps(out + 3 * 64 + 0, a30);
 	_mm512_store_ps(out + 3 * 64 + 16, a31);
-	put(y, ldy, out, mr, n, nr, bias);
+	put(y, si, sn, out, mr, n, nr, bias, kb0 > 0);
 }
 
 T512 static void
-block4(float *y, int ldy, const float *xt, int mr, int k, const void *w,
-    enum sd_dtype dt, int n, int nr, const float *bias)
+block4(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
+    int kb0, int kb1, const void *w, enum sd_dtype dt, int n, int nr, const float *bias)
 {
 	float wb[NR * KC] __attribute__((aligned(64)));
 	float out[NR * 64] __attribute__((aligned(64)));
@@ -181,11 +196,11 @@ block4(float *y, int ldy, const float *xt, int mr, int k, const void *w,
 	    a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps(),
 	    a32 = _mm512_setzero_ps(), a33 = _mm512_setzero_ps();
 
-	for (int k0 = 0; k0 < k; k0 += KC) {
-		int kc = k - k0 < KC ? k - k0 : KC;
-		const float *xp = xt + (size_t)k0 * 64;
+	for (int k0 = kb0; k0 < kb1; k0 += KC) {
+		int kc = kb1 - k0 < KC ? kb1 - k0 : KC;
+		const float *xp = xt + (size_t)k0 * ldx;
 		widen(wb, w, dt, k, n, nr, k0, kc);
-		for (int kk = 0; kk < kc; kk++, xp += 64) {
+		for (int kk = 0; kk < kc; kk++, xp += ldx) {
 			__m512 x0 = _mm512_loadu_ps(xp + 0);
 			__m512 x1 = _mm512_loadu_ps(xp + 16);
 			__m512 x2 = _mm512_loadu_ps(xp + 32);
@@ -228,35 +243,35 @@ block4(float *y, int ldy, const float *xt, int mr, int k, const void *w,
 	_mm512_store_ps(out + 3 * 64 + 16, a31);
 	_mm512_store_ps(out + 3 * 64 + 32, a32);
 	_mm512_store_ps(out + 3 * 64 + 48, a33);
-	put(y, ldy, out, mr, n, nr, bias);
+	put(y, si, sn, out, mr, n, nr, bias, kb0 > 0);
 }
 
 T512 static void
-kernel512(float *y, int ldy, const float *xt, int mr, int k, const void *w, enum sd_dtype dt,
-    int n0, int n1, const float *bias)
+kernel512(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
+    int kb0, int kb1, const void *w, enum sd_dtype dt, int n0, int n1, const float *bias)
 {
 	int p = sg_panel_rows(mr);
 
 	for (int n = n0; n < n1; n += NR) {
 		int nr = n1 - n < NR ? n1 - n : NR;
 		if (p == 16)
-			block1(y, ldy, xt, mr, k, w, dt, n, nr, bias);
+			block1(y, si, sn, xt, ldx, mr, k, kb0, kb1, w, dt, n, nr, bias);
 		else if (p == 32)
-			block2(y, ldy, xt, mr, k, w, dt, n, nr, bias);
+			block2(y, si, sn, xt, ldx, mr, k, kb0, kb1, w, dt, n, nr, bias);
 		else
-			block4(y, ldy, xt, mr, k, w, dt, n, nr, bias);
+			block4(y, si, sn, xt, ldx, mr, k, kb0, kb1, w, dt, n, nr, bias);
 	}
 }
 #endif
 
 void
-sg_kernel(float *y, int ldy, const float *xt, int mr, int k, const void *w, enum sd_dtype dt,
-    int n0, int n1, const float *bias)
+sg_kernel(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
+    int kb0, int kb1, const void *w, enum sd_dtype dt, int n0, int n1, const float *bias)
 {
 #ifdef SD_AVX
-	kernel512(y, ldy, xt, mr, k, w, dt, n0, n1, bias);
+	kernel512(y, si, sn, xt, ldx, mr, k, kb0, kb1, w, dt, n0, n1, bias);
 #else
-	(void)y; (void)ldy; (void)xt; (void)mr; (void)k; (void)w; (void)dt;
-	(void)n0; (void)n1; (void)bias;
+	(void)y; (void)si; (void)sn; (void)xt; (void)ldx; (void)mr; (void)k; (void)kb0;
+	(void)kb1; (void)w; (void)dt; (void)n0; (void)n1; (void)bias;
 #endif
 }
