@@ -465,9 +465,9 @@ cmd_bench(int argc, char **argv)
 				printf("peak GPU mem:   %.0f MiB (%.0f MiB of it in use once the device "
 				    "was set up: CUDA context, cuBLAS)\n", (double)r.gpu_peak / (1 << 20),
 				    (double)r.gpu_base / (1 << 20));
-			printf("image:          %.3f s for text encoder + %d steps + VAE decode "
-			    "(from the figures above): %.2f images/s\n", image_s, IMAGE_STEPS,
-			    1.0 / image_s);
+			printf("image:          %.*f s for text encoder + %d steps + VAE decode "
+			    "(from the figures above): %.3g images/s\n", image_s < 10 ? 3 : 1,
+			    image_s, IMAGE_STEPS, 1.0 / image_s);
 		}
 		if (json) {
 			json_t *o = json_object();
