@@ -200,12 +200,12 @@ grep -q "$CR$ESC\[K" "$T/bar.err"
 check "run --progress bar: the bar is redrawn in place (CR, erase line)" [ $? -eq 0 ]
 grep -q "$ESC\[Ksdbatch run: job: downloaded \[[0-9]*/[0-9]*\] test/tiny-sd/unet/diffusion_pytorch_model\.safetensors (6\.7 MB)$" "$T/bar.err"
 check "run --progress bar: a line once each file is in place" [ $? -eq 0 ]
-! grep -q "downloading \[[0-9]*/[0-9]*\] [^ ]* ([0-9.]* [kMG]B)" "$T/bar.err"
+! grep -q "downloading \[[0-9]*/[0-9]*\] [^ ]* ([0-9.]* [kMG]*B)" "$T/bar.err"
 check "run --progress bar: no notice line for a file starting (the bar shows it)" [ $? -eq 0 ]
 for mode in none json; do
 	no_bar "$T/$mode.err"
 	check "run --progress $mode: no bar" [ $? -eq 0 ]
-	lines=$(grep -c "^sdbatch run: job: downloading \(\[[0-9]*/[0-9]*\] \)*test/tiny-sd/.* ([0-9.]* [kMG]B)$" "$T/$mode.err")
+	lines=$(grep -c "^sdbatch run: job: downloading \(\[[0-9]*/[0-9]*\] \)*test/tiny-sd/.* ([0-9.]* [kMG]*B)$" "$T/$mode.err")
 	files=$(find "$T/cache-$mode/models--test--tiny-sd/blobs" -type f | wc -l)
 	check "run --progress $mode: one line per file downloaded ($lines for $files)" \
 		[ "$lines" -eq "$files" -a "$files" -gt 0 ]

@@ -80,16 +80,7 @@ progress_bar_display(void *user, const struct progress_event *e)
 void
 progress_bar_size(long long n, char *buf, size_t size)
 {
-	if (n < 0)
-		snprintf(buf, size, "?");
-	else if (n < 1000)
-		snprintf(buf, size, "%lld B", n);
-	else if (n < 1000 * 1000)
-		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
-	else if (n < 1000LL * 1000 * 1000)
-		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
-	else
-		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
+	util_bytes_text(n, "?", buf, size);
 }
 
 /* The columns of the terminal out is, or 0 when it is not one. */

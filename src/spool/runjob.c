@@ -560,19 +560,6 @@ struct download_ctx {
 };
 
 static void
-size_text(long long n, char *buf, size_t size)
-{
-	if (n < 0)
-		snprintf(buf, size, "size unknown");
-	else if (n < 1000 * 1000)
-		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
-	else if (n < 1000LL * 1000 * 1000)
-		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
-	else
-		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
-}
-
-static void
 on_download_notice(void *user, const char *message)
 {
 	struct download_ctx *d = user;
@@ -608,7 +595,7 @@ on_download(void *user, const struct hub_progress *p)
 			if (p->count > 0)
 				snprintf(count, sizeof count, " [%d/%d]", p->index,
 				    p->count);
-			size_text(p->total, size, sizeof size);
+			util_bytes_text(p->total, "size unknown", size, sizeof size);
 			m = util_printf("%s: downloading%s %s (%s)", d->job->id,
 			    count, name, size);
 			if (m != NULL)

@@ -544,3 +544,18 @@ util_sleep(double seconds, const volatile sig_atomic_t *stop, int wake_fd)
 			return 1;
 	}
 }
+
+void
+util_bytes_text(long long n, const char *unknown, char *buf, size_t size)
+{
+	if (n < 0)
+		snprintf(buf, size, "%s", unknown);
+	else if (n < 1000)
+		snprintf(buf, size, "%lld B", n);
+	else if (n < 1000 * 1000)
+		snprintf(buf, size, "%.1f kB", (double)n / 1e3);
+	else if (n < 1000LL * 1000 * 1000)
+		snprintf(buf, size, "%.1f MB", (double)n / 1e6);
+	else
+		snprintf(buf, size, "%.2f GB", (double)n / 1e9);
+}

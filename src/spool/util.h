@@ -76,6 +76,9 @@ int util_valid_id(const char *id);
 char *util_join(const char *dir, const char *name);
 /* malloc'd printf; NULL when out of memory. */
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A byte count as people read it ("512 B", "6.7 MB", "2.13 GB"), decimal
+ * units; unknown (e.g. "?") when n < 0. */
+void util_bytes_text(long long n, const char *unknown, char *buf, size_t size);
 /* malloc'd folder part of path ("." when none). */
 char *util_dirname(const char *path);
 
