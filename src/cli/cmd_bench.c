@@ -292,11 +292,9 @@ cmd_bench(int argc, char **argv)
 	if (c == NULL)
 		goto fail;
 	r.threads = c->threads;
-	{
-		size_t pk, base;
-		if (sd_ctx_device_memory(c, &pk, &base) == 0)
-			peak_n = 0;	/* on a GPU the host's sgemm does not matter */
-	}
+	r.gpu = sd_ctx_device_memory(c, &r.gpu_peak, &r.gpu_base) == 0;
+	if (r.gpu)
+		peak_n = 0;	/* on a GPU the host's sgemm does not matter */
 	blas_describe(blas, sizeof blas);
 	if (peak_n > 0) {
 		int was = blas_get_threads();
@@ -420,7 +418,7 @@ cmd_bench(int argc, char **argv)
 	for (size_t k = 0; k < nlat; k++)
 		host[k] = latents[k] * 0.2f / VAE_SCALING_FACTOR;
 	sd_upload(c, dz, host, nlat);
-	if (sd_ctx_device_memory(c, &r.gpu_peak, &r.gpu_base) == 0) {
+	if (r.gpu) {
 		/* on a GPU, a warm-up decode uploads the weights first */
 		vae_decode(v, c, dimg, dz, 1, lat, lat);
 		sd_download(c, host, dimg, 1);
@@ -432,7 +430,8 @@ cmd_bench(int argc, char **argv)
 	r.vae_decode_s = now() - t;
 	r.vae_flops = sd_ctx_flops(c) - f0;
 	r.peak_rss_mb = peak_rss_mb();
-	r.gpu = sd_ctx_device_memory(c, &r.gpu_peak, &r.gpu_base) == 0;
+	if (r.gpu)
+		sd_ctx_device_memory(c, &r.gpu_peak, &r.gpu_base);
 
 	{
 		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
