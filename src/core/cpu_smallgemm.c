@@ -105,7 +105,10 @@ put(float *y, size_t si, size_t sn, const float *out, int mr, int n, int nr, con
 
 /* Rows [n, n + nr) of y, for the mr rows of a panel of 16, 32 or 64 (1, 2
  * or 4 vectors): the 4 x V accumulators are named variables, so that they
- * stay in registers for the whole of k. */
+ * stay in registers for the whole of k.  The three variants are written out
+ * on purpose: one always-inlined function with a constant V and unrolled
+ * loops over an accumulator array keeps them in registers with gcc, but
+ * clang 14 then keeps them on the stack in the inner loop. */
 T512 static void
 block1(float *y, size_t si, size_t sn, const float *xt, size_t ldx, int mr, int k,
     int kb0, int kb1, const void *w, enum sd_dtype dt, int n, int nr, const float *bias)
