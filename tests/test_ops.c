@@ -433,18 +433,10 @@ test_layout(struct sd_ctx *c)
 int
 main(void)
 {
-	struct sd_error err = {0};
-	const char *dev = getenv("SDBATCH_TEST_DEVICE");
-	struct sd_ctx *c = sd_ctx_new(dev ? dev : "cpu", 0, &err);
+	struct sd_ctx *c = test_ctx_new();	/* skips the test without the device */
+	const char *dev = test_device();
 
-	if (c == NULL) {
-		if (err.code == SD_EUNAVAILABLE)
-			return tap_skip_all("%s", err.message);
-		tap_ok(0, "context: %s", err.message);
-		return tap_done();
-	}
-	tap_diag("backend: %s", sd_ctx_describe(c));
-	if (dev != NULL && strncmp(dev, "cuda", 4) == 0) {
+	if (strncmp(dev, "cuda", 4) == 0) {
 		const char *prec = getenv("SDBATCH_CUDA_PRECISION");
 		if (prec == NULL || strcmp(prec, "fp32") != 0) {
 			gemm_atol = 2e-2;
