@@ -51,6 +51,7 @@
 #include "core/cpu.h"
 #include "core/cpu_attention.h"
 #include "core/cpu_kernels.h"
+#include "core/cpu_gemm.h"
 #include "core/cpu_smallgemm.h"
 #include "core/cpu_winograd.h"
 
@@ -602,6 +603,10 @@ static void
 wino_gemm(int mn, int nb, int k, int kc, const float *U, int ldu, const float *V, int ldv,
     float *M, int ldm)
 {
+	if (cg_available()) {
+		cg_gemm(mn, nb, k, kc, U, (size_t)ldu, V, (size_t)ldv, M, (size_t)ldm, 0);
+		return;
+	}
 	for (int k0 = 0; k0 < k; k0 += kc)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, nb,
 		    k - k0 < kc ? k - k0 : kc, 1.0f, U + k0, ldu, V + (size_t)k0 * ldv, ldv,
@@ -670,11 +675,12 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		 * then blocks of output channels each with its weights
 		 * transformed into the thread's cache, never to memory. */
 		int nb = (int)tiles, ng = (nb + 15) / 16, nck = (cin + cchunk - 1) / cchunk;
-		int ob = (int)(WINO_SMALL_U / ((size_t)aa * cin)) & ~15, nob;
+		int ob = (int)(WINO_SMALL_U / ((size_t)aa * cin)), nob;
 		size_t esz = sd_dtype_size(weight->dtype);
 
-		if (ob < 16)
-			ob = 16;
+		ob -= ob % 6;	/* whole register tiles of cpu_gemm */
+		if (ob < 6)
+			ob = 6;
 		if (ob > cout)
 			ob = cout;
 		nob = (cout + ob - 1) / ob;

@@ -41,6 +41,10 @@
 #include "core/cpu_kernels.h"
 #include "core/cpu_winograd.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 #define LANES 16
 #define INLINE static inline __attribute__((always_inline))
 
@@ -302,17 +306,72 @@ output_body(float *y, const float *M, size_t ldm, const float *bias, int cout, i
 	}
 }
 
+/* gk[k][l] = tap k of the filter of input channel ci + l (l < nl; the
+ * lanes past nl zero) from row co of the weights, at element `at` = (co
+ * cin + ci) 9: the 16 filters side by side, transposed.  The scalar loop
+ * of weights_body costs as much as the GEMMs on the smallest maps, and
+ * gathers are slow on Zen 4: F16 and BF16 weights are read as 16-bit
+ * words into 5 vectors and each tap's 16 values picked out by permutes. */
+typedef void (*taps_fn)(float gk[9][LANES], const void *w, enum sd_dtype dtype, size_t at,
+    int nl);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) static void
+taps_avx512(float gk[9][LANES], const void *w, enum sd_dtype dtype, size_t at, int nl)
+{
+	const __m512i nine = _mm512_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 99,
+	    108, 117, 126, 135);
+	__m512i R[5], base16;
+	int nw = nl * 9;
+
+	if (dtype == SD_F32) {
+		const float *p = (const float *)w + at;
+		__mmask16 ml = (__mmask16)(nl >= LANES ? 0xffff : (1u << nl) - 1);
+		for (int k = 0; k < 9; k++)
+			_mm512_store_ps(gk[k], _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ml,
+			    nine, p + k, 4));
+		return;
+	}
+	/* the 16-bit word index 9 l of lane l, in lanes 0..15 (16..31 unused) */
+	base16 = _mm512_castsi256_si512(_mm512_cvtepi32_epi16(nine));
+	for (int j = 0; j < 5; j++)	/* the filters 4 groups on */
+		_mm_prefetch((const char *)((const uint16_t *)w + at + 4 * 144) + 64 * j, _MM_HINT_T0);
+	for (int j = 0; j < 5; j++) {
+		int left = nw - 32 * j;
+		__mmask32 mk = left >= 32 ? 0xffffffffu : left <= 0 ? 0 : (1u << left) - 1;
+		R[j] = _mm512_maskz_loadu_epi16(mk, (const uint16_t *)w + at + 32 * j);
+	}
+	for (int k = 0; k < 9; k++) {
+		__m512i idx = _mm512_add_epi16(base16, _mm512_set1_epi16((short)k));
+		__m512i a = _mm512_permutex2var_epi16(R[0], idx, R[1]);
+		__m512i b = _mm512_permutex2var_epi16(R[2],
+		    _mm512_sub_epi16(idx, _mm512_set1_epi16(64)), R[3]);
+		__m512i c = _mm512_permutexvar_epi16(
+		    _mm512_sub_epi16(idx, _mm512_set1_epi16(128)), R[4]);
+		__mmask32 mb = _mm512_cmpge_epi16_mask(idx, _mm512_set1_epi16(64));
+		__mmask32 mc = _mm512_cmpge_epi16_mask(idx, _mm512_set1_epi16(128));
+		__m256i v = _mm512_castsi512_si256(_mm512_mask_blend_epi16(mc,
+		    _mm512_mask_blend_epi16(mb, a, b), c));
+		__m512 f = dtype == SD_F16 ? _mm512_cvtph_ps(v) :
+		    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+		_mm512_store_ps(gk[k], f);
+	}
+}
+#endif
+
 INLINE void
 weights_body(float *U, const void *w, enum sd_dtype dtype, int cout, int cin, int co0, int co1,
-    int m, float *tmp)
+    int m, float *tmp, taps_fn taps)
 {
 	int aa = (m + 2) * (m + 2);
 
 	for (int co = co0; co < co1; co++) {
-		const float *p;
+		const float *p = NULL;
 		size_t row = (size_t)co * cin * 9;
 
-		if (dtype == SD_F32) {
+		if (taps != NULL) {
+			/* read in place below */
+		} else if (dtype == SD_F32) {
 			p = (const float *)w + row;
 		} else {
 			if (dtype == SD_F16)
@@ -327,9 +386,12 @@ weights_body(float *U, const void *w, enum sd_dtype dtype, int cout, int cin, in
 			float u[36][LANES] __attribute__((aligned(64)));
 			v16 G[9], Uv[36];
 
-			for (int l = 0; l < LANES; l++)
-				for (int k = 0; k < 9; k++)
-					gk[k][l] = l < nl ? p[(size_t)(ci + l) * 9 + k] : 0.0f;
+			if (taps != NULL)
+				taps(gk, w, dtype, row + (size_t)ci * 9, nl);
+			else
+				for (int l = 0; l < LANES; l++)
+					for (int k = 0; k < 9; k++)
+						gk[k][l] = l < nl ? p[(size_t)(ci + l) * 9 + k] : 0.0f;
 			for (int k = 0; k < 9; k++)
 				LOADV(G[k], gk[k]);
 			weight_tf(Uv, G, m);
@@ -353,7 +415,7 @@ weights_body(float *U, const void *w, enum sd_dtype dtype, int cout, int cin, in
 #define WINO_ARGS_W float *U, const void *w, enum sd_dtype dtype, int cout, int cin, \
     int co0, int co1, int m, float *tmp
 
-#define WINO_VERSION(suffix, attr)						\
+#define WINO_VERSION(suffix, attr, taps)					\
 attr static void								\
 input_##suffix(WINO_ARGS_IN)							\
 {										\
@@ -367,14 +429,14 @@ output_##suffix(WINO_ARGS_OUT)							\
 attr static void								\
 weights_##suffix(WINO_ARGS_W)							\
 {										\
-	weights_body(U, w, dtype, cout, cin, co0, co1, m, tmp);			\
+	weights_body(U, w, dtype, cout, cin, co0, co1, m, tmp, taps);	\
 }
 
-WINO_VERSION(generic, )
+WINO_VERSION(generic, , NULL)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SD_WINO_X86 1
-WINO_VERSION(avx2, __attribute__((target("avx2"))))
-WINO_VERSION(avx512, __attribute__((target("avx512f"))))
+WINO_VERSION(avx2, __attribute__((target("avx2"))), NULL)
+WINO_VERSION(avx512, __attribute__((target("avx512f"))), taps_avx512)
 #endif
 
 int

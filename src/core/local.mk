@@ -24,6 +24,7 @@ src_libsdbatch_a_SOURCES += src/core/blas.c src/core/blas.h \
 	src/core/cpu.h src/core/cpu_kernels.c src/core/cpu_kernels.h
 ## wino: Winograd transforms of the CPU backend's 3x3 convolutions
 src_libsdbatch_a_SOURCES += src/core/cpu_winograd.c src/core/cpu_winograd.h
-src_libsdbatch_a_SOURCES += src/core/cpu_smallgemm.c src/core/cpu_smallgemm.h
+src_libsdbatch_a_SOURCES += src/core/cpu_smallgemm.c src/core/cpu_smallgemm.h \
+	src/core/cpu_gemm.c src/core/cpu_gemm.h
 ## h18: fused AVX-512 attention of the CPU backend
 src_libsdbatch_a_SOURCES += src/core/cpu_attention.c src/core/cpu_attention.h

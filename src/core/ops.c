@@ -2,9 +2,11 @@
  * forward to the context's backend. */
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/backend.h"
 #include "core/ops.h"
@@ -22,6 +24,94 @@ struct sd_arena {
 	int nchunks, current;
 	size_t high_water;
 };
+
+/* SDBATCH_CPU_PROFILE=1 (CPU backend): each op's wall time goes to a bucket
+ * named after the op and its shape; the table, largest first, is printed to
+ * stderr when the context ends.  (A GPU context has SDBATCH_CUDA_PROFILE,
+ * which waits for the device.) */
+#define PROF_BUCKETS 160
+struct sd_profile {
+	int n;
+	struct {
+		char name[64];
+		double s, flops;
+		long calls;
+	} b[PROF_BUCKETS];
+};
+
+static double
+prof_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define PROF_BEGIN(c) double prof_t0 = (c)->prof != NULL ? prof_now() : 0.0, \
+	prof_f0 = (c)->flops
+#define PROF_END(c, ...) do { if ((c)->prof != NULL) \
+	prof_end((c), prof_t0, prof_f0, __VA_ARGS__); } while (0)
+
+static void __attribute__((format(printf, 4, 5)))
+prof_end(struct sd_ctx *c, double t0, double f0, const char *fmt, ...)
+{
+	struct sd_profile *p = c->prof;
+	double t = prof_now() - t0;
+	char name[64];
+	va_list ap;
+	int i;
+
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof name, fmt, ap);
+	va_end(ap);
+	for (i = 0; i < p->n; i++)
+		if (strcmp(p->b[i].name, name) == 0)
+			break;
+	if (i == p->n) {
+		if (p->n == PROF_BUCKETS) {
+			i = PROF_BUCKETS - 1;	/* the last bucket takes the rest */
+			snprintf(p->b[i].name, sizeof p->b[i].name, "(other shapes)");
+		} else {
+			snprintf(p->b[p->n++].name, sizeof p->b[0].name, "%s", name);
+		}
+	}
+	p->b[i].s += t;
+	p->b[i].flops += c->flops - f0;
+	p->b[i].calls++;
+}
+
+static int
+prof_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;	/* s is first after name */
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void
+prof_print(const struct sd_profile *p)
+{
+	struct { double s; int i; } order[PROF_BUCKETS];
+	double total = 0;
+
+	for (int i = 0; i < p->n; i++) {
+		order[i].s = p->b[i].s;
+		order[i].i = i;
+		total += p->b[i].s;
+	}
+	qsort(order, (size_t)p->n, sizeof order[0], prof_cmp);
+	fprintf(stderr, "sdbatch: CPU profile, %.3f s in ops:\n"
+	    "  %9s %6s %8s %7s  %s\n", total, "seconds", "share", "calls", "GFLOP/s", "op");
+	for (int j = 0; j < p->n; j++) {
+		int i = order[j].i;
+		char rate[16] = "";
+		if (p->b[i].flops > 0 && p->b[i].s > 0)
+			snprintf(rate, sizeof rate, "%.1f", p->b[i].flops / p->b[i].s * 1e-9);
+		fprintf(stderr, "  %9.3f %5.1f%% %8ld %7s  %s\n", p->b[i].s,
+		    total > 0 ? 100 * p->b[i].s / total : 0, p->b[i].calls, rate, p->b[i].name);
+	}
+}
 
 struct sd_ctx *
 sd_ctx_new(const char *device, int threads, struct sd_error *err)
@@ -67,6 +157,9 @@ sd_ctx_new(const char *device, int threads, struct sd_error *err)
 		free(c);
 		return NULL;
 	}
+	const char *prof = getenv("SDBATCH_CPU_PROFILE");
+	if (be == &sd_backend_cpu && prof != NULL && *prof != '\0' && strcmp(prof, "0") != 0)
+		c->prof = calloc(1, sizeof *c->prof);
 	return c;
 }
 
@@ -75,6 +168,10 @@ sd_ctx_free(struct sd_ctx *c)
 {
 	if (c == NULL)
 		return;
+	if (c->prof != NULL) {
+		prof_print(c->prof);
+		free(c->prof);
+	}
 	for (int i = 0; i < c->arena->nchunks; i++)
 		c->be->mem_free(c, c->arena->chunks[i].base);
 	free(c->arena->chunks);
@@ -221,8 +318,11 @@ void
 op_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride, int pad)
 {
+	PROF_BEGIN(c);
 	count_conv(c, n, cin, h, w, weight, stride, pad, pad, pad, pad);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride, pad, pad, pad, pad);
+	PROF_END(c, "conv2d %dx%d%s n %d %dx%d cin %d cout %d", (int)weight->shape[2],
+	    (int)weight->shape[3], stride > 1 ? " s2" : "", n, h, w, cin, (int)weight->shape[0]);
 }
 
 void
@@ -230,31 +330,40 @@ op_conv2d_pad(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
     int pad_top, int pad_left, int pad_bottom, int pad_right)
 {
+	PROF_BEGIN(c);
 	count_conv(c, n, cin, h, w, weight, stride, pad_top, pad_left, pad_bottom, pad_right);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride,
 	    pad_top, pad_left, pad_bottom, pad_right);
+	PROF_END(c, "conv2d %dx%d%s n %d %dx%d cin %d cout %d", (int)weight->shape[2],
+	    (int)weight->shape[3], stride > 1 ? " s2" : "", n, h, w, cin, (int)weight->shape[0]);
 }
 
 void
 op_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
     const struct sd_tensor *weight, const struct sd_tensor *bias)
 {
+	PROF_BEGIN(c);
 	c->flops += 2.0 * m * (double)k * (double)weight->shape[0];
 	c->be->linear(c, y, x, m, k, weight, bias);
+	PROF_END(c, "linear m %d k %d n %d", m, k, (int)weight->shape[0]);
 }
 
 void
 op_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
     int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta, int silu)
 {
+	PROF_BEGIN(c);
 	c->be->group_norm(c, y, x, n, ch, hw, groups, eps, gamma, beta, silu);
+	PROF_END(c, "group_norm%s ch %d hw %d", silu ? "+silu" : "", ch, hw);
 }
 
 void
 op_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
     float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta)
 {
+	PROF_BEGIN(c);
 	c->be->layer_norm(c, y, x, rows, dim, eps, gamma, beta);
+	PROF_END(c, "layer_norm rows %d dim %d", rows, dim);
 }
 
 void
@@ -262,71 +371,101 @@ op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
     int b, int lq, int lk, int heads, int dh, float scale, int causal)
 {
+	PROF_BEGIN(c);
 	c->flops += 4.0 * b * heads * (double)lq * lk * dh;
 	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
+	PROF_END(c, "attention lq %d lk %d dh %d%s", lq, lk, dh, causal ? " causal" : "");
 }
 
-void op_silu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_SILU); }
-void op_gelu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_GELU); }
-void op_quick_gelu(struct sd_ctx *c, float *x, size_t n) { c->be->unary(c, x, n, SD_UNARY_QUICK_GELU); }
+static void
+unary(struct sd_ctx *c, float *x, size_t n, int kind)
+{
+	PROF_BEGIN(c);
+	c->be->unary(c, x, n, kind);
+	PROF_END(c, "%s", kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" : "quick_gelu");
+}
+
+void op_silu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_SILU); }
+void op_gelu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_GELU); }
+void op_quick_gelu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_QUICK_GELU); }
 
 void
 op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)
 {
+	PROF_BEGIN(c);
 	c->be->geglu(c, y, p, rows, d);
+	PROF_END(c, "geglu");
 }
 
 void
 op_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
 {
+	PROF_BEGIN(c);
 	c->be->add(c, y, a, b, n);
+	PROF_END(c, "add");
 }
 
 void
 op_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n)
 {
+	PROF_BEGIN(c);
 	c->be->lerp(c, y, a, b, s, n);
+	PROF_END(c, "lerp");
 }
 
 void
 op_scale(struct sd_ctx *c, float *x, float s, size_t n)
 {
+	PROF_BEGIN(c);
 	c->be->scale(c, x, s, n);
+	PROF_END(c, "scale");
 }
 
 void
 op_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw)
 {
+	PROF_BEGIN(c);
 	c->be->add_channel(c, x, v, n, ch, hw);
+	PROF_END(c, "add_channel");
 }
 
 void
 op_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w)
 {
+	PROF_BEGIN(c);
 	c->be->upsample2x(c, y, x, n, ch, h, w);
+	PROF_END(c, "upsample2x");
 }
 
 void
 op_concat(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
 {
+	PROF_BEGIN(c);
 	c->be->concat(c, y, a, ca, b, cb, n, hw);
+	PROF_END(c, "concat");
 }
 
 void
 op_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols)
 {
+	PROF_BEGIN(c);
 	c->be->transpose(c, y, x, n, rows, cols);
+	PROF_END(c, "transpose");
 }
 
 void
 op_embed(struct sd_ctx *c, float *y, const int *ids, int count,
     const struct sd_tensor *table, const struct sd_tensor *pos, int npos)
 {
+	PROF_BEGIN(c);
 	c->be->embed(c, y, ids, count, table, pos, npos);
+	PROF_END(c, "embed");
 }
 
 void
 op_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
 {
+	PROF_BEGIN(c);
 	c->be->copy(c, y, x, n);
+	PROF_END(c, "copy");
 }

@@ -29,6 +29,7 @@ struct sd_ctx {
 	struct sd_arena *arena;	/* activations */
 	int threads;
 	double flops;		/* multiply-adds x 2 of conv2d, linear, attention */
+	struct sd_profile *prof;	/* SDBATCH_CPU_PROFILE on the CPU, else NULL */
 };
 
 /* Make a context for "cpu", "cuda" or "cuda:N" (threads 0 = default). */
