@@ -947,14 +947,14 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 			Bm = col;
 			ldb = (int)np;
 		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, (int)np, (int)K,
-		    1.0f, W + (size_t)m0 * K, (int)K, Bm, ldb, 0.0f, yb, (int)ohw);
-		if (B != NULL)
+		if (B != NULL)	/* the bias first (see cpu_linear) */
 			for (int r = 0; r < mn; r++) {
 				float bv = B[m0 + r], *yr = yb + (size_t)r * ohw;
 				for (size_t i = 0; i < np; i++)
-					yr[i] += bv;
+					yr[i] = bv;
 			}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mn, (int)np, (int)K,
+		    1.0f, W + (size_t)m0 * K, (int)K, Bm, ldb, B != NULL ? 1.0f : 0.0f, yb, (int)ohw);
 	}
 }
 
@@ -1048,14 +1048,15 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 			nn = nout - n0 < blk ? nout - n0 : blk;
 		}
 		float *yp = y + (size_t)r0 * nout + n0;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rn, nn, k,
-		    1.0f, x + (size_t)r0 * k, k, W + (size_t)n0 * k, k, 0.0f, yp, nout);
+		/* the bias first, then y += x W^T: sgemm with beta 0 would
+		 * clear y in a pass of its own, and a bias added after it
+		 * would read and write y once more */
 		if (B != NULL)
-			for (int i = 0; i < rn; i++) {
-				float *row = yp + (size_t)i * nout;
-				for (int j = 0; j < nn; j++)
-					row[j] += B[n0 + j];
-			}
+			for (int i = 0; i < rn; i++)
+				memcpy(yp + (size_t)i * nout, B + n0, (size_t)nn * sizeof *yp);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rn, nn, k,
+		    1.0f, x + (size_t)r0 * k, k, W + (size_t)n0 * k, k, B != NULL ? 1.0f : 0.0f,
+		    yp, nout);
 	}
 }
 
