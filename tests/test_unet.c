@@ -136,7 +136,7 @@ run_inpaint9(struct unet *u, struct sd_ctx *c, int step)
 	const struct sd_tensor *st;
 	struct sd_error err = {0};
 	struct st_file *g;
-	float *in, *ts, *pos, *neg, *want, *hx, *hctx, *got, *x, *ctx, *out, t[2];
+	float *in, *ts, *pos, *neg, *want, *hx, *hctx, *got, *got2, *x, *ctx, *out, t[2];
 	size_t nin, nt, np, nn, nw, nx, no;
 	int h, w;
 	char what[96];
@@ -176,6 +176,34 @@ run_inpaint9(struct unet *u, struct sd_ctx *c, int step)
 	    &err) == 0, "%s: forward %s", what, err.message);
 	sd_download(c, got, out, no);
 	check_close(what, got, want + step * no, no, tol, tol);
+
+	/* The cross-attentions' keys and values computed once
+	 * (unet_set_context, as sdbatch run does): the same output to the
+	 * bit; a forward with another context is not served from the cache. */
+	got2 = malloc(no * sizeof *got2);
+	unet_set_context(u, c, ctx, 2, (int)(np / (size_t)u->context_dim));
+	tap_ok(unet_forward(u, c, out, x, 2, h, w, t, ctx, (int)(np / (size_t)u->context_dim),
+	    &err) == 0, "%s: forward with the context cached %s", what, err.message);
+	sd_download(c, got2, out, no);
+	tap_ok(memcmp(got, got2, no * sizeof *got) == 0,
+	    "%s: the same output with the context's keys and values cached", what);
+	if (step == 0) {
+		/* the prompts swapped, in another buffer: its own keys */
+		float *ctx2 = sd_alloc(c, np + nn), *got3 = malloc(no * sizeof *got3);
+		memcpy(hctx, pos, np * sizeof *hctx);
+		memcpy(hctx + np, neg, nn * sizeof *hctx);
+		sd_upload(c, ctx2, hctx, np + nn);
+		unet_forward(u, c, out, x, 2, h, w, t, ctx2, (int)(np / (size_t)u->context_dim), &err);
+		sd_download(c, got2, out, no);
+		unet_clear_context(u);
+		unet_forward(u, c, out, x, 2, h, w, t, ctx2, (int)(np / (size_t)u->context_dim), &err);
+		sd_download(c, got3, out, no);
+		tap_ok(memcmp(got2, got3, no * sizeof *got2) == 0 && memcmp(got, got2, no * sizeof *got) != 0,
+		    "%s: another context while one is cached gets its own keys and values", what);
+		free(got3);
+	}
+	unet_clear_context(u);
+	free(got2);
 
 	free(got);
 	free(hctx);

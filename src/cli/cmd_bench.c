@@ -177,6 +177,7 @@ fill_random(float *x, size_t n, uint64_t seed)
 
 struct results {
 	double sgemm_peak, text_encoder_s, unet_first_s, unet_step_s, vae_decode_s;
+	double unet_context_s;	/* the cross-attentions' keys and values, once an image */
 	double unet_step_flops, vae_flops, peak_rss_mb, load_s;
 	double rss_after_text, rss_after_unet;
 	size_t gpu_peak, gpu_base;
@@ -371,7 +372,12 @@ cmd_bench(int argc, char **argv)
 	/* Each phase keeps only its own weights resident. */
 	sd_cpu_release_weights(c);
 
-	/* Sampling: one warm-up step, then the timed ones. */
+	/* Sampling: the context's keys and values (once an image, as
+	 * sdbatch run does), one warm-up step, then the timed ones. */
+	t = now();
+	unet_set_context(u, c, ctx, 2, len);
+	sd_download(c, host, u->kv, 1);	/* waits for a GPU */
+	r.unet_context_s = now() - t;
 	din = sd_alloc(c, 2 * nin);
 	dout = sd_alloc(c, 2 * nlat);
 	dguided = sd_alloc(c, nlat);
@@ -437,7 +443,8 @@ cmd_bench(int argc, char **argv)
 		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
 		double vg = r.vae_flops > 0 ? r.vae_flops / r.vae_decode_s / 1e9 : 0;
 		/* one image of IMAGE_STEPS steps from the parts measured */
-		double image_s = r.text_encoder_s + IMAGE_STEPS * r.unet_step_s + r.vae_decode_s;
+		double image_s = r.text_encoder_s + r.unet_context_s + IMAGE_STEPS * r.unet_step_s +
+		    r.vae_decode_s;
 
 		/* -q: the results alone (with --json, the JSON line alone) */
 		if (!quiet || !json) {
@@ -447,7 +454,8 @@ cmd_bench(int argc, char **argv)
 				printf(", %d threads", r.threads);
 			printf("\n");
 			printf("load:           %.2f s\n", r.load_s);
-			printf("text encoder:   %.3f s (2 prompts)\n", r.text_encoder_s);
+			printf("text encoder:   %.3f s (2 prompts); UNet's cross-attention keys and "
+			    "values %.3f s\n", r.text_encoder_s, r.unet_context_s);
 			printf("UNet step:      %.*f s median of %d (CFG: 1 forward of batch 2",
 			    r.unet_step_s < 1 ? 4 : 2, r.unet_step_s, r.steps);
 			if (r.unet_step_flops > 0)
@@ -464,7 +472,7 @@ cmd_bench(int argc, char **argv)
 				printf("peak GPU mem:   %.0f MiB (%.0f MiB of it in use once the device "
 				    "was set up: CUDA context, cuBLAS)\n", (double)r.gpu_peak / (1 << 20),
 				    (double)r.gpu_base / (1 << 20));
-			printf("image:          %.*f s for text encoder + %d steps + VAE decode "
+			printf("image:          %.*f s for text encoder + keys and values + %d steps + VAE decode "
 			    "(from the figures above): %.3g images/s\n", image_s < 10 ? 3 : 1,
 			    image_s, IMAGE_STEPS, 1.0 / image_s);
 		}
@@ -479,6 +487,7 @@ cmd_bench(int argc, char **argv)
 			json_object_set_new(o, "text_encoder_s", json_real(r.text_encoder_s));
 			json_object_set_new(o, "unet_step_s", json_real(r.unet_step_s));
 			json_object_set_new(o, "unet_first_step_s", json_real(r.unet_first_s));
+			json_object_set_new(o, "unet_context_s", json_real(r.unet_context_s));
 			json_object_set_new(o, "vae_decode_s", json_real(r.vae_decode_s));
 			json_object_set_new(o, "peak_rss_mb", json_real(r.peak_rss_mb));
 			json_object_set_new(o, "unet_step_tflop", json_real(r.unet_step_flops / 1e12));

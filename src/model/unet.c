@@ -45,6 +45,9 @@ struct resblock {
 struct attention {
 	const struct sd_tensor *q, *k, *v, *out_w, *out_b;
 	int kv_dim;		/* width of the keys' source: C, or the context's */
+	int cross;		/* attends to the context: keys, values cacheable */
+	size_t kv_at;		/* cross: its keys in unet_set_context's cache
+				 * start at kv_at floats a context token */
 };
 
 /* BasicTransformerBlock: self-attention, cross-attention, GEGLU MLP. */
@@ -213,6 +216,9 @@ load_transformer_block(struct loader *ld, struct transformer_block *tb, const ch
 	if (load_attention(ld, &tb->attn2, sub, ch, u->context_dim ? u->context_dim : -1) < 0)
 		return -1;
 	u->context_dim = tb->attn2.kv_dim;
+	tb->attn2.cross = 1;
+	tb->attn2.kv_at = u->kv_width;
+	u->kv_width += 2 * (size_t)ch;
 
 	/* GEGLU: proj to 2*inner, a * gelu(gate), back to ch. */
 	if ((tb->ff_in_w = need(ld, block, "ff.net.0.proj.weight", -1, ch, 0, 0)) == NULL)
@@ -382,6 +388,43 @@ free_blocks(struct unet_block *blk, int n)
 	for (int i = 0; i < n; i++)
 		free(blk[i].attn.block);
 	free(blk);
+}
+
+/* The keys and values of the cross-attentions of the blocks [0, n). */
+static void
+cache_blocks(struct unet *u, struct sd_ctx *c, const struct unet_block *blk, int n)
+{
+	size_t tokens = (size_t)u->kv_b * u->kv_len;
+
+	for (int i = 0; i < n; i++) {
+		if (!blk[i].has_attn)
+			continue;
+		for (int d = 0; d < blk[i].attn.depth; d++) {
+			const struct attention *a = &blk[i].attn.block[d].attn2;
+			float *k = u->kv + a->kv_at * tokens, *v = k + tokens * blk[i].attn.ch;
+			op_linear(c, k, u->kv_context, (int)tokens, a->kv_dim, a->k, NULL);
+			op_linear(c, v, u->kv_context, (int)tokens, a->kv_dim, a->v, NULL);
+		}
+	}
+}
+
+void
+unet_set_context(struct unet *u, struct sd_ctx *c, const float *context, int b, int ctx_len)
+{
+	u->kv_context = context;
+	u->kv_b = b;
+	u->kv_len = ctx_len;
+	u->kv = sd_alloc(c, u->kv_width * (size_t)b * ctx_len);
+	cache_blocks(u, c, u->input, u->ninput);
+	cache_blocks(u, c, u->middle, 1);
+	cache_blocks(u, c, u->output, u->noutput);
+}
+
+void
+unet_clear_context(struct unet *u)
+{
+	u->kv = NULL;
+	u->kv_context = NULL;
 }
 
 void
@@ -607,13 +650,20 @@ attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, f
 	size_t mark = sd_mark(c);
 	int dh = ch / u->heads;
 	float *q = sd_alloc(c, (size_t)b * lq * ch);
-	float *k = sd_alloc(c, (size_t)b * lk * ch);
-	float *v = sd_alloc(c, (size_t)b * lk * ch);
 	float *o = sd_alloc(c, (size_t)b * lq * ch);
+	const float *k, *v;
 
 	op_linear(c, q, x, b * lq, ch, a->q, NULL);
-	op_linear(c, k, kv, b * lk, a->kv_dim, a->k, NULL);
-	op_linear(c, v, kv, b * lk, a->kv_dim, a->v, NULL);
+	if (a->cross && u->kv != NULL && kv == u->kv_context && b == u->kv_b && lk == u->kv_len) {
+		k = u->kv + a->kv_at * (size_t)b * lk;
+		v = k + (size_t)b * lk * ch;
+	} else {
+		float *nk = sd_alloc(c, (size_t)b * lk * ch), *nv = sd_alloc(c, (size_t)b * lk * ch);
+		op_linear(c, nk, kv, b * lk, a->kv_dim, a->k, NULL);
+		op_linear(c, nv, kv, b * lk, a->kv_dim, a->v, NULL);
+		k = nk;
+		v = nv;
+	}
 	op_attention(c, o, q, ch, k, ch, v, ch, b, lq, lk, u->heads, dh,
 	    (float)(1.0 / sqrt((double)dh)), 0);
 	op_linear(c, out, o, b * lq, ch, a->out_w, a->out_b);

@@ -59,6 +59,12 @@ struct unet {
 	void *debug_user;
 	const float **skips;	/* the forward pass's skip list (ninput + 1) */
 	int *skip_channels;
+
+	/* unet_set_context: the cross-attentions' keys and values */
+	size_t kv_width;	/* floats a context token: 2 C a cross-attention */
+	float *kv;		/* backend memory, or NULL */
+	const float *kv_context;
+	int kv_b, kv_len;
 };
 
 /* Resolve every tensor of the UNet under prefix (e.g. UNET_SD15_PREFIX)
@@ -81,5 +87,16 @@ int unet_check_size(const struct unet *u, int h, int w, struct sd_error *err);
 int unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
     int h, int w, const float *timesteps, const float *context, int ctx_len,
     struct sd_error *err);
+
+/* Every cross-attention's keys and values are projections of the context
+ * alone, the same at every sampling step: compute them once, from context
+ * [b, ctx_len, context_dim] into b ctx_len kv_width floats of the context's
+ * arena, for the unet_forward calls that pass this same context pointer, b
+ * and ctx_len (others compute their own, as without it).  The results are
+ * the same either way.  Call unet_clear_context before the context's
+ * contents change or the arena is released below the cache. */
+void unet_set_context(struct unet *u, struct sd_ctx *c, const float *context, int b,
+    int ctx_len);
+void unet_clear_context(struct unet *u);
 
 #endif

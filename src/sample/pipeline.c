@@ -485,6 +485,8 @@ sd_generate(struct sd_model *m, const struct sd_params *p, int index,
 	/* Each phase keeps only its own weights resident (CPU backend). */
 	sd_cpu_release_weights(m->ctx);
 	t = now();
+	/* the cross-attentions' keys and values, once for all steps */
+	unet_set_context(m->unet, m->ctx, r.context, r.batch, m->clip->max_len);
 	if (denoise(&r, err) < 0)
 		goto out;
 	tm.sample_s = now() - t;
@@ -496,6 +498,7 @@ sd_generate(struct sd_model *m, const struct sd_params *p, int index,
 	tm.decode_s = now() - t;
 	rc = 0;
 out:
+	unet_clear_context(m->unet);
 	sd_release(m->ctx, mark);
 	run_free(&r);
 	if (timings != NULL)
