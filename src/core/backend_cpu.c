@@ -8,11 +8,12 @@
  *   Winograd F(2x2, 3x3), F(3x3, 3x3) or F(4x4, 3x3) (cpu_winograd.c;
  *   weights transformed per call into one reused buffer,
  *   blocks of tiles of the whole batch transformed, alpha^2 GEMMs split
- *   over the threads, summing the input channels in chunks, output tiles
- *   transformed back with the bias), chosen per layer by a cost estimate;
- *   the others as im2col of a tile of output rows into the thread's own
- *   buffer, one GEMM per tile (1x1 convolutions read the input
- *   directly), the bias added while the tile is in cache;
+ *   over the threads, summing the input channels in chunks (with AVX-512
+ *   in cpu_gemm.c, which reads both operands where they lie, else
+ *   sgemm), output tiles transformed back with the bias), chosen per
+ *   layer by a cost estimate; the others as im2col of a tile of output
+ *   rows into the thread's own buffer, one GEMM per tile (1x1
+ *   convolutions read the input directly) onto the bias written first;
  * - small layers (few pixels or rows, where reading the weights costs more
  *   than the flops): the threads split the output channels, each widening
  *   (or Winograd-transforming) its weights in cache-sized blocks that the
@@ -21,7 +22,7 @@
  *   layers of 16 to 256 rows go through cpu_smallgemm.c instead (the F16
  *   weights read as stored, no packing);
  * - linear: the rows (or, for few rows, the output features) split over the
- *   threads;
+ *   threads, each sgemm adding onto the bias written first;
  * - attention: with AVX-512 and head dims up to 256, the fused kernel of
  *   cpu_attention.c ((batch, head) tasks, K and V packed once a head, 32
  *   queries across the vector lanes, blocks of 128 keys with an online
