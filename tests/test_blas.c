@@ -73,6 +73,20 @@ main(int argc, char **argv)
 	tap_ok(strcmp(cpu_best_openblas_core(&avx512), "SkylakeX") == 0, "AVX-512: SkylakeX");
 	avx512.avx512bf16 = 1;
 	tap_ok(strcmp(cpu_best_openblas_core(&avx512), "Cooperlake") == 0, "AVX-512 + BF16: Cooperlake");
+	avx512.amd = 1;
+	avx512.family = 0x19;
+	tap_ok(strcmp(cpu_best_openblas_core(&avx512), "Haswell") == 0,
+	    "AVX-512 + BF16 on AMD Zen 4 (family 19h): Haswell, whose sgemm is faster there");
+	avx512.family = 0x1a;
+	tap_ok(strcmp(cpu_best_openblas_core(&avx512), "Cooperlake") == 0,
+	    "AVX-512 + BF16 on AMD family 1Ah (Zen 5): Cooperlake");
+	tap_ok(openblas_core_worse("Prescott", "Haswell") && openblas_core_worse("Haswell", "SkylakeX") &&
+	    openblas_core_worse("Cooperlake", "Haswell") && openblas_core_worse("SkylakeX", "Zen"),
+	    "a weaker kernel, or AVX-512 where AVX2 was chosen (Zen 4), is replaced");
+	tap_ok(!openblas_core_worse("SkylakeX", "Cooperlake") && !openblas_core_worse("Haswell", "Zen") &&
+	    !openblas_core_worse("Zen", "Haswell") && !openblas_core_worse("Haswell", "Haswell") &&
+	    !openblas_core_worse("ARMV8", "Haswell") && !openblas_core_worse("Haswell", NULL),
+	    "a kernel of the same level, or an unknown one, is kept");
 #else
 	(void)none;
 	tap_skip("x86-64 kernel choices on another CPU");

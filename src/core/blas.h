@@ -25,18 +25,24 @@ struct cpu_features {
 	int avx, avx2, fma, f16c;
 	int avx512f, avx512bw, avx512dq, avx512vl, avx512bf16;
 	int amd;		/* AuthenticAMD */
+	int family;		/* CPUID family, extended family included (0x19: Zen 3, 4) */
 };
 
 void cpu_features_get(struct cpu_features *f);
 /* The highest level of f. */
 enum cpu_level cpu_features_level(const struct cpu_features *f);
 /* The OpenBLAS core type that suits f best ("Cooperlake", "SkylakeX",
- * "Zen", "Haswell", "Sandybridge"), or NULL when none is better than the
- * baseline. */
+ * "Zen", "Haswell", "Sandybridge"; "Haswell" on AMD Zen 4 although it has
+ * AVX-512), or NULL when none is better than the baseline. */
 const char *cpu_best_openblas_core(const struct cpu_features *f);
 /* The level an OpenBLAS core name needs (CPU_LEVEL_UNKNOWN when the name
  * is not an x86-64 kernel we know; case-insensitive). */
 enum cpu_level openblas_core_level(const char *core);
+/* Whether OpenBLAS's kernel core should give way to best (from
+ * cpu_best_openblas_core): it needs less of the CPU than best, or it is an
+ * AVX-512 kernel where best is an AVX2 one (chosen over AVX-512 for a CPU
+ * that runs it faster: Zen 4).  0 when either name is unknown or NULL. */
+int openblas_core_worse(const char *core, const char *best);
 
 /* Physical cores this process may run on (hyper-threads counted once;
  * at least 1). */
