@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/ops.h"
 #include "testutil.h"
@@ -430,6 +431,62 @@ test_layout(struct sd_ctx *c)
 	free(x); free(v); free(bb); free(ref);
 }
 
+/* SDBATCH_CPU_PROFILE=1: the table a CPU context prints on stderr when it
+ * ends names each op by its shape, with its calls. */
+static void
+test_profile(struct sd_ctx *dflt)
+{
+	static float wd[4 * 5], xd[3 * 5];
+	struct sd_tensor W = {.dtype = SD_F32, .ndim = 2, .shape = {4, 5}, .data = wd};
+	struct sd_error err = {0};
+	char line[256];
+	long calls = -1, adds = -1;
+	int header = 0, saved;
+	struct sd_ctx *c;
+	FILE *tmp;
+
+	if (strncmp(sd_ctx_describe(dflt), "cpu", 3) != 0) {
+		tap_skip("SDBATCH_CPU_PROFILE is the CPU backend's");
+		return;
+	}
+	setenv("SDBATCH_CPU_PROFILE", "1", 1);
+	c = sd_ctx_new("cpu", 0, &err);
+	unsetenv("SDBATCH_CPU_PROFILE");
+	if (c == NULL || (tmp = tmpfile()) == NULL) {
+		tap_ok(0, "context with SDBATCH_CPU_PROFILE=1: %s", err.message);
+		sd_ctx_free(c);
+		return;
+	}
+	float *x = sd_alloc(c, 15), *y = sd_alloc(c, 12);
+	sd_upload(c, x, xd, 15);
+	op_linear(c, y, x, 3, 5, &W, NULL);
+	op_linear(c, y, x, 3, 5, &W, NULL);
+	op_add(c, y, y, y, 12);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fileno(tmp), 2);
+	sd_ctx_free(c);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	while (fgets(line, sizeof line, tmp) != NULL) {
+		double sec, share;
+		long n;
+		header |= strstr(line, "CPU profile") != NULL;
+		if (sscanf(line, "%lf %lf%% %ld", &sec, &share, &n) != 3)
+			continue;
+		if (strstr(line, "linear m 3 k 5 n 4") != NULL)
+			calls = n;
+		else if (strstr(line, "add") != NULL)
+			adds = n;
+	}
+	fclose(tmp);
+	tap_ok(header && calls == 2 && adds == 1,
+	    "SDBATCH_CPU_PROFILE: a table of the ops by shape when the context ends "
+	    "(linear m 3 k 5 n 4: %ld calls, add: %ld)", calls, adds);
+}
+
 int
 main(void)
 {
@@ -489,6 +546,7 @@ main(void)
 	test_elementwise(c);
 	test_layout(c);
 	test_winograd(c);
+	test_profile(c);
 	tap_ok(sd_arena_bytes(c) > 0, "the arena kept its memory (%zu bytes)", sd_arena_bytes(c));
 	sd_ctx_free(c);
 	return tap_done();

@@ -84,7 +84,7 @@ prof_end(struct sd_ctx *c, double t0, double f0, const char *fmt, ...)
 static int
 prof_cmp(const void *a, const void *b)
 {
-	double x = *(const double *)a, y = *(const double *)b;	/* s is first after name */
+	double x = *(const double *)a, y = *(const double *)b;	/* each entry's s, first */
 
 	return x < y ? 1 : x > y ? -1 : 0;
 }
