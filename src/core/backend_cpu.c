@@ -598,14 +598,15 @@ wino_pick(const struct cpu_state *s, int n, int cin, int h, int w, int cout, int
 }
 
 /* M (mn x nb, ldm) = U (mn x k, ldu) V (k x nb, ldv), the input channels
- * in chunks of kc summed in that order: the BLAS accumulates each chunk
- * afresh in its registers, which rounds less than one long sum. */
+ * in chunks of kc summed in that order: cpu_gemm (with AVX-512) or the
+ * BLAS accumulates each chunk afresh in its registers, which rounds less
+ * than one long sum. */
 static void
 wino_gemm(int mn, int nb, int k, int kc, const float *U, int ldu, const float *V, int ldv,
     float *M, int ldm)
 {
 	if (cg_available()) {
-		cg_gemm(mn, nb, k, kc, U, (size_t)ldu, V, (size_t)ldv, M, (size_t)ldm, 0);
+		cg_gemm(mn, nb, k, kc, U, (size_t)ldu, V, (size_t)ldv, M, (size_t)ldm);
 		return;
 	}
 	for (int k0 = 0; k0 < k; k0 += kc)
@@ -679,9 +680,9 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		int ob = (int)(WINO_SMALL_U / ((size_t)aa * cin)), nob;
 		size_t esz = sd_dtype_size(weight->dtype);
 
-		ob -= ob % 6;	/* whole register tiles of cpu_gemm */
-		if (ob < 6)
-			ob = 6;
+		ob -= ob % 3;	/* whole register tiles of cpu_gemm (3 rows) */
+		if (ob < 3)
+			ob = 3;
 		if (ob > cout)
 			ob = cout;
 		nob = (cout + ob - 1) / ob;

@@ -58,14 +58,14 @@ cg_available(void)
 	__mmask16 mk = j < NV - 1 ? (__mmask16)0xffff : last;			\
 	float *cp = C + (size_t)i * ldc + 16 * j;				\
 	__m512 v = _mm512_add_ps(e##i##j, o##i##j);				\
-	if (k0 > 0 || accumulate)						\
+	if (k0 > 0)								\
 		v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, cp), v);		\
 	_mm512_mask_storeu_ps(cp, mk, v);					\
 }
 
 T512 static inline __attribute__((always_inline)) void
 tile(const int R, const int NV, __mmask16 last, int k, int kc, const float *A, size_t lda,
-    const float *B, size_t ldb, float *C, size_t ldc, int accumulate)
+    const float *B, size_t ldb, float *C, size_t ldc)
 {
 	FOR_IJ(DECL)
 
@@ -99,13 +99,13 @@ tile(const int R, const int NV, __mmask16 last, int k, int kc, const float *A, s
 #define TILE_NV(R)							\
 	T512 static void						\
 	tile_##R(int nv, __mmask16 last, int k, int kc, const float *A, size_t lda, \
-	    const float *B, size_t ldb, float *C, size_t ldc, int accumulate) \
+	    const float *B, size_t ldb, float *C, size_t ldc) \
 	{								\
 		switch (nv) {						\
-		case 1: tile(R, 1, last, k, kc, A, lda, B, ldb, C, ldc, accumulate); break; \
-		case 2: tile(R, 2, last, k, kc, A, lda, B, ldb, C, ldc, accumulate); break; \
-		case 3: tile(R, 3, last, k, kc, A, lda, B, ldb, C, ldc, accumulate); break; \
-		default: tile(R, 4, last, k, kc, A, lda, B, ldb, C, ldc, accumulate); break; \
+		case 1: tile(R, 1, last, k, kc, A, lda, B, ldb, C, ldc); break; \
+		case 2: tile(R, 2, last, k, kc, A, lda, B, ldb, C, ldc); break; \
+		case 3: tile(R, 3, last, k, kc, A, lda, B, ldb, C, ldc); break; \
+		default: tile(R, 4, last, k, kc, A, lda, B, ldb, C, ldc); break; \
 		}							\
 	}
 TILE_NV(1)
@@ -114,7 +114,7 @@ TILE_NV(3)
 
 T512 static void
 gemm512(int m, int n, int k, int kc, const float *A, size_t lda, const float *B, size_t ldb,
-    float *C, size_t ldc, int accumulate)
+    float *C, size_t ldc)
 {
 	for (int j0 = 0; j0 < n; j0 += 16 * NVMAX) {
 		int nn = n - j0 < 16 * NVMAX ? n - j0 : 16 * NVMAX, nv = (nn + 15) / 16;
@@ -125,9 +125,9 @@ gemm512(int m, int n, int k, int kc, const float *A, size_t lda, const float *B,
 			const float *a = A + (size_t)i0 * lda;
 			float *c = C + (size_t)i0 * ldc + j0;
 			switch (m - i0 < MR ? m - i0 : MR) {
-			case 1: tile_1(nv, last, k, kc, a, lda, b, ldb, c, ldc, accumulate); break;
-			case 2: tile_2(nv, last, k, kc, a, lda, b, ldb, c, ldc, accumulate); break;
-			default: tile_3(nv, last, k, kc, a, lda, b, ldb, c, ldc, accumulate); break;
+			case 1: tile_1(nv, last, k, kc, a, lda, b, ldb, c, ldc); break;
+			case 2: tile_2(nv, last, k, kc, a, lda, b, ldb, c, ldc); break;
+			default: tile_3(nv, last, k, kc, a, lda, b, ldb, c, ldc); break;
 			}
 		}
 	}
@@ -136,21 +136,19 @@ gemm512(int m, int n, int k, int kc, const float *A, size_t lda, const float *B,
 
 void
 cg_gemm(int m, int n, int k, int kc, const float *A, size_t lda, const float *B, size_t ldb,
-    float *C, size_t ldc, int accumulate)
+    float *C, size_t ldc)
 {
 	if (kc <= 0)
 		kc = k;
 #ifdef SD_AVX
 	if (k <= 0) {
-		if (!accumulate)
-			for (int i = 0; i < m; i++)
-				for (int j = 0; j < n; j++)
-					C[(size_t)i * ldc + j] = 0.0f;
+		for (int i = 0; i < m; i++)
+			for (int j = 0; j < n; j++)
+				C[(size_t)i * ldc + j] = 0.0f;
 		return;
 	}
-	gemm512(m, n, k, kc, A, lda, B, ldb, C, ldc, accumulate);
+	gemm512(m, n, k, kc, A, lda, B, ldb, C, ldc);
 #else
 	(void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
-	(void)accumulate;
 #endif
 }

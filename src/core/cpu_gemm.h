@@ -16,11 +16,11 @@
 int cg_available(void);
 
 /* C[i * ldc + j] = sum_kk A[i * lda + kk] B[kk * ldb + j] for i < m, j < n,
- * kk < k: the products summed in order within chunks of kc values of kk
- * (from zero, in registers), the chunks' sums added to C in order, the
- * first one stored (or added too when accumulate is non-zero).  Rows of
- * B and C are read and written only in [0, n).  One thread. */
+ * kk < k: the products summed within chunks of kc values of kk (from zero,
+ * in registers, the even and the odd kk apart), the chunks' sums added to
+ * C in order, the first one stored.  Rows of B and C are read and written
+ * only in [0, n).  One thread. */
 void cg_gemm(int m, int n, int k, int kc, const float *A, size_t lda, const float *B,
-    size_t ldb, float *C, size_t ldc, int accumulate);
+    size_t ldb, float *C, size_t ldc);
 
 #endif
