@@ -1030,9 +1030,12 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 	/* Split the rows when there are enough, else the output features. */
 	byrows = m >= 32 * nt;
 	if (byrows) {
-		blk = 256;
-		if ((m + blk - 1) / blk < 2 * nt)
-			blk = ((m + 2 * nt - 1) / (2 * nt) + 7) & ~7;
+		/* blocks of up to 1024 rows, at least one a thread (on Zen 4
+		 * with OpenBLAS's Haswell kernel 3-5% faster than 256, two
+		 * a thread: each sgemm packs the weights once for more rows) */
+		blk = 1024;
+		if ((m + blk - 1) / blk < nt)
+			blk = ((m + nt - 1) / nt + 7) & ~7;
 		parts = (m + blk - 1) / blk;
 	} else {
 		parts = nt;
