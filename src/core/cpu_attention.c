@@ -130,36 +130,40 @@ qk_group(float *S, const float *Qt, const float *Kg, int dh, __m512 *mx)
 }
 
 /* O^T [dc][QB] = O^T * corr + V^T P^T over nk keys (P^T: [nk][QB], V:
- * [nk][dc]). */
+ * [nk][dc]); dc a constant once inlined.  The accumulators are named
+ * variables (o<dim><vector>) under constant tests, not an array walked by
+ * unrolled loops: with the chunk width a template-like constant, clang 14
+ * kept such an array in memory (attention at 130 GFLOP/s instead of 200);
+ * qk_group's fixed loops it handles. */
+_Static_assert(QV == 2 && DC_MAX == 12, "pv_chunk's named accumulators");
+#define FOR_DC(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define PV_DECL(c) __m512 o##c##0 = _mm512_setzero_ps(), o##c##1 = _mm512_setzero_ps();
+#define PV_LOAD(c) if (c < dc) {						\
+	o##c##0 = _mm512_mul_ps(_mm512_load_ps(Ot + (size_t)(c) * QB), corr[0]);	\
+	o##c##1 = _mm512_mul_ps(_mm512_load_ps(Ot + (size_t)(c) * QB + 16), corr[1]); \
+}
+#define PV_FMA(c) if (c < dc) {					\
+	__m512 b = _mm512_set1_ps(vr[c]);				\
+	o##c##0 = _mm512_fmadd_ps(p0, b, o##c##0);			\
+	o##c##1 = _mm512_fmadd_ps(p1, b, o##c##1);			\
+}
+#define PV_STORE(c) if (c < dc) {					\
+	_mm512_store_ps(Ot + (size_t)(c) * QB, o##c##0);		\
+	_mm512_store_ps(Ot + (size_t)(c) * QB + 16, o##c##1);		\
+}
 INLINE void
 pv_chunk(float *Ot, const float *Pt, const float *V, int nk, const __m512 *corr, const int dc)
 {
-	__m512 a[DC_MAX][QV];
+	FOR_DC(PV_DECL)
 
-#pragma GCC unroll 16
-	for (int c = 0; c < dc; c++)
-#pragma GCC unroll 4
-		for (int v = 0; v < QV; v++)
-			a[c][v] = _mm512_mul_ps(_mm512_load_ps(Ot + (size_t)c * QB + 16 * v), corr[v]);
+	FOR_DC(PV_LOAD)
 	for (int j = 0; j < nk; j++) {
 		const float *vr = V + (size_t)j * dc;
-		__m512 p[QV];
-#pragma GCC unroll 4
-		for (int v = 0; v < QV; v++)
-			p[v] = _mm512_load_ps(Pt + (size_t)j * QB + 16 * v);
-#pragma GCC unroll 16
-		for (int c = 0; c < dc; c++) {
-			__m512 b = _mm512_set1_ps(vr[c]);
-#pragma GCC unroll 4
-			for (int v = 0; v < QV; v++)
-				a[c][v] = _mm512_fmadd_ps(p[v], b, a[c][v]);
-		}
+		__m512 p0 = _mm512_load_ps(Pt + (size_t)j * QB);
+		__m512 p1 = _mm512_load_ps(Pt + (size_t)j * QB + 16);
+		FOR_DC(PV_FMA)
 	}
-#pragma GCC unroll 16
-	for (int c = 0; c < dc; c++)
-#pragma GCC unroll 4
-		for (int v = 0; v < QV; v++)
-			_mm512_store_ps(Ot + (size_t)c * QB + 16 * v, a[c][v]);
+	FOR_DC(PV_STORE)
 }
 
 /* One case of pv() per chunk width. */
