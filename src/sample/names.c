@@ -29,6 +29,65 @@ static const char *const rngs[] = {
 	[SD_RNG_CUDA] = "cuda",
 };
 
+static const char *const predictions[] = {
+	[SD_PREDICTION_AUTO] = "auto",
+	[SD_PREDICTION_EPSILON] = "epsilon",
+	[SD_PREDICTION_V] = "v",
+};
+
+static const char *const spacings[] = {
+	[SD_SPACING_AUTO] = "auto",
+	[SD_SPACING_LEADING] = "leading",
+	[SD_SPACING_LINSPACE] = "linspace",
+	[SD_SPACING_TRAILING] = "trailing",
+};
+
+/* The index of name in a table of n names, or -1. */
+static int
+name_index(const char *const *names, size_t n, const char *name)
+{
+	if (name == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+sd_prediction_name(enum sd_prediction p)
+{
+	return (unsigned)p < sizeof predictions / sizeof predictions[0] ? predictions[p] : "?";
+}
+
+int
+sd_prediction_parse(const char *name, enum sd_prediction *out)
+{
+	int i = name_index(predictions, sizeof predictions / sizeof predictions[0], name);
+
+	if (i < 0)
+		return -1;
+	*out = (enum sd_prediction)i;
+	return 0;
+}
+
+const char *
+sd_spacing_name(enum sd_spacing s)
+{
+	return (unsigned)s < sizeof spacings / sizeof spacings[0] ? spacings[s] : "?";
+}
+
+int
+sd_spacing_parse(const char *name, enum sd_spacing *out)
+{
+	int i = name_index(spacings, sizeof spacings / sizeof spacings[0], name);
+
+	if (i < 0)
+		return -1;
+	*out = (enum sd_spacing)i;
+	return 0;
+}
+
 const char *
 sd_sampler_name(enum sd_sampler s)
 {
@@ -102,12 +161,14 @@ sd_params_init(struct sd_params *p)
 	memset(p, 0, sizeof *p);
 	p->prompt = NULL;		/* required: the caller must set it */
 	p->negative_prompt = "";
-	p->width = 512;
-	p->height = 512;
-	p->steps = 20;
-	p->guidance_scale = 7.5f;
-	p->sampler = SD_SAMPLER_EULER_A;
+	p->width = 0;			/* the model's defaults: sd_params_resolve */
+	p->height = 0;
+	p->steps = 0;
+	p->guidance_scale = -1;
+	p->sampler = SD_SAMPLER_AUTO;
 	p->schedule = SD_SCHEDULE_NORMAL;
+	p->prediction = SD_PREDICTION_AUTO;
+	p->spacing = SD_SPACING_AUTO;
 	p->seed = 0;
 	p->rng = SD_RNG_CPU;
 	p->clip_skip = 1;

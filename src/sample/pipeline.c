@@ -432,10 +432,41 @@ decode(struct run *r, struct sd_image *out, struct sd_error *err)
 }
 
 int
-sd_generate(struct sd_model *m, const struct sd_params *p, int index,
+sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error *err)
+{
+	(void)m;
+	(void)err;
+	if (p->width <= 0)
+		p->width = 512;
+	if (p->height <= 0)
+		p->height = 512;
+	if (p->steps <= 0)
+		p->steps = 20;
+	if (p->guidance_scale < 0)
+		p->guidance_scale = 7.5f;
+	if (p->sampler == SD_SAMPLER_AUTO)
+		p->sampler = SD_SAMPLER_EULER_A;
+	if (p->prediction == SD_PREDICTION_AUTO)
+		p->prediction = m->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V : SD_PREDICTION_EPSILON;
+	if (p->spacing == SD_SPACING_AUTO) {
+		switch (m->sched.timestep_spacing) {
+		case SCHED_SPACING_LEADING: p->spacing = SD_SPACING_LEADING; break;
+		case SCHED_SPACING_LINSPACE: p->spacing = SD_SPACING_LINSPACE; break;
+		case SCHED_SPACING_TRAILING: p->spacing = SD_SPACING_TRAILING; break;
+		default:	/* the sampler class's own */
+			p->spacing = p->sampler == SD_SAMPLER_DDIM || p->sampler == SD_SAMPLER_PNDM ?
+			    SD_SPACING_LEADING : SD_SPACING_LINSPACE;
+		}
+	}
+	return 0;
+}
+
+int
+sd_generate(struct sd_model *m, const struct sd_params *params, int index,
     struct sd_image *out, struct sd_timings *timings,
     sd_progress_fn progress, void *user, struct sd_error *err)
 {
+	struct sd_params resolved = *params, *p = &resolved;
 	struct run r = {.m = m, .p = p, .progress = progress, .user = user};
 	struct sd_timings tm = {0};
 	size_t mark = sd_mark(m->ctx);
@@ -443,6 +474,8 @@ sd_generate(struct sd_model *m, const struct sd_params *p, int index,
 	int rc = -1;
 
 	memset(out, 0, sizeof *out);
+	if (sd_params_resolve(m, p, err) < 0)
+		return -1;
 	r.t0 = now();
 	if (p->width <= 0 || p->height <= 0 || p->width % 8 || p->height % 8)
 		return sd_fail(err, SD_EDATA, "width and height must be positive multiples of 8 (got %dx%d)",

@@ -11,13 +11,23 @@
 
 #include "core/error.h"
 
+/* SD_SAMPLER_AUTO (and every *_AUTO below) in struct sd_params means "the
+ * model's default": sd_params_resolve replaces it from the model
+ * description. */
 enum sd_sampler {
+	SD_SAMPLER_AUTO = -1,
 	SD_SAMPLER_EULER_A, SD_SAMPLER_EULER, SD_SAMPLER_DDIM,
 	SD_SAMPLER_DPMPP_2M, SD_SAMPLER_LMS, SD_SAMPLER_PNDM,
 	SD_SAMPLER_COUNT
 };
 enum sd_schedule { SD_SCHEDULE_NORMAL, SD_SCHEDULE_KARRAS };
 enum sd_rng_kind { SD_RNG_CPU, SD_RNG_CUDA };
+/* What the denoiser predicts (job field prediction:). */
+enum sd_prediction { SD_PREDICTION_AUTO, SD_PREDICTION_EPSILON, SD_PREDICTION_V };
+/* diffusers' timestep_spacing (job field spacing:). */
+enum sd_spacing {
+	SD_SPACING_AUTO, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING
+};
 
 /* "euler_a" <-> SD_SAMPLER_EULER_A ...; parse returns -1 when unknown. */
 const char *sd_sampler_name(enum sd_sampler s);
@@ -28,6 +38,12 @@ const char *sd_schedule_name(enum sd_schedule s);
 int sd_schedule_parse(const char *name, enum sd_schedule *out);
 const char *sd_rng_name(enum sd_rng_kind r);
 int sd_rng_parse(const char *name, enum sd_rng_kind *out);
+/* "auto", "epsilon", "v" */
+const char *sd_prediction_name(enum sd_prediction p);
+int sd_prediction_parse(const char *name, enum sd_prediction *out);
+/* "auto", "leading", "linspace", "trailing" */
+const char *sd_spacing_name(enum sd_spacing s);
+int sd_spacing_parse(const char *name, enum sd_spacing *out);
 
 /* Where the model comes from. */
 struct sd_model_spec {
@@ -49,15 +65,20 @@ void sd_model_free(struct sd_model *m);
 /* "sd15", "sd15-inpaint", ... */
 const char *sd_model_arch(const struct sd_model *m);
 
-/* One job's parameters (defaults: sd_params_init). */
+/* One job's parameters (defaults: sd_params_init).  Values marked "model
+ * default" are filled by sd_params_resolve from the model description
+ * (SD 1.x 512x512, 20 steps, 7.5; SD 2.x 768-v 768x768; Turbo 512x512, 1
+ * step, guidance 0, euler_a trailing; ...). */
 struct sd_params {
 	const char *prompt;
 	const char *negative_prompt;	/* "" when none */
-	int width, height;		/* multiples of 8 */
-	int steps;
-	float guidance_scale;
-	enum sd_sampler sampler;
+	int width, height;		/* multiples of 8; 0: model default */
+	int steps;			/* 0: model default */
+	float guidance_scale;		/* < 0: model default */
+	enum sd_sampler sampler;	/* SD_SAMPLER_AUTO: model default */
 	enum sd_schedule schedule;
+	enum sd_prediction prediction;	/* AUTO: the model's */
+	enum sd_spacing spacing;	/* AUTO: the model's scheduler config */
 	uint64_t seed;			/* image i uses seed + i */
 	enum sd_rng_kind rng;
 	int clip_skip;			/* A1111 meaning: 1 = last layer */
@@ -69,6 +90,13 @@ struct sd_params {
 };
 
 void sd_params_init(struct sd_params *p);
+
+/* Replace every "model default" value of p by the model's (see struct
+ * sd_params), so that p holds the effective values that sd_generate will
+ * use: call it before writing them anywhere (PNG metadata, result record).
+ * Returns 0, or -1 with err (SD_EDATA naming the field) when the
+ * combination cannot run on this model. */
+int sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error *err);
 
 struct sd_progress {
 	const char *event;	/* "loading", "encoding", "step", "decoding" */
