@@ -28,9 +28,10 @@
 # data, 66 a missing input, ...), and so the task: Slurm shows it FAILED
 # with that exit code (sacct, scontrol show job).
 #
-# contrib/README and tests/slurm.sh: this script was run under Slurm 22.05
-# (Debian's slurm-wlm): a 3-task array over one spool, scancel --full and
-# --batch, a time limit with and without the early warning, a failed job.
+# tests/slurm.sh (make check) runs this script under Slurm 22.05 (Debian's
+# slurm-wlm): a 3-task array over one spool, scancel without --full or
+# --batch, --full --signal=TERM and --batch --signal=USR1, a time limit with
+# and without the early warning, a failed job.
 #SBATCH --job-name=sdbatch
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=16G

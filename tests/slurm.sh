@@ -172,9 +172,9 @@ out() {
 	*) cat "$OUT/sdbatch-$1_4294967294.out" 2>/dev/null ;;
 	esac
 }
-# running_step ID N: the job's latest run reached step N.
+# running_step ID N: the job runs, and its current run has reached step N.
 running_step() {
-	awk '/"event":"claimed"/ { s = 0 } /"event":"step"/ && index($0, "\"step\":'"$2"',") { s = 1 }
+	awk '/"event":"(claimed|requeued|done|failed|cancelled)"/ { s = 0 } /"event":"step"/ && index($0, "\"step\":'"$2"',") { s = 1 }
 	    END { exit !s }' "$SPOOL/logs/$1.jsonl" 2>/dev/null
 }
 last_step() { grep '"event":"step"' "$SPOOL/logs/$1.jsonl" | tail -1 | sed 's/.*"step":\([0-9]*\),.*/\1/'; }
@@ -193,7 +193,6 @@ nevents() {
 }
 tasks=0
 signals=0
-requeues=0
 LONG='prompt: "a long job"
 width: 128
 height: 128
@@ -201,17 +200,20 @@ steps: 1000
 count: 3'
 
 # ---- time limits: submitted first, they run while the rest goes on ----------
-# A time limit is checked every 30 s: a 1-minute limit ends a task 60 to 90 s
-# after its start.  The job (3 images of 1000 steps) needs far longer.
+# slurmctld checks time limits every 30 s: a 1-minute limit ends a task 60 to
+# 90 s after its start.  The job (3 images of 1000 steps) needs far longer.
 SPOOL=$T/spool-limit
 job long "$LONG"
 # --signal=B:USR1@0: no early warning, so that the time limit itself ends it.
 tl=$(submit "$SPOOL" --time=1 --signal=B:USR1@0)
+# The script's own warning, --signal=B:USR1@120, comes when less than 120 s
+# (plus the 30 s of the check) are left: with a 3-minute limit, 30 to 60 s
+# after the start, once sdbatch runs the job.
 SPOOL=$T/spool-warned
 job long "$LONG"
-tw=$(submit "$SPOOL" --time=1)
+tw=$(submit "$SPOOL" --time=3)
 tasks=$((tasks + 2))
-check "two tasks with a 1-minute time limit are submitted" [ -n "$tl" -a -n "$tw" ]
+check "two tasks with a time limit are submitted" [ -n "$tl" -a -n "$tw" ]
 
 # ---- a 3-task array over one spool of 12 jobs ---------------------------------
 SPOOL=$T/spool-array
@@ -268,7 +270,6 @@ scancel --full --signal=TERM "$s1"
 signals=$((signals + 1))
 check "scancel --full --signal=TERM: the task ends" wait_for 60 ended "$s1"
 check "the job is requeued at its next step (the log says so)" [ "$(nevents slow requeued)" -eq 1 ]
-requeues=$((requeues + 1))
 check "the job is back in incoming/ with no claim" one_state slow incoming
 check "sdbatch exited 75, the script 0" eval 'out "$s1" | grep -q "exited with 75"'
 check "the task is COMPLETED, not failed" \
@@ -281,7 +282,6 @@ scancel --batch --signal=USR1 "$s2"
 signals=$((signals + 1))
 check "scancel --batch --signal=USR1: the task ends" wait_for 60 ended "$s2"
 check "the job is requeued again" [ "$(nevents slow requeued)" -eq 2 ]
-requeues=$((requeues + 1))
 check "and back in incoming/" one_state slow incoming
 check "the task is COMPLETED" [ "$(field "$s2" JobState)" = COMPLETED ]
 
@@ -315,10 +315,9 @@ check "sacct (job completion log): FAILED 65:0" wait_for 20 sacct_says
 SPOOL=$T/spool-warned
 check "with the script's warning (SIGUSR1 to the shell): the task ends" wait_for 90 ended "$tw"
 check "the job is requeued (the log says so)" [ "$(nevents long requeued)" -eq 1 ]
-requeues=$((requeues + 1))
 signals=$((signals + 1))
 check "and back in incoming/" one_state long incoming
-check "the task is COMPLETED before its time limit" \
+check "the task is COMPLETED, before its time limit" \
     [ "$(field "$tw" JobState) $(field "$tw" ExitCode)" = "COMPLETED 0:0" ]
 
 SPOOL=$T/spool-limit
@@ -327,10 +326,26 @@ signals=$((signals + 1))
 check "Slurm says TIMEOUT" [ "$(field "$tl" JobState)" = TIMEOUT ]
 check "the job was requeued at its next step, before the SIGKILL (the log says so)" \
     [ "$(nevents long requeued)" -eq 1 ]
-requeues=$((requeues + 1))
 check "sdbatch exited 75 and the script saw it (no SIGKILL)" eval 'out "$tl" | grep -q "exited with 75"'
 check "the job is back in incoming/ with no claim" one_state long incoming
 check "it stopped long before its 3000 steps" [ "$(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl")" -lt 3000 ]
 
-diag "$tasks tasks, 17 jobs, $signals signals, $requeues requeues; every job done or queued exactly once"
+# No job lost or run twice, in any spool: each job file is in one folder,
+# no claim is left, no job is done twice.
+none_lost() {
+	for SPOOL in "$T"/spool-*; do
+		for _f in "$SPOOL"/logs/*.jsonl; do
+			_id=$(basename "$_f" .jsonl)
+			_n=$(ls "$SPOOL"/incoming/"$_id".yaml "$SPOOL"/running/"$_id".yaml \
+			    "$SPOOL"/done/"$_id".yaml "$SPOOL"/failed/"$_id".yaml 2>/dev/null | wc -l)
+			[ "$_n" -eq 1 ] && [ "$(nevents "$_id" done)" -le 1 ] || return 1
+		done
+		[ -z "$(ls "$SPOOL"/running/)" ] || return 1
+	done
+}
+check "no job is lost or run twice, nothing is left in running/" none_lost
+all() { cat "$T"/spool-*/logs/*.jsonl | grep -c "\"event\":\"$1\""; }
+diag "$tasks Slurm tasks, $(ls "$T"/spool-*/logs/*.jsonl | wc -l) jobs, $signals signals" \
+    "(3 scancel, a warning, a time limit), $(all claimed) claims, $(all requeued) requeues," \
+    "$(all done) done, $(all failed) failed"
 finish

@@ -9,9 +9,9 @@ setup
 SLOW='width: 128
 height: 128
 steps: 40'
-# running_step ID N: the job's latest run has reached step N.
+# running_step ID N: the job runs, and its current run has reached step N.
 running_step() {
-	awk '/"event":"claimed"/ { s = 0 } /"event":"step"/ && index($0, "\"step\":'"$2"',") { s = 1 }
+	awk '/"event":"(claimed|requeued|done|failed|cancelled)"/ { s = 0 } /"event":"step"/ && index($0, "\"step\":'"$2"',") { s = 1 }
 	    END { exit !s }' "$SPOOL/logs/$1.jsonl" 2>/dev/null
 }
 once() { "$BIN" watch --once --config "$CONF" "$SPOOL" 2> "$T/$1.err"; }
