@@ -9,11 +9,13 @@
 #    job step); `scancel --full --signal=TERM` and `scancel --batch
 #    --signal=USR1` in the middle of a job: the job is requeued (the exit 75
 #    path, the task COMPLETED) and finished by the next task;
+#  - a failed job: `watch --once` exits 65, the task is FAILED with exit
+#    code 65 in `scontrol show job` and in `sacct` (job completion log);
 #  - a time limit shorter than the job: with the script's early warning
 #    (SIGUSR1 to the shell), and without it (Slurm's SIGTERM to every
 #    process, SIGKILL KillWait seconds later): requeued before the SIGKILL;
-#  - a failed job: `watch --once` exits 65, the task is FAILED with exit
-#    code 65 in `scontrol show job` and in `sacct` (job completion log).
+#  - preemption (PreemptMode=REQUEUE): the job is requeued, and the task,
+#    run again by Slurm, finishes it.
 # Without root, the Slurm daemons or munge, or where they do not start, it
 # says SKIP with the reason.  Every wait has a deadline.
 . "$(dirname "$0")/spool-lib.sh"
@@ -132,18 +134,29 @@ KillWait=20
 MinJobAge=600
 SlurmdParameters=config_overrides
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 State=UNKNOWN
-PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=$HOST MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 EOF
 slurmctld -D -f "$SLURM_CONF" 2>> "$SL/log/slurmctld.log" &
 daemon_pids="$! $daemon_pids"
 slurmd -D -f "$SLURM_CONF" 2>> "$SL/log/slurmd.log" &
 daemon_pids="$! $daemon_pids"
-node_idle() { [ "$(sinfo -h -N -o %t 2>/dev/null)" = idle ]; }
-wait_for 60 node_idle || cannot_start "slurmctld and slurmd do not start (the node is not idle)"
+node_idle() { [ "$(sinfo -h -N -p test -o %t 2>/dev/null)" = idle ]; }
+if ! wait_for 60 node_idle; then
+	for _p in $daemon_pids; do
+		exited "$_p" && cannot_start "a Slurm daemon exited at its start"
+	done
+	cannot_start "the node does not come up idle: $(sinfo -h -N -p test -o '%t %E' 2>&1 | head -1)"
+fi
 diag "Slurm $(sinfo -V 2>/dev/null | cut -d' ' -f2) on $HOST, ports $CTLD_PORT and $SLURMD_PORT"
 ok "a single-node Slurm runs (munged, slurmctld, slurmd)"
 
 # ---- helpers ------------------------------------------------------------------
+start_s=$(date +%s)
+# section TITLE: a TAP comment with the seconds since the cluster came up.
+section() { diag "$(( $(date +%s) - start_s )) s: $*"; }
 OUT=$T/out
 mkdir -p "$OUT"
 # submit SPOOL SBATCH-OPTIONS...: the script as a batch job, its id on stdout;
@@ -202,6 +215,7 @@ count: 3'
 # ---- time limits: submitted first, they run while the rest goes on ----------
 # slurmctld checks time limits every 30 s: a 1-minute limit ends a task 60 to
 # 90 s after its start.  The job (3 images of 1000 steps) needs far longer.
+section "time limits submitted"
 SPOOL=$T/spool-limit
 job long "$LONG"
 # --signal=B:USR1@0: no early warning, so that the time limit itself ends it.
@@ -216,6 +230,7 @@ tasks=$((tasks + 2))
 check "two tasks with a time limit are submitted" [ -n "$tl" -a -n "$tw" ]
 
 # ---- a 3-task array over one spool of 12 jobs ---------------------------------
+section "a 3-task array over 12 jobs"
 SPOOL=$T/spool-array
 i=1
 while [ $i -le 12 ]; do
@@ -250,6 +265,7 @@ check "nothing is queued, running or failed" \
     [ -z "$(ls -A "$SPOOL/incoming")$(ls -A "$SPOOL/running")$(ls -A "$SPOOL/failed")" ]
 
 # ---- scancel in the middle of a job --------------------------------------------
+section "scancel"
 SPOOL=$T/spool-cancel
 job slow 'prompt: "a slow job"
 width: 128
@@ -295,6 +311,7 @@ check "its PNG matches its record" images_ok "$SPOOL/done/slow.json"
 check "the third task says the job is done" eval 'out "$s3" | grep -q "job slow done"'
 
 # ---- a failed job fails the task ------------------------------------------------
+section "a failed job"
 SPOOL=$T/spool-failed
 job bad 'prompt: "broken"
 width: [64'
@@ -312,6 +329,7 @@ sacct_says() { sacct -c -n -X -j "$f1" -o state,exitcode 2>/dev/null | grep -q "
 check "sacct (job completion log): FAILED 65:0" wait_for 20 sacct_says
 
 # ---- the time limits --------------------------------------------------------------
+section "the time limits"
 SPOOL=$T/spool-warned
 check "with the script's warning (SIGUSR1 to the shell): the task ends" wait_for 90 ended "$tw"
 check "the job is requeued (the log says so)" [ "$(nevents long requeued)" -eq 1 ]
@@ -330,6 +348,34 @@ check "sdbatch exited 75 and the script saw it (no SIGKILL)" eval 'out "$tl" | g
 check "the job is back in incoming/ with no claim" one_state long incoming
 check "it stopped long before its 3000 steps" [ "$(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl")" -lt 3000 ]
 
+# ---- preemption ---------------------------------------------------------------------
+# A job of a higher partition needs the node that a task holds: Slurm
+# requeues the task (PreemptMode=REQUEUE: SIGTERM to every process, like
+# scancel), sdbatch requeues its job, and the task, run again, finishes it.
+section "preemption"
+SPOOL=$T/spool-preempt
+job slow 'prompt: "a slow job"
+width: 128
+height: 128
+steps: 150'
+p1=$(submit "$SPOOL" --exclusive)
+tasks=$((tasks + 1))
+check "an exclusive task runs the slow job" wait_for 90 running_step slow 2
+u1=$(sbatch --parsable --chdir="$OUT" --partition=urgent --mem=16M --wrap true 2>> "$T/sbatch.err" | cut -d';' -f1)
+signals=$((signals + 1))
+task_requeued() { [ "$(field "$p1" JobState) $(field "$p1" Restarts)" = "PENDING 1" ]; }
+check "a job of the urgent partition preempts it: the task is requeued by Slurm" wait_for 60 task_requeued
+check "the urgent job runs" wait_for 60 eval '[ "$(field "$u1" JobState)" = COMPLETED ]'
+check "sdbatch requeued its job (the log says so)" [ "$(nevents slow requeued)" -eq 1 ]
+check "and the job is back in incoming/" one_state slow incoming
+# A requeued task waits 2 minutes (BeginTime): start it now.
+scontrol update JobId="$p1" StartTime=now 2>> "$T/sbatch.err"
+check "the task, run again, ends" wait_for 120 eval 'ended "$p1"'
+check "it is COMPLETED" [ "$(field "$p1" JobState) $(field "$p1" ExitCode)" = "COMPLETED 0:0" ]
+check "the job is done" one_state slow done
+check "its log: claimed twice, requeued once, done once" \
+    [ "$(nevents slow claimed) $(nevents slow requeued) $(nevents slow done)" = "2 1 1" ]
+
 # No job lost or run twice, in any spool: each job file is in one folder,
 # no claim is left, no job is done twice.
 none_lost() {
@@ -343,9 +389,10 @@ none_lost() {
 		[ -z "$(ls "$SPOOL"/running/)" ] || return 1
 	done
 }
+section "the end"
 check "no job is lost or run twice, nothing is left in running/" none_lost
 all() { cat "$T"/spool-*/logs/*.jsonl | grep -c "\"event\":\"$1\""; }
 diag "$tasks Slurm tasks, $(ls "$T"/spool-*/logs/*.jsonl | wc -l) jobs, $signals signals" \
-    "(3 scancel, a warning, a time limit), $(all claimed) claims, $(all requeued) requeues," \
+    "(3 scancel, a warning, a time limit, a preemption), $(all claimed) claims, $(all requeued) requeues," \
     "$(all done) done, $(all failed) failed"
 finish
