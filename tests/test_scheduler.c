@@ -743,6 +743,8 @@ test_names(void)
 	enum sd_sampler smp;
 	enum sd_schedule sch;
 	enum sd_rng_kind rk;
+	enum sd_prediction pred;
+	enum sd_spacing sp;
 	int ok = 1;
 
 	for (int i = 0; i < SD_SAMPLER_COUNT; i++)
@@ -760,9 +762,15 @@ test_names(void)
 	tap_ok(sd_rng_parse("cuda", &rk) == 0 && rk == SD_RNG_CUDA &&
 	    sd_rng_parse("gpu", &rk) < 0 && strcmp(sd_rng_name(SD_RNG_CPU), "cpu") == 0,
 	    "rng names");
+	tap_ok(sd_prediction_parse("v", &pred) == 0 && pred == SD_PREDICTION_V &&
+	    sd_prediction_parse("V", &pred) < 0 && strcmp(sd_prediction_name(SD_PREDICTION_EPSILON), "epsilon") == 0 &&
+	    sd_spacing_parse("trailing", &sp) == 0 && sp == SD_SPACING_TRAILING &&
+	    sd_spacing_parse("first", &sp) < 0 && strcmp(sd_spacing_name(SD_SPACING_AUTO), "auto") == 0,
+	    "prediction and spacing names");
 	sd_params_init(&p);
-	tap_ok(p.width == 512 && p.height == 512 && p.steps == 20 &&
-	    p.guidance_scale == 7.5f && p.sampler == SD_SAMPLER_EULER_A &&
+	tap_ok(p.width == 0 && p.height == 0 && p.steps == 0 &&
+	    p.guidance_scale < 0 && p.sampler == SD_SAMPLER_AUTO &&
+	    p.prediction == SD_PREDICTION_AUTO && p.spacing == SD_SPACING_AUTO &&
 	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
 	    p.clip_skip == 1 && p.strength == 0.75f && strcmp(p.negative_prompt, "") == 0 &&
 	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
