@@ -13,6 +13,9 @@
 #include "model/weights.h"
 #include "testutil.h"
 
+/* The VAE scale of the SD 1.5 goldens (manifest: scaling_factor). */
+#define VAE_SCALING_FACTOR 0.18215f
+
 #define PREFIX	"first_stage_model."
 /* manifest.json: vae_decode, vae_decode_8x16, vae_encode */
 #define ATOL	2e-4
