@@ -444,9 +444,13 @@ sd2_variant(const char *path, const struct ldm_config *y, char *why, size_t size
 	int variant = 0;
 
 	base = base ? base + 1 : path;
+	/* Turbo: the metadata's architecture, else the file's name. */
 	if (ar != NULL && strstr(ar, "turbo") != NULL) {
 		variant = 't';
-		snprintf(why, size, "the file's metadata names a Turbo model (%.40s)", ar);
+		snprintf(why, size, "the file's metadata names a Turbo model (%.40s): SD-Turbo predicts the noise", ar);
+	} else if (strcasestr(base, "turbo") != NULL) {
+		variant = 't';
+		snprintf(why, size, "the file name says SD-Turbo, which predicts the noise");
 	} else if (pt != NULL && (strcmp(pt, "v") == 0 || strcmp(pt, "v_prediction") == 0)) {
 		variant = 'v';
 		snprintf(why, size, "the file's metadata says modelspec.prediction_type %.16s", pt);
@@ -460,12 +464,9 @@ sd2_variant(const char *path, const struct ldm_config *y, char *why, size_t size
 		variant = p != NULL && strcmp(p, "v") == 0 ? 'v' : 'b';
 		snprintf(why, size, "its LDM config says parameterization %s", p ? p : "eps (by omission)");
 	}
-	if (variant == 0 && strcasestr(base, "turbo") != NULL) {
-		variant = 't';
-		snprintf(why, size, "the file name says Turbo");
-	} else if (variant == 0 && strstr(base, "512") != NULL) {
+	if (variant == 0 && strstr(base, "512") != NULL) {
 		variant = 'b';
-		snprintf(why, size, "the file name says 512 (a 2.x base model)");
+		snprintf(why, size, "the file name says 512 (a 2.x base model, which predicts the noise)");
 	} else if (variant == 0) {
 		variant = 'v';
 		snprintf(why, size, "the SD 2.x default (768-v) for a file without metadata or LDM config");

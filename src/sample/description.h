@@ -74,7 +74,8 @@ struct model_desc {
  * (modelspec.prediction_type, modelspec.architecture), then an LDM config
  * beside it (FILE.yaml: parameterization, num_head_channels / num_heads,
  * scale_factor, and sdbatch's cond_stage_config.params.heads), then its
- * name (SD 2.x: "turbo" -> SD-Turbo, "512" -> 2.x base).  Returns 0, or -1
+ * name (SD 2.x: "turbo" -> SD-Turbo, which the metadata or name alone
+ * decide; "512" -> 2.x base).  Returns 0, or -1
  * with err when the architecture is not one sdbatch renders or a config
  * file is malformed. */
 int model_describe(const struct sd_checkpoint *ck, struct model_desc *d, struct sd_error *err);
