@@ -15,14 +15,17 @@
 # (a second one makes it exit at once, without waiting for the step):
 #  - SIGTERM to every process of the task at once: the time limit (SIGKILL
 #    follows KillWait seconds later, 30 by default), preemption, `scancel ID`,
-#    `scancel --full --signal=TERM ID`.  sdbatch gets its own; this shell
-#    only waits for it.
+#    `scontrol requeue ID`, `scancel --full --signal=TERM ID`.  sdbatch gets
+#    its own; this shell only waits for it (so `scancel --batch
+#    --signal=TERM ID`, to this shell alone, does nothing).
 #  - A signal to this shell alone: --signal=B:USR1@120 below, 120 s before
 #    the time limit (Slurm may send it up to 60 s earlier), and
 #    `scancel --batch --signal=USR1 ID`.  This shell passes it on to sdbatch
 #    as SIGTERM.
 # `scancel --signal=TERM ID` without --full or --batch signals job steps
 # (srun) only, and this script starts none: it does nothing.
+# A task that Slurm requeues (preemption with PreemptMode=REQUEUE, scontrol
+# requeue) runs again later and drains what is queued then.
 #
 # A job that fails makes `watch --once` exit with its status (65 bad job
 # data, 66 a missing input, ...), and so the task: Slurm shows it FAILED
@@ -31,7 +34,8 @@
 # tests/slurm.sh (make check) runs this script under Slurm 22.05 (Debian's
 # slurm-wlm): a 3-task array over one spool, scancel without --full or
 # --batch, --full --signal=TERM and --batch --signal=USR1, a time limit with
-# and without the early warning, a failed job.
+# and without the early warning, a failed job, preemption with
+# PreemptMode=REQUEUE (no GraceTime).
 #SBATCH --job-name=sdbatch
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=16G

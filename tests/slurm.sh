@@ -6,7 +6,8 @@
 #  - a 3-task array over one spool of 12 jobs: all done, each exactly once,
 #    by every task, each task's output naming its array index;
 #  - `scancel --signal=TERM` reaches no process of the script (it starts no
-#    job step); `scancel --full --signal=TERM` and `scancel --batch
+#    job step), `scancel --batch --signal=TERM` its shell only, which does
+#    not pass it on; `scancel --full --signal=TERM` and `scancel --batch
 #    --signal=USR1` in the middle of a job: the job is requeued (the exit 75
 #    path, the task COMPLETED) and finished by the next task;
 #  - a failed job: `watch --once` exits 65, the task is FAILED with exit
@@ -275,11 +276,13 @@ s1=$(submit "$SPOOL")
 tasks=$((tasks + 1))
 check "a task runs the slow job" wait_for 90 running_step slow 2
 # Without --full or --batch, scancel signals job steps only: none here.
+# With --batch, SIGTERM goes to the shell alone, which does not pass it on.
 scancel --signal=TERM "$s1"
-signals=$((signals + 1))
+scancel --batch --signal=TERM "$s1"
+signals=$((signals + 2))
 step=$(last_step slow)
 sl_further() { [ "$(last_step slow)" -ge $((step + 3)) ]; }
-check "scancel --signal=TERM alone: the job goes on" wait_for 60 sl_further
+check "scancel --signal=TERM, and with --batch: the job goes on" wait_for 60 sl_further
 check "and is not requeued" [ "$(nevents slow requeued)" -eq 0 ]
 check "and the task still runs" running "$s1"
 scancel --full --signal=TERM "$s1"
@@ -393,6 +396,6 @@ section "the end"
 check "no job is lost or run twice, nothing is left in running/" none_lost
 all() { cat "$T"/spool-*/logs/*.jsonl | grep -c "\"event\":\"$1\""; }
 diag "$tasks Slurm tasks, $(ls "$T"/spool-*/logs/*.jsonl | wc -l) jobs, $signals signals" \
-    "(3 scancel, a warning, a time limit, a preemption), $(all claimed) claims, $(all requeued) requeues," \
+    "(4 scancel, a warning, a time limit, a preemption), $(all claimed) claims, $(all requeued) requeues," \
     "$(all done) done, $(all failed) failed"
 finish
