@@ -25,7 +25,10 @@
 # `scancel --signal=TERM ID` without --full or --batch signals job steps
 # (srun) only, and this script starts none: it does nothing.
 # A task that Slurm requeues (preemption with PreemptMode=REQUEUE, scontrol
-# requeue) runs again later and drains what is queued then.
+# requeue) runs again later and drains what is queued then.  Where the
+# partition has a GraceTime, the first SIGTERM of a preemption goes to job
+# steps only: sdbatch renders on through the grace time and stops when it
+# ends (SIGTERM to every process, as at a time limit).
 #
 # A job that fails makes `watch --once` exit with its status (65 bad job
 # data, 66 a missing input, ...), and so the task: Slurm shows it FAILED
