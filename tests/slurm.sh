@@ -230,8 +230,16 @@ tw=$(submit "$SPOOL" --time=3)
 tasks=$((tasks + 2))
 check "two tasks with a time limit are submitted" [ -n "$tl" -a -n "$tw" ]
 
-# ---- a 3-task array over one spool of 12 jobs ---------------------------------
-section "a 3-task array over 12 jobs"
+# ---- a failed job fails the task (checked below) ---------------------------
+SPOOL=$T/spool-failed
+job bad 'prompt: "broken"
+width: [64'
+job good 'prompt: "fine"'
+touch -d "@$(( $(date +%s) + 5 ))" "$SPOOL/incoming/good.yaml"
+f1=$(submit "$SPOOL")
+tasks=$((tasks + 1))
+
+# ---- a 3-task array over one spool of 12 jobs (checked below) ---------------
 SPOOL=$T/spool-array
 i=1
 while [ $i -le 12 ]; do
@@ -243,27 +251,6 @@ arr=$(submit "$SPOOL" --array=0-2)
 tasks=$((tasks + 3))
 check "a 3-task array is submitted ($arr)" [ -n "$arr" ]
 array_ended() { ended "${arr}_0" && ended "${arr}_1" && ended "${arr}_2"; }
-check "the array ends" wait_for 150 array_ended
-for t in 0 1 2; do
-	check "task $t is COMPLETED, exit code 0:0" \
-	    [ "$(field "${arr}_$t" JobState) $(field "${arr}_$t" ExitCode)" = "COMPLETED 0:0" ]
-	check "task $t's output names its array index" \
-	    eval 'out "${arr}_$t" | grep -q "(task $t) exited with 0"'
-	n=$(out "${arr}_$t" | grep -c "job a[0-9]* done")
-	diag "task $t ran $n jobs"
-	check "task $t ran at least one job" [ "$n" -ge 1 ]
-done
-all_once() {
-	for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
-		one_state "a$i" done && [ "$(nevents "a$i" done)" -eq 1 ] &&
-		    [ "$(nevents "a$i" claimed)" -eq 1 ] || return 1
-	done
-}
-check "all 12 jobs are done, each claimed and done exactly once" all_once
-n=$(for t in 0 1 2; do out "${arr}_$t"; done | grep -c "job a[0-9]* done")
-check "the tasks' outputs report 12 jobs done in all (got $n)" [ "$n" -eq 12 ]
-check "nothing is queued, running or failed" \
-    [ -z "$(ls -A "$SPOOL/incoming")$(ls -A "$SPOOL/running")$(ls -A "$SPOOL/failed")" ]
 
 # ---- scancel in the middle of a job --------------------------------------------
 section "scancel"
@@ -313,15 +300,34 @@ check "its log: claimed 3 times, requeued twice, done once" \
 check "its PNG matches its record" images_ok "$SPOOL/done/slow.json"
 check "the third task says the job is done" eval 'out "$s3" | grep -q "job slow done"'
 
-# ---- a failed job fails the task ------------------------------------------------
-section "a failed job"
+# ---- the array ------------------------------------------------------------------
+section "the array"
+SPOOL=$T/spool-array
+check "the array ends" wait_for 150 array_ended
+for t in 0 1 2; do
+	check "task $t is COMPLETED, exit code 0:0" \
+	    [ "$(field "${arr}_$t" JobState) $(field "${arr}_$t" ExitCode)" = "COMPLETED 0:0" ]
+	check "task $t's output names its array index" \
+	    eval 'out "${arr}_$t" | grep -q "(task $t) exited with 0"'
+	n=$(out "${arr}_$t" | grep -c "job a[0-9]* done")
+	diag "task $t ran $n jobs"
+	check "task $t ran at least one job" [ "$n" -ge 1 ]
+done
+all_once() {
+	for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+		one_state "a$i" done && [ "$(nevents "a$i" done)" -eq 1 ] &&
+		    [ "$(nevents "a$i" claimed)" -eq 1 ] || return 1
+	done
+}
+check "all 12 jobs are done, each claimed and done exactly once" all_once
+n=$(for t in 0 1 2; do out "${arr}_$t"; done | grep -c "job a[0-9]* done")
+check "the tasks' outputs report 12 jobs done in all (got $n)" [ "$n" -eq 12 ]
+check "nothing is queued, running or failed" \
+    [ -z "$(ls -A "$SPOOL/incoming")$(ls -A "$SPOOL/running")$(ls -A "$SPOOL/failed")" ]
+
+# ---- the failed job ---------------------------------------------------------------
+section "the failed job"
 SPOOL=$T/spool-failed
-job bad 'prompt: "broken"
-width: [64'
-job good 'prompt: "fine"'
-touch -d "@$(( $(date +%s) + 5 ))" "$SPOOL/incoming/good.yaml"
-f1=$(submit "$SPOOL")
-tasks=$((tasks + 1))
 check "a task with a bad job ends" wait_for 90 ended "$f1"
 check "the bad job is in failed/" one_state bad failed
 check "the good job after it is done" one_state good done
