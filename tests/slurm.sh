@@ -43,16 +43,15 @@ export SLURM_CONF SDBATCH SDBATCH_CONFIG
 DEFAULTS='{ width: 64, height: 64, steps: 30 }' write_conf 'limits: { steps: 1000 }'
 
 # ---- the cluster ------------------------------------------------------------
-# A free TCP port between 20000 and 59999 (not listed in /proc/net/tcp*).
+# free_port [NOT]: a free TCP port between 20000 and 59999 (not listed in
+# /proc/net/tcp*), other than NOT.
 free_port() {
 	_i=0
 	while [ $_i -lt 50 ]; do
 		_p=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000 ))
 		_hex=$(printf '%04X' "$_p")
-		if ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-		    awk '{ print $2 }' | grep -qi ":$_hex\$" &&
-		    [ "$_p" != "${_taken:-}" ]; then
-			_taken=$_p
+		if [ "$_p" != "${1:-}" ] && ! cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+		    awk '{ print $2 }' | grep -qi ":$_hex\$"; then
 			echo "$_p"
 			return 0
 		fi
@@ -102,7 +101,8 @@ munge_up() { munge -n -S "$SL/run/munge.socket" 2>/dev/null | unmunge -S "$SL/ru
 wait_for 20 munge_up || cannot_start "munged does not start"
 
 HOST=$(hostname -s 2>/dev/null || hostname)
-CTLD_PORT=$(free_port) && SLURMD_PORT=$(free_port) || cannot_start "no free TCP port"
+CTLD_PORT=$(free_port) && SLURMD_PORT=$(free_port "$CTLD_PORT") ||
+    cannot_start "no free TCP port"
 cat > "$SLURM_CONF" <<EOF
 ClusterName=sdbatchtest
 SlurmctldHost=$HOST(127.0.0.1)
