@@ -28,6 +28,15 @@ for c in munged slurmctld slurmd sbatch scontrol scancel squeue sinfo sacct; do
 	    skip_all "no $c (Debian packages slurm-wlm and munge)"
 done
 [ -f "$SCRIPT" ] || skip_all "no contrib/sdbatch-slurm.sh"
+# The tasks run in another folder: the paths must be absolute.
+case $BIN in
+'' | /*) ;;
+*) BIN=$(pwd)/$BIN ;;
+esac
+SHARED=$(cd "$SHARED" 2>/dev/null && pwd) || skip_all "no $SHARED"
+TINY=$SHARED/testdata/sd15-tiny
+MODEL=$TINY/model.safetensors
+TOKENIZER=$TINY/diffusers/tokenizer
 setup
 
 # The tasks see this environment (sbatch passes it on); nothing of an outer
@@ -191,7 +200,11 @@ running_step() {
 	awk '/"event":"(claimed|requeued|done|failed|cancelled)"/ { s = 0 } /"event":"step"/ && index($0, "\"step\":'"$2"',") { s = 1 }
 	    END { exit !s }' "$SPOOL/logs/$1.jsonl" 2>/dev/null
 }
-last_step() { grep '"event":"step"' "$SPOOL/logs/$1.jsonl" | tail -1 | sed 's/.*"step":\([0-9]*\),.*/\1/'; }
+last_step() {
+	_s=$(grep '"event":"step"' "$SPOOL/logs/$1.jsonl" 2>/dev/null | tail -1 |
+	    sed 's/.*"step":\([0-9]*\),.*/\1/')
+	echo "${_s:-0}"
+}
 # one_state ID STATE: the job is in STATE/ and in no other folder.
 one_state() {
 	_n=0
