@@ -221,7 +221,7 @@ describe_sd1(struct model_desc *d, int inpaint)
 	    "Stable Diffusion 1.x");
 	d->ntext = 1;
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
-	d->text[0].clip = (struct clip_config){ SD1_TEXT_HEADS, 0, CLIP_QUICK_GELU };
+	d->text[0].clip = (struct clip_config){ .heads = SD1_TEXT_HEADS, .act = CLIP_QUICK_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "<|endoftext|>");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ SD1_UNET_HEADS, 0 };
@@ -249,7 +249,7 @@ describe_sd2(struct model_desc *d, int variant)
 	d->ntext = 1;
 	/* The single file's OpenCLIP tower runs all but its last layer. */
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "cond_stage_model.model.");
-	d->text[0].clip = (struct clip_config){ 0, -1, CLIP_GELU };
+	d->text[0].clip = (struct clip_config){ .layers = -1, .act = CLIP_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "!");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ 0, SD2_HEAD_CHANNELS };
