@@ -33,27 +33,29 @@
 #include "model/vae.h"
 #include "sample/description.h"
 
-#define CACHE_NAME "sd15-random-f16.safetensors"
-
-enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK };
+enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH };
 
 static void
 bench_usage(FILE *out)
 {
-	fputs("Usage: sdbatch bench [--model FILE] [--size N] [--steps N] [--threads N] [--json]\n"
+	fputs("Usage: sdbatch bench [--model FILE | --arch ARCH] [--size N] [--steps N] [--threads N]\n"
+	    "                     [--json]\n"
 	    "\n"
-	    "Measure the speed and memory of SD 1.5 rendering: text encoder time, seconds\n"
+	    "Measure the speed and memory of rendering: text encoder time, seconds\n"
 	    "per sampling step with classifier-free guidance (median), VAE decode time,\n"
 	    "peak resident memory, the GFLOP/s the UNet and VAE reach, the BLAS in use\n"
 	    "with its kernel, and the sgemm speed it measures first.\n"
 	    "\n"
-	    "Without --model it uses a deterministic random-weight SD 1.5 checkpoint with\n"
-	    "the real names and shapes (F16, 2.1 GB), generated once into the cache folder\n"
-	    "($XDG_CACHE_HOME/sdbatch, else ~/.cache/sdbatch), so timing needs no download.\n"
+	    "Without --model it uses a deterministic random-weight checkpoint of ARCH with\n"
+	    "the real names and shapes (SD 1.5: F16, 2.1 GB; SD 2.1: 2.6 GB), generated\n"
+	    "once into the cache folder ($XDG_CACHE_HOME/sdbatch, else ~/.cache/sdbatch),\n"
+	    "so timing needs no download.\n"
 	    "\n"
 	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
+	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v),\n"
+	    "                      sdxl (base 1.0, 6.9 GB)\n"
 	    "      --size N        image width and height in pixels, a multiple of 64\n"
-	    "                      (default 512)\n"
+	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
 	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
 	    "      --threads N     CPU threads (default: one per physical core)\n"
 	    "      --device DEV    cpu, cuda or cuda:N\n"
@@ -126,8 +128,10 @@ make_dirs(const char *path, struct sd_error *err)
 
 /* The cached random checkpoint, generated when missing. */
 static int
-cached_model(const char *cache, char *path, size_t size, int quiet, struct sd_error *err)
+cached_model(const char *cache, const char *arch, char *path, size_t size, int quiet,
+    struct sd_error *err)
 {
+	struct synth_config cfg;
 	char dir[4096];
 	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	struct stat st;
@@ -142,17 +146,19 @@ cached_model(const char *cache, char *path, size_t size, int quiet, struct sd_er
 	else
 		return sd_fail(err, SD_ECONFIG, "no cache folder: set HOME or XDG_CACHE_HOME, or give "
 		    "--cache DIR or --model FILE");
-	if ((size_t)snprintf(path, size, "%s/%s", dir, CACHE_NAME) >= size)
+	if (synth_preset(arch, 1, &cfg) < 0)
+		return sd_fail(err, SD_EUSAGE, "--arch: sd15, sd2 or sdxl, not \"%s\"", arch);
+	if ((size_t)snprintf(path, size, "%s/%s-random-f16.safetensors", dir, arch) >= size)
 		return sd_fail(err, SD_EIO, "%s: path too long", dir);
 	if (stat(path, &st) == 0)
 		return 0;
 	if (make_dirs(dir, err) < 0)
 		return -1;
 	if (!quiet)
-		fprintf(stderr, "sdbatch bench: generating a random-weight SD 1.5 checkpoint (F16, "
-		    "about 2.1 GB, once) into %s ...\n", path);
+		fprintf(stderr, "sdbatch bench: generating a random-weight %s checkpoint (F16, "
+		    "2-3 GB, once) into %s ...\n", arch, path);
 	t = now();
-	if (synth_sd15_checkpoint(path, &synth_config_sd15_full, err) < 0)
+	if (synth_checkpoint(path, &cfg, err) < 0)
 		return -1;
 	if (!quiet)
 		fprintf(stderr, "sdbatch bench: generated in %.0f s\n", now() - t);
@@ -195,24 +201,28 @@ cmd_bench(int argc, char **argv)
 		{"steps", required_argument, NULL, OPT_STEPS},
 		{"cache", required_argument, NULL, OPT_CACHE},
 		{"sgemm-size", required_argument, NULL, OPT_PEAK},
+		{"arch", required_argument, NULL, OPT_ARCH},
 		{NULL, 0, NULL, 0},
 	};
 	struct sd_error err = {0};
 	struct sd_checkpoint ck = {0};
 	struct model_desc desc;
 	struct sd_ctx *c = NULL;
-	struct clip_text *clip = NULL;
+	struct clip_text *enc[MODEL_MAX_TEXT] = {0}, *clip;
+	float pooled[2 * 4096], time_ids[12];
+	struct unet_added added = { pooled, 0, time_ids };
+	int width = 0;
 	struct unet *u = NULL;
 	struct vae *v = NULL;
 	struct results r = {0};
-	const char *model = NULL, *cache = NULL, *device = NULL;
+	const char *model = NULL, *cache = NULL, *device = NULL, *arch = "sd15";
 	char path[4096], blas[160];
 	long long val;
 	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
 	double *times = NULL, t, f0;
 	float *host = NULL;
 
-	r.size = 512;
+	r.size = 0;	/* the model's */
 	r.steps = 4;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "hqv", longopts, NULL)) != -1) {
@@ -255,6 +265,9 @@ cmd_bench(int argc, char **argv)
 		case OPT_CACHE:
 			cache = optarg;
 			break;
+		case OPT_ARCH:
+			arch = optarg;
+			break;
 		case OPT_JSON:
 			json = 1;
 			break;
@@ -287,7 +300,7 @@ cmd_bench(int argc, char **argv)
 	/* The model first: generating it takes a while, and the sgemm figure
 	 * is better measured on a quiet machine. */
 	if (model == NULL) {
-		if (cached_model(cache, path, sizeof path, quiet, &err) < 0)
+		if (cached_model(cache, arch, path, sizeof path, quiet, &err) < 0)
 			goto fail;
 		model = path;
 	}
@@ -319,17 +332,34 @@ cmd_bench(int argc, char **argv)
 	t = now();
 	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0 || model_describe(&ck, &desc, &err) < 0)
 		goto fail;
-	if ((clip = clip_text_load(ck.weights, desc.text[0].prefix, &desc.text[0].clip, &err)) == NULL ||
-	    (u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
+	for (int e = 0; e < desc.ntext; e++) {
+		if ((enc[e] = clip_text_load(ck.weights, desc.text[e].prefix, &desc.text[e].clip, &err)) == NULL) {
+			sd_error_prefix(&err, "%s", model);
+			goto fail;
+		}
+		width += enc[e]->width;
+		if (desc.text[e].pooled) {
+			if (enc[e]->proj_dim <= 0 || enc[e]->proj_dim > 4096) {
+				sd_fail(&err, SD_EDATA, "%s: the pooled text embedding is %d wide", model,
+				    enc[e]->proj_dim);
+				goto fail;
+			}
+			added.text_dim = enc[e]->proj_dim;
+		}
+	}
+	clip = enc[0];
+	if ((u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
 	    (v = vae_load(ck.weights, desc.vae_prefix, &err)) == NULL) {
 		sd_error_prefix(&err, "%s", model);
 		goto fail;
 	}
 	r.load_s = now() - t;
+	if (r.size == 0)
+		r.size = desc.default_width;
 
 	int lat = r.size / 8, zc = vae_latent_channels(v), len = clip->max_len;
 	size_t nlat = (size_t)zc * lat * lat, nin = (size_t)u->in_channels * lat * lat;
-	size_t nctx = 2 * (size_t)len * clip->width, nimg = 3 * (size_t)r.size * r.size;
+	size_t nctx = 2 * (size_t)len * width, nimg = 3 * (size_t)r.size * r.size;
 	int32_t *ids = calloc(2 * (size_t)len, sizeof *ids);
 	float *ctx, *din, *dout, *dguided, *dz, *dimg, *latents;
 	float ts[2];
@@ -350,6 +380,11 @@ cmd_bench(int argc, char **argv)
 	for (int i = 0; i < 2 * len; i++)
 		if (ids[i] >= clip->vocab)
 			ids[i] = ids[i] % clip->vocab;
+	for (int b = 0; b < 2; b++) {	/* SDXL's time ids: the image's size */
+		time_ids[6 * b] = time_ids[6 * b + 1] = time_ids[6 * b + 4] = time_ids[6 * b + 5] =
+		    (float)r.size;
+		time_ids[6 * b + 2] = time_ids[6 * b + 3] = 0.0f;
+	}
 	times = calloc((size_t)r.steps, sizeof *times);
 	host = malloc((nin > nimg ? nin : nimg) * 2 * sizeof *host);
 	latents = malloc(nlat * sizeof *latents);
@@ -364,8 +399,19 @@ cmd_bench(int argc, char **argv)
 	for (int run = 0; run < 2; run++) {
 		size_t mark = sd_mark(c);
 		t = now();
-		if (clip_text_forward(clip, c, ids, 2, 1, ctx, &err) < 0)
-			goto fail_lat;
+		/* every encoder of the model; SDXL's contexts side by side and
+		 * the pooled embedding */
+		float *part[MODEL_MAX_TEXT], *dpooled = added.text_dim ? sd_alloc(c, 2 * (size_t)added.text_dim) : NULL;
+		for (int e = 0; e < desc.ntext; e++) {
+			part[e] = desc.ntext == 1 ? ctx : sd_alloc(c, 2 * (size_t)len * enc[e]->width);
+			if (clip_text_forward_pooled(enc[e], c, ids, 2, 1, part[e],
+			    desc.text[e].pooled ? dpooled : NULL, &err) < 0)
+				goto fail_lat;
+		}
+		if (desc.ntext == 2)
+			op_concat(c, ctx, part[0], enc[0]->width, part[1], enc[1]->width, 2 * len, 1);
+		if (dpooled != NULL)
+			sd_download(c, pooled, dpooled, 2 * (size_t)added.text_dim);
 		sd_download(c, host, ctx, 1);	/* waits for a GPU */
 		r.text_encoder_s = now() - t;
 		sd_release(c, mark);
@@ -398,7 +444,8 @@ cmd_bench(int argc, char **argv)
 		f0 = sd_ctx_flops(c);
 		t = now();
 		sd_upload(c, din, host, 2 * nin);
-		if (unet_forward(u, c, dout, din, 2, lat, lat, ts, ctx, len, &err) < 0)
+		if (unet_forward_added(u, c, dout, din, 2, lat, lat, ts, ctx, len,
+		    u->label_emb0_w != NULL ? &added : NULL, &err) < 0)
 			goto fail_lat;
 		op_lerp(c, dguided, dout, dout + nlat, 7.5f, nlat);
 		sd_download(c, host, dguided, nlat);
@@ -527,7 +574,8 @@ fail:
 	free(host);
 	vae_free(v);
 	unet_free(u);
-	clip_text_free(clip);
+	for (int e = 0; e < MODEL_MAX_TEXT; e++)
+		clip_text_free(enc[e]);
 	if (ck.weights != NULL)
 		checkpoint_free(&ck);
 	sd_ctx_free(c);
