@@ -60,9 +60,11 @@ run_options(char *shortopts, size_t size)
 {
 	static const struct option common[] = { CLI_COMMON_OPTIONS };
 	size_t nc = sizeof common / sizeof common[0], n = 0, i, k, so = 0;
-	struct option *o = calloc(nc + 2 * params_count + 2, sizeof *o);
+	struct option *o;
 
-	if (o == NULL)
+	if (params_count > sizeof ((struct job_flags *)0)->given)
+		return NULL;	/* struct job_flags needs more room */
+	if ((o = calloc(nc + 2 * params_count + 2, sizeof *o)) == NULL)
 		return NULL;
 	so += (size_t)snprintf(shortopts + so, size - so, "+");
 	for (i = 0; i < nc; i++)
@@ -237,7 +239,7 @@ cmd_run(int argc, char **argv)
 	struct progress_event ev;
 	const char *file = NULL;
 	char id[JOB_ID_MAX + 1], *buf = NULL, *dir = NULL;
-	size_t len = 0;
+	size_t len = 0, pi;
 	int ch, r, status = 0, line = 0, job_ready = 0;
 
 	cli_common_init(&cc, "run");
@@ -323,13 +325,14 @@ cmd_run(int argc, char **argv)
 		snprintf(job.id, sizeof job.id, "%s", id);
 		job.dir = getcwd(NULL, 0);
 	}
-	if (f.given[params_find("strength") - params_table] && f.v.init_image == NULL &&
-	    job.init_image == NULL) {
-		cli_error("run", "--strength applies to img2img and inpainting: "
-		    "give --init-image");
-		status = SD_EUSAGE;
-		goto out;
-	}
+	for (pi = 0; pi < params_count && f.v.init_image == NULL &&
+	    job.init_image == NULL; pi++)
+		if (f.given[pi] && (params_table[pi].flags & PARAM_IMG2IMG)) {
+			cli_error("run", "--%s applies to img2img and inpainting: "
+			    "give --init-image", params_table[pi].flag);
+			status = SD_EUSAGE;
+			goto out;
+		}
 	if (apply_flags(&job, &f) != 0) {
 		status = SD_EINTERNAL;
 		goto out;

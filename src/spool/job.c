@@ -449,10 +449,13 @@ job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
 		r = yfail(&p.y, NULL, "prompt", "missing (every job needs a prompt)");
 		goto out;
 	}
-	if (j->line[JF_STRENGTH] != 0 && j->init_image == NULL) {
-		r = yfail(&p.y, ytree_get(root, "strength"), "strength",
-		    "strength applies to img2img and inpainting: give an init_image");
-		goto out;
+	for (i = 0; i < params_count && j->init_image == NULL; i++) {
+		const struct param_def *d = &params_table[i];
+		if ((d->flags & PARAM_IMG2IMG) && j->line[d->field] != 0) {
+			r = yfail(&p.y, ytree_get(root, d->name), d->name, "%s applies "
+			    "to img2img and inpainting: give an init_image", d->name);
+			goto out;
+		}
 	}
 	if (j->mask != NULL && j->init_image == NULL) {
 		r = yfail(&p.y, ytree_get(root, "mask"), "mask",
