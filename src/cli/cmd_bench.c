@@ -31,6 +31,7 @@
 #include "model/synth.h"
 #include "model/unet.h"
 #include "model/vae.h"
+#include "sample/description.h"
 
 #define CACHE_NAME "sd15-random-f16.safetensors"
 
@@ -198,6 +199,7 @@ cmd_bench(int argc, char **argv)
 	};
 	struct sd_error err = {0};
 	struct sd_checkpoint ck = {0};
+	struct model_desc desc;
 	struct sd_ctx *c = NULL;
 	struct clip_text *clip = NULL;
 	struct unet *u = NULL;
@@ -315,11 +317,11 @@ cmd_bench(int argc, char **argv)
 	}
 
 	t = now();
-	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0)
+	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0 || model_describe(&ck, &desc, &err) < 0)
 		goto fail;
-	if ((clip = clip_text_load(ck.weights, SD_PREFIX_CLIP, ck.clip_heads, &err)) == NULL ||
-	    (u = unet_load(ck.weights, SD_PREFIX_UNET, &err)) == NULL ||
-	    (v = vae_load(ck.weights, SD_PREFIX_VAE, &err)) == NULL) {
+	if ((clip = clip_text_load(ck.weights, desc.text[0].prefix, &desc.text[0].clip, &err)) == NULL ||
+	    (u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
+	    (v = vae_load(ck.weights, desc.vae_prefix, &err)) == NULL) {
 		sd_error_prefix(&err, "%s", model);
 		goto fail;
 	}
@@ -422,7 +424,7 @@ cmd_bench(int argc, char **argv)
 	dz = sd_alloc(c, nlat);
 	dimg = sd_alloc(c, nimg);
 	for (size_t k = 0; k < nlat; k++)
-		host[k] = latents[k] * 0.2f / VAE_SCALING_FACTOR;
+		host[k] = latents[k] * 0.2f / desc.vae_scale;
 	sd_upload(c, dz, host, nlat);
 	if (r.gpu) {
 		/* on a GPU, a warm-up decode uploads the weights first */
