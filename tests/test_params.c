@@ -93,7 +93,7 @@ table(void)
 			tap_diag("%s: its field is wrong or shared", d->name);
 			ok = 0;
 		}
-		if (d->type == PARAM_CHOICE && (d->nchoices < 1 || d->choice_name == NULL)) {
+		if (d->type == PARAM_CHOICE && (params_choices(d) < 1 || d->choice_name == NULL)) {
 			tap_diag("%s: a choice without names", d->name);
 			ok = 0;
 		}
@@ -180,7 +180,7 @@ sample_text(const struct param_def *d, char *buf, size_t size)
 		snprintf(buf, size, "%g", d->min + (d->max - d->min) * 0.625);
 		break;
 	case PARAM_CHOICE:
-		snprintf(buf, size, "%s", d->choice_name(d->nchoices - 1));
+		snprintf(buf, size, "%s", d->choice_name(params_choices(d) - 1));
 		break;
 	case PARAM_SEED:
 		snprintf(buf, size, "1234567");
@@ -252,7 +252,7 @@ round_trip(void)
 		if (d->png != NULL) {
 			if (d->type == PARAM_CHOICE)
 				snprintf(got, sizeof got, "%s", d->choice_png ?
-				    d->choice_png(d->nchoices - 1) : val);
+				    d->choice_png(params_choices(d) - 1) : val);
 			else if (d->type == PARAM_PATH)
 				snprintf(got, sizeof got, "my-model");
 			else if (d->type == PARAM_NUMBER && strchr(val, '.') == NULL)
@@ -305,6 +305,71 @@ round_trip(void)
 	json_decref(o);
 	json_decref(rec);
 	job_free(&j);
+}
+
+/* Flags: what a user may type, and the messages. */
+static void
+flags(void)
+{
+	static const struct {
+		const char *name, *text, *want;
+	} bad[] = {
+		{ "width", "", "expected an integer, got null" },
+		{ "width", "wide", "expected an integer, got \"wide\"" },
+		{ "width", "100", "100 is not a multiple of 8" },
+		{ "width", "99999999999999999999999", "out of range" },
+		{ "steps", "2.5", "expected an integer" },
+		{ "steps", "0", "0 is out of range (1..10000)" },
+		{ "guidance_scale", ".nan", "expected a number" },
+		{ "guidance_scale", "-1", "out of range" },
+		{ "strength", "0", "must be above 0 (0 < strength <= 1)" },
+		{ "strength", "1.5", "out of range" },
+		{ "seed", "-2", "out of range" },
+		{ "seed", "auto", "expected an integer" },
+		{ "sampler", "Euler a", "unknown value \"Euler a\" (one of: auto, " },
+		{ "rng", "auto", "unknown value \"auto\" (one of: cpu, cuda)" },
+		{ "clip_skip", "13", "out of range (1..12)" },
+		{ "init_image", "a\tb.png", "control characters" },
+		{ "sampler", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+		    "unknown value \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"" },
+	};
+	struct job_params v;
+	char why[SD_ERROR_MAX];
+	size_t i;
+	int ok = 1;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		const struct param_def *d = params_find(bad[i].name);
+		memset(&v, 0, sizeof v);
+		why[0] = '\0';
+		if (d == NULL || params_parse_text(d, bad[i].text, &v, why, sizeof why) == 0 ||
+		    strstr(why, bad[i].want) == NULL || strchr(why, '\n') != NULL) {
+			tap_diag("--%s %.20s: \"%s\" (want \"%s\")", d ? d->flag : "?",
+			    bad[i].text, why, bad[i].want);
+			ok = 0;
+		}
+		params_free(&v);
+	}
+	tap_ok(ok, "bad flag values: a message naming the problem, quoting at most "
+	    "40 characters of the value");
+	memset(&v, 0, sizeof v);
+	ok = params_parse_text(params_find("steps"), "auto", &v, why, sizeof why) == 0 &&
+	    v.steps == 0 &&
+	    params_parse_text(params_find("sampler"), "auto", &v, why, sizeof why) == 0 &&
+	    v.sampler == SD_SAMPLER_AUTO &&
+	    params_parse_text(params_find("seed"), "-1", &v, why, sizeof why) == 0 &&
+	    v.seed_random &&
+	    params_parse_text(params_find("prompt"), "null", &v, why, sizeof why) == 0 &&
+	    strcmp(v.prompt, "null") == 0 &&
+	    params_parse_text(params_find("width"), "512.0", &v, why, sizeof why) == 0 &&
+	    v.width == 512;
+	tap_ok(ok, "flags: auto, -1, a prompt taken verbatim, 512.0 as a job file reads it");
+	params_free(&v);
+	tap_ok(params_choices(params_find("sampler")) == SD_SAMPLER_COUNT &&
+	    params_choices(params_find("prediction")) == 3 &&
+	    params_choices(params_find("width")) == 0, "the choices come from the "
+	    "engine's name functions");
 }
 
 /* The configuration's defaults: the PARAM_CONFIG entries, and only they. */
@@ -595,6 +660,7 @@ main(void)
 	config_init(&cfg);
 	table();
 	round_trip();
+	flags();
 	config_defaults();
 	model_defaults();
 	strength();

@@ -129,27 +129,27 @@ const struct param_def params_table[] = {
 	  .png = "CFG scale", .png_rank = 4 },
 	{ .field = JF_SAMPLER, .name = "sampler", .type = PARAM_CHOICE,
 	  .flags = MODEL | PARAM_CONFIG, .default_text = "auto", .unset = SD_SAMPLER_AUTO,
-	  .nchoices = SD_SAMPLER_COUNT, .choice_name = sampler_name,
+	  .choice_name = sampler_name,
 	  .choice_png = sampler_png, AT(sampler), SD(sampler),
 	  .flag = "sampler", .metavar = "NAME", .help = "sampler",
 	  .png = "Sampler", .png_rank = 2 },
 	{ .field = JF_SCHEDULE, .name = "schedule", .type = PARAM_CHOICE,
 	  .flags = PARAM_CONFIG, .default_text = "normal",
-	  .nchoices = SD_SCHEDULE_KARRAS + 1, .choice_name = schedule_name,
+	  .choice_name = schedule_name,
 	  .choice_png = schedule_png, AT(schedule), SD(schedule),
 	  .flag = "schedule", .metavar = "NAME", .help = "noise schedule",
 	  .png = "Schedule type", .png_rank = 3 },
 	{ .field = JF_PREDICTION, .name = "prediction", .type = PARAM_CHOICE,
 	  .flags = MODEL | PARAM_CONFIG, .default_text = "auto",
 	  .unset = SD_PREDICTION_AUTO,
-	  .nchoices = SD_PREDICTION_V + 1, .choice_name = prediction_name,
+	  .choice_name = prediction_name,
 	  AT(prediction), SD(prediction),
 	  .flag = "prediction", .metavar = "TYPE",
 	  .help = "what the model predicts" },
 	{ .field = JF_SPACING, .name = "spacing", .type = PARAM_CHOICE,
 	  .flags = MODEL | PARAM_CONFIG, .default_text = "auto",
 	  .unset = SD_SPACING_AUTO,
-	  .nchoices = SD_SPACING_TRAILING + 1, .choice_name = spacing_name,
+	  .choice_name = spacing_name,
 	  AT(spacing), SD(spacing),
 	  .flag = "spacing", .metavar = "NAME",
 	  .help = "timestep spacing (diffusers' timestep_spacing)" },
@@ -165,7 +165,7 @@ const struct param_def params_table[] = {
 	  .help = "images; image i uses seed + i" },
 	{ .field = JF_RNG, .name = "rng", .type = PARAM_CHOICE,
 	  .flags = PARAM_CONFIG, .default_text = "cpu",
-	  .nchoices = SD_RNG_CUDA + 1, .choice_name = rng_name, .choice_png = rng_png,
+	  .choice_name = rng_name, .choice_png = rng_png,
 	  AT(rng), SD(rng),
 	  .flag = "rng", .metavar = "NAME",
 	  .help = "whose random numbers (torch's generator)",
@@ -209,6 +209,18 @@ params_by_field(enum job_field f)
 		if (params_table[i].field == f)
 			return &params_table[i];
 	return NULL;
+}
+
+int
+params_choices(const struct param_def *d)
+{
+	int n = 0;
+
+	/* the names end where the name function says "?" (out of range),
+	 * so that a value added to the enum and its names is one here too */
+	while (d->type == PARAM_CHOICE && n < 256 && strcmp(d->choice_name(n), "?") != 0)
+		n++;
+	return n;
 }
 
 /* Values in a struct, whatever their C type. */
@@ -384,7 +396,7 @@ choices_text(const struct param_def *d, char *buf, size_t size)
 	buf[0] = '\0';
 	if (d->flags & PARAM_MODEL_DEFAULT)
 		n += (size_t)snprintf(buf, size, "auto");
-	for (int i = 0; i < d->nchoices && n < size; i++) {
+	for (int i = 0; i < params_choices(d) && n < size; i++) {
 		if ((d->flags & PARAM_MODEL_DEFAULT) && i == (int)d->unset)
 			continue;
 		n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "",
@@ -481,7 +493,7 @@ params_parse_yaml(const struct param_def *d, struct yctx *y,
 			free(s);
 			return set_int(d, v, (int64_t)d->unset);
 		}
-		for (int k = 0; k < d->nchoices; k++)
+		for (int k = 0; k < params_choices(d); k++)
 			if (strcmp(s, d->choice_name(k)) == 0) {
 				free(s);
 				return set_int(d, v, k);
@@ -607,7 +619,7 @@ params_check(const struct param_def *d, const struct job_params *v,
 			    d->min, max);
 		return 0;
 	case PARAM_CHOICE:
-		if (x.i < 0 || x.i >= d->nchoices)
+		if (x.i < 0 || x.i >= params_choices(d))
 			return BAD("%s: unknown value %" PRId64, d->name, x.i);
 		return 0;
 	case PARAM_SEED:

@@ -117,8 +117,8 @@ struct param_def {
 					 * it ("auto": the model's); NULL: none */
 	double unset;		/* the "model default" marker
 				 * (PARAM_MODEL_DEFAULT) */
-	/* PARAM_CHOICE: values 0..nchoices-1 and their names */
-	int nchoices;
+	/* PARAM_CHOICE: values 0..params_choices()-1, their names ("?"
+	 * past the last) */
 	const char *(*choice_name)(int v);
 	const char *(*choice_png)(int v);	/* the PNG text's, or NULL */
 	/* storage */
@@ -148,6 +148,9 @@ extern const size_t params_count;
 /* The entry of a name (a job key) or of a field; NULL when none. */
 const struct param_def *params_find(const char *name);
 const struct param_def *params_by_field(enum job_field f);
+
+/* The number of values of a PARAM_CHOICE parameter (0 for others). */
+int params_choices(const struct param_def *d);
 
 /* Every value from the table's built-in defaults. */
 void params_init(struct job_params *v);
