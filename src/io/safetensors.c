@@ -341,10 +341,11 @@ st_write(const char *path, const struct sd_tensor *tensors, int n,
     struct sd_error *err)
 {
 	json_t *root = json_object(), *meta;
-	char *header = NULL, tmp[4096];
+	struct sd_atomic_file af;
+	char *header = NULL;
 	size_t hlen, padded, offset = 0;
 	unsigned char lenbuf[8];
-	int fd = -1, rc = -1;
+	int rc = -1;
 
 	if (root == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -374,33 +375,20 @@ st_write(const char *path, const struct sd_tensor *tensors, int n,
 	padded = (hlen + 7) & ~(size_t)7;
 	for (int i = 0; i < 8; i++)
 		lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		sd_fail(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+	if (sd_atomic_open(&af, AT_FDCWD, path, NULL, 0666, err) < 0)
 		goto out;
-	}
-	if (sd_write_all(fd, lenbuf, 8) < 0 || sd_write_all(fd, header, hlen) < 0 ||
-	    sd_write_all(fd, "        ", padded - hlen) < 0)
-		goto ioerr;
+	if (sd_atomic_write(&af, lenbuf, 8, err) < 0 ||
+	    sd_atomic_write(&af, header, hlen, err) < 0 ||
+	    sd_atomic_write(&af, "        ", padded - hlen, err) < 0)
+		goto out;
 	for (int i = 0; i < n; i++)
-		if (sd_write_all(fd, tensors[i].data, sd_tensor_nbytes(&tensors[i])) < 0)
-			goto ioerr;
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		fd = -1;
-		goto ioerr;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0)
-		goto ioerr;
+		if (sd_atomic_write(&af, tensors[i].data,
+		    sd_tensor_nbytes(&tensors[i]), err) < 0)
+			goto out;
+	if (sd_atomic_commit(&af, 0, err) < 0)
+		goto out;
 	rc = 0;
-	goto out;
-ioerr:
-	sd_fail(err, SD_EIO, "%s: %s", path, strerror(errno));
-	unlink(tmp);
 out:
-	if (fd >= 0)
-		close(fd);
 	free(header);
 	return rc;
 }

@@ -63,6 +63,7 @@ struct sd_config {
 	double poll_s;		/* spool poll interval */
 	double stale_s;		/* claim heartbeat age that makes it stale */
 	double heartbeat_s;	/* how often a worker touches its claim */
+	int max_deaths;		/* worker deaths before a job goes to failed/ */
 	struct job_defaults defaults;
 	struct job_limits limits;
 	struct callback_config callback;

@@ -1,6 +1,7 @@
 /* runjob.c: run one job through the engine and write its PNGs. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fileio.h"
 #include "io/image.h"
 #include "io/png.h"
 #include "model/hub.h"
@@ -309,47 +311,93 @@ fail:
 	return -1;
 }
 
-/* Write data as dirfd/name through a temporary name, fsync, rename. */
+/* Is dirfd/name a PNG that job id wrote (its sdbatch text chunk)? */
 static int
-write_at(int dfd, const char *dirpath, const char *name, const void *data,
-    size_t len, struct sd_error *err)
+written_by(int dfd, const char *dirpath, const char *name, const char *id)
 {
-	char tmp[300], hex[17];
-	const char *p = data;
-	size_t left = len;
-	int fd;
+	char *path = util_printf("%s/%s", dirpath, name), *text = NULL;
+	json_t *j = NULL;
+	int r = 0;
 
-	util_random_hex(hex, 8);
-	snprintf(tmp, sizeof tmp, ".%.200s.%s.tmp", name, hex);
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, tmp, strerror(errno));
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto fail;
-		p += w;
-		left -= (size_t)w;
+	(void)dfd;
+	if (path != NULL && png_read_text(path, "sdbatch", &text, NULL, NULL) == 1 &&
+	    text != NULL && (j = json_loads(text, 0, NULL)) != NULL) {
+		const char *v = json_string_value(json_object_get(j, "id"));
+		r = v != NULL && strcmp(v, id) == 0;
 	}
-	if (fsync(fd) < 0)
-		goto fail;
-	if (close(fd) < 0) {
-		fd = -1;
-		goto fail;
+	json_decref(j);
+	free(text);
+	free(path);
+	return r;
+}
+
+/* Write data as dirfd/NAME with the one atomic writer.  In a spool
+ * (unique set) an existing file of another job (or anyone's) is never
+ * replaced: a free name NAME-2.EXT, NAME-3.EXT, ... is taken instead and
+ * *name updated; a file an earlier run of the same job wrote is. */
+static int
+write_at(int dfd, const char *dirpath, char **name, const void *data,
+    size_t len, const char *id, int unique, struct sd_error *err)
+{
+	struct sd_atomic_file f;
+	char *try = NULL;
+	int k;
+
+	for (k = 1; k < 1000; k++) {
+		const char *n = *name;
+		if (k > 1) {
+			const char *dot = strrchr(*name, '.');
+			size_t stem = dot && dot != *name ? (size_t)(dot - *name) :
+			    strlen(*name);
+			free(try);
+			try = util_printf("%.*s-%d%s", (int)stem, *name, k,
+			    *name + stem);
+			if (try == NULL)
+				return sd_fail(err, SD_EINTERNAL, "out of memory");
+			n = try;
+		}
+		if (sd_atomic_open(&f, dfd, n, id, 0666, err) < 0 ||
+		    sd_atomic_write(&f, data, len, err) < 0) {
+			free(try);
+			return sd_error_prefix(err, "%s", dirpath);
+		}
+		if (!unique || written_by(dfd, dirpath, n, id)) {
+			if (sd_atomic_commit(&f, 0, err) < 0)
+				break;
+		} else if (sd_atomic_commit(&f, 1, err) < 0) {
+			if (errno == EEXIST)
+				continue;
+			break;
+		}
+		if (try != NULL) {
+			free(*name);
+			*name = try;
+		}
+		return 0;
 	}
-	fd = -1;
-	if (renameat(dfd, tmp, dfd, name) < 0)
-		goto fail;
-	(void)fsync(dfd);
-	return 0;
-fail:
-	sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, name, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	unlinkat(dfd, tmp, 0);
-	return -1;
+	free(try);
+	if (k == 1000)
+		sd_fail(err, SD_EIO, "%s/%s: no free name for the image", dirpath, *name);
+	return sd_error_prefix(err, "%s", dirpath);
+}
+
+/* Remove what a killed write of this job left in its output folder. */
+static void
+clean_leftovers(int dfd, const char *id)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd = dup(dfd);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (sd_atomic_is_leftover(de->d_name, id))
+			unlinkat(dfd, de->d_name, 0);
+	closedir(d);
 }
 
 struct step_ctx {
@@ -366,7 +414,8 @@ should_stop(struct step_ctx *c)
 {
 	double now = util_now_mono();
 
-	if (c->env->stop != NULL && *c->env->stop) {
+	if ((c->env->stop != NULL && *c->env->stop) ||
+	    (c->env->claim != NULL && c->env->claim->lost)) {
 		c->interrupted = 1;
 		return 1;
 	}
@@ -439,6 +488,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		goto out;
 	if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
 		goto out;
+	if (env->claim != NULL)
+		clean_leftovers(dfd, job->id);
 	if (should_stop(ctx)) {
 		stop_status(ctx, res);
 		goto out;
@@ -511,8 +562,19 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		    2, &png, &pnglen, &res->err) == 0;
 		free(params);
 		free(json);
+		/* A paused worker whose claim was taken over writes nothing. */
+		if (w && env->claim != NULL && !spool_claim_held(env->claim)) {
+			((struct spool_claim *)env->claim)->lost = 1;
+			free(png);
+			free(name);
+			sd_image_free(&img);
+			ctx->interrupted = 1;
+			stop_status(ctx, res);
+			goto out;
+		}
 		if (w)
-			w = write_at(dfd, dirpath, name, png, pnglen, &res->err) == 0;
+			w = write_at(dfd, dirpath, &name, png, pnglen, job->id,
+			    env->claim != NULL, &res->err) == 0;
 		if (!w) {
 			free(png);
 			free(name);

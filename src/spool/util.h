@@ -54,6 +54,13 @@ void util_random_hex(char *buf, size_t n);
 /* This host's name (gethostname, never empty). */
 const char *util_hostname(void);
 
+/* This boot's id (/proc/sys/kernel/random/boot_id; "unknown" when there
+ * is none) and this process's PID namespace ("pid:[4026531836]").  A pid
+ * means the same process only where host, boot id and PID namespace all
+ * match.  Computed on the first call (make it before starting threads). */
+const char *util_boot_id(void);
+const char *util_pid_ns(void);
+
 /* Lowercase hex SHA-256 of data; out >= 65 bytes. */
 void util_sha256_hex(const void *data, size_t len, char out[65]);
 
