@@ -20,9 +20,12 @@
 void
 outbox_delivery_id(const char *instance, const char *event, char out[64])
 {
-	const char *e = strrchr(event, '.');
+	char text[128], hex[65];
 
-	snprintf(out, 64, "msg_%.32s_%.20s", instance, e ? e + 1 : event);
+	/* Hex like the random ids of `run`'s callbacks. */
+	snprintf(text, sizeof text, "%s %s", instance, event);
+	util_sha256_hex(text, strlen(text), hex);
+	snprintf(out, 64, "msg_%.32s", hex);
 }
 
 char *

@@ -9,7 +9,8 @@
  * makes one attempt, then writes the outcome into the result record and
  * drops the entry, or puts it back with its next attempt's time (backoff
  * with jitter, or the receiver's Retry-After).  The webhook-id is fixed per
- * job and event ("msg_<instance>_done"), the same on every attempt, by
+ * job and event ("msg_" and 32 hex digits of SHA-256 of
+ * the job instance and event), the same on every attempt, by
  * every worker, and when the job was rerun after a crash: receivers
  * deduplicate on it. */
 #ifndef SD_SPOOL_OUTBOX_H
