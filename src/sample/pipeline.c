@@ -210,7 +210,9 @@ encode_text(struct run *r, struct sd_error *err)
 		return sd_error_prefix(err, "prompt");
 	n++;
 	r->context = sd_alloc(m->ctx, (size_t)n * m->clip->max_len * m->clip->width);
-	return clip_text_forward(m->clip, m->ctx, ids, n, r->p->clip_skip, r->context, err);
+	if (clip_text_forward(m->clip, m->ctx, ids, n, r->p->clip_skip, r->context, err) < 0)
+		return -1;
+	return sd_ctx_status(m->ctx, err);	/* issue 15: an op failed */
 }
 
 /* 0.18215 * (mean + std*noise) of the VAE encoding of image [3, 8h, 8w]
@@ -237,6 +239,11 @@ encode_image(struct run *r, const float *image, float *out, struct sd_error *err
 	vae_encode(r->m->vae, c, dmom, dimg, 1, r->h, r->w);
 	sd_download(c, moments, dmom, 2 * r->nlat);
 	sd_release(c, mark);
+	if (sd_ctx_status(c, err) < 0) {	/* issue 15: an op failed */
+		free(moments);
+		free(eps);
+		return -1;
+	}
 	sd_rng_randn(r->rng, eps, r->nlat);
 	vae_latent_sample(r->m->vae, out, moments, eps, 1, r->h, r->w);
 	for (size_t i = 0; i < r->nlat; i++)
@@ -362,6 +369,8 @@ denoise(struct run *r, struct sd_error *err)
 		    m->clip->max_len, err) < 0)
 			goto out;
 		sd_download(c, eps, dout, (size_t)r->batch * r->nlat);
+		if (sd_ctx_status(c, err) < 0)	/* issue 15: an op failed */
+			goto out;
 		DEBUG(m, "unet_out", i, eps, (size_t)r->batch * r->nlat);
 		if (r->cfg) {
 			for (size_t k = 0; k < r->nlat; k++)
@@ -422,6 +431,13 @@ decode(struct run *r, struct sd_image *out, struct sd_error *err)
 	vae_decode(r->m->vae, c, dimg, dz, 1, r->h, r->w);
 	sd_download(c, img, dimg, npix);
 	sd_release(c, mark);
+	if (sd_ctx_status(c, err) < 0) {	/* issue 15: an op failed */
+		free(z);
+		free(img);
+		free(out->rgb);
+		out->rgb = NULL;
+		return -1;
+	}
 	DEBUG(r->m, "image_decoded", -1, img, npix);
 	vae_image_to_rgb8(out->rgb, img, 1, 8 * r->h, 8 * r->w);
 	out->width = 8 * r->w;

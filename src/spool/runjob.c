@@ -544,6 +544,10 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			}
 			if (res->err.code == 0)
 				res->err.code = SD_EINTERNAL;
+			/* Out of memory or a device error: the model's context
+			 * keeps it (sticky); the next job loads anew. */
+			if (res->err.code == SD_EINTERNAL || res->err.code == SD_EUNAVAILABLE)
+				model_cache_free(env->cache);
 			blame_by_message(job, res);
 			goto out;
 		}
