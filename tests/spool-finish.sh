@@ -18,7 +18,7 @@ receiver() {
 	wait_for 30 test -s "$hdir/port" || { not_ok "hookd $1 did not start"; return 1; }
 	url="http://127.0.0.1:$(cat "$hdir/port")/hook"
 }
-requests() { grep -c "${1:-^n=}" "$hdir/requests.log" 2>/dev/null || echo 0; }
+requests() { _n=$(grep -c "${1:-^n=}" "$hdir/requests.log" 2>/dev/null); echo "${_n:-0}"; }
 stepped() { grep -q "\"step\":$2," "$SPOOL/logs/$1.jsonl" 2>/dev/null; }
 run_once() { "$BIN" watch --once --config "$CONF" "$SPOOL" 2>> "$T/once.err"; }
 faults=0

@@ -36,7 +36,7 @@ receiver() {
 	wait_for 30 test -s "$hdir/port" || { not_ok "hookd $1 did not start"; return 1; }
 	url="http://127.0.0.1:$(cat "$hdir/port")/hook"
 }
-requests() { grep -c "${1:-^n=}" "$hdir/requests.log" 2>/dev/null || echo 0; }
+requests() { _n=$(grep -c "${1:-^n=}" "$hdir/requests.log" 2>/dev/null); echo "${_n:-0}"; }
 SLOW='width: 128
 height: 128
 steps: 60'
