@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "io/jsonerr.h"
 #include "io/fileio.h"
 #include "io/safetensors.h"
 
@@ -173,18 +174,21 @@ parse_header(struct st_file *f, const unsigned char *buf, size_t size, struct sd
 	for (int i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | buf[i];
 	if (hlen > ST_MAX_HEADER)
-		return sd_fail(err, SD_EDATA, "header length %" PRIu64 " is larger than %u bytes: not a safetensors file?",
-		    hlen, ST_MAX_HEADER);
+		/* (the length field's value is the file's first bytes: never
+		 * in a message) */
+		return sd_fail(err, SD_EDATA, "not a safetensors file (its header "
+		    "length is over %u bytes)", ST_MAX_HEADER);
 	if (hlen > size - 8)
-		return sd_fail(err, SD_EDATA, "header length %" PRIu64 " runs past the end of the file (%zu bytes): truncated?",
-		    hlen, size);
+		return sd_fail(err, SD_EDATA, "not a safetensors file, or a truncated "
+		    "one (its header runs past the end of the file, %zu bytes)", size);
 	if (hlen < 2 || buf[8] != '{')
 		return sd_fail(err, SD_EDATA, "not a safetensors file (the header is not a JSON object)");
 	f->data = buf + 8 + hlen;
 	f->data_size = size - 8 - hlen;
 	root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL)
-		return sd_fail(err, SD_EDATA, "bad JSON in the header at byte %d: %s", jerr.position, jerr.text);
+		return sd_fail(err, SD_EDATA, "bad JSON in the header at byte %d: %s",
+		    jerr.position, sd_json_error_kind(&jerr));
 	if (!json_is_object(root)) {
 		sd_fail(err, SD_EDATA, "the header is not a JSON object");
 		goto out;

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "io/fileio.h"
+#include "io/jsonerr.h"
 #include "io/http.h"
 #include "model/hub.h"
 
@@ -1268,7 +1269,7 @@ pipeline_files(const char *path, int fp16, struct want_list *l, struct sd_error 
 	if (root == NULL || !json_is_object(root)) {
 		json_decref(root);
 		return sd_fail(err, SD_EDATA, "%s: not a model_index.json: %s", path,
-		    root == NULL ? je.text : "not a JSON object");
+		    root == NULL ? sd_json_error_kind(&je) : "not a JSON object");
 	}
 	json_object_foreach(root, key, v) {
 		const char *lib, *cls;
