@@ -154,5 +154,23 @@ check "umask 077: the record is 600 ($(stat -c %a "$SPOOL/done/u1.json"))" \
     [ "$(stat -c %a "$SPOOL/done/u1.json")" = 600 ]
 check "umask 077: the PNG is 600" [ "$(stat -c %a "$png")" = 600 ]
 check "no temporary file is left anywhere" [ -z "$(find "$SPOOL" -name '*.tmp')" ]
+# 11. A FIFO as the model fails the job at once (it blocked the worker
+# for ever); a job over the configured time limit is stopped and failed.
+mkfifo "$T/model.fifo"
+job fifo "prompt: \"a fifo\"
+model: $T/model.fifo"
+timeout 60 "$BIN" watch --once --config "$CONF" "$SPOOL" 2>> "$T/once.err"; rc=$?
+check "the worker is not blocked by a FIFO (rc $rc)" [ $rc -ne 124 ]
+check "the job failed: not a regular file" grep -q "not a regular file" "$SPOOL/failed/fifo.json"
+write_conf 'job_time_limit: 1'
+job long 'prompt: "too long"
+width: 128
+height: 128
+steps: 150'
+timeout 120 "$BIN" watch --once --config "$CONF" "$SPOOL" 2>> "$T/once.err"
+check "a job over job_time_limit is failed" grep -q "over the job time limit" "$SPOOL/failed/long.json"
+check "stopped early ($(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl") of 150 steps)" \
+    [ "$(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl")" -lt 150 ]
+write_conf
 diag "faults injected: $faults"
 finish

@@ -59,6 +59,27 @@ sd_rename_noreplace(int fromdir, const char *from, int todir, const char *to)
 	return 0;
 }
 
+int
+sd_open_regular(const char *path, struct sd_error *err)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), fl;
+
+	if (fd < 0)
+		return sd_fail(err, errno == ENOENT || errno == ENOTDIR ||
+		    errno == EACCES ? SD_ENOINPUT : SD_EIO, "%s: %s", path,
+		    strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int fifo = S_ISFIFO(st.st_mode), dir = S_ISDIR(st.st_mode);
+		close(fd);
+		return sd_fail(err, SD_ENOINPUT, "%s: not a regular file%s", path,
+		    fifo ? " (a FIFO)" : dir ? " (a folder)" : "");
+	}
+	if ((fl = fcntl(fd, F_GETFL)) >= 0)
+		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
 void
 sd_fsync_dir(const char *dir)
 {

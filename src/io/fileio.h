@@ -60,6 +60,12 @@ int sd_write_file_atomic(int dirfd, const char *path, const void *data,
  * made with this tag? */
 int sd_atomic_is_leftover(const char *name, const char *tag);
 
+/* Open path for reading if it is a regular file: opened with O_NONBLOCK
+ * (a FIFO or a device never blocks the caller), checked with fstat, then
+ * set blocking again.  The descriptor, or -1 with err: SD_ENOINPUT (no
+ * such file, or not a regular file: a FIFO, a device, a folder), SD_EIO. */
+int sd_open_regular(const char *path, struct sd_error *err);
+
 /* fsync the folder dir (relative to AT_FDCWD); errors are ignored where
  * the file system does not support it. */
 void sd_fsync_dir(const char *dir);

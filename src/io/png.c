@@ -349,6 +349,12 @@ png_set_max_pixels(uint64_t n)
 	max_pixels = n ? n : PNG_DEFAULT_MAX_PIXELS;
 }
 
+uint64_t
+png_max_pixels(void)
+{
+	return max_pixels;
+}
+
 static void
 file_read(png_structp png, png_bytep data, size_t len)
 {
@@ -446,13 +452,17 @@ read_png(const char *path, int channels, struct sd_image_u8 *out,
 	struct stat st;
 
 	memset(&c, 0, sizeof c);
-	if ((c.fp = fopen(path, "rb")) == NULL)
-		return sd_fail(err, errno == ENOENT || errno == EACCES || errno == ENOTDIR ?
-		    SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fileno(c.fp), &st) < 0 || !S_ISREG(st.st_mode)) {
-		fclose(c.fp);
-		return sd_fail(err, SD_ENOINPUT, "%s: not a regular file", path);
+	{
+		/* never blocks on a FIFO */
+		int fd = sd_open_regular(path, err);
+		if (fd < 0)
+			return -1;
+		if ((c.fp = fdopen(fd, "rb")) == NULL) {
+			close(fd);
+			return sd_fail(err, SD_EINTERNAL, "out of memory");
+		}
 	}
+	(void)st;
 	n = fread(sig, 1, sizeof sig, c.fp);
 	if (channels > 0 && jpeg_signature(sig, n)) {
 		fclose(c.fp);

@@ -24,6 +24,7 @@ config_init(struct sd_config *c)
 	c->stale_s = 300;
 	c->heartbeat_s = 15;
 	c->max_deaths = 2;
+	c->job_time_s = 4 * 3600;
 	c->defaults.negative_prompt = strdup("");
 	c->defaults.width = 512;
 	c->defaults.height = 512;
@@ -522,6 +523,8 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = yget_number(&y, x, k, 0.05, 86400, &c->heartbeat_s);
 		else if (strcmp(k, "max_worker_deaths") == 0)
 			r = geti(&y, x, k, 1, 1000, &c->max_deaths);
+		else if (strcmp(k, "job_time_limit") == 0)
+			r = yget_number(&y, x, k, 0, 365 * 86400, &c->job_time_s);
 		else if (strcmp(k, "defaults") == 0)
 			r = defaults_section(&y, c, x);
 		else if (strcmp(k, "limits") == 0)
@@ -534,7 +537,7 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
 			    "tokenizer, device, threads, output_root, model_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, "
-			    "max_worker_deaths, defaults, "
+			    "max_worker_deaths, job_time_limit, defaults, "
 			    "limits, callback, hub)");
 		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
 			err->code = SD_ECONFIG;

@@ -64,6 +64,7 @@ struct sd_config {
 	double stale_s;		/* claim heartbeat age that makes it stale */
 	double heartbeat_s;	/* how often a worker touches its claim */
 	int max_deaths;		/* worker deaths before a job goes to failed/ */
+	double job_time_s;	/* a job's longest run (0: no limit) */
 	struct job_defaults defaults;
 	struct job_limits limits;
 	struct callback_config callback;

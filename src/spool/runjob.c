@@ -406,7 +406,7 @@ struct step_ctx {
 	struct runjob_result *res;
 	int image;
 	double job_start, last_check, image_est;
-	int cancelled, interrupted;
+	int cancelled, interrupted, timed_out;
 };
 
 static int
@@ -417,6 +417,10 @@ should_stop(struct step_ctx *c)
 	if ((c->env->stop != NULL && *c->env->stop) ||
 	    (c->env->claim != NULL && c->env->claim->lost)) {
 		c->interrupted = 1;
+		return 1;
+	}
+	if (c->env->cfg->job_time_s > 0 && now - c->job_start > c->env->cfg->job_time_s) {
+		c->timed_out = 1;
 		return 1;
 	}
 	if (c->env->claim != NULL && now - c->last_check >= 0.2) {
@@ -459,7 +463,12 @@ on_progress(void *user, const struct sd_progress *p)
 static int
 stop_status(struct step_ctx *c, struct runjob_result *res)
 {
-	if (c->cancelled) {
+	if (c->timed_out) {
+		res->status = RUNJOB_FAILED;
+		sd_fail(&res->err, SD_EDATA, "stopped after %.0f s: over the job time "
+		    "limit (job_time_limit: %g s in the configuration)",
+		    util_now_mono() - c->job_start, c->env->cfg->job_time_s);
+	} else if (c->cancelled) {
 		res->status = RUNJOB_CANCELLED;
 		sd_fail(&res->err, SD_EREQUEUED, "cancelled");
 	} else {
@@ -481,6 +490,10 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 
 	memset(&init, 0, sizeof init);
 	memset(&mask, 0, sizeof mask);
+	/* Input images may be up to 4 times the largest output (they are
+	 * resized), checked before decoding. */
+	png_set_max_pixels((uint64_t)4 * (uint64_t)env->cfg->limits.width *
+	    (uint64_t)env->cfg->limits.height);
 	if (job->init_image != NULL &&
 	    load_input(job, JF_INIT_IMAGE, job->init_image, 3, &init, res) < 0)
 		goto out;
@@ -538,7 +551,7 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		    &res->err) < 0) {
 			sd_image_free(&img);
 			if (res->err.code == SD_EREQUEUED || ctx->cancelled ||
-			    ctx->interrupted) {
+			    ctx->interrupted || ctx->timed_out) {
 				stop_status(ctx, res);
 				goto out;
 			}
