@@ -428,6 +428,45 @@ util_utf8_length(const char *text, size_t len)
 	return n;
 }
 
+char *
+util_escape_controls(const char *text, char *out, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	size_t o = 0;
+
+	if (size == 0)
+		return out;
+	while (*p != '\0' && o + 5 < size) {
+		unsigned char c = *p;
+		size_t bad = 0;
+		if (c >= 0x80 && !util_utf8_valid((const char *)p, c >= 0xF0 ? 4 :
+		    c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1, &bad)) {
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+			p++;
+			continue;
+		}
+		if (c == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) {	/* C1 */
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", p[1]);
+			p += 2;
+			continue;
+		}
+		if (c < 0x20 || c == 0x7F) {
+			const char *e = c == '\n' ? "\\n" : c == '\t' ? "\\t" :
+			    c == '\r' ? "\\r" : c == 0x1B ? "\\e" : NULL;
+			if (e != NULL)
+				o += (size_t)snprintf(out + o, size - o, "%s", e);
+			else
+				o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+			p++;
+			continue;
+		}
+		out[o++] = (char)c;
+		p++;
+	}
+	out[o < size ? o : size - 1] = '\0';
+	return out;
+}
+
 int
 util_valid_id(const char *id)
 {

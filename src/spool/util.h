@@ -76,6 +76,13 @@ int util_utf8_valid(const char *text, size_t len, size_t *bad);
 /* Number of code points of valid UTF-8 text. */
 size_t util_utf8_length(const char *text, size_t len);
 
+/* text with every control character escaped for a terminal: C0 controls
+ * and DEL as \n, \t, \e or \xNN, C1 controls (U+0080..U+009F, and
+ * bytes that are not UTF-8) as \xNN; a backslash stays.  Job values and
+ * file names in messages can then never move the cursor, change colours
+ * or set a window title.  Returns out (always NUL-terminated). */
+char *util_escape_controls(const char *text, char *out, size_t size);
+
 /* Is this a valid job id: [A-Za-z0-9][A-Za-z0-9._-]{0,127}? */
 int util_valid_id(const char *id);
 

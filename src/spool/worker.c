@@ -102,7 +102,7 @@ say(struct worker *w, int verbose_only, const char *fmt, ...)
 static void
 say(struct worker *w, int verbose_only, const char *fmt, ...)
 {
-	char buf[2048];
+	char buf[2048], safe[4 * 2048 + 8];
 	va_list ap;
 
 	if (w->quiet || (verbose_only && !w->verbose))
@@ -110,7 +110,9 @@ say(struct worker *w, int verbose_only, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "sdbatch[%ld]: %s\n", (long)getpid(), buf);
+	/* job values and file names never reach a terminal raw */
+	fprintf(stderr, "sdbatch[%ld]: %s\n", (long)getpid(),
+	    util_escape_controls(buf, safe, sizeof safe));
 }
 
 /* The heartbeat: touch the claim every heartbeat interval. */
