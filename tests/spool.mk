@@ -11,6 +11,6 @@ TESTS += tests/test_job tests/test_spool
 SPOOL_SH_TESTS = tests/spool-cli.sh tests/spool-workers.sh tests/spool-kill.sh \
 	tests/spool-term.sh tests/spool-malformed.sh tests/spool-callback.sh \
 	tests/spool-cancel.sh tests/spool-ownership.sh tests/spool-finish.sh \
-	tests/spool-escapes.sh
+	tests/spool-escapes.sh tests/spool-policy.sh
 TESTS += $(SPOOL_SH_TESTS)
 EXTRA_DIST += $(SPOOL_SH_TESTS) tests/spool-lib.sh

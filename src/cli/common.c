@@ -197,6 +197,7 @@ cli_reload_config(void *user, struct sd_error *err)
 	}
 	config_free(&cc->cfg);
 	cc->cfg = fresh;
+	cc->cfg.callback.policy = &cc->cfg.policy;	/* not fresh's */
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -15,6 +16,7 @@
 #include <openssl/hmac.h>
 
 #include "spool/callback.h"
+#include "spool/policy.h"
 #include "spool/util.h"
 
 int
@@ -124,7 +126,23 @@ struct attempt {
 	char retry_after[128];
 	size_t received;
 	const volatile sig_atomic_t *stop;
+	const struct sd_policy *policy;
+	int denied;		/* an address the policy refuses */
 };
+
+/* Every address curl connects to (after DNS) passes the policy. */
+static curl_socket_t
+on_open(void *user, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	struct attempt *a = user;
+
+	(void)purpose;
+	if (a->policy != NULL && !policy_address_allowed(a->policy, &addr->addr)) {
+		a->denied = 1;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(addr->family, addr->socktype, addr->protocol);
+}
 
 static size_t
 on_header(char *buf, size_t size, size_t n, void *user)
@@ -162,10 +180,12 @@ on_progress(void *user, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t 
 	return a->stop != NULL && *a->stop;
 }
 
-/* The secret's key, or NULL with out->last_error set (not to be sent). */
+/* The secret's key, or NULL with out->last_error set (not to be sent).
+ * Only a variable the policy lists, and only a whsec_ secret: a job can
+ * neither probe the environment nor sign with another variable's value. */
 static unsigned char *
-secret_key(const struct job_callback *cb, size_t *keylen, int *bad,
-    struct callback_outcome *out)
+secret_key(const struct job_callback *cb, const struct sd_policy *pol,
+    size_t *keylen, int *bad, struct callback_outcome *out)
 {
 	const char *secret;
 	unsigned char *key;
@@ -174,6 +194,13 @@ secret_key(const struct job_callback *cb, size_t *keylen, int *bad,
 	*keylen = 0;
 	if (cb->secret_env == NULL)
 		return NULL;
+	if (pol != NULL && !policy_secret_allowed(pol, cb->secret_env)) {
+		snprintf(out->last_error, sizeof out->last_error, "secret_env %.64s "
+		    "is not among the configuration's secret_envs (policy."
+		    "secret_envs); not sent", cb->secret_env);
+		*bad = 1;
+		return NULL;
+	}
 	secret = getenv(cb->secret_env);
 	if (secret == NULL || *secret == '\0') {
 		snprintf(out->last_error, sizeof out->last_error, "the secret's "
@@ -182,7 +209,8 @@ secret_key(const struct job_callback *cb, size_t *keylen, int *bad,
 		*bad = 1;
 		return NULL;
 	}
-	if ((key = callback_secret_key(secret, keylen)) == NULL) {
+	if (strncmp(secret, "whsec_", 6) != 0 ||
+	    (key = callback_secret_key(secret, keylen)) == NULL) {
 		snprintf(out->last_error, sizeof out->last_error, "the secret "
 		    "in %s is not of the form whsec_<base64>; not sent",
 		    cb->secret_env);
@@ -192,10 +220,10 @@ secret_key(const struct job_callback *cb, size_t *keylen, int *bad,
 }
 
 int
-callback_attempt(const struct job_callback *cb, const char *event,
-    const char *delivery_id, const char *body, size_t len, double timeout,
-    const volatile sig_atomic_t *stop, struct callback_outcome *out,
-    double *retry_after)
+callback_attempt(const struct job_callback *cb, const struct sd_policy *pol,
+    const char *event, const char *delivery_id, const char *body, size_t len,
+    double timeout, const volatile sig_atomic_t *stop,
+    struct callback_outcome *out, double *retry_after)
 {
 	unsigned char *key;
 	size_t keylen = 0;
@@ -211,7 +239,11 @@ callback_attempt(const struct job_callback *cb, const char *event,
 	*retry_after = -1;
 	snprintf(out->status, sizeof out->status, "failed");
 	snprintf(out->delivery_id, sizeof out->delivery_id, "%s", delivery_id);
-	key = secret_key(cb, &keylen, &bad, out);
+	if (pol != NULL && policy_check_url(pol, cb->url, line, sizeof line) < 0) {
+		snprintf(out->last_error, sizeof out->last_error, "%.480s; not sent", line);
+		return CALLBACK_GIVE_UP;
+	}
+	key = secret_key(cb, pol, &keylen, &bad, out);
 	if (bad)
 		return CALLBACK_GIVE_UP;
 	if ((curl = curl_easy_init()) == NULL) {
@@ -223,6 +255,7 @@ callback_attempt(const struct job_callback *cb, const char *event,
 		timeout = 0.05;
 	memset(&a, 0, sizeof a);
 	a.stop = stop;
+	a.policy = pol;
 	h = curl_slist_append(h, "Content-Type: application/json");
 	snprintf(line, sizeof line, "webhook-id: %s", delivery_id);
 	h = curl_slist_append(h, line);
@@ -261,6 +294,8 @@ callback_attempt(const struct job_callback *cb, const char *event,
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &a);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, on_open);
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &a);
 	rc = curl_easy_perform(curl);
 	curl_slist_free_all(h);
 	out->attempts++;
@@ -282,6 +317,12 @@ callback_attempt(const struct job_callback *cb, const char *event,
 			    "not retried");
 			r = CALLBACK_GIVE_UP;
 		}
+	} else if (a.denied) {
+		out->http_status = 0;
+		snprintf(out->last_error, sizeof out->last_error, "the receiver's "
+		    "address is loopback, link-local or private, which the "
+		    "configuration does not allow (policy.callback_private); not sent");
+		r = CALLBACK_GIVE_UP;
 	} else {
 		out->http_status = 0;
 		snprintf(out->last_error, sizeof out->last_error, "%s",
@@ -326,7 +367,8 @@ callback_deliver(const struct job_callback *cb, const struct callback_config *cf
 			    out->attempts == 1 ? "" : "s");
 			break;
 		}
-		r = callback_attempt(cb, event, id, body, len, timeout, stop, out, &ra);
+		r = callback_attempt(cb, cfg->policy, event, id, body, len, timeout,
+		    stop, out, &ra);
 		if (r != CALLBACK_RETRY)
 			break;
 		if (attempt == cfg->attempts)

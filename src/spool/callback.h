@@ -45,13 +45,15 @@ enum {
 	CALLBACK_INTERRUPTED	/* *stop became nonzero */
 };
 
-/* One POST of body with webhook-id delivery_id, within timeout seconds.
+/* One POST of body with webhook-id delivery_id, within timeout seconds,
+ * if the policy (NULL: none) allows the URL, the secret and the address
+ * connected to (else CALLBACK_GIVE_UP with the reason).
  * Updates out (status, attempts + 1, http_status, last_error);
  * *retry_after gets the receiver's Retry-After in seconds, or -1. */
-int callback_attempt(const struct job_callback *cb, const char *event,
-    const char *delivery_id, const char *body, size_t len, double timeout,
-    const volatile sig_atomic_t *stop, struct callback_outcome *out,
-    double *retry_after);
+int callback_attempt(const struct job_callback *cb, const struct sd_policy *pol,
+    const char *event, const char *delivery_id, const char *body, size_t len,
+    double timeout, const volatile sig_atomic_t *stop,
+    struct callback_outcome *out, double *retry_after);
 
 /* "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>" (malloc'd). */
 char *callback_signature(const unsigned char *key, size_t keylen,

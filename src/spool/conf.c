@@ -19,6 +19,8 @@ void
 config_init(struct sd_config *c)
 {
 	memset(c, 0, sizeof *c);
+	policy_init(&c->policy);
+	c->callback.policy = &c->policy;
 	c->device = strdup("cpu");
 	c->poll_s = 2;
 	c->stale_s = 300;
@@ -54,6 +56,7 @@ config_free(struct sd_config *c)
 {
 	size_t i;
 
+	policy_free(&c->policy);
 	free(c->path);
 	free(c->model);
 	free(c->tokenizer);
@@ -533,11 +536,13 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = callback_section(&y, c, x);
 		else if (strcmp(k, "hub") == 0)
 			r = hub_section(&y, c, x, base);
+		else if (strcmp(k, "policy") == 0)
+			r = policy_parse(&y, &c->policy, x, base);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
 			    "tokenizer, device, threads, output_root, model_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, "
-			    "max_worker_deaths, job_time_limit, defaults, "
+			    "max_worker_deaths, job_time_limit, policy, defaults, "
 			    "limits, callback, hub)");
 		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
 			err->code = SD_ECONFIG;

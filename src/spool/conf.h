@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "model/hub.h"
 #include "sample/pipeline.h"
+#include "spool/policy.h"
 #include "spool/yamltree.h"
 
 /* Job values used when a job does not give them. */
@@ -40,6 +41,7 @@ struct callback_config {
 	double total_s;		/* give up after this long in all */
 	double backoff_s;	/* first delay; doubles each retry, with jitter */
 	double backoff_max_s;
+	const struct sd_policy *policy;	/* the configuration's (never NULL) */
 };
 
 /* Models named by Hugging Face Hub id (hub: in the file). */
@@ -69,6 +71,7 @@ struct sd_config {
 	struct job_limits limits;
 	struct callback_config callback;
 	struct hub_config hub;
+	struct sd_policy policy;	/* the `policy:` section (policy.h) */
 };
 
 /* The hub options of c (strings point into c). */

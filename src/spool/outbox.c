@@ -172,7 +172,7 @@ attempt(struct spool *s, const struct callback_config *cfg, json_t *e,
 		goto back;
 	o.attempts = (int)json_integer_value(json_object_get(e, "attempts"));
 	left = cfg->total_s - (now - created);
-	r = callback_attempt(&cb, event, did, body, blen,
+	r = callback_attempt(&cb, cfg->policy, event, did, body, blen,
 	    cfg->timeout_s < left ? cfg->timeout_s : left, stop, &o, &ra);
 	now = util_now();
 	if (r == CALLBACK_DELIVERED) {

@@ -16,6 +16,7 @@
 #include "io/png.h"
 #include "model/hub.h"
 #include "spool/metadata.h"
+#include "spool/policy.h"
 #include "spool/runjob.h"
 #include "spool/util.h"
 
@@ -689,6 +690,72 @@ on_download(void *user, const struct hub_progress *p)
 		env->download(env->download_user, d->job->id, p);
 }
 
+/* The configuration's trust policy (policy.h) on what the job names.
+ * given: paths as the job wrote them (before resolution: a path outside
+ * the input roots gets the same answer whether it exists or not), else
+ * the resolved ones (symbolic links followed). */
+static int
+check_policy(struct runjob_env *env, struct sd_job *job, int given,
+    struct runjob_result *res)
+{
+	const struct sd_policy *pol = &env->cfg->policy;
+	const char *paths[5] = { job->model, job->unet, job->vae, job->init_image,
+	    job->mask };
+	static const enum job_field fields[5] = { JF_MODEL, JF_UNET, JF_VAE,
+	    JF_INIT_IMAGE, JF_MASK };
+	char why[600];
+	int i;
+
+	if (given && job->callback.url != NULL) {
+		if (policy_check_url(pol, job->callback.url, why, sizeof why) < 0) {
+			sd_fail(&res->err, SD_EDATA, "callback: %s", why);
+			return blame(job, JF_CALLBACK, res);
+		}
+		if (job->callback.secret_env != NULL &&
+		    !policy_secret_allowed(pol, job->callback.secret_env)) {
+			sd_fail(&res->err, SD_EDATA, "callback: secret_env %.64s is not "
+			    "among the configuration's secret_envs (policy.secret_envs)",
+			    job->callback.secret_env);
+			return blame(job, JF_CALLBACK, res);
+		}
+	}
+	if (pol->n_input_roots == 0)
+		return 0;
+	for (i = 0; i < 5; i++) {
+		char *cand = NULL;
+		const char *p = paths[i];
+		int ok;
+		struct stat st;
+
+		/* what the configuration names itself is trusted */
+		if (p == NULL || job->line[fields[i]] == 0)
+			continue;
+		if (given && p[0] != '/') {
+			/* relative: against the job's folder when it is a path
+			 * there; else the model folders or the Hub decide */
+			if (job->dir == NULL)
+				continue;
+			cand = util_printf("%s/%s", job->dir, p);
+			if (cand == NULL)
+				return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+			if (p[0] != '.' && stat(cand, &st) < 0) {
+				free(cand);
+				continue;
+			}
+			p = cand;
+		}
+		ok = policy_input_allowed(pol, p);
+		free(cand);
+		if (!ok) {
+			sd_fail(&res->err, SD_EDATA, "%s: %s is outside the configuration's "
+			    "input roots (policy.input_roots)", job_field_name(fields[i]),
+			    paths[i]);
+			return blame(job, fields[i], res);
+		}
+	}
+	return 0;
+}
+
 int
 runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
 {
@@ -719,7 +786,11 @@ runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	hooks.notice = on_download_notice;
 	hooks.user = &dl;
 	hooks.stop = env->stop;
-	r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
+	r = check_policy(env, job, 1, res);
+	if (r == 0)
+		r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
+	if (r == 0)
+		r = check_policy(env, job, 0, res);
 	if (r < 0 && (res->err.code == SD_EREQUEUED ||
 	    (env->stop != NULL && *env->stop))) {
 		/* a signal while a model was downloading: requeue */
