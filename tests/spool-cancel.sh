@@ -14,6 +14,9 @@ check "and says so" grep -q "q1: cancelled (it was queued)" "$T/cancel.out"
 check "the job is in failed/" in_state q1 failed
 check "its record says cancelled" [ "$(json_field "$SPOOL/failed/q1.json" status)" = cancelled ]
 check "the log says cancelled" has_event q1 cancelled
+check "no worker ran it: worker null, not the cancel command's pid" \
+    grep -q '"worker": null' "$SPOOL/failed/q1.json"
+check "and no exit code in its error" no grep -q '"code"' "$SPOOL/failed/q1.json"
 "$BIN" status "$SPOOL" q1 > "$T/status.out"
 check "status shows it cancelled" grep -q "^q1 .*cancelled" "$T/status.out"
 

@@ -677,6 +677,16 @@ spool_simple_record(const char *id, const char *status, int code,
 	json_t *o;
 
 	util_rfc3339(util_now(), when, sizeof when);
+	/* Cancelled while queued (code 0): no worker ran it (the cancelling
+	 * command is not one), and it is no error with an exit status. */
+	if (code == 0 && strcmp(status, "cancelled") == 0) {
+		o = json_pack("{s:s, s:s, s:[], s:n, s:s}", "id", id, "status",
+		    status, "images", "worker", "finished", when);
+		if (o != NULL && message != NULL)
+			json_object_set_new(o, "error", json_pack("{s:s}", "message",
+			    message));
+		return o;
+	}
 	o = json_pack("{s:s, s:s, s:[], s:{s:s, s:i}, s:s}", "id", id,
 	    "status", status, "images", "worker", "host", util_hostname(),
 	    "pid", (int)getpid(), "finished", when);

@@ -151,7 +151,9 @@ void spool_list_free(struct spool_entry *e, int n);
 json_t *spool_last_event(const char *log_path);
 
 /* A minimal result record for a job that never ran (cancelled while
- * queued, rejected by name): id, status, error, worker. */
+ * queued, rejected by name): id, status, error, worker.  Cancelled while
+ * queued (status "cancelled", code 0): worker null, an error without a
+ * code. */
 json_t *spool_simple_record(const char *id, const char *status, int code,
     const char *message);
 
