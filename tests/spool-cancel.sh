@@ -55,4 +55,20 @@ check "and says it has finished" grep -q "finished already" "$T/e2"
 "$BIN" cancel "$SPOOL" 2> /dev/null; rc=$?
 check "cancel without an id is a usage error (got $rc)" [ $rc -eq 64 ]
 kill -TERM $wa; wait $wa
+
+# sdbatch retry (issue 15): a failed or cancelled job runs again under its
+# id; its old record is kept as history.
+"$BIN" retry "$SPOOL" q1 > "$T/retry.out"; rc=$?
+check "retry of a cancelled job exits 0 (got $rc)" [ $rc -eq 0 ]
+check "it is queued again" in_state q1 incoming
+check "its old record is kept in failed/.history/" \
+    [ -n "$(ls "$SPOOL/failed/.history/" 2>/dev/null | grep '^q1-.*\.json$')" ]
+"$BIN" watch --once --config "$CONF" "$SPOOL" 2> "$T/retry.err"
+check "and it runs" in_state q1 done
+check "the history survives the new run" \
+    [ -n "$(ls "$SPOOL/failed/.history/" 2>/dev/null | grep '^q1-.*\.json$')" ]
+"$BIN" retry "$SPOOL" q1 2> "$T/e3"; rc=$?
+check "retry of a done job exits 65 (got $rc)" [ $rc -eq 65 ]
+"$BIN" retry "$SPOOL" nosuch 2> "$T/e4"; rc=$?
+check "retry of an unknown job exits 66 (got $rc)" [ $rc -eq 66 ]
 finish

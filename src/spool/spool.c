@@ -1150,6 +1150,67 @@ spool_cancel(struct spool *s, const char *id, enum spool_state *state,
 	return sd_fail(err, SD_ENOINPUT, "no job %s in %s", id, s->root);
 }
 
+int
+spool_retry(struct spool *s, const char *id, struct sd_error *err)
+{
+	char *yaml = NULL, *json = NULL, *hist = NULL, *to = NULL, when[40], stamp[40];
+	enum spool_state st;
+	size_t i, o = 0;
+	int r = -1;
+
+	if (!util_valid_id(id))
+		return sd_fail(err, SD_EUSAGE, "\"%.140s\" is not a valid job id", id);
+	st = spool_find(s, id, NULL);
+	if (st == SPOOL_NONE)
+		return sd_fail(err, SD_ENOINPUT, "no job %s in %s", id, s->root);
+	if (st != SPOOL_FAILED)
+		return sd_fail(err, SD_EDATA, "job %s is %s, not failed: nothing to "
+		    "retry", id, spool_state_name(st));
+	util_rfc3339(util_now(), when, sizeof when);
+	for (i = 0; when[i] != '\0' && o + 1 < sizeof stamp; i++)
+		if (when[i] != '-' && when[i] != ':' && when[i] != '.')
+			stamp[o++] = when[i];
+	stamp[o] = '\0';
+	yaml = state_path(s->failed, id, ".yaml");
+	json = state_path(s->failed, id, ".json");
+	hist = util_printf("%s/.history/%s-%s.json", s->failed, id, stamp);
+	to = state_path(s->incoming, id, ".yaml");
+	if (yaml == NULL || json == NULL || hist == NULL || to == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	{
+		char *dir = util_dirname(hist);
+		int m = dir != NULL ? util_mkdirs(dir, err) : -1;
+		free(dir);
+		if (m < 0)
+			goto out;
+	}
+	/* The old record first, as history: the claim would remove it. */
+	if (rename(json, hist) < 0 && errno != ENOENT) {
+		sd_fail(err, SD_EIO, "%s: %s", json, strerror(errno));
+		goto out;
+	}
+	if (rename_noreplace(yaml, to) < 0) {
+		int e = errno;
+		rename(hist, json);
+		if (e == EEXIST)
+			sd_fail(err, SD_EDATA, "job %s is queued already", id);
+		else
+			sd_fail(err, SD_EIO, "%s: %s", yaml, strerror(e));
+		goto out;
+	}
+	util_fsync_dir(s->incoming);
+	log_event(s, id, "requeued", "retry");
+	r = 0;
+out:
+	free(yaml);
+	free(json);
+	free(hist);
+	free(to);
+	return r;
+}
+
 json_t *
 spool_last_event(const char *log_path)
 {

@@ -131,6 +131,12 @@ enum spool_state spool_find(struct spool *s, const char *id, char **path);
 int spool_cancel(struct spool *s, const char *id, enum spool_state *state,
     struct sd_error *err);
 
+/* Run a failed (or cancelled) job again under its id: its record moves to
+ * failed/.history/ID-TIME.json (kept), its job file back to incoming/
+ * (never over a job queued under the id).  Errors: SD_ENOINPUT (no such
+ * job), SD_EDATA (the job is queued, running or done). */
+int spool_retry(struct spool *s, const char *id, struct sd_error *err);
+
 /* One job of the listing. */
 struct spool_entry {
 	char id[129];
