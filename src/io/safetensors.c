@@ -255,11 +255,9 @@ st_open(const char *path, struct sd_error *err)
 	void *map;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		sd_fail(err, errno == ENOENT ? SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
+	/* never blocks on a FIFO (a job's model: could name one) */
+	if ((fd = sd_open_regular(path, err)) < 0)
 		return NULL;
-	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		sd_fail(err, SD_ENOINPUT, "%s: not a regular file", path);
 		close(fd);

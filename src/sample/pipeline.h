@@ -62,8 +62,11 @@ struct sd_model;
 
 struct sd_model *sd_model_load(const struct sd_model_spec *spec, struct sd_error *err);
 void sd_model_free(struct sd_model *m);
-/* "sd15", "sd15-inpaint", ... */
+/* "sd15", "sd15-inpaint", "sd2", "sd2-base", "sd-turbo" */
 const char *sd_model_arch(const struct sd_model *m);
+/* What the model is made of and its defaults (sample/description.h). */
+struct model_desc;
+const struct model_desc *sd_model_description(const struct sd_model *m);
 
 /* One job's parameters (defaults: sd_params_init).  Values marked "model
  * default" are filled by sd_params_resolve from the model description
@@ -71,7 +74,9 @@ const char *sd_model_arch(const struct sd_model *m);
  * step, guidance 0, euler_a trailing; ...). */
 struct sd_params {
 	const char *prompt;
-	const char *negative_prompt;	/* "" when none */
+	const char *negative_prompt;	/* NULL when none: "" is encoded (SD 1.x,
+					 * 2.x), zeros are the unconditional
+					 * input (SDXL); "" given is encoded */
 	int width, height;		/* multiples of 8; 0: model default */
 	int steps;			/* 0: model default */
 	float guidance_scale;		/* < 0: model default */
