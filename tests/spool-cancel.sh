@@ -69,6 +69,9 @@ check "the history survives the new run" \
     [ -n "$(ls "$SPOOL/failed/.history/" 2>/dev/null | grep '^q1-.*\.json$')" ]
 "$BIN" retry "$SPOOL" q1 2> "$T/e3"; rc=$?
 check "retry of a done job exits 65 (got $rc)" [ $rc -eq 65 ]
+"$BIN" status "$SPOOL" q1 --json > "$T/perm.json" 2> "$T/perm.err"; rc=$?
+check "status SPOOL ID --json (options after operands, GNU style; rc $rc)" \
+    grep -q '"state": "done"' "$T/perm.json"
 "$BIN" retry "$SPOOL" nosuch 2> "$T/e4"; rc=$?
 check "retry of an unknown job exits 66 (got $rc)" [ $rc -eq 66 ]
 finish

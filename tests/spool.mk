@@ -14,3 +14,7 @@ SPOOL_SH_TESTS = tests/spool-cli.sh tests/spool-workers.sh tests/spool-kill.sh \
 	tests/spool-escapes.sh tests/spool-policy.sh
 TESTS += $(SPOOL_SH_TESTS)
 EXTRA_DIST += $(SPOOL_SH_TESTS) tests/spool-lib.sh
+## issue 15: the configuration's trust policy
+check_PROGRAMS += tests/test_policy
+tests_test_policy_LDADD = $(TEST_LDADD)
+TESTS += tests/test_policy

@@ -109,7 +109,7 @@ cmd_status(int argc, char **argv)
 	int counts[5] = { 0 };
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			status_usage(stdout);
