@@ -188,7 +188,7 @@ secret_key(const struct job_callback *cb, const struct sd_policy *pol,
     size_t *keylen, int *bad, struct callback_outcome *out)
 {
 	const char *secret;
-	unsigned char *key;
+	unsigned char *key = NULL;
 
 	*bad = 0;
 	*keylen = 0;
