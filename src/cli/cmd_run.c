@@ -35,7 +35,10 @@ run_usage(FILE *out)
 	    "  -H, --height N          image height, a multiple of 8 (default 512)\n"
 	    "  -s, --steps N           sampling steps (default 20)\n"
 	    "  -g, --guidance X        guidance scale (default 7.5)\n"
-	    "      --sampler NAME      ddim, euler, euler_a, dpmpp_2m, lms, pndm\n"
+	    "      --sampler NAME      euler_a, euler, ddim, dpmpp_2m, lms, pndm, heun,\n"
+	    "                          dpm2, dpm2_a, unipc, dpmpp_2m_sde, deis, lcm, or\n"
+	    "                          A1111's name (\"DPM++ 2M SDE Karras\"); see\n"
+	    "                          --list-samplers\n"
 	    "      --schedule NAME     normal or karras\n"
 	    "      --seed N            seed of the first image (-1: random)\n"
 	    "  -c, --count N           images; image i uses seed + i\n"
@@ -48,6 +51,7 @@ run_usage(FILE *out)
 	    "                          file name are replaced; with several images and\n"
 	    "                          no {index}, -N is added before the extension;\n"
 	    "                          a PATH ending in / is a folder\n"
+	    "      --list-samplers     print the samplers and their other names, and exit\n"
 	    "\n" CLI_COMMON_HELP
 	    "\n"
 	    "Exit status: 0 ok, 64 usage, 65 bad job data, 66 missing input,\n"
@@ -58,8 +62,28 @@ run_usage(FILE *out)
 enum {
 	OPT_NEGATIVE = OPT_COMMON_END, OPT_UNET, OPT_VAE, OPT_SAMPLER,
 	OPT_SCHEDULE, OPT_SEED, OPT_RNG, OPT_CLIP_SKIP, OPT_INIT_IMAGE,
-	OPT_STRENGTH, OPT_MASK
+	OPT_STRENGTH, OPT_MASK, OPT_LIST_SAMPLERS
 };
+
+/* --list-samplers: one line a sampler. */
+static void
+list_samplers(FILE *out)
+{
+	fprintf(out, "%-13s %-13s %-6s %-10s %-46s %s\n", "NAME", "A1111", "KARRAS",
+	    "UNET CALLS", "DIFFUSERS", "ALSO ACCEPTED");
+	for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
+		enum sd_sampler s = (enum sd_sampler)i;
+		char calls[32];
+
+		snprintf(calls, sizeof calls, "%s", sd_sampler_model_calls(s, 10) >= 19 ?
+		    "2/step" : "1/step");
+		fprintf(out, "%-13s %-13s %-6s %-10s %-46s %s\n", sd_sampler_name(s),
+		    sd_sampler_a1111_name(s), sd_sampler_karras_ok(s) ? "yes" : "no", calls,
+		    sd_sampler_diffusers_class(s), sd_sampler_aliases(s));
+	}
+	fputs("\nNames are case-insensitive; spaces, '-' and '_' are alike; a \"Karras\"\n"
+	    "suffix (\"DPM++ 2M Karras\", dpmpp_2m_karras) sets the karras schedule.\n", out);
+}
 
 /* The job given by options (NULL / unset when not given). */
 struct job_flags {
@@ -274,6 +298,7 @@ cmd_run(int argc, char **argv)
 		{"strength", required_argument, NULL, OPT_STRENGTH},
 		{"mask", required_argument, NULL, OPT_MASK},
 		{"output", required_argument, NULL, 'o'},
+		{"list-samplers", no_argument, NULL, OPT_LIST_SAMPLERS},
 		{NULL, 0, NULL, 0},
 	};
 	struct cli_common cc;
@@ -303,6 +328,10 @@ cmd_run(int argc, char **argv)
 
 		if (ch == OPT_HELP || ch == 'h') {
 			run_usage(stdout);
+			return 0;
+		}
+		if (ch == OPT_LIST_SAMPLERS) {
+			list_samplers(stdout);
 			return 0;
 		}
 		if (ch == OPT_MODEL) {
@@ -374,12 +403,15 @@ cmd_run(int argc, char **argv)
 			f.has_strength = 1;
 			break;
 		case OPT_SAMPLER:
-			if (sd_sampler_parse(optarg, &f.sampler) < 0) {
-				cli_error("run", "--sampler: unknown sampler \"%s\" (ddim, "
-				    "euler, euler_a, dpmpp_2m, lms, pndm)", optarg);
+			/* "DPM++ 2M Karras" sets the schedule too */
+			if ((r = sd_sampler_parse_full(optarg, &f.sampler, &f.schedule)) < 0) {
+				cli_error("run", "--sampler: unknown sampler \"%s\" (see "
+				    "sdbatch run --list-samplers)", optarg);
 				return SD_EUSAGE;
 			}
 			f.has_sampler = 1;
+			if (r == 1)
+				f.has_schedule = 1;
 			break;
 		case OPT_SCHEDULE:
 			if (sd_schedule_parse(optarg, &f.schedule) < 0) {

@@ -218,6 +218,28 @@ sd_sampler_diffusers_class(enum sd_sampler s)
 	return (unsigned)s < SD_SAMPLER_COUNT ? samplers[s].diffusers : "?";
 }
 
+int
+sd_sampler_model_calls(enum sd_sampler s, int steps)
+{
+	switch (s) {
+	case SD_SAMPLER_HEUN:
+	case SD_SAMPLER_DPM2:
+	case SD_SAMPLER_DPM2_A:
+		return 2 * steps - 1;
+	case SD_SAMPLER_PNDM:
+		return steps + 1;
+	default:
+		return steps;
+	}
+}
+
+int
+sd_sampler_karras_ok(enum sd_sampler s)
+{
+	return s != SD_SAMPLER_DDIM && s != SD_SAMPLER_PNDM && s != SD_SAMPLER_LCM &&
+	    (unsigned)s < SD_SAMPLER_COUNT;
+}
+
 const char *
 sd_sampler_aliases(enum sd_sampler s)
 {

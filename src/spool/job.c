@@ -237,12 +237,6 @@ get_name(struct parser *p, const struct ynode *v, enum job_field f,
 }
 
 static int
-p_sampler(const char *s, void *out)
-{
-	return sd_sampler_parse(s, out);
-}
-
-static int
 p_schedule(const char *s, void *out)
 {
 	return sd_schedule_parse(s, out);
@@ -447,9 +441,24 @@ field(struct parser *p, enum job_field f, const struct ynode *v)
 		return get_int(p, v, f, 1, lim->steps, &j->steps);
 	case JF_GUIDANCE_SCALE:
 		return yget_number(&p->y, v, name, 0, 100, &j->guidance_scale);
-	case JF_SAMPLER:
-		return get_name(p, v, f, p_sampler, &j->sampler,
-		    "ddim, euler, euler_a, dpmpp_2m, lms, pndm");
+	case JF_SAMPLER: {
+		/* A1111's "DPM++ 2M Karras" names the schedule too */
+		enum sd_schedule sch = j->schedule;
+		char *str = NULL;
+		int r;
+
+		if (yget_string(&p->y, v, name, &str) < 0)
+			return -1;
+		r = sd_sampler_parse_full(str, &j->sampler, &sch);
+		free(str);
+		if (r < 0)
+			return yfail(&p->y, v, name, "unknown value \"%.40s\" (one of: "
+			    "euler_a, euler, ddim, dpmpp_2m, lms, pndm, heun, dpm2, dpm2_a, "
+			    "unipc, dpmpp_2m_sde, deis, lcm, or A1111's names; see sdbatch "
+			    "run --list-samplers)", v->value);
+		j->schedule = sch;
+		return 0;
+	}
 	case JF_SCHEDULE:
 		return get_name(p, v, f, p_schedule, &j->schedule, "normal, karras");
 	case JF_SEED:
