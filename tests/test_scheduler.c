@@ -680,6 +680,7 @@ test_spacings(void)
 	static const float ddim_linspace10[] = {999, 888, 777, 666, 555, 444, 333, 222, 111, 0};
 	static const float euler_leading4[] = {751, 501, 251, 1};
 	static const float dpm_trailing4[] = {999, 749, 499, 249};
+	static const float heun_trailing4[] = {999, 749, 749, 499, 499, 249, 249};
 	static const float pndm1[] = {1}, pndm2[] = {501, 1, 1};
 	struct sched_config cfg;
 	struct sd_error err = {0};
@@ -689,6 +690,11 @@ test_spacings(void)
 	cfg.timestep_spacing = SCHED_SPACING_TRAILING;
 	spacing_case("DDIM trailing 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_trailing10, 10);
 	spacing_case("DPM++ trailing 4", SD_SAMPLER_DPMPP_2M, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("UniPC trailing 4", SD_SAMPLER_UNIPC, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("DEIS trailing 4", SD_SAMPLER_DEIS, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("DPM++ 2M SDE trailing 4", SD_SAMPLER_DPMPP_2M_SDE, &cfg, 4,
+	    dpm_trailing4, 4);
+	spacing_case("Heun trailing 4", SD_SAMPLER_HEUN, &cfg, 4, heun_trailing4, 7);
 	cfg.timestep_spacing = SCHED_SPACING_LINSPACE;
 	spacing_case("DDIM linspace 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_linspace10, 10);
 	cfg.timestep_spacing = SCHED_SPACING_LEADING;
@@ -767,14 +773,16 @@ test_errors_and_runs(void)
 	    "euler_a without a generator is refused (%s)", err.message);
 	sd_scheduler_free(s);
 
-	/* every sampler and schedule runs to a finite end; PNDM's PRK mode */
+	/* every sampler and schedule runs to a finite end, with 1, 2 and 7
+	 * steps, epsilon and v-prediction; PNDM's PRK mode */
 	for (int smp = 0; smp < SD_SAMPLER_COUNT; smp++) {
 		for (int sch = 0; sch < 2; sch++) {
 			for (int prk = 0; prk < 2; prk++) {
+			for (int nst = 1; nst <= 7; nst += nst == 2 ? 5 : 1) {
 				struct sd_rng *r;
 				int calls;
 
-				if (prk && smp != SD_SAMPLER_PNDM)
+				if (prk && (smp != SD_SAMPLER_PNDM || nst != 7))
 					continue;
 				r = sd_rng_new(SD_RNG_CPU, 7);
 				sched_config_sd15(&cfg);
@@ -782,7 +790,7 @@ test_errors_and_runs(void)
 				cfg.prediction_type = sch ? SCHED_PRED_V : SCHED_PRED_EPSILON;
 				sd_error_clear(&err);
 				s = sd_scheduler_new((enum sd_sampler)smp,
-				    (enum sd_schedule)sch, &cfg, 7, &err);
+				    (enum sd_schedule)sch, &cfg, nst, &err);
 				if (s == NULL) {
 					tap_ok(sch == 1 && (smp == SD_SAMPLER_DDIM ||
 					    smp == SD_SAMPLER_PNDM || smp == SD_SAMPLER_LCM),
@@ -804,15 +812,18 @@ test_errors_and_runs(void)
 				}
 				for (int k = 0; ok && k < 64; k++)
 					ok = isfinite(x[k]);
-				tap_ok(ok, "%s %s%s%s: %d calls, finite %s",
+				tap_ok(ok && calls == (prk ? calls :
+				    sd_sampler_model_calls(smp, nst)),
+				    "%s %s%s%s, %d steps: %d calls, finite %s",
 				    sd_sampler_name(smp), sd_schedule_name(sch),
 				    prk ? " (PRK warm-up)" : "",
-				    sch ? " v_prediction" : "", calls, err.message);
+				    sch ? " v_prediction" : "", nst, calls, err.message);
 				if (prk)
 					tap_ok(calls == 12 + 7 - 3, "PNDM with PRK: 12 + "
 					    "steps - 3 calls (%d)", calls);
 				sd_scheduler_free(s);
 				sd_rng_free(r);
+			}
 			}
 		}
 	}

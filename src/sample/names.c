@@ -227,7 +227,7 @@ sd_sampler_model_calls(enum sd_sampler s, int steps)
 	case SD_SAMPLER_DPM2_A:
 		return 2 * steps - 1;
 	case SD_SAMPLER_PNDM:
-		return steps + 1;
+		return steps > 1 ? steps + 1 : steps;
 	default:
 		return steps;
 	}

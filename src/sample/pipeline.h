@@ -49,7 +49,7 @@ const char *sd_sampler_diffusers_class(enum sd_sampler s);
 const char *sd_sampler_aliases(enum sd_sampler s);
 /* UNet evaluations of a txt2img run of this many steps (each one batch-2
  * under guidance): heun, dpm2 and dpm2_a 2 steps - 1, pndm steps + 1
- * (its PLMS warm-up), the others steps. */
+ * (its PLMS warm-up; 1 for 1 step), the others steps. */
 int sd_sampler_model_calls(enum sd_sampler s, int steps);
 /* Whether the sampler takes the karras schedule (all but ddim, pndm, lcm). */
 int sd_sampler_karras_ok(enum sd_sampler s);

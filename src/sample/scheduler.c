@@ -1442,6 +1442,12 @@ reserve(struct sd_scheduler *s, size_t n, struct sd_error *err)
 	return 0;
 }
 
+int
+sd_scheduler_prepare(struct sd_scheduler *s, size_t n, struct sd_error *err)
+{
+	return reserve(s, n, err);
+}
+
 /* Append to the history ring (newest last), keeping at most max entries;
  * returns the buffer to fill. */
 static float *

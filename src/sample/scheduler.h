@@ -163,6 +163,11 @@ void sd_scheduler_add_noise_coef(const struct sd_scheduler *s, int i,
 void sd_scheduler_add_noise(const struct sd_scheduler *s, int i,
     const float *x0, const float *noise, float *out, size_t n);
 
+/* Allocate the step buffers for samples of n floats now, so that the
+ * sampling loop allocates nothing (sd_scheduler_step does it at the first
+ * step otherwise).  Returns 0, or -1 (SD_EINTERNAL) out of memory. */
+int sd_scheduler_prepare(struct sd_scheduler *s, size_t n, struct sd_error *err);
+
 /* scheduler.step for call i (calls must come in order 0, 1, ...):
  * model_out is the (guided) UNet output for sample / divisor; sample
  * (n floats, the same n every call) becomes the latents after the step.
