@@ -12,6 +12,15 @@
 #include "model/unet.h"
 #include "testutil.h"
 
+/* SD 1.x: 8 heads at every level; the sd21-tiny model: heads of 8 channels
+ * (64 in the real SD 2.x). */
+static const struct unet_config sd15_cfg = { 8, 0 };
+static const struct unet_config sd21_tiny_cfg = { 0, 8 };
+/* sdxl-tiny: heads of 4 channels (64 in the real SDXL). */
+static const struct unet_config sdxl_tiny_cfg = { 0, 4 };
+/* The golden set run_case reads. */
+static const char *golden_set = "sd15-tiny";
+
 /* Compares each intermediate the UNet shows with the golden of that name;
  * the one named pin is then replaced by its golden value. */
 struct capture {
@@ -69,7 +78,7 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	int b, h, w, len;
 	char what[128];
 
-	if ((cap.g = golden_open(cname)) == NULL) {
+	if ((cap.g = golden_open_in(golden_set, cname)) == NULL) {
 		tap_ok(0, "golden %s", cname);
 		return;
 	}
@@ -84,6 +93,17 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	t = malloc((size_t)b * sizeof *t);
 	for (int i = 0; i < b; i++)
 		t[i] = ts[nt == 1 ? 0 : i];
+	/* SDXL: the pooled text and the time ids */
+	struct unet_added added = {0}, *add = NULL;
+	if (st_find(cap.g, "text_embeds") != NULL) {
+		size_t ne, ni;
+		added.text_embeds = golden_f32(cap.g, "text_embeds", &ne);
+		added.time_ids = golden_f32(cap.g, "time_ids", &ni);
+		added.text_dim = (int)(ne / (size_t)b);
+		add = &added;
+	}
+	/* the inputs are not intermediates */
+	int inputs = add != NULL ? 6 : 4;
 	len = (int)(nc / (size_t)b / (size_t)u->context_dim);
 
 	x = sd_alloc(c, ns);
@@ -95,12 +115,12 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	if (intermediates) {
 		u->debug = capture_fn;
 		u->debug_user = &cap;
-		tap_ok(unet_forward(u, c, out, x, b, h, w, t, ctx, len, &err) == 0,
+		tap_ok(unet_forward_added(u, c, out, x, b, h, w, t, ctx, len, add, &err) == 0,
 		    "%s: forward %s", cname, err.message);
 		u->debug = NULL;
 		/* Everything but the inputs and the output is an intermediate. */
-		tap_ok(cap.compared == st_count(cap.g) - 4, "%s: compared %d intermediates of %d",
-		    cname, cap.compared, st_count(cap.g) - 4);
+		tap_ok(cap.compared == st_count(cap.g) - inputs, "%s: compared %d intermediates of %d",
+		    cname, cap.compared, st_count(cap.g) - inputs);
 		sd_download(c, got, out, nw);
 		snprintf(what, sizeof what, "%s out%s%s%s", cname, pin ? " (" : "",
 		    pin ? pin : "", pin ? " pinned)" : "");
@@ -108,7 +128,7 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	}
 
 	arena = sd_arena_bytes(c);
-	tap_ok(unet_forward(u, c, out, x, b, h, w, t, ctx, len, &err) == 0, "%s: forward %s",
+	tap_ok(unet_forward_added(u, c, out, x, b, h, w, t, ctx, len, add, &err) == 0, "%s: forward %s",
 	    cname, err.message);
 	sd_download(c, got, out, nw);
 	check_close(cname, got, want, nw, tol, tol);
@@ -118,6 +138,8 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 
 	free(got);
 	free(t);
+	free((float *)added.text_embeds);
+	free((float *)added.time_ids);
 	free(want);
 	free(context);
 	free(ts);
@@ -218,7 +240,8 @@ run_inpaint9(struct unet *u, struct sd_ctx *c, int step)
 }
 
 static struct unet *
-load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
+load_unet_cfg(const char *rel, const struct unet_config *cfg, struct st_file **fp,
+    struct sd_weights **wp)
 {
 	struct sd_error err = {0};
 	struct unet *u;
@@ -230,9 +253,57 @@ load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
 		return NULL;
 	}
 	weights_add_file(*wp, *fp, UNET_SD15_PREFIX);
-	u = unet_load(*wp, UNET_SD15_PREFIX, &err);
+	u = unet_load(*wp, UNET_SD15_PREFIX, cfg, &err);
 	tap_ok(u != NULL, "loads the UNet of %s %s", rel, u ? "" : err.message);
 	return u;
+}
+
+static struct unet *
+load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
+{
+	return load_unet_cfg(rel, &sd15_cfg, fp, wp);
+}
+
+/* SD 2.x (sd21-tiny): linear projections, heads of 8 channels. */
+static void
+test_sd2(struct sd_ctx *c)
+{
+	struct sd_weights *w;
+	struct st_file *f;
+	struct unet *u;
+	struct sd_error err = {0};
+
+	golden_set = "sd21-tiny";
+	u = load_unet_cfg("testdata/sd21-tiny/model.safetensors", &sd21_tiny_cfg, &f, &w);
+	if (u != NULL) {
+		tap_ok(u->in_channels == 4 && u->model_channels == 32 && u->context_dim == 16 &&
+		    u->downsamples == 3, "sd21: reads base %d, context %d, %d downsamplers",
+		    u->model_channels, u->context_dim, u->downsamples);
+		run_case(u, c, "unet_b2_t981_16x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b1_t1_8x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b2_tvec_16x8", 2e-4, 0, NULL);
+	}
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	u = load_unet_cfg("testdata/sd21-tiny/model-f16.safetensors", &sd21_tiny_cfg, &f, &w);
+	if (u != NULL)
+		run_case(u, c, "unet_b2_t981_16x16_f16w", 2e-4, 0, NULL);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	/* 64-channel heads (the real SD 2.x) do not fit 32-channel levels. */
+	f = st_open(shared_path("testdata/sd21-tiny/model.safetensors"), &err);
+	w = weights_new();
+	if (f != NULL)
+		weights_add_file(w, f, UNET_SD15_PREFIX);
+	u = unet_load(w, UNET_SD15_PREFIX, &(struct unet_config){ 0, 64 }, &err);
+	tap_ok(u == NULL && strstr(err.message, "heads of 64") != NULL,
+	    "sd21: heads that do not divide the channels are refused (%s)", err.message);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	golden_set = "sd15-tiny";
 }
 
 static void
@@ -241,7 +312,7 @@ expect_load_error(const struct st_file *f, const char *name, const struct sd_ten
 {
 	struct sd_weights *w = weights_subset(f, UNET_SD15_PREFIX, name, replace);
 	struct sd_error err = {0};
-	struct unet *u = unet_load(w, UNET_SD15_PREFIX, &err);
+	struct unet *u = unet_load(w, UNET_SD15_PREFIX, &sd15_cfg, &err);
 
 	tap_ok(u == NULL && err.code == SD_EDATA && strstr(err.message, name) != NULL &&
 	    (needle == NULL || strstr(err.message, needle) != NULL), "%s (%s)", what, err.message);
@@ -274,6 +345,44 @@ test_load_errors(const struct st_file *f)
 	wrong.shape[1] = 32;
 	expect_load_error(f, name, &wrong, "[64, 32, 3, 3]",
 	    "a conv that breaks the channel flow is named");
+}
+
+/* SDXL (sdxl-tiny): no attention at the first level, transformer depth per
+ * level, the added embedding of the pooled text and the time ids. */
+static void
+test_sdxl(struct sd_ctx *c)
+{
+	struct sd_weights *w;
+	struct st_file *f;
+	struct unet *u;
+	struct sd_error err = {0};
+
+	golden_set = "sdxl-tiny";
+	u = load_unet_cfg("testdata/sdxl-tiny/model.safetensors", &sdxl_tiny_cfg, &f, &w);
+	if (u != NULL) {
+		tap_ok(u->context_dim == 32 && u->downsamples == 2 && u->adm_in == 116 &&
+		    u->ninput == 8 && u->noutput == 9, "sdxl: context %d, %d downsamplers, label_emb of %d, "
+		    "%d+%d blocks", u->context_dim, u->downsamples, u->adm_in, u->ninput, u->noutput);
+		run_case(u, c, "unet_b2_t999_16x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b1_t1_8x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b2_tvec_8x8", 2e-4, 0, NULL);
+		/* without the added conditioning it refuses, not guesses */
+		float *x = sd_alloc(c, 4 * 64), *ctx = sd_alloc(c, 77 * 32), *out = sd_alloc(c, 4 * 64);
+		float t0 = 1;
+		tap_ok(unet_forward(u, c, out, x, 1, 8, 8, &t0, ctx, 77, &err) < 0 &&
+		    strstr(err.message, "time ids") != NULL, "sdxl: a forward without time ids is refused (%s)",
+		    err.message);
+	}
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	u = load_unet_cfg("testdata/sdxl-tiny/model-f16.safetensors", &sdxl_tiny_cfg, &f, &w);
+	if (u != NULL)
+		run_case(u, c, "unet_b2_t999_16x16_f16w", 2e-4, 0, NULL);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	golden_set = "sd15-tiny";
 }
 
 int
@@ -342,6 +451,8 @@ main(void)
 	weights_free(w9);
 	st_close(f9);
 
+	test_sd2(c);
+	test_sdxl(c);
 	sd_ctx_free(c);
 	return tap_done();
 }

@@ -1,4 +1,4 @@
-/* unet.c: the SD 1.5 UNet, as diffusers' UNet2DConditionModel computes it.
+/* unet.c: the SD 1.x/2.x UNet, as diffusers' UNet2DConditionModel computes it.
  *
  * The original layout numbers the blocks the way the network runs:
  *   input_blocks.0       conv_in
@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model/unet.h"
 
@@ -65,7 +66,7 @@ struct transformer_block {
 /* SpatialTransformer: GN -> proj_in -> blocks on h*w tokens -> proj_out,
  * + the input. */
 struct transformer {
-	int ch, depth;
+	int ch, depth, heads;
 	const struct sd_tensor *norm_w, *norm_b;
 	const struct sd_tensor *proj_in_w, *proj_in_b;
 	const struct sd_tensor *proj_out_w, *proj_out_b;
@@ -243,17 +244,29 @@ load_transformer(struct loader *ld, struct transformer *t, const char *block, in
 	char sub[256];
 	int depth;
 
+	const struct unet_config *cfg = &ld->u->cfg;
+	const struct sd_tensor *p;
+	char full[320];
+	int linear;
+
 	t->ch = ch;
 	if (check_groups(ld, block, ch) < 0)
 		return -1;
-	if (ch % ld->u->heads != 0)
+	t->heads = cfg->heads > 0 ? cfg->heads : cfg->head_channels > 0 ? ch / cfg->head_channels : 0;
+	if (t->heads < 1 || ch % t->heads != 0)
 		return sd_fail(ld->err, SD_EDATA, "UNet block \"%s%s\": %d channels do not split "
-		    "into %d heads", ld->prefix, block, ch, ld->u->heads);
+		    "into heads of %d", ld->prefix, block, ch,
+		    cfg->heads > 0 ? ch / cfg->heads : cfg->head_channels);
+	/* proj_in/proj_out: 1x1 convolutions (SD 1.x) or linear layers (SD 2.x,
+	 * use_linear_projection), the same product on the tokens. */
+	snprintf(full, sizeof full, "%s%sproj_in.weight", ld->prefix, block);
+	p = weights_get(ld->w, full);
+	linear = p != NULL && p->ndim == 2;
 	if ((t->norm_w = need(ld, block, "norm.weight", ch, 0, 0, 0)) == NULL ||
 	    (t->norm_b = need(ld, block, "norm.bias", ch, 0, 0, 0)) == NULL ||
-	    (t->proj_in_w = need(ld, block, "proj_in.weight", ch, ch, 1, 1)) == NULL ||
+	    (t->proj_in_w = need(ld, block, "proj_in.weight", ch, ch, linear ? 0 : 1, linear ? 0 : 1)) == NULL ||
 	    (t->proj_in_b = need(ld, block, "proj_in.bias", ch, 0, 0, 0)) == NULL ||
-	    (t->proj_out_w = need(ld, block, "proj_out.weight", ch, ch, 1, 1)) == NULL ||
+	    (t->proj_out_w = need(ld, block, "proj_out.weight", ch, ch, linear ? 0 : 1, linear ? 0 : 1)) == NULL ||
 	    (t->proj_out_b = need(ld, block, "proj_out.bias", ch, 0, 0, 0)) == NULL)
 		return -1;
 	for (depth = 0; ; depth++) {
@@ -441,7 +454,8 @@ unet_free(struct unet *u)
 }
 
 struct unet *
-unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
+unet_load(const struct sd_weights *w, const char *prefix, const struct unet_config *cfg,
+    struct sd_error *err)
 {
 	struct loader ld = { w, prefix != NULL ? prefix : "", err, NULL };
 	struct unet *u;
@@ -453,7 +467,11 @@ unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
 		return NULL;
 	}
 	ld.u = u;
-	u->heads = UNET_SD15_HEADS;
+	u->cfg = *cfg;
+	if ((cfg->heads > 0) == (cfg->head_channels > 0)) {
+		sd_fail(err, SD_EINTERNAL, "unet_load: give either heads or head channels");
+		goto fail;
+	}
 
 	/* conv_in gives the input and base channel counts, time_embed.0 the
 	 * time embedding width. */
@@ -471,6 +489,16 @@ unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
 	    (u->time_embed2_w = need(&ld, "", "time_embed.2.weight", t, t, 0, 0)) == NULL ||
 	    (u->time_embed2_b = need(&ld, "", "time_embed.2.bias", t, 0, 0, 0)) == NULL)
 		goto fail;
+	/* SDXL: the added ("text_time") embedding. */
+	if (has_any(&ld, "", (const char *const[]){ "label_emb.0.0.weight", "label_emb.0.2.weight", NULL })) {
+		if ((u->label_emb0_w = need(&ld, "", "label_emb.0.0.weight", t, -1, 0, 0)) == NULL)
+			goto fail;
+		u->adm_in = (int)u->label_emb0_w->shape[1];
+		if ((u->label_emb0_b = need(&ld, "", "label_emb.0.0.bias", t, 0, 0, 0)) == NULL ||
+		    (u->label_emb2_w = need(&ld, "", "label_emb.0.2.weight", t, t, 0, 0)) == NULL ||
+		    (u->label_emb2_b = need(&ld, "", "label_emb.0.2.bias", t, 0, 0, 0)) == NULL)
+			goto fail;
+	}
 
 	/* The block lists. */
 	u->ninput = count_blocks(&ld, "input_blocks", 1);
@@ -611,27 +639,36 @@ debug(struct unet *u, float *x, size_t n, const char *fmt, ...)
 	u->debug(u->debug_user, name, x, n);
 }
 
-/* The sinusoidal embedding of each timestep, [b, C0] = [cos(t f) | sin(t f)]
- * with f[i] = exp(-ln(10000) i / half), in float32 as torch computes it;
- * then time_embed: linear -> SiLU -> linear.  Returns SiLU(temb) [b, T],
- * the only form the resblocks use. */
-static float *
-time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, float *host)
+/* out[0..dim) = [cos(v f) | sin(v f)] with f[i] = exp(-ln(10000) i / half),
+ * half = dim/2, in float32 as torch computes it (diffusers' Timesteps with
+ * flip_sin_to_cos, no shift). */
+static void
+sinusoid(float *out, float v, int dim)
 {
-	int half = u->model_channels / 2, t = u->time_embed_dim;
+	int half = dim / 2;
+
+	for (int i = 0; i < half; i++) {
+		float exponent = (float)-log(10000.0) * (float)i / (float)half;
+		float arg = v * expf(exponent);
+		out[i] = (float)cos((double)arg);
+		out[half + i] = (float)sin((double)arg);
+	}
+}
+
+/* The sinusoidal embedding of each timestep [b, C0], then time_embed:
+ * linear -> SiLU -> linear (+ SDXL's added embedding).  Returns SiLU(temb)
+ * [b, T], the only form the resblocks use. */
+static float *
+time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, float *host,
+    const struct unet_added *add)
+{
+	int t = u->time_embed_dim;
 	float *proj = sd_alloc(c, (size_t)b * u->model_channels);
 	float *hidden = sd_alloc(c, (size_t)b * t);
 	float *temb = sd_alloc(c, (size_t)b * t);
 
-	for (int i = 0; i < half; i++) {
-		float exponent = (float)-log(10000.0) * (float)i / (float)half;
-		float freq = expf(exponent);
-		for (int n = 0; n < b; n++) {
-			float arg = timesteps[n] * freq;
-			host[n * u->model_channels + i] = (float)cos((double)arg);
-			host[n * u->model_channels + half + i] = (float)sin((double)arg);
-		}
-	}
+	for (int n = 0; n < b; n++)
+		sinusoid(host + (size_t)n * u->model_channels, timesteps[n], u->model_channels);
 	sd_upload(c, proj, host, (size_t)b * u->model_channels);
 	debug(u, proj, (size_t)b * u->model_channels, "time_proj");
 
@@ -639,6 +676,36 @@ time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, 
 	op_silu(c, hidden, (size_t)b * t);
 	op_linear(c, temb, hidden, b, t, u->time_embed2_w, u->time_embed2_b);
 	debug(u, temb, (size_t)b * t, "time_emb");
+	if (add != NULL && u->label_emb0_w != NULL) {
+		/* [text_embeds | 6 sinusoids of the time ids] -> label_emb */
+		int a = (u->adm_in - add->text_dim) / 6;
+		size_t n = (size_t)b * u->adm_in;
+		float *y = malloc(n * sizeof *y), *dy = sd_alloc(c, n), *te = sd_alloc(c, (size_t)b * 6 * a);
+		float *aug = sd_alloc(c, (size_t)b * t);
+		if (y != NULL) {
+			for (int i = 0; i < b; i++) {
+				float *row = y + (size_t)i * u->adm_in;
+				memcpy(row, add->text_embeds + (size_t)i * add->text_dim,
+				    (size_t)add->text_dim * sizeof *row);
+				for (int k = 0; k < 6; k++)
+					sinusoid(row + add->text_dim + k * a, add->time_ids[i * 6 + k], a);
+			}
+			sd_upload(c, dy, y, n);
+			if (u->debug != NULL) {
+				for (int i = 0; i < b; i++)
+					sd_upload(c, te + (size_t)i * 6 * a, y + (size_t)i * u->adm_in + add->text_dim,
+					    (size_t)6 * a);
+				debug(u, te, (size_t)b * 6 * a, "time_embeds");
+			}
+			free(y);
+		}
+		op_linear(c, hidden, dy, b, u->adm_in, u->label_emb0_w, u->label_emb0_b);
+		op_silu(c, hidden, (size_t)b * t);
+		op_linear(c, aug, hidden, b, t, u->label_emb2_w, u->label_emb2_b);
+		debug(u, aug, (size_t)b * t, "aug_emb");
+		op_add(c, temb, temb, aug, (size_t)b * t);
+		debug(u, temb, (size_t)b * t, "emb");
+	}
 	op_silu(c, temb, (size_t)b * t);
 	return temb;
 }
@@ -677,10 +744,10 @@ resblock_forward(struct unet *u, struct sd_ctx *c, const struct resblock *r, flo
  * x [b, lq, C] and kv [b, lk, kv_dim]; heads of C/heads, no mask. */
 static void
 attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, float *out,
-    const float *x, int b, int lq, int ch, const float *kv, int lk)
+    const float *x, int b, int lq, int ch, int heads, const float *kv, int lk)
 {
 	size_t mark = sd_mark(c);
-	int dh = ch / u->heads;
+	int dh = ch / heads;
 	float *q = sd_alloc(c, (size_t)b * lq * ch);
 	float *o = sd_alloc(c, (size_t)b * lq * ch);
 	const float *k, *v;
@@ -696,7 +763,7 @@ attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, f
 		k = nk;
 		v = nv;
 	}
-	op_attention(c, o, q, ch, k, ch, v, ch, b, lq, lk, u->heads, dh,
+	op_attention(c, o, q, ch, k, ch, v, ch, b, lq, lk, heads, dh,
 	    (float)(1.0 / sqrt((double)dh)), 0);
 	op_linear(c, out, o, b * lq, ch, a->out_w, a->out_b);
 	sd_release(c, mark);
@@ -707,7 +774,8 @@ attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, f
  * with ff = Linear(GEGLU(Linear(.))). */
 static void
 transformer_block_forward(struct unet *u, struct sd_ctx *c, const struct transformer_block *tb,
-    float *x, int b, int hw, int ch, const float *context, int ctx_len, const char *name)
+    float *x, int b, int hw, int ch, int heads, const float *context, int ctx_len,
+    const char *name)
 {
 	size_t mark = sd_mark(c), rows = (size_t)b * hw, n = rows * ch, chunk;
 	float *norm = sd_alloc(c, n);
@@ -715,12 +783,12 @@ transformer_block_forward(struct unet *u, struct sd_ctx *c, const struct transfo
 	float *proj, *gated;
 
 	op_layer_norm(c, norm, x, (int)rows, ch, LN_EPS, tb->norm1_w, tb->norm1_b);
-	attention_forward(u, c, &tb->attn1, delta, norm, b, hw, ch, norm, hw);
+	attention_forward(u, c, &tb->attn1, delta, norm, b, hw, ch, heads, norm, hw);
 	debug(u, delta, n, "%s_attn1", name);
 	op_add(c, x, x, delta, n);
 
 	op_layer_norm(c, norm, x, (int)rows, ch, LN_EPS, tb->norm2_w, tb->norm2_b);
-	attention_forward(u, c, &tb->attn2, delta, norm, b, hw, ch, context, ctx_len);
+	attention_forward(u, c, &tb->attn2, delta, norm, b, hw, ch, heads, context, ctx_len);
 	debug(u, delta, n, "%s_attn2", name);
 	op_add(c, x, x, delta, n);
 
@@ -755,9 +823,11 @@ transformer_forward(struct unet *u, struct sd_ctx *c, const struct transformer *
 	/* proj_in is a 1x1 conv: the same as a linear on the tokens. */
 	op_transpose(c, tokens, a, b, t->ch, hw);
 	op_linear(c, a, tokens, b * hw, t->ch, t->proj_in_w, t->proj_in_b);
+	debug(u, a, n, "%s_proj_in", name);
 	for (int i = 0; i < t->depth; i++) {
 		snprintf(sub, sizeof sub, "%s_block%d", name, i);
-		transformer_block_forward(u, c, &t->block[i], a, b, hw, t->ch, context, ctx_len, sub);
+		transformer_block_forward(u, c, &t->block[i], a, b, hw, t->ch, t->heads, context,
+		    ctx_len, sub);
 	}
 	op_linear(c, tokens, a, b * hw, t->ch, t->proj_out_w, t->proj_out_b);
 	op_transpose(c, a, tokens, b, hw, t->ch);
@@ -789,6 +859,14 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
     int h, int w, const float *timesteps, const float *context, int ctx_len,
     struct sd_error *err)
 {
+	return unet_forward_added(u, c, out, x, b, h, w, timesteps, context, ctx_len, NULL, err);
+}
+
+int
+unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
+    int h, int w, const float *timesteps, const float *context, int ctx_len,
+    const struct unet_added *add, struct sd_error *err)
+{
 	size_t mark = sd_mark(c), m, m2, up_max;
 	const struct unet_block *blk;
 	float *cur, *next, *temb, *host, *buf[2], *cat, *t;
@@ -800,11 +878,17 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
 	if (b < 1 || ctx_len < 1)
 		return sd_fail(err, SD_EINTERNAL, "unet_forward: batch %d, context length %d",
 		    b, ctx_len);
+	if (u->label_emb0_w != NULL && (add == NULL || add->text_embeds == NULL ||
+	    add->time_ids == NULL || add->text_dim < 0 || (u->adm_in - add->text_dim) < 12 ||
+	    (u->adm_in - add->text_dim) % 12 != 0))
+		return sd_fail(err, SD_EDATA, "this UNet (label_emb of %d inputs) needs a pooled text "
+		    "embedding and time ids that fit it (pooled width %d)", u->adm_in,
+		    add ? add->text_dim : 0);
 	if ((host = malloc((size_t)b * u->model_channels * sizeof *host)) == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 
 	/* 1. The time embedding, shared by every resblock. */
-	temb = time_embedding(u, c, timesteps, b, host);
+	temb = time_embedding(u, c, timesteps, b, host, add);
 	free(host);
 
 	/* 2. conv_in; its output is the first skip connection. */
@@ -859,7 +943,7 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
 	t = sd_alloc(c, (size_t)b * blk->res.cout * h * w);
 	resblock_forward(u, c, &blk->res, t, cur, b, h, w, temb);
 	debug(u, t, (size_t)b * blk->res.cout * h * w, "mid_resnet0");
-	transformer_forward(u, c, &blk->attn, t, b, h * w, context, ctx_len, "mid_attn0");
+	transformer_forward(u, c, &blk->attn, t, b, h * w, context, ctx_len, "mid_attn");
 	debug(u, t, (size_t)b * blk->res.cout * h * w, "mid_attn0");
 	resblock_forward(u, c, &blk->res2, next, t, b, h, w, temb);
 	sd_release(c, m);
