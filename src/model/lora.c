@@ -8,10 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <openssl/evp.h>
 
+#include "core/cpu_kernels.h"
 #include "model/checkpoint.h"
 #include "model/lora.h"
 
@@ -402,13 +405,14 @@ lora_base_guess(const struct lora *l, char *buf, size_t size)
  * OpenCLIP in_proj holds q, k, v as three row blocks).  0 found, -1 none. */
 static int
 target_of(const struct sd_weights *w, const struct lora_model *mdl, const struct lora_layer *y,
-    char *name, size_t size, int64_t *row0)
+    char *name, size_t size, int64_t *row0, int *fused)
 {
 	char tmp[320];
 	int li;
 	char which[4];
 
 	*row0 = 0;
+	*fused = 0;
 	if (y->part == LORA_UNET) {
 		snprintf(tmp, sizeof tmp, "%s.weight", y->module);
 		if (checkpoint_diffusers_name("unet", tmp, name, size) == 0 && weights_get(w, name) != NULL)
@@ -437,6 +441,7 @@ target_of(const struct sd_weights *w, const struct lora_model *mdl, const struct
 			if (t == NULL || t->ndim != 2 || t->shape[0] % 3 != 0)
 				return -1;
 			*row0 = (which[0] == 'q' ? 0 : which[0] == 'k' ? 1 : 2) * (t->shape[0] / 3);
+			*fused = 1;
 		} else
 			return -1;
 		return weights_get(w, name) != NULL ? 0 : -1;
@@ -454,15 +459,28 @@ target_of(const struct sd_weights *w, const struct lora_model *mdl, const struct
 
 /* ---------------------------------------------------------------- merge */
 
+/* One merged tensor: a copy of orig (in orig's dtype) in the merge's block. */
 struct merged {
 	char *name;
 	const struct sd_tensor *orig;
-	struct sd_tensor t;	/* F32, data = malloc'd */
+	struct sd_tensor t;
+	size_t offset, bytes;	/* in the block */
+	int first, count;	/* its jobs: jobs[first .. first+count) */
+};
+
+/* One LoRA layer to add to a merged tensor's rows. */
+struct job {
+	const struct lora_layer *layer;
+	int target;
+	int64_t row0;
+	float factor;
+	int order;		/* the LoRAs' order, kept for each tensor */
 };
 
 struct lora_merge {
-	struct merged **items;
-	int n, cap;
+	struct merged *items;
+	int n;
+	void *block;
 	size_t bytes;
 };
 
@@ -471,70 +489,180 @@ merge_free(struct lora_merge *mg)
 {
 	if (mg == NULL)
 		return;
-	for (int i = 0; i < mg->n; i++) {
-		free(mg->items[i]->t.data);
-		free(mg->items[i]->name);
-		free(mg->items[i]);
-	}
+	for (int i = 0; i < mg->n; i++)
+		free(mg->items[i].name);
 	free(mg->items);
+	if (mg->block != NULL)
+		munmap(mg->block, mg->bytes);
 	free(mg);
 }
 
-static struct merged *
-merged_of(struct lora_merge *mg, const char *name, const struct sd_tensor *orig)
+/* Read-only file mappings of this process (the mmap'd checkpoints), whose
+ * pages can be dropped without losing data. */
+struct range {
+	uintptr_t lo, hi;
+};
+
+static int
+file_ranges(struct range **out)
 {
-	for (int i = mg->n - 1; i >= 0; i--)
-		if (strcmp(mg->items[i]->name, name) == 0)
-			return mg->items[i];
-	if (mg->n == mg->cap) {
-		int nc = mg->cap ? 2 * mg->cap : 64;
-		struct merged **ni = realloc(mg->items, (size_t)nc * sizeof *ni);
-		if (ni == NULL)
-			return NULL;
-		mg->items = ni;
-		mg->cap = nc;
+	FILE *f = fopen("/proc/self/maps", "r");
+	struct range *r = NULL;
+	char line[4096];
+	int n = 0, cap = 0;
+
+	*out = NULL;
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f) != NULL) {
+		unsigned long lo, hi, inode;
+		char perms[8], dev[16];
+		unsigned long long off;
+		if (sscanf(line, "%lx-%lx %7s %llx %15s %lu", &lo, &hi, perms, &off, dev, &inode) != 6 ||
+		    inode == 0 || perms[1] == 'w')
+			continue;
+		if (n == cap) {
+			struct range *nr = realloc(r, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *r);
+			if (nr == NULL)
+				break;
+			r = nr;
+		}
+		r[n].lo = lo;
+		r[n].hi = hi;
+		n++;
 	}
-	struct merged *it = calloc(1, sizeof *it);
-	size_t numel = (size_t)sd_tensor_numel(orig);
-	if (it == NULL)
-		return NULL;
-	it->name = strdup(name);
-	it->t = *orig;
-	it->t.dtype = SD_F32;
-	it->t.data = malloc(numel * sizeof(float));
-	if (it->name == NULL || it->t.data == NULL ||
-	    sd_convert_to_f32(it->t.data, orig->data, orig->dtype, numel) < 0) {
-		free(it->name);
-		free(it->t.data);
-		free(it);
-		return NULL;
-	}
-	it->t.name = it->name;
-	it->orig = orig;
-	mg->items[mg->n++] = it;
-	mg->bytes += numel * sizeof(float);
-	return it;
+	fclose(f);
+	*out = r;
+	return n;
 }
 
-/* W[row0 .. row0+out) += factor * up @ down */
-static int
-merge_layer(struct merged *it, int64_t row0, const struct lora_layer *y, float factor)
+/* Drop the resident pages of t's data when they belong to a read-only file
+ * mapping: the merged copy replaces it, and the file still holds it. */
+static void
+drop_pages(const struct sd_tensor *t, const struct range *r, int nr)
 {
-	int64_t r = y->rank, out = y->up->shape[0], k = sd_tensor_numel(y->down) / r;
-	float *up = malloc((size_t)(out * r) * sizeof *up), *down = malloc((size_t)(r * k) * sizeof *down);
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)t->data + sd_tensor_nbytes(t)) & ~(page - 1);
 
-	if (up == NULL || down == NULL) {
-		free(up);
-		free(down);
-		return -1;
+	if (hi <= lo)
+		return;
+	for (int i = 0; i < nr; i++)
+		if (lo >= r[i].lo && hi <= r[i].hi) {
+			madvise((void *)lo, hi - lo, MADV_DONTNEED);
+			return;
+		}
+}
+
+/* Widen the n values of src (dtype) into dst. */
+static void
+widen(float *dst, const void *src, enum sd_dtype dtype, size_t n)
+{
+	if (dtype == SD_F16)
+		k_f16_to_f32(dst, src, n);
+	else if (dtype == SD_BF16)
+		k_bf16_to_f32(dst, src, n);
+	else
+		memcpy(dst, src, n * sizeof *dst);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx,f16c"))) static void
+narrow_f16c(uint16_t *dst, const float *src, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(dst + i),
+		    _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+	for (; i < n; i++)
+		dst[i] = sd_f32_to_f16(src[i]);
+}
+#endif
+
+/* Round n floats to F16 (nearest even), with F16C where the CPU has it. */
+static void
+narrow_f16(uint16_t *dst, const float *src, size_t n)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (__builtin_cpu_supports("f16c")) {
+		narrow_f16c(dst, src, n);
+		return;
 	}
-	sd_convert_to_f32(up, y->up->data, y->up->dtype, (size_t)(out * r));
-	sd_convert_to_f32(down, y->down->data, y->down->dtype, (size_t)(r * k));
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)k, (int)r, factor,
-	    up, (int)r, down, (int)k, 1.0f, (float *)it->t.data + row0 * k, (int)k);
+#endif
+	for (size_t i = 0; i < n; i++)
+		dst[i] = sd_f32_to_f16(src[i]);
+}
+
+/* Rows of a tensor merged at once: the block stays in the cache. */
+#define MERGE_BLOCK_FLOATS (1 << 16)
+
+/* Merge the jobs of one tensor, a block of rows at a time: the rows
+ * widened into scratch (MERGE_BLOCK_FLOATS), += factor * up @ down for each
+ * job that changes them, stored back in the tensor's dtype. */
+static int
+merge_one(struct merged *it, const struct job *jobs, float *scratch)
+{
+	const struct sd_tensor *o = it->orig;
+	int64_t rows = o->shape[0], k = sd_tensor_numel(o) / rows;
+	int64_t step = k >= MERGE_BLOCK_FLOATS ? 1 : MERGE_BLOCK_FLOATS / k;
+	size_t esz = sd_dtype_size(o->dtype);
+	float **up = calloc((size_t)it->count, sizeof *up), **down = calloc((size_t)it->count, sizeof *down);
+	int rc = -1;
+
+	if (up == NULL || down == NULL)
+		goto out;
+	for (int j = 0; j < it->count; j++) {
+		const struct lora_layer *y = jobs[it->first + j].layer;
+		size_t nu = (size_t)sd_tensor_numel(y->up), nd = (size_t)sd_tensor_numel(y->down);
+		if ((up[j] = malloc(nu * sizeof **up)) == NULL || (down[j] = malloc(nd * sizeof **down)) == NULL)
+			goto out;
+		widen(up[j], y->up->data, y->up->dtype, nu);
+		widen(down[j], y->down->data, y->down->dtype, nd);
+	}
+	for (int64_t r0 = 0; r0 < rows; r0 += step) {
+		int64_t r1 = r0 + step < rows ? r0 + step : rows;
+		float *w = it->t.dtype == SD_F32 ? (float *)it->t.data + r0 * k : scratch;
+		widen(w, (const char *)o->data + (size_t)(r0 * k) * esz, o->dtype, (size_t)((r1 - r0) * k));
+		for (int j = 0; j < it->count; j++) {
+			const struct job *jb = &jobs[it->first + j];
+			int64_t r = jb->layer->rank, out = jb->layer->up->shape[0];
+			int64_t lo = r0 > jb->row0 ? r0 : jb->row0;
+			int64_t hi = r1 < jb->row0 + out ? r1 : jb->row0 + out;
+			if (lo >= hi)
+				continue;
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), (int)k, (int)r,
+			    jb->factor, up[j] + (lo - jb->row0) * r, (int)r, down[j], (int)k, 1.0f,
+			    w + (lo - r0) * k, (int)k);
+		}
+		if (it->t.dtype == SD_F16) {
+			narrow_f16((uint16_t *)it->t.data + r0 * k, w, (size_t)((r1 - r0) * k));
+		} else if (it->t.dtype == SD_BF16) {
+			uint16_t *h = (uint16_t *)it->t.data + r0 * k;
+			for (int64_t i = 0; i < (r1 - r0) * k; i++)
+				h[i] = sd_f32_to_bf16(w[i]);
+		}
+	}
+	rc = 0;
+out:
+	for (int j = 0; up != NULL && j < it->count; j++)
+		free(up[j]);
+	for (int j = 0; down != NULL && j < it->count; j++)
+		free(down[j]);
 	free(up);
 	free(down);
-	return 0;
+	return rc;
+}
+
+static int
+cmp_job(const void *a, const void *b)
+{
+	const struct job *x = a, *y = b;
+
+	if (x->target != y->target)
+		return x->target < y->target ? -1 : 1;
+	return x->order < y->order ? -1 : x->order > y->order;
 }
 
 struct lora_merge *
@@ -542,19 +670,33 @@ lora_merge_apply(struct sd_weights *w, const struct lora_model *mdl, const struc
     int n, struct lora_report *report, struct sd_error *err)
 {
 	struct lora_merge *mg = calloc(1, sizeof *mg);
+	struct job *jobs = NULL;
+	struct range *ranges = NULL;
+	int njobs = 0, cap = 0, nranges = 0, failed = 0;
+	size_t maxk = 0;
 	char name[320], pbuf[160], gb[128];
 
 	if (mg == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		return NULL;
 	}
+	for (int u = 0; u < n; u++)
+		cap += uses[u].lora->nlayers;
+	jobs = calloc((size_t)cap + 1, sizeof *jobs);
+	mg->items = calloc((size_t)cap + 1, sizeof *mg->items);
+	if (jobs == NULL || mg->items == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto fail;
+	}
+	/* 1: every layer's tensor, checked; nothing is computed yet */
 	for (int u = 0; u < n; u++) {
 		const struct lora *l = uses[u].lora;
 		struct lora_report rep = {0};
 		for (int i = 0; i < l->nlayers; i++) {
 			const struct lora_layer *y = &l->layers[i];
 			int64_t row0;
-			if (target_of(w, mdl, y, name, sizeof name, &row0) < 0) {
+			int fused;
+			if (target_of(w, mdl, y, name, sizeof name, &row0, &fused) < 0) {
 				if (rep.unmatched++ == 0)
 					snprintf(rep.first_unmatched, sizeof rep.first_unmatched, "%s",
 					    printable(y->name, pbuf, sizeof pbuf));
@@ -562,22 +704,40 @@ lora_merge_apply(struct sd_weights *w, const struct lora_model *mdl, const struc
 			}
 			const struct sd_tensor *t = weights_get(w, name);
 			int64_t out = y->up->shape[0], k = sd_tensor_numel(y->down) / y->rank;
-			int64_t rows = t->ndim >= 1 ? t->shape[0] : 0;
-			if (!is_float(t) || t->ndim < 2 || rows < row0 + out || sd_tensor_numel(t) / rows != k ||
-			    (row0 == 0 && rows != out)) {
+			/* the rows it changes: all, or one of q, k, v of a fused in_proj */
+			int64_t rows = t->ndim >= 2 ? t->shape[0] : 0;
+			int64_t block = fused ? rows / 3 : rows;
+			if (!is_float(t) || t->ndim < 2 || out != block || sd_tensor_numel(t) / rows != k) {
 				char a[96], b[96];
 				sd_fail(err, SD_EDATA, "LoRA %s does not fit this model: its layer \"%s\" is "
-				    "[%lld x %lld] but %s is %s (a LoRA for %s?)", l->path,
+				    "[%lld x %lld] but %s%s is %s (a LoRA for %s?)", l->path,
 				    printable(y->name, pbuf, sizeof pbuf), (long long)out, (long long)k,
-				    name, sd_shape_str(t, a, sizeof a), lora_base_guess(l, b, sizeof b));
+				    name, fused ? " (a third of its rows)" : "", sd_shape_str(t, a, sizeof a),
+				    lora_base_guess(l, b, sizeof b));
 				goto fail;
 			}
-			struct merged *it = merged_of(mg, name, t);
-			if (it == NULL || merge_layer(it, row0, y,
-			    (y->part == LORA_UNET ? uses[u].unet_scale : uses[u].scale) * (y->alpha / (float)y->rank)) < 0) {
-				sd_fail(err, SD_EINTERNAL, "out of memory merging LoRA %s", l->path);
-				goto fail;
+			int target = -1;
+			for (int m = mg->n - 1; m >= 0 && target < 0; m--)
+				if (strcmp(mg->items[m].name, name) == 0)
+					target = m;
+			if (target < 0) {
+				struct merged *it = &mg->items[mg->n];
+				if ((it->name = strdup(name)) == NULL) {
+					sd_fail(err, SD_EINTERNAL, "out of memory");
+					goto fail;
+				}
+				it->orig = t;
+				it->t = *t;
+				it->t.name = it->name;
+				it->bytes = (sd_tensor_nbytes(t) + 63) & ~(size_t)63;
+				if ((size_t)k > maxk)
+					maxk = (size_t)k;
+				target = mg->n++;
 			}
+			jobs[njobs] = (struct job){y, target, row0,
+			    (y->part == LORA_UNET ? uses[u].unet_scale : uses[u].scale) * (y->alpha / (float)y->rank),
+			    njobs};
+			njobs++;
 			rep.applied++;
 		}
 		if (rep.applied == 0) {
@@ -588,15 +748,59 @@ lora_merge_apply(struct sd_weights *w, const struct lora_model *mdl, const struc
 		if (report != NULL)
 			report[u] = rep;
 	}
+	/* 2: one block for the merged tensors, then each tensor on its own */
+	qsort(jobs, (size_t)njobs, sizeof *jobs, cmp_job);
+	for (int j = 0; j < njobs; j++) {
+		struct merged *it = &mg->items[jobs[j].target];
+		if (it->count++ == 0)
+			it->first = j;
+	}
+	for (int i = 0; i < mg->n; i++) {
+		mg->items[i].offset = mg->bytes;
+		mg->bytes += mg->items[i].bytes;
+	}
+	mg->block = mmap(NULL, mg->bytes ? mg->bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mg->block == MAP_FAILED) {
+		mg->block = NULL;
+		sd_fail(err, SD_EINTERNAL, "out of memory (%zu bytes for the merged LoRA layers)", mg->bytes);
+		goto fail;
+	}
+#ifdef MADV_HUGEPAGE
+	madvise(mg->block, mg->bytes, MADV_HUGEPAGE);
+#endif
+	nranges = file_ranges(&ranges);
+	#pragma omp parallel reduction(|:failed)
+	{
+		float *scratch = malloc(MERGE_BLOCK_FLOATS * sizeof *scratch + (maxk > MERGE_BLOCK_FLOATS ?
+		    maxk * sizeof *scratch : 0));
+		if (scratch == NULL)
+			failed = 1;
+		#pragma omp for schedule(dynamic, 1)
+		for (int i = 0; i < mg->n; i++) {
+			struct merged *it = &mg->items[i];
+			it->t.data = (char *)mg->block + it->offset;
+			if (scratch == NULL || merge_one(it, jobs, scratch) < 0)
+				failed = 1;
+			drop_pages(it->orig, ranges, nranges);
+		}
+		free(scratch);
+	}
+	free(ranges);
+	if (failed) {
+		sd_fail(err, SD_EINTERNAL, "out of memory merging LoRA layers");
+		goto fail;
+	}
 	for (int i = 0; i < mg->n; i++)
-		if (weights_put(w, mg->items[i]->name, &mg->items[i]->t) < 0) {
+		if (weights_put(w, mg->items[i].name, &mg->items[i].t) < 0) {
 			for (int j = 0; j < i; j++)
-				weights_put(w, mg->items[j]->name, mg->items[j]->orig);
+				weights_put(w, mg->items[j].name, mg->items[j].orig);
 			sd_fail(err, SD_EINTERNAL, "out of memory");
 			goto fail;
 		}
+	free(jobs);
 	return mg;
 fail:
+	free(jobs);
 	merge_free(mg);
 	return NULL;
 }
@@ -607,7 +811,7 @@ lora_merge_undo(struct lora_merge *mg, struct sd_weights *w)
 	if (mg == NULL)
 		return;
 	for (int i = 0; i < mg->n; i++)
-		weights_put(w, mg->items[i]->name, mg->items[i]->orig);
+		weights_put(w, mg->items[i].name, mg->items[i].orig);
 	merge_free(mg);
 }
 
