@@ -328,6 +328,85 @@ peft_format(struct st_file *base)
 	free(alphas);
 }
 
+/* SDXL: a kohya SDXL LoRA (the UNet under its original names, lora_te1_ on
+ * the CLIP-L encoder, lora_te2_ on the OpenCLIP one whose q/k/v live in the
+ * fused in_proj) made from sdxl-tiny's keys, merged and checked against
+ * W + m * alpha/rank * up @ down computed in double here. */
+static void
+sdxl(void)
+{
+	static const char *const names[] = {
+		"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+		"lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k",
+		"lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+		"lora_te2_text_model_encoder_layers_0_self_attn_k_proj",
+		"lora_te2_text_model_encoder_layers_0_self_attn_out_proj",
+		"lora_te2_text_model_encoder_layers_0_mlp_fc1",
+	};
+	static const char *const targets[] = {
+		"model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight",
+		"model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+		"conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight",
+		"conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight",
+		"conditioner.embedders.1.model.transformer.resblocks.0.attn.out_proj.weight",
+		"conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_fc.weight",
+	};
+	static const int in[] = {32, 32, 12, 20, 20, 20}, out[] = {32, 32, 12, 20, 20, 80};
+	static const int row0[] = {0, 0, 0, 20, 0, 0};
+	const struct lora_model xl = {
+		.unet_prefix = "model.diffusion_model.",
+		.text_prefix = {"conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model."},
+		.ntext = 2,
+	};
+	struct sd_error err = {0};
+	struct st_file *f = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err);
+	char path[512], base[128];
+
+	if (f == NULL) {
+		tap_skip("sdxl-tiny: %s", err.message);
+		return;
+	}
+	snprintf(path, sizeof path, "%s/sdxl-kohya.safetensors", tmpdir);
+	write_lora(path, 6, (const char *const *)names, in, out, 4);
+	struct lora *l = lora_open(path, &err);
+	struct sd_weights *w = weights_new();
+	weights_add_file(w, f, NULL);
+	struct lora_use use = {l, 0.7f, 0.7f};
+	struct lora_report rep = {0};
+	struct lora_merge *mg = l ? lora_merge_apply(w, &xl, &use, 1, &rep, &err) : NULL;
+	tap_ok(mg != NULL && rep.applied == 6 && rep.unmatched == 0 && l->ntext[0] == 1 && l->ntext[1] == 3 &&
+	    strcmp(lora_base_guess(l, base, sizeof base), "SDXL") == 0,
+	    "SDXL kohya LoRA: %d layers applied (%s), made for %s", rep.applied, mg ? "ok" : err.message,
+	    l ? lora_base_guess(l, base, sizeof base) : "?");
+	for (int i = 0; mg != NULL && i < 6; i++) {
+		const struct sd_tensor *o = st_find(f, targets[i]), *m = weights_get(w, targets[i]);
+		const struct lora_layer *y = NULL;
+		for (int j = 0; j < l->nlayers; j++)
+			if (strcmp(l->layers[j].name, names[i]) == 0)
+				y = &l->layers[j];
+		size_t rows = (size_t)o->shape[0], k = (size_t)o->shape[1], bad = 0;
+		const float *W = o->data, *M = m->data, *U = y->up->data, *D = y->down->data;
+		for (size_t r = 0; r < rows; r++)
+			for (size_t c = 0; c < k; c++) {
+				double want = W[r * k + c];
+				if ((int)r >= row0[i] && (int)r < row0[i] + out[i]) {
+					double acc = 0;
+					for (int q = 0; q < 4; q++)
+						acc += (double)U[(r - (size_t)row0[i]) * 4 + (size_t)q] * D[(size_t)q * k + c];
+					want += 0.7 * (y->alpha / 4.0) * acc;
+				}
+				if (fabs(M[r * k + c] - want) > 1e-6 + 1e-6 * fabs(want))
+					bad++;
+			}
+		tap_ok(m != o && bad == 0, "SDXL %s -> %s (rows %d..%d): %zu values off", names[i], targets[i],
+		    row0[i], row0[i] + out[i] - 1, bad);
+	}
+	lora_merge_undo(mg, w);
+	weights_free(w);
+	lora_free(l);
+	st_close(f);
+}
+
 /* The whole runs: the LoRA (files and multipliers of params.effective)
  * through sd_generate. */
 static void
@@ -405,6 +484,7 @@ main(void)
 	merge_case(base, "lora_merge_attn_r8_f32");
 	errors(base);
 	peft_format(base);
+	sdxl();
 
 	/* an A1111 short hash: sha256 of the data after the header */
 	{
