@@ -221,7 +221,7 @@ describe_sd1(struct model_desc *d, int inpaint)
 	    "Stable Diffusion 1.x");
 	d->ntext = 1;
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
-	d->text[0].clip = (struct clip_config){ SD1_TEXT_HEADS, 0, CLIP_QUICK_GELU };
+	d->text[0].clip = (struct clip_config){ .heads = SD1_TEXT_HEADS, .act = CLIP_QUICK_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "<|endoftext|>");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ SD1_UNET_HEADS, 0 };
@@ -249,7 +249,7 @@ describe_sd2(struct model_desc *d, int variant)
 	d->ntext = 1;
 	/* The single file's OpenCLIP tower runs all but its last layer. */
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "cond_stage_model.model.");
-	d->text[0].clip = (struct clip_config){ 0, -1, CLIP_GELU };
+	d->text[0].clip = (struct clip_config){ .layers = -1, .act = CLIP_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "!");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ 0, SD2_HEAD_CHANNELS };
@@ -474,6 +474,25 @@ sd2_variant(const char *path, const struct ldm_config *y, char *why, size_t size
 	return variant;
 }
 
+/* The head sizes a file written by sdbatch make-model records. */
+static void
+sdbatch_metadata(const char *path, struct model_desc *d)
+{
+	struct sd_error e = {0};
+	struct st_file *f = st_open(path, &e);
+	const char *v;
+
+	if (f == NULL)
+		return;
+	if ((v = st_metadata(f, "sdbatch.unet_head_channels")) != NULL && atoi(v) > 0)
+		d->unet = (struct unet_config){ 0, atoi(v) };
+	else if ((v = st_metadata(f, "sdbatch.unet_heads")) != NULL && atoi(v) > 0)
+		d->unet = (struct unet_config){ atoi(v), 0 };
+	if ((v = st_metadata(f, "sdbatch.text_heads")) != NULL && atoi(v) > 0)
+		d->text[0].clip.heads = atoi(v);
+	st_close(f);
+}
+
 static int
 describe_file(const char *path, struct model_desc *d, struct sd_error *err)
 {
@@ -493,6 +512,7 @@ describe_file(const char *path, struct model_desc *d, struct sd_error *err)
 		model_describe_arch(variant == 'v' ? "sd2" : variant == 'b' ? "sd2-base" : "sd-turbo", d);
 		snprintf(d->prediction_why, sizeof d->prediction_why, "%s", why);
 	}
+	sdbatch_metadata(path, d);
 	/* The LDM config's numbers, where it has them. */
 	if ((v = ldm_get(&y, "unet_config", "num_head_channels")) != NULL && atoi(v) > 0)
 		d->unet = (struct unet_config){ 0, atoi(v) };
