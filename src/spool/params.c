@@ -489,11 +489,12 @@ parse_loras(const struct param_def *d, struct yctx *y, const struct ynode *n,
 	set(d, v, &none);
 	if (ytree_is_null(n))
 		return 0;
-	if (n->kind != YNODE_SEQ)
+	if (n->kind != YNODE_SEQ && n->kind != YNODE_SCALAR)
 		return yfail(y, n, f, "expected a list of { file: FILE, scale: X }, got %s",
 		    ytree_kind_name(n));
-	for (size_t i = 0; i < n->n; i++) {
-		const struct ynode *it = n->items[i], *fn, *sn;
+	/* one "FILE[:SCALE]" alone is a list of one */
+	for (size_t i = 0; i < (n->kind == YNODE_SEQ ? n->n : 1); i++) {
+		const struct ynode *it = n->kind == YNODE_SEQ ? n->items[i] : n, *fn, *sn;
 		char *path = NULL;
 		const char *problem;
 		double scale = 1.0;
