@@ -10,3 +10,7 @@ tests_test_lora_LDADD = $(TEST_LDADD)
 tests_test_prompt_SOURCES = tests/test_prompt.c tests/caserun.h
 tests_test_prompt_LDADD = $(TEST_LDADD)
 TESTS += tests/test_lora tests/test_prompt
+check_PROGRAMS += tests/streplace
+tests_streplace_LDADD = $(TEST_LDADD)
+TESTS += tests/run-lora.sh
+EXTRA_DIST += tests/run-lora.sh
