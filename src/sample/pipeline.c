@@ -450,6 +450,8 @@ base:
 	/* the base weights are in place again: the networks must read them */
 	reload_networks(m, NULL);
 out:
+	if (rc < 0 && err != NULL && err->field[0] == '\0' && err->code != SD_EINTERNAL)
+		snprintf(err->field, sizeof err->field, "loras");
 	if (kf != NULL)
 		fclose(kf);
 	for (int i = 0; i < n; i++)
