@@ -79,7 +79,9 @@ a1111_conditioner(struct st_file *base, struct st_file *ln, struct sd_weights **
 	for (int i = 0; i < st_count(ln); i++)
 		weights_put(w, st_tensor(ln, i)->name, st_tensor(ln, i));
 	model_describe_arch("sd15", &d);
-	c = conditioner_load(&d, w, shared_path("data/clip-tokenizer"), 0, &err);
+	const char *tokdir[1] = {shared_path("data/clip-tokenizer")};
+	const int own[1] = {0};
+	c = conditioner_load(&d, w, tokdir, own, &err);
 	if (c == NULL)
 		tap_ok(0, "conditioner: %s", err.message);
 	*wout = w;

@@ -347,6 +347,42 @@ test_load_errors(const struct st_file *f)
 	    "a conv that breaks the channel flow is named");
 }
 
+/* sdxl-tiny's add_time_ids case: three (original size, crop, target size)
+ * triples and pooled embeddings -> time_embeds and aug_emb, seen through a
+ * forward pass's debug hook. */
+static void
+run_time_ids(struct unet *u, struct sd_ctx *c)
+{
+	struct capture cap = { c, NULL, "add_time_ids", NULL, 1e-4, 1e-4, 0, 0 };
+	struct unet_added add;
+	struct sd_error err = {0};
+	size_t ne, ni, mark = sd_mark(c);
+	float *te, *ids, t[3] = { 999, 500, 1 };
+	float *x = sd_alloc(c, 3 * 4 * 8 * 8), *ctx = sd_alloc(c, 3 * 77 * 32);
+	float *out = sd_alloc(c, 3 * 4 * 8 * 8), *zeros = calloc(3 * 77 * 32, sizeof *zeros);
+
+	if ((cap.g = golden_open_in("sdxl-tiny", "add_time_ids")) == NULL) {
+		free(zeros);
+		return;
+	}
+	te = golden_f32(cap.g, "text_embeds", &ne);
+	ids = golden_f32(cap.g, "time_ids", &ni);
+	add = (struct unet_added){ te, (int)(ne / 3), ids };
+	sd_upload(c, x, zeros, 3 * 4 * 8 * 8);
+	sd_upload(c, ctx, zeros, 3 * 77 * 32);
+	u->debug = capture_fn;
+	u->debug_user = &cap;
+	tap_ok(unet_forward_added(u, c, out, x, 3, 8, 8, t, ctx, 77, &add, &err) == 0,
+	    "add_time_ids: forward %s", err.message);
+	u->debug = NULL;
+	tap_ok(cap.compared == 2, "add_time_ids: time_embeds and aug_emb compared (%d)", cap.compared);
+	free(te);
+	free(ids);
+	free(zeros);
+	st_close(cap.g);
+	sd_release(c, mark);
+}
+
 /* SDXL (sdxl-tiny): no attention at the first level, transformer depth per
  * level, the added embedding of the pooled text and the time ids. */
 static void
@@ -373,6 +409,8 @@ test_sdxl(struct sd_ctx *c)
 		    strstr(err.message, "time ids") != NULL, "sdxl: a forward without time ids is refused (%s)",
 		    err.message);
 	}
+	if (u != NULL)
+		run_time_ids(u, c);
 	unet_free(u);
 	weights_free(w);
 	st_close(f);

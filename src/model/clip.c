@@ -155,7 +155,7 @@ clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip
 		goto fail;
 	m->max_len = (int)m->position_embedding->shape[0];
 	if (heads <= 0)
-		heads = m->width / 64;
+		heads = m->width / (cfg->head_channels > 0 ? cfg->head_channels : 64);
 	m->heads = heads;
 	if (m->width < 1 || heads < 1 || m->width % heads != 0 || m->vocab < 1 || m->max_len < 1) {
 		sd_fail(err, SD_EDATA, "text encoder \"%s\": width %d is not a multiple of %d heads",

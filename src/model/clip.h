@@ -35,8 +35,9 @@ enum clip_activation {
  * shapes (the tiny test models have heads of 2 or 8 channels), nor which
  * layers the model was trained to use. */
 struct clip_config {
-	int heads;		/* attention heads: 12 for ViT-L/14, width/64 for
-				 * OpenCLIP's towers */
+	int heads;		/* attention heads: 12 for ViT-L/14; 0: width /
+				 * head_channels (OpenCLIP's towers) */
+	int head_channels;	/* with heads 0: channels a head (0: 64) */
 	int layers;		/* layers to run (transformers' num_hidden_layers):
 				 * > 0 that many, 0 every stored layer, < 0 every
 				 * stored layer but the last -layers (SD 2.x uses
