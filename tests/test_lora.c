@@ -122,6 +122,58 @@ merge_case(struct st_file *base, const char *name)
 	st_close(g);
 }
 
+/* On an F16 model the merged layers stay F16 (the size of the layers a LoRA
+ * touches, no more): diffusers' merged values rounded to F16. */
+static void
+f16_merge(void)
+{
+	struct sd_error err = {0};
+	struct st_file *f = st_open(shared_path("testdata/sd15-tiny/model-f16.safetensors"), &err);
+	struct st_file *g = golden_open("lora_merge_full_r8");
+	struct lora *l = lora_open(lora_path("lora/lora_te_unet_locon_r8.safetensors"), &err);
+	struct sd_weights *w = weights_new();
+	size_t checked = 0, bad = 0;
+
+	if (f == NULL || g == NULL || l == NULL) {
+		tap_ok(0, "F16 merge: %s", err.message);
+		goto out;
+	}
+	weights_add_file(w, f, NULL);
+	struct lora_use use = {l, 1, 1};
+	struct lora_merge *mg = lora_merge_apply(w, &sd15, &use, 1, NULL, &err);
+	for (int t = 0; mg != NULL && t < st_count(g); t++) {
+		const struct sd_tensor *gt = st_tensor(g, t);
+		if (strncmp(gt->name, "merged_s1/", 10) != 0)
+			continue;
+		const struct sd_tensor *got = weights_get(w, gt->name + 10);
+		size_t n = (size_t)sd_tensor_numel(gt);
+		if (got == NULL || got->dtype != SD_F16) {
+			bad++;
+			continue;
+		}
+		for (size_t i = 0; i < n; i++) {
+			float x = sd_f16_to_f32(((const uint16_t *)got->data)[i]), want = ((const float *)gt->data)[i];
+			bad += fabsf(x - want) > 2e-3f + 2e-3f * fabsf(want);
+		}
+		checked++;
+	}
+	/* the layers' own F16 size (each aligned to 64 bytes) */
+	size_t layers = 0, i;
+	json_t *row, *km = json_object_get(json_object_get(case_find(manifest, "lora_merge_full_r8"),
+	    "params"), "key_map");
+	json_array_foreach(km, i, row)
+		layers += (sd_tensor_nbytes(st_find(f, json_string_value(json_array_get(row, 2)))) + 63) & ~(size_t)63;
+	tap_ok(mg != NULL && checked >= 5 && bad == 0 && lora_merge_bytes(mg) == layers,
+	    "F16 model: merged layers stay F16, within F16 rounding of diffusers' (%zu tensors, %zu off; "
+	    "%zu bytes = the touched layers' %zu)", checked, bad, lora_merge_bytes(mg), layers);
+	lora_merge_undo(mg, w);
+out:
+	weights_free(w);
+	lora_free(l);
+	st_close(g);
+	st_close(f);
+}
+
 /* Write a LoRA file of n layers named names[i] with down [r, in] and up
  * [out, r] of the given sizes (random-ish F32 values). */
 static int
@@ -574,6 +626,7 @@ main(void)
 	merge_case(base, "lora_merge_attn_r4");
 	merge_case(base, "lora_merge_full_r8");
 	merge_case(base, "lora_merge_attn_r8_f32");
+	f16_merge();
 	errors(base);
 	peft_format(base);
 	sdxl();

@@ -14,6 +14,7 @@
 #include <cblas.h>
 #include <openssl/evp.h>
 
+#include "core/blas.h"
 #include "core/cpu_kernels.h"
 #include "model/checkpoint.h"
 #include "model/lora.h"
@@ -581,12 +582,16 @@ narrow_f16c(uint16_t *dst, const float *src, size_t n)
 }
 #endif
 
+/* Whether the CPU has F16C: set by lora_merge_apply before its threads
+ * start. */
+static int have_f16c;
+
 /* Round n floats to F16 (nearest even), with F16C where the CPU has it. */
 static void
 narrow_f16(uint16_t *dst, const float *src, size_t n)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-	if (__builtin_cpu_supports("f16c")) {
+	if (have_f16c) {
 		narrow_f16c(dst, src, n);
 		return;
 	}
@@ -769,6 +774,11 @@ lora_merge_apply(struct sd_weights *w, const struct lora_model *mdl, const struc
 	madvise(mg->block, mg->bytes, MADV_HUGEPAGE);
 #endif
 	nranges = file_ranges(&ranges);
+	{
+		struct cpu_features cf;
+		cpu_features_get(&cf);
+		have_f16c = cf.f16c;
+	}
 	#pragma omp parallel reduction(|:failed)
 	{
 		float *scratch = malloc(MERGE_BLOCK_FLOATS * sizeof *scratch + (maxk > MERGE_BLOCK_FLOATS ?
