@@ -51,6 +51,7 @@ storage_fits(const struct param_def *d)
 	switch (d->type) {
 	case PARAM_TEXT:
 	case PARAM_PATH:
+	case PARAM_LORAS:
 		return d->storage == PARAM_S_STRING;
 	case PARAM_INT:
 	case PARAM_CHOICE:
@@ -184,6 +185,9 @@ sample_text(const struct param_def *d, char *buf, size_t size)
 		break;
 	case PARAM_SEED:
 		snprintf(buf, size, "1234567");
+		break;
+	case PARAM_LORAS:
+		snprintf(buf, size, "/data/%s.safetensors:0.5", d->name);
 		break;
 	}
 }

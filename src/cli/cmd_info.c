@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/checkpoint.h"
+#include "model/lora.h"
 #include "sample/description.h"
 #include "model/hub.h"
 #include "sample/pipeline.h"
@@ -46,15 +48,139 @@ spacing_text(const struct model_desc *m)
 	}
 }
 
+/* Whether the safetensors file at path holds LoRA (or LyCORIS) weights. */
+static int
+is_lora_file(const char *path)
+{
+	static const char *const marks[] = {".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.",
+	    ".lora.down.", ".lora_linear_layer.", "_lora.down.", ".hada_w1", ".lokr_w1"};
+	struct sd_error err = {0};
+	struct st_file *f = st_open(path, &err);
+	int yes = 0;
+
+	for (int i = 0; f != NULL && !yes && i < st_count(f); i++)
+		for (size_t k = 0; k < sizeof marks / sizeof marks[0]; k++)
+			if (strstr(st_tensor(f, i)->name, marks[k]) != NULL)
+				yes = 1;
+	st_close(f);
+	return yes;
+}
+
+/* The kinds of layers a LoRA changes, as words, in a fixed order. */
+static int
+lora_targets(const struct lora *l, const char **out)
+{
+	static const struct { int text; const char *word, *what; } kinds[] = {
+		{0, "attn", "UNet attention"}, {0, "proj_", "UNet transformer projections"},
+		{0, "ff.net", "UNet feed-forward"}, {0, "resnets", "UNet resnet convolutions"},
+		{0, "_layers", "UNet resnet convolutions"}, {0, "samplers", "UNet resampling convolutions"},
+		{0, ".op", "UNet resampling convolutions"},
+		{1, "attn", "text encoder attention"}, {1, "mlp", "text encoder MLP"},
+	};
+	int n = 0;
+
+	for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+		int seen = 0, dup = 0;
+		for (int i = 0; i < l->nlayers && !seen; i++)
+			seen = (l->layers[i].part != LORA_UNET) == kinds[k].text &&
+			    strstr(l->layers[i].module, kinds[k].word) != NULL;
+		for (int j = 0; j < n; j++)
+			dup |= strcmp(out[j], kinds[k].what) == 0;
+		if (seen && !dup)
+			out[n++] = kinds[k].what;
+	}
+	return n;
+}
+
+/* `sdbatch info LORA`. */
+static int
+info_lora(const char *path, int json)
+{
+	struct sd_error err = {0};
+	struct lora *l = lora_open(path, &err);
+	const char *targets[16];
+	char base[160], hash[65] = "";
+	int nt;
+
+	if (l == NULL) {
+		fprintf(stderr, "sdbatch info: %s\n", err.message);
+		return err.code ? err.code : SD_EDATA;
+	}
+	lora_file_hash(path, hash, NULL);
+	nt = lora_targets(l, targets);
+	lora_base_guess(l, base, sizeof base);
+	if (json) {
+		json_t *o = json_object(), *t = json_array();
+		json_object_set_new(o, "path", json_string(path));
+		json_object_set_new(o, "type", json_string("lora"));
+		json_object_set_new(o, "format", json_string(lora_format_name(l->format)));
+		json_object_set_new(o, "layers", json_integer(l->nlayers));
+		json_object_set_new(o, "unet_layers", json_integer(l->nunet));
+		json_object_set_new(o, "text_encoder_layers", json_integer(l->ntext[0]));
+		if (l->ntext[1])
+			json_object_set_new(o, "text_encoder_2_layers", json_integer(l->ntext[1]));
+		json_object_set_new(o, "conv_layers", json_integer(l->nconv));
+		json_object_set_new(o, "rank", json_integer(l->max_rank));
+		json_object_set_new(o, "rank_min", json_integer(l->min_rank));
+		if (isfinite(l->max_alpha)) {
+			json_object_set_new(o, "alpha", json_real(l->max_alpha));
+			json_object_set_new(o, "alpha_min", json_real(l->min_alpha));
+		}
+		json_object_set_new(o, "dtype", json_string(sd_dtype_name((enum sd_dtype)l->dtype)));
+		for (int i = 0; i < nt; i++)
+			json_array_append_new(t, json_string(targets[i]));
+		json_object_set_new(o, "targets", t);
+		json_object_set_new(o, "base", json_string(base));
+		json_object_set_new(o, "hash", json_string(hash));
+		char *s = json_dumps(o, JSON_COMPACT);
+		puts(s);
+		free(s);
+		json_decref(o);
+	} else {
+		printf("LoRA:          %s\n", path);
+		printf("format:        %s\n", l->format == LORA_KOHYA ? "kohya / A1111 (lora_unet_, lora_te_ keys)" :
+		    l->format == LORA_PEFT ? "diffusers / PEFT (lora_A, lora_B keys)" :
+		    "diffusers (lora.down, lora.up keys)");
+		printf("layers:        %d (UNet %d, text encoder %d", l->nlayers, l->nunet, l->ntext[0]);
+		if (l->ntext[1])
+			printf(", second text encoder %d", l->ntext[1]);
+		if (l->nconv)
+			printf("; %d k x k convolutions", l->nconv);
+		printf(")\n");
+		if (l->min_rank == l->max_rank)
+			printf("rank:          %d\n", l->max_rank);
+		else
+			printf("rank:          %d to %d\n", l->min_rank, l->max_rank);
+		if (!isfinite(l->max_alpha))
+			printf("alpha:         none (alpha = rank: factor 1)\n");
+		else if (l->min_alpha == l->max_alpha)
+			printf("alpha:         %g (alpha/rank %g)\n", (double)l->max_alpha,
+			    (double)l->max_alpha / l->max_rank);
+		else
+			printf("alpha:         %g to %g\n", (double)l->min_alpha, (double)l->max_alpha);
+		printf("dtype:         %s\n", sd_dtype_name((enum sd_dtype)l->dtype));
+		printf("targets:       ");
+		for (int i = 0; i < nt; i++)
+			printf("%s%s", i ? ", " : "", targets[i]);
+		printf("\n");
+		printf("base:          %s\n", base);
+		printf("hash:          %.12s (A1111's Lora hashes; sha256 %s)\n", hash, hash);
+	}
+	lora_free(l);
+	return 0;
+}
+
 static void
 info_usage(FILE *out)
 {
-	fputs("Usage: sdbatch info [--json] MODEL\n"
+	fputs("Usage: sdbatch info [--json] MODEL|LORA\n"
 	    "\n"
 	    "Say what MODEL is (a single-file .safetensors checkpoint, a part such as a\n"
 	    "UNet or VAE file, a diffusers folder, or a Hub id found in the local Hub\n"
 	    "cache): the detected architecture, whether sdbatch can render with it, its\n"
 	    "parts, dtypes, tensor count and size, and the BLAS sdbatch computes with.\n"
+	    "For a LoRA file: its key format, layers, rank, alpha, dtype, what it changes,\n"
+	    "the base model it was made for, and A1111's short hash.\n"
 	    "\n"
 	    "  --json      one JSON object on stdout\n"
 	    "  -h, --help  this help\n", out);
@@ -102,6 +228,8 @@ cmd_info(int argc, char **argv)
 		}
 		path = local;
 	}
+	if (is_lora_file(path))
+		return info_lora(path, json);
 	if (checkpoint_detect(path, &d, &err) < 0) {
 		fprintf(stderr, "sdbatch info: %s\n", err.message);
 		return err.code ? err.code : SD_EDATA;

@@ -50,4 +50,22 @@ void conditioner_free(struct conditioner *c);
 int conditioner_encode(struct conditioner *c, struct sd_ctx *ctx, const char *const *prompts,
     int n, int clip_skip, float *context, float *pooled, struct sd_error *err);
 
+/* Rebuild the text encoders from w (after LoRA weights were put into it or
+ * taken out).  -1 with err. */
+int conditioner_reload(struct conditioner *c, const struct model_desc *d, const struct sd_weights *w,
+    struct sd_error *err);
+
+/* AUTOMATIC1111's prompt syntax (sample/prompt.h): the most 77-token chunks
+ * any of the n prompts needs (at least 1), or -1 with err. */
+int conditioner_a1111_chunks(struct conditioner *c, const char *const *prompts, int n,
+    struct sd_error *err);
+/* Encode n prompts in A1111's syntax into context [n, 77*chunks, width]
+ * (backend memory, allocated by the caller; chunks from
+ * conditioner_a1111_chunks): each chunk encoded on its own, emphasis with
+ * the mean restored, chunks joined along the tokens; a prompt with fewer
+ * chunks is padded with the empty prompt's chunk (A1111's "pad prompt /
+ * negative prompt to the same length").  -1 with err. */
+int conditioner_encode_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *const *prompts,
+    int n, int chunks, int clip_skip, float *context, struct sd_error *err);
+
 #endif

@@ -5,3 +5,4 @@ src_libsdbatch_a_SOURCES += src/sample/pipeline.c src/sample/pipeline.h
 src_libsdbatch_a_SOURCES += src/sample/description.c src/sample/description.h \
 	src/sample/conditioner.c src/sample/conditioner.h \
 	src/sample/denoiser.c src/sample/denoiser.h
+src_libsdbatch_a_SOURCES += src/sample/prompt.c src/sample/prompt.h

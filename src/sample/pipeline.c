@@ -11,23 +11,28 @@
  * networks run on the context's backend. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "core/cpu.h"
 #include "core/ops.h"
 #include "io/image.h"
 #include "model/checkpoint.h"
+#include "model/lora.h"
 #include "model/tokenizer.h"
 #include "model/vae.h"
 #include "sample/conditioner.h"
 #include "sample/denoiser.h"
 #include "sample/description.h"
 #include "sample/pipeline.h"
+#include "sample/prompt.h"
 #include "sample/rng.h"
 #include "sample/scheduler.h"
 
@@ -45,6 +50,13 @@ struct sd_model {
 	struct vae *vae;
 	sd_debug_fn debug;
 	void *debug_user;
+	/* the LoRAs merged into ck.weights (NULL: none), what they were
+	 * (files, sizes, times, scales: the next job with the same key
+	 * keeps them) and what they were called */
+	struct lora_merge *merge;
+	char *merge_key;
+	struct sd_lora_used *used;
+	int nused;
 };
 
 void
@@ -157,6 +169,10 @@ sd_model_free(struct sd_model *m)
 {
 	if (m == NULL)
 		return;
+	if (m->ck.weights != NULL)
+		lora_merge_undo(m->merge, m->ck.weights);
+	free(m->merge_key);
+	free(m->used);
 	vae_free(m->vae);
 	denoiser_free(m->unet);
 	conditioner_free(m->cond);
@@ -237,22 +253,60 @@ report(struct run *r, const char *event, int step, int steps)
 	return r->progress(r->user, &pr);
 }
 
-/* Text to the UNet's context: [negative, prompt] under guidance, else
- * [prompt]. */
 static int
-encode_text(struct run *r, struct sd_error *err)
+warn(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int
+warn(struct run *r, const char *fmt, ...)
+{
+	struct sd_progress pr = {.event = "warning", .eta_s = -1};
+	char msg[1024];
+	va_list ap;
+
+	if (r->progress == NULL)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	pr.message = msg;
+	pr.elapsed_s = now() - r->t0;
+	return r->progress(r->user, &pr);
+}
+
+/* Text to the UNet's context: [negative, prompt] under guidance, else
+ * [prompt] (prompt and negative without their <lora:> tags).  With A1111's
+ * syntax the context is 77 tokens per chunk of the longer prompt. */
+static int
+encode_text(struct run *r, const char *prompt, const char *negative, struct sd_error *err)
 {
 	struct sd_model *m = r->m;
 	const char *prompts[2];
-	int n = 0;
+	int n = 0, len = m->cond->ctx_len;
 
 	/* no negative prompt (NULL): "" (SD 1.x/2.x), or zeros (SDXL) */
 	if (r->cfg)
-		prompts[n++] = r->p->negative_prompt;
-	prompts[n++] = r->p->prompt;
-	r->context = sd_alloc(m->ctx, (size_t)n * m->cond->ctx_len * m->cond->width);
+		prompts[n++] = negative;
+	prompts[n++] = prompt;
+	if (r->p->prompt_syntax == SD_PROMPT_A1111) {
+		int chunks = conditioner_a1111_chunks(m->cond, prompts, n, err);
+		if (chunks < 0)
+			return -1;
+		len = PROMPT_CHUNK_LEN * chunks;
+	} else {
+		for (int i = 0; i < n; i++) {
+			int32_t ids[TOKENIZER_MAX_LENGTH];
+			int full = 0;
+			if (tokenizer_encode(m->cond->tokenizer[0], prompts[i] ? prompts[i] : "", ids, &full,
+			    err) < 0)
+				return -1;
+			if (full > TOKENIZER_MAX_LENGTH)
+				warn(r, "the %s is %d tokens long: the text encoder reads the first %d, the rest "
+				    "is cut (prompt_syntax a1111 reads long prompts in chunks)",
+				    i + 1 < n ? "negative prompt" : "prompt", full - 2, TOKENIZER_MAX_LENGTH - 2);
+		}
+	}
+	r->context = sd_alloc(m->ctx, (size_t)n * len * m->cond->width);
 	r->conditioning.context = r->context;
-	r->conditioning.ctx_len = m->cond->ctx_len;
+	r->conditioning.ctx_len = len;
 	r->conditioning.pooled = NULL;
 	r->conditioning.pooled_dim = m->cond->pooled_dim;
 	if (m->cond->pooled_dim > 0) {
@@ -273,10 +327,190 @@ encode_text(struct run *r, struct sd_error *err)
 		}
 		r->conditioning.time_ids = r->time_ids;
 	}
-	if (conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
-	    r->pooled, err) < 0)
+	if (r->p->prompt_syntax == SD_PROMPT_A1111) {
+		if (conditioner_encode_a1111(m->cond, m->ctx, prompts, n, len / PROMPT_CHUNK_LEN,
+		    r->p->clip_skip, r->context, err) < 0)
+			return -1;
+	} else if (conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
+	    r->pooled, err) < 0) {
 		return -1;
+	}
 	return sd_ctx_status(m->ctx, err);	/* issue 15: an op failed */
+}
+
+/* ---------------------------------------------------------------- LoRAs */
+
+const struct sd_lora_used *
+sd_model_loras(const struct sd_model *m, int *n)
+{
+	*n = m->nused;
+	return m->used;
+}
+
+/* Rebuild the networks that read the weights (after a merge or its undo). */
+static int
+reload_networks(struct sd_model *m, struct sd_error *err)
+{
+	struct denoiser *dn;
+
+	if (conditioner_reload(m->cond, &m->desc, m->ck.weights, err) < 0)
+		return -1;
+	if ((dn = denoiser_load(&m->desc, m->ck.weights, err)) == NULL)
+		return -1;
+	denoiser_free(m->unet);
+	m->unet = dn;
+	return 0;
+}
+
+/* The file of a <lora:NAME> tag: NAME.safetensors, else NAME, in the first
+ * of dirs that has it.  NAME may not name a path. */
+static int
+find_lora(const struct sd_params *p, const char *name, char *out, size_t size, struct sd_error *err)
+{
+	char looked[512] = "";
+	size_t off = 0;
+
+	if (strchr(name, '/') != NULL || strchr(name, '\\') != NULL || name[0] == '.' || name[0] == '\0')
+		return sd_fail(err, SD_EDATA, "<lora:%s>: a LoRA name may not contain '/' or start "
+		    "with '.'", name);
+	for (int i = 0; i < p->nlora_dirs; i++) {
+		static const char *const ext[] = {".safetensors", ""};
+		for (int e = 0; e < 2; e++) {
+			struct stat st;
+			snprintf(out, size, "%s/%s%s", p->lora_dirs[i], name, ext[e]);
+			if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
+				return 0;
+		}
+		if (off < sizeof looked)
+			off += (size_t)snprintf(looked + off, sizeof looked - off, "%s%s", i ? ", " : "",
+			    p->lora_dirs[i]);
+	}
+	if (p->nlora_dirs == 0)
+		return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no lora_dirs are configured to look "
+		    "for it in", name);
+	return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no %s.safetensors in the lora_dirs (%s)", name,
+	    name, looked);
+}
+
+/* Merge the job's LoRAs (p->loras, then the tags) into m's weights, unless
+ * that set is merged already. */
+static int
+apply_loras(struct run *r, const struct prompt_lora *tags, int ntags, struct sd_error *err)
+{
+	struct sd_model *m = r->m;
+	const struct sd_params *p = r->p;
+	int n = p->nloras + ntags, rc = -1;
+	struct sd_lora_used *used = calloc((size_t)n + 1, sizeof *used);
+	struct lora **files = calloc((size_t)n + 1, sizeof *files);
+	struct lora_use *uses = calloc((size_t)n + 1, sizeof *uses);
+	struct lora_report *rep = calloc((size_t)n + 1, sizeof *rep);
+	char *key = NULL;
+	size_t klen = 0;
+	FILE *kf = NULL;
+
+	if (used == NULL || files == NULL || uses == NULL || rep == NULL ||
+	    (kf = open_memstream(&key, &klen)) == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		struct sd_lora_used *u = &used[i];
+		struct stat st;
+		char *real;
+		if (i < p->nloras) {
+			const char *base = strrchr(p->loras[i].path, '/');
+			snprintf(u->path, sizeof u->path, "%s", p->loras[i].path);
+			snprintf(u->name, sizeof u->name, "%s", base ? base + 1 : p->loras[i].path);
+			size_t nl = strlen(u->name);
+			if (nl > 12 && strcmp(u->name + nl - 12, ".safetensors") == 0)
+				u->name[nl - 12] = '\0';
+			u->scale = u->unet_scale = p->loras[i].scale;
+		} else {
+			const struct prompt_lora *t = &tags[i - p->nloras];
+			if (find_lora(p, t->name, u->path, sizeof u->path, err) < 0)
+				goto out;
+			snprintf(u->name, sizeof u->name, "%s", t->name);
+			u->scale = t->text_scale;
+			u->unet_scale = t->unet_scale;
+		}
+		if (stat(u->path, &st) < 0 || (real = realpath(u->path, NULL)) == NULL) {
+			sd_fail(err, SD_ENOINPUT, "LoRA %s: %s", u->path, strerror(errno));
+			goto out;
+		}
+		fprintf(kf, "%s\t%lld\t%lld.%09ld\t%a\t%a\n", real, (long long)st.st_size,
+		    (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, u->scale, u->unet_scale);
+		free(real);
+	}
+	fclose(kf);
+	kf = NULL;
+	if (m->merge_key != NULL ? strcmp(m->merge_key, key) == 0 : n == 0) {
+		/* the same set: keep the merge; the names may differ */
+		if (n > 0)
+			for (int i = 0; i < n; i++)
+				snprintf(used[i].hash, sizeof used[i].hash, "%s", m->used[i].hash);
+		free(m->used);
+		m->used = used;
+		m->nused = n;
+		used = NULL;
+		rc = 0;
+		goto out;
+	}
+	/* another set: back to the base weights, then merge the new one */
+	lora_merge_undo(m->merge, m->ck.weights);
+	m->merge = NULL;
+	free(m->merge_key);
+	m->merge_key = NULL;
+	free(m->used);
+	m->used = NULL;
+	m->nused = 0;
+	if (n > 0) {
+		struct lora_model lm = {.unet_prefix = m->desc.unet_prefix, .ntext = m->desc.ntext};
+		char hash[65];
+		for (int i = 0; i < m->desc.ntext && i < 2; i++)
+			lm.text_prefix[i] = m->desc.text[i].prefix;
+		for (int i = 0; i < n; i++) {
+			if ((files[i] = lora_open(used[i].path, err)) == NULL)
+				goto base;
+			if (lora_file_hash(used[i].path, hash, err) < 0)
+				goto base;
+			snprintf(used[i].hash, sizeof used[i].hash, "%.12s", hash);
+			uses[i].lora = files[i];
+			uses[i].scale = used[i].scale;
+			uses[i].unet_scale = used[i].unet_scale;
+		}
+		if ((m->merge = lora_merge_apply(m->ck.weights, &lm, uses, n, rep, err)) == NULL)
+			goto base;
+		for (int i = 0; i < n; i++)
+			if (rep[i].unmatched > 0)
+				warn(r, "LoRA %s: %d of its %d layers match no layer of this model (the first: %s)",
+				    used[i].path, rep[i].unmatched, rep[i].unmatched + rep[i].applied,
+				    rep[i].first_unmatched);
+	}
+	if (reload_networks(m, err) < 0)
+		goto out;
+	m->merge_key = key;
+	key = NULL;
+	m->used = used;
+	m->nused = n;
+	used = NULL;
+	rc = 0;
+	goto out;
+base:
+	/* the base weights are in place again: the networks must read them */
+	reload_networks(m, NULL);
+out:
+	if (rc < 0 && err != NULL && err->field[0] == '\0' && err->code != SD_EINTERNAL)
+		snprintf(err->field, sizeof err->field, "loras");
+	if (kf != NULL)
+		fclose(kf);
+	for (int i = 0; i < n; i++)
+		lora_free(files[i]);
+	free(files);
+	free(uses);
+	free(rep);
+	free(used);
+	free(key);
+	return rc;
 }
 
 /* scale * (mean + std*noise - shift) of the VAE encoding of image [3, 8h, 8w]
@@ -555,7 +789,9 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 	struct sd_timings tm = {0};
 	size_t mark = sd_mark(m->ctx);
 	double t;
-	int rc = -1;
+	int rc = -1, ntags = 0, nneg = 0;
+	char *prompt = NULL, *negative = NULL;
+	struct prompt_lora *tags = NULL, *ntags_neg = NULL;
 
 	memset(out, 0, sizeof *out);
 	if (sd_params_resolve(m, p, err) < 0)
@@ -602,7 +838,26 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 		goto out;
 	}
 	t = now();
-	if (encode_text(&r, err) < 0 || prepare_latents(&r, err) < 0 ||
+	if (p->prompt_syntax == SD_PROMPT_A1111) {
+		if (prompt_extract_loras(p->prompt ? p->prompt : "", &prompt, &tags, &ntags, err) < 0 ||
+		    (p->negative_prompt != NULL && prompt_extract_loras(p->negative_prompt, &negative,
+		    &ntags_neg, &nneg, err) < 0))
+			goto out;
+		if (nneg > 0) {
+			struct prompt_lora *all = realloc(tags, (size_t)(ntags + nneg) * sizeof *all);
+			if (all == NULL) {
+				sd_fail(err, SD_EINTERNAL, "out of memory");
+				goto out;
+			}
+			memcpy(all + ntags, ntags_neg, (size_t)nneg * sizeof *all);
+			tags = all;
+			ntags += nneg;
+		}
+	}
+	if (apply_loras(&r, tags, ntags, err) < 0)
+		goto out;
+	if (encode_text(&r, prompt ? prompt : p->prompt, negative ? negative : p->negative_prompt, err) < 0 ||
+	    prepare_latents(&r, err) < 0 ||
 	    sd_scheduler_prepare(r.sched, r.nlat, err) < 0)	/* no allocation in the loop */
 		goto out;
 	tm.encode_s = now() - t;
@@ -625,6 +880,10 @@ out:
 	m->unet->clear_conditioning(m->unet->impl);
 	sd_release(m->ctx, mark);
 	run_free(&r);
+	free(prompt);
+	free(negative);
+	free(tags);
+	free(ntags_neg);
 	if (timings != NULL)
 		*timings = tm;
 	return rc;

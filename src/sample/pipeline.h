@@ -31,6 +31,20 @@ enum sd_spacing {
 	SD_SPACING_AUTO, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING
 };
 
+/* How a prompt is read (job field prompt_syntax:): as diffusers reads it,
+ * or with AUTOMATIC1111's weights, BREAK, chunks and <lora:...> tags
+ * (sample/prompt.h). */
+enum sd_prompt_syntax { SD_PROMPT_PLAIN, SD_PROMPT_A1111 };
+/* "plain", "a1111" */
+const char *sd_prompt_syntax_name(enum sd_prompt_syntax s);
+int sd_prompt_syntax_parse(const char *name, enum sd_prompt_syntax *out);
+
+/* A LoRA file and its multiplier (job field loras:, flag --lora). */
+struct sd_lora {
+	const char *path;
+	float scale;
+};
+
 /* "euler_a" <-> SD_SAMPLER_EULER_A ...; parse returns -1 when unknown.
  * It accepts the names users type, case-insensitively, with spaces, '-'
  * or '_' between the words: sdbatch's ("dpmpp_2m"), A1111's ("DPM++ 2M",
@@ -113,6 +127,15 @@ struct sd_params {
 	const uint8_t *init_rgb;
 	const uint8_t *mask_grey;
 	double strength;		/* (0, 1], img2img and inpainting */
+	/* LoRAs merged into the model for this job; with prompt_syntax
+	 * a1111 also the <lora:NAME:M> tags of the prompts, NAME looked up as
+	 * NAME.safetensors (or NAME) in lora_dirs, in order.  A merge is kept
+	 * for the next job that asks for the same set. */
+	const struct sd_lora *loras;
+	int nloras;
+	const char *const *lora_dirs;
+	int nlora_dirs;
+	enum sd_prompt_syntax prompt_syntax;
 };
 
 void sd_params_init(struct sd_params *p);
@@ -129,6 +152,9 @@ struct sd_progress {
 	int step, steps;	/* sampling steps of this image */
 	double elapsed_s;	/* since this image started */
 	double eta_s;		/* estimate for this image, -1 unknown */
+	const char *message;	/* event "warning": what to tell the user
+				 * (a LoRA that matched only in part, a plain
+				 * prompt cut at 77 tokens) */
 };
 
 /* Called after every sampling step (and at phase changes).  Return 0 to go
@@ -152,6 +178,19 @@ struct sd_timings {
 int sd_generate(struct sd_model *m, const struct sd_params *p, int index,
     struct sd_image *out, struct sd_timings *timings,
     sd_progress_fn progress, void *user, struct sd_error *err);
+
+/* A LoRA the last sd_generate merged. */
+struct sd_lora_used {
+	char name[256];		/* the <lora:NAME> name, else the file name less .safetensors */
+	char path[4096];
+	float scale;		/* the text encoder's multiplier */
+	float unet_scale;	/* the UNet's (the same unless a tag said otherwise) */
+	char hash[13];		/* A1111's short hash (Lora hashes) */
+};
+
+/* The LoRAs merged by the last sd_generate of m, *n of them (valid until
+ * the next sd_generate or sd_model_free). */
+const struct sd_lora_used *sd_model_loras(const struct sd_model *m, int *n);
 
 /* For tests and debugging: fn gets intermediate tensors (host memory):
  * "latents_0" (step -1), then per UNet call i "unet_out" ([batch, 4, h, w],

@@ -55,6 +55,9 @@ config_free(struct sd_config *c)
 	for (i = 0; i < c->n_model_dirs; i++)
 		free(c->model_dirs[i]);
 	free(c->model_dirs);
+	for (i = 0; i < c->n_lora_dirs; i++)
+		free(c->lora_dirs[i]);
+	free(c->lora_dirs);
 	params_free(&c->defaults);
 	free(c->hub.cache);
 	free(c->hub.endpoint);
@@ -346,33 +349,33 @@ config_hub_options(const struct sd_config *c, struct hub_options *o)
 	o->prefer_fp16 = c->hub.fp16;
 }
 
+/* A list of folders (model_dirs, lora_dirs): one path or a sequence. */
 static int
-model_dirs(struct yctx *y, struct sd_config *c, const struct ynode *v,
-    const char *base)
+folder_list(struct yctx *y, const struct ynode *v, const char *key,
+    const char *base, char ***list, size_t *n)
 {
 	size_t i;
 
-	for (i = 0; i < c->n_model_dirs; i++)
-		free(c->model_dirs[i]);
-	free(c->model_dirs);
-	c->model_dirs = NULL;
-	c->n_model_dirs = 0;
+	for (i = 0; i < *n; i++)
+		free((*list)[i]);
+	free(*list);
+	*list = NULL;
+	*n = 0;
 	if (ytree_is_null(v))
 		return 0;
 	if (v->kind == YNODE_SCALAR) {
-		if ((c->model_dirs = calloc(1, sizeof *c->model_dirs)) == NULL)
+		if ((*list = calloc(1, sizeof **list)) == NULL)
 			return sd_fail(y->err, SD_EINTERNAL, "out of memory");
-		c->n_model_dirs = 1;
-		return get_path(y, v, "model_dirs", base, &c->model_dirs[0]);
+		*n = 1;
+		return get_path(y, v, key, base, &(*list)[0]);
 	}
 	if (v->kind != YNODE_SEQ)
-		return yfail(y, v, "model_dirs", "expected a list of folders");
-	if ((c->model_dirs = calloc(v->n + 1, sizeof *c->model_dirs)) == NULL)
+		return yfail(y, v, key, "expected a list of folders");
+	if ((*list = calloc(v->n + 1, sizeof **list)) == NULL)
 		return sd_fail(y->err, SD_EINTERNAL, "out of memory");
 	for (i = 0; i < v->n; i++) {
-		c->n_model_dirs++;
-		if (get_path(y, v->items[i], "model_dirs", base,
-		    &c->model_dirs[i]) < 0)
+		(*n)++;
+		if (get_path(y, v->items[i], key, base, &(*list)[i]) < 0)
 			return -1;
 	}
 	return 0;
@@ -429,7 +432,9 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = ytree_is_null(x) ? config_set_string(&c->output_root, NULL) :
 			    get_path(&y, x, k, base, &c->output_root);
 		else if (strcmp(k, "model_dirs") == 0)
-			r = model_dirs(&y, c, x, base);
+			r = folder_list(&y, x, k, base, &c->model_dirs, &c->n_model_dirs);
+		else if (strcmp(k, "lora_dirs") == 0)
+			r = folder_list(&y, x, k, base, &c->lora_dirs, &c->n_lora_dirs);
 		else if (strcmp(k, "poll_interval") == 0)
 			r = yget_number(&y, x, k, 0.01, 3600, &c->poll_s);
 		else if (strcmp(k, "stale_after") == 0)
@@ -452,7 +457,7 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = policy_parse(&y, &c->policy, x, base);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
-			    "tokenizer, device, threads, output_root, model_dirs, "
+			    "tokenizer, device, threads, output_root, model_dirs, lora_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, "
 			    "max_worker_deaths, job_time_limit, policy, defaults, "
 			    "limits, callback, hub)");

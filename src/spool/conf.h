@@ -51,6 +51,8 @@ struct sd_config {
 	char *output_root;	/* NULL: SPOOL/output (watch) or . (run) */
 	char **model_dirs;	/* allowed model folders (none: anywhere) */
 	size_t n_model_dirs;
+	char **lora_dirs;	/* where <lora:NAME> finds NAME.safetensors */
+	size_t n_lora_dirs;
 	double poll_s;		/* spool poll interval */
 	double stale_s;		/* claim heartbeat age that makes it stale */
 	double heartbeat_s;	/* how often a worker touches its claim */

@@ -558,6 +558,24 @@ job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
 	if (resolve_input(j, JF_INIT_IMAGE, &j->init_image, err, line) < 0 ||
 	    resolve_input(j, JF_MASK, &j->mask, err, line) < 0)
 		return -1;
+	/* the LoRA files, relative to the job's folder */
+	struct sd_lora *l;
+	int nl;
+	if (params_loras(&j->params, &l, &nl) < 0)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	for (i = 0; i < nl; i++) {
+		char *path = strdup(l[i].path);
+		if (path == NULL || resolve_input(j, JF_LORAS, &path, err, line) < 0 ||
+		    params_lora_set_path(&j->params, i, path) < 0) {
+			if (path != NULL && err != NULL && err->message[0] == '\0')
+				sd_fail(err, SD_EINTERNAL, "out of memory");
+			free(path);
+			params_loras_free(l, nl);
+			return -1;
+		}
+		free(path);
+	}
+	params_loras_free(l, nl);
 	return 0;
 }
 

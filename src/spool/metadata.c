@@ -72,6 +72,43 @@ metadata_parameters(const struct sd_job *j, uint64_t seed, const char *model_nam
 }
 
 char *
+metadata_add_lora_hashes(char *text, const struct sd_lora_used *used, int n)
+{
+	char *list = NULL, *out = NULL, *at;
+	size_t len = 0;
+	FILE *f = open_memstream(&list, &len);
+	json_t *j;
+	char *q;
+
+	if (f == NULL)
+		return text;
+	/* A1111: "name: hash" for each, ':' and ',' taken out of the names,
+	 * the whole value quoted as JSON (it holds ':') */
+	for (int i = 0; i < n; i++) {
+		fprintf(f, "%s", i ? ", " : "");
+		for (const char *c = used[i].name; *c; c++)
+			if (*c != ':' && *c != ',')
+				fputc(*c, f);
+		fprintf(f, ": %s", used[i].hash);
+	}
+	fclose(f);
+	j = json_string(list);
+	q = j != NULL ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+	json_decref(j);
+	free(list);
+	/* before "Version: ", which A1111 writes last */
+	at = strstr(text, "Version: sdbatch");
+	if (q != NULL && at != NULL &&
+	    asprintf(&out, "%.*sLora hashes: %s, %s", (int)(at - text), text, q, at) < 0)
+		out = NULL;
+	free(q);
+	if (out == NULL)
+		return text;
+	free(text);
+	return out;
+}
+
+char *
 metadata_sdbatch_json(const struct sd_job *j, int index, uint64_t seed,
     const char *arch)
 {

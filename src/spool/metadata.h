@@ -25,6 +25,10 @@ void metadata_model_name(const char *model_path, char *out, size_t size);
 /* The `parameters` text of the image with this seed (malloc'd). */
 char *metadata_parameters(const struct sd_job *j, uint64_t seed,
     const char *model_name);
+/* text (a `parameters` text, malloc'd) with A1111's `Lora hashes: "NAME:
+ * HASH, ..."` before its Version; returns the new text (text is freed),
+ * or text itself when out of memory. */
+char *metadata_add_lora_hashes(char *text, const struct sd_lora_used *used, int n);
 
 /* The `sdbatch` chunk: the job's parameters, this image's index and seed,
  * the model's arch and the sdbatch version, as compact JSON (malloc'd). */

@@ -74,6 +74,12 @@ rng_name(int v)
 }
 
 static const char *
+prompt_syntax_name(int v)
+{
+	return sd_prompt_syntax_name((enum sd_prompt_syntax)v);
+}
+
+static const char *
 rng_png(int v)
 {
 	return v == SD_RNG_CPU ? "CPU" : "GPU";
@@ -189,6 +195,17 @@ const struct param_def params_table[] = {
 	  .flags = PARAM_INPUT, AT(mask),
 	  .flag = "mask", .metavar = "IMAGE",
 	  .help = "inpainting mask (PNG or JPEG), white = repaint" },
+	{ .field = JF_LORAS, .name = "loras", .type = PARAM_LORAS,
+	  .flags = PARAM_INPUT, .min = -100, .max = 100, AT(loras),
+	  .flag = "lora", .metavar = "FILE[:SCALE]",
+	  .help = "merge this LoRA into the model (scale default 1; repeat for more)" },
+	{ .field = JF_PROMPT_SYNTAX, .name = "prompt_syntax", .type = PARAM_CHOICE,
+	  .flags = PARAM_CONFIG, .default_text = "plain",
+	  .choice_name = prompt_syntax_name,
+	  AT(prompt_syntax), SD(prompt_syntax),
+	  .flag = "prompt-syntax", .metavar = "NAME",
+	  .help = "how the prompts are read (a1111: (word:1.2), [word], BREAK, long "
+	  "prompts, <lora:NAME:SCALE>)" },
 };
 
 const size_t params_count = sizeof params_table / sizeof params_table[0];
@@ -355,6 +372,7 @@ params_is_set(const struct param_def *d, const struct job_params *v)
 	switch (d->type) {
 	case PARAM_TEXT:
 	case PARAM_PATH:
+	case PARAM_LORAS:
 		return x.s != NULL;
 	case PARAM_INT:
 	case PARAM_CHOICE:
@@ -421,6 +439,194 @@ path_problem(const char *s)
 	if (strlen(s) >= PATH_MAX)
 		return "path too long";
 	return NULL;
+}
+
+/* Add one LoRA to the list of d in v. */
+static int
+lora_add(const struct param_def *d, struct job_params *v, const char *path, double scale)
+{
+	struct pvalue x;
+	char *s = NULL;
+	int r;
+
+	get(d, v, &x);
+	if (asprintf(&s, "%s%.17g\t%s\n", x.s != NULL ? x.s : "", scale, path) < 0)
+		return -1;
+	r = set_string(d, v, s);
+	free(s);
+	return r;
+}
+
+/* "PATH" or "PATH:SCALE" (the last ':' followed by a number): 0 with
+ * *path (malloc'd) and *scale, or -1 with why. */
+static int
+lora_split(const char *text, char **path, double *scale, char *why, size_t size)
+{
+	const char *colon = strrchr(text, ':');
+	char *end;
+
+	*scale = 1.0;
+	if (colon != NULL && colon[1] != '\0') {
+		errno = 0;
+		double x = strtod(colon + 1, &end);
+		if (*end == '\0' && errno == 0 && x == x && x > -1e300 && x < 1e300) {
+			*scale = x;
+			*path = strndup(text, (size_t)(colon - text));
+			goto done;
+		}
+	}
+	*path = strdup(text);
+done:
+	if (*path == NULL) {
+		snprintf(why, size, "out of memory");
+		return -1;
+	}
+	if ((*path)[0] == '\0') {
+		snprintf(why, size, "no LoRA file in \"%.60s\"", text);
+		free(*path);
+		return -1;
+	}
+	return 0;
+}
+
+/* loras: a sequence of { file: PATH, scale: X } mappings or "PATH[:X]"
+ * strings. */
+static int
+parse_loras(const struct param_def *d, struct yctx *y, const struct ynode *n,
+    const char *f, struct job_params *v)
+{
+	static const struct pvalue none;
+	char why[256];
+
+	set(d, v, &none);
+	if (ytree_is_null(n))
+		return 0;
+	if (n->kind != YNODE_SEQ && n->kind != YNODE_SCALAR)
+		return yfail(y, n, f, "expected a list of { file: FILE, scale: X }, got %s",
+		    ytree_kind_name(n));
+	/* one "FILE[:SCALE]" alone is a list of one */
+	for (size_t i = 0; i < (n->kind == YNODE_SEQ ? n->n : 1); i++) {
+		const struct ynode *it = n->kind == YNODE_SEQ ? n->items[i] : n, *fn, *sn;
+		char *path = NULL;
+		const char *problem;
+		double scale = 1.0;
+		if (it->kind == YNODE_MAP) {
+			for (size_t k = 0; k < it->n; k++)
+				if (strcmp(it->keys[k]->value, "file") != 0 &&
+				    strcmp(it->keys[k]->value, "scale") != 0)
+					return yfail(y, it->keys[k], f, "unknown key \"%.40s\" (file, scale)",
+					    it->keys[k]->value);
+			if ((fn = ytree_get(it, "file")) == NULL)
+				return yfail(y, it, f, "a LoRA without a file");
+			if (yget_string(y, fn, f, &path) < 0)
+				return -1;
+			if ((sn = ytree_get(it, "scale")) != NULL &&
+			    yget_number(y, sn, f, d->min, d->max, &scale) < 0) {
+				free(path);
+				return -1;
+			}
+		} else if (it->kind == YNODE_SCALAR) {
+			char *text = NULL;
+			if (yget_string(y, it, f, &text) < 0)
+				return -1;
+			if (lora_split(text, &path, &scale, why, sizeof why) < 0) {
+				free(text);
+				return yfail(y, it, f, "%s", why);
+			}
+			free(text);
+			if (scale < d->min || scale > d->max) {
+				free(path);
+				return yfail(y, it, f, "scale %g is out of range (%g..%g)", scale,
+				    d->min, d->max);
+			}
+		} else {
+			return yfail(y, it, f, "expected { file: FILE, scale: X }, got %s",
+			    ytree_kind_name(it));
+		}
+		if ((problem = path_problem(path)) != NULL || strchr(path, '\n') != NULL ||
+		    strchr(path, '\t') != NULL) {
+			free(path);
+			return yfail(y, it, f, "%s", problem ? problem :
+			    "a path may not hold control characters");
+		}
+		if (lora_add(d, v, path, scale) < 0) {
+			free(path);
+			return sd_fail(y->err, SD_EINTERNAL, "out of memory");
+		}
+		free(path);
+	}
+	return 0;
+}
+
+int
+params_loras(const struct job_params *v, struct sd_lora **out, int *n)
+{
+	const char *s = v->loras;
+	int count = 0, i = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (s == NULL)
+		return 0;
+	for (const char *p = s; *p; p++)
+		count += *p == '\n';
+	if ((*out = calloc((size_t)count + 1, sizeof **out)) == NULL)
+		return -1;
+	for (const char *p = s; *p && i < count; i++) {
+		const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+		if (tab == NULL || nl == NULL || tab > nl)
+			break;
+		(*out)[i].scale = (float)strtod(p, NULL);
+		if (((*out)[i].path = strndup(tab + 1, (size_t)(nl - tab - 1))) == NULL) {
+			params_loras_free(*out, i);
+			*out = NULL;
+			return -1;
+		}
+		p = nl + 1;
+	}
+	*n = i;
+	return 0;
+}
+
+void
+params_loras_free(struct sd_lora *l, int n)
+{
+	for (int i = 0; l != NULL && i < n; i++)
+		free((char *)l[i].path);
+	free(l);
+}
+
+int
+params_lora_set_path(struct job_params *v, int i, const char *path)
+{
+	const struct param_def *d = params_by_field(JF_LORAS);
+	struct sd_lora *l;
+	char *s = NULL;
+	int n, r = 0;
+	size_t len = 0;
+
+	if (params_loras(v, &l, &n) < 0 || i < 0 || i >= n)
+		return -1;
+	for (int k = 0; k < n; k++)
+		len += strlen(k == i ? path : l[k].path) + 32;
+	if ((s = malloc(len + 1)) == NULL) {
+		params_loras_free(l, n);
+		return -1;
+	}
+	s[0] = '\0';
+	/* keep the scales' text as it was: rebuild from the old lines */
+	const char *p = v->loras;
+	for (int k = 0; k < n; k++) {
+		const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+		strncat(s, p, (size_t)(tab - p + 1));
+		strcat(s, k == i ? path : l[k].path);
+		strcat(s, "\n");
+		p = nl + 1;
+	}
+	r = set_string(d, v, s);
+	free(s);
+	params_loras_free(l, n);
+	return r;
 }
 
 int
@@ -521,6 +727,8 @@ params_parse_yaml(const struct param_def *d, struct yctx *y,
 		if (yget_int(y, n, f, -1, INT64_MAX, &i) < 0)
 			return -1;
 		return set_seed(v, i);
+	case PARAM_LORAS:
+		return parse_loras(d, y, n, f, v);
 	}
 	return yfail(y, n, f, "unknown parameter type");
 }
@@ -544,6 +752,37 @@ params_parse_text(const struct param_def *d, const char *text,
 			return -1;
 		}
 		return 0;
+	case PARAM_LORAS: {
+		/* one more LoRA: FILE[:SCALE], relative to the current folder */
+		double scale;
+		char *file;
+		if (lora_split(text, &file, &scale, why, size) < 0)
+			return -1;
+		if ((problem = path_problem(file)) != NULL || scale < d->min || scale > d->max) {
+			if (problem != NULL)
+				snprintf(why, size, "%s", problem);
+			else
+				snprintf(why, size, "scale %g is out of range (%g..%g)", scale, d->min, d->max);
+			free(file);
+			return -1;
+		}
+		if (file[0] != '/') {
+			if ((cwd = getcwd(NULL, 0)) == NULL) {
+				snprintf(why, size, "the current folder: %s", strerror(errno));
+				free(file);
+				return -1;
+			}
+			path = util_join(cwd, file);
+			free(cwd);
+			free(file);
+			file = path;
+		}
+		r = file != NULL ? lora_add(d, v, file, scale) : -1;
+		free(file);
+		if (r < 0)
+			snprintf(why, size, "out of memory");
+		return r;
+	}
 	case PARAM_PATH:
 		if ((problem = path_problem(text)) != NULL) {
 			snprintf(why, size, "%s", problem);
@@ -637,6 +876,20 @@ params_check(const struct param_def *d, const struct job_params *v,
 		return 0;
 	case PARAM_SEED:
 		return 0;
+	case PARAM_LORAS: {
+		struct sd_lora *l;
+		int n;
+		if (params_loras(v, &l, &n) < 0)
+			return BAD("%s: out of memory", d->name);
+		for (int i = 0; i < n; i++)
+			if ((why = path_problem(l[i].path)) != NULL || !(l[i].scale >= d->min &&
+			    l[i].scale <= d->max)) {
+				params_loras_free(l, n);
+				return BAD("%s: %s", d->name, why ? why : "a scale out of range");
+			}
+		params_loras_free(l, n);
+		return 0;
+	}
 	}
 #undef BAD
 	return 0;
@@ -651,7 +904,8 @@ params_json(const struct param_def *d, const struct job_params *v)
 		return json_null();
 	get(d, v, &x);
 	if (!params_is_set(d, v))
-		return d->type == PARAM_TEXT ? json_string("") : json_null();
+		return d->type == PARAM_TEXT ? json_string("") : d->type == PARAM_LORAS ?
+		    json_array() : json_null();
 	switch (d->type) {
 	case PARAM_TEXT:
 	case PARAM_PATH:
@@ -664,6 +918,21 @@ params_json(const struct param_def *d, const struct job_params *v)
 		return json_string(d->choice_name((int)x.i));
 	case PARAM_SEED:
 		return json_integer(v->seed_random ? -1 : (json_int_t)v->seed);
+	case PARAM_LORAS: {
+		json_t *a = json_array();
+		struct sd_lora *l;
+		int n;
+		if (params_loras(v, &l, &n) < 0)
+			return a;
+		for (int i = 0; i < n; i++) {
+			json_t *o = json_object();
+			json_object_set_new(o, "file", json_string(l[i].path));
+			json_object_set_new(o, "scale", json_real(l[i].scale));
+			json_array_append_new(a, o);
+		}
+		params_loras_free(l, n);
+		return a;
+	}
 	}
 	return json_null();
 }
@@ -677,7 +946,7 @@ params_text(const struct param_def *d, const struct job_params *v, char *buf,
 	get(d, v, &x);
 	if (!params_is_set(d, v))
 		snprintf(buf, size, "%s", d->type == PARAM_TEXT ||
-		    d->type == PARAM_PATH ? "" : "auto");
+		    d->type == PARAM_PATH || d->type == PARAM_LORAS ? "" : "auto");
 	else if (d->type == PARAM_TEXT || d->type == PARAM_PATH)
 		snprintf(buf, size, "%s", x.s);
 	else if (d->type == PARAM_INT)
@@ -686,7 +955,19 @@ params_text(const struct param_def *d, const struct job_params *v, char *buf,
 		snprintf(buf, size, "%.17g", x.x);
 	else if (d->type == PARAM_CHOICE)
 		snprintf(buf, size, "%s", d->choice_name((int)x.i));
-	else if (v->seed_random)
+	else if (d->type == PARAM_LORAS) {
+		/* FILE:SCALE, ... */
+		size_t o = 0;
+		buf[0] = '\0';
+		for (const char *p = x.s; *p && o < size; ) {
+			const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+			if (tab == NULL || nl == NULL)
+				break;
+			o += (size_t)snprintf(buf + o, size - o, "%s%.*s:%.*s", o ? ", " : "",
+			    (int)(nl - tab - 1), tab + 1, (int)(tab - p), p);
+			p = nl + 1;
+		}
+	} else if (v->seed_random)
 		snprintf(buf, size, "-1");
 	else
 		snprintf(buf, size, "%" PRIu64, v->seed);
@@ -734,6 +1015,8 @@ png_value(const struct param_def *d, const struct job_params *v, uint64_t seed,
 		return -1;
 	if (d->type != PARAM_PATH && d->type != PARAM_SEED && !params_is_set(d, v))
 		return -1;	/* the model's, not known yet */
+	if (d->type == PARAM_LORAS)
+		return -1;	/* Lora hashes: written with the LoRAs merged */
 	if ((d->flags & PARAM_PNG_IF_NOT_DEFAULT) && d->default_text != NULL &&
 	    strcmp(params_text(d, v, t, sizeof t), d->default_text) == 0)
 		return -1;
@@ -767,6 +1050,8 @@ png_value(const struct param_def *d, const struct job_params *v, uint64_t seed,
 		snprintf(t, sizeof t, "%s", d->choice_png != NULL ?
 		    d->choice_png((int)x.i) : d->choice_name((int)x.i));
 		break;
+	case PARAM_LORAS:
+		return -1;
 	}
 	quote(t, buf, size);
 	return 0;

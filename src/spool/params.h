@@ -39,7 +39,7 @@ enum job_field {
 	JF_HEIGHT, JF_STEPS, JF_GUIDANCE_SCALE, JF_SAMPLER, JF_SCHEDULE,
 	JF_PREDICTION, JF_SPACING,
 	JF_SEED, JF_COUNT, JF_RNG, JF_CLIP_SKIP, JF_INIT_IMAGE, JF_STRENGTH,
-	JF_MASK, JF_OUTPUT, JF_CALLBACK, JF_METADATA,
+	JF_MASK, JF_LORAS, JF_PROMPT_SYNTAX, JF_OUTPUT, JF_CALLBACK, JF_METADATA,
 	JF_COUNT_
 };
 
@@ -62,7 +62,9 @@ enum job_field {
 	enum sd_rng_kind rng; \
 	int clip_skip; \
 	char *init_image, *mask; \
-	double strength;
+	double strength; \
+	char *loras;			/* "SCALE\tPATH\n" each (params_loras) */ \
+	enum sd_prompt_syntax prompt_syntax;
 
 struct job_params {
 	JOB_PARAMS_MEMBERS
@@ -75,6 +77,8 @@ enum param_type {
 	PARAM_NUMBER,		/* a finite double */
 	PARAM_CHOICE,		/* one of names (an enum) */
 	PARAM_SEED,		/* 0..INT64_MAX, or -1 / null: random */
+	PARAM_LORAS,		/* a list of { file: PATH, scale: X } (or "PATH",
+				 * "PATH:X"); a flag adds one each time */
 };
 
 /* Where a value sits in a struct, and as what C type. */
@@ -210,6 +214,15 @@ void params_to_sd(const struct job_params *v, struct sd_params *p);
 /* After sd_params_resolve: every parameter v left unset takes p's
  * (effective) value. */
 void params_from_sd(struct job_params *v, const struct sd_params *p);
+
+/* The LoRAs of v (loras:) as the engine takes them: *out malloc'd (free
+ * with params_loras_free), paths pointing into it.  0, or -1 out of
+ * memory. */
+int params_loras(const struct job_params *v, struct sd_lora **out, int *n);
+void params_loras_free(struct sd_lora *l, int n);
+/* Replace the path of LoRA i of v (a job resolving it against its
+ * folder).  0, or -1 out of memory. */
+int params_lora_set_path(struct job_params *v, int i, const char *path);
 
 /* `sdbatch run`'s help lines for the parameters' flags (malloc'd). */
 char *params_flags_help(void);

@@ -477,6 +477,14 @@ on_progress(void *user, const struct sd_progress *p)
 
 	if (should_stop(c))
 		return 1;
+	if (p->event != NULL && strcmp(p->event, "warning") == 0 && p->message != NULL &&
+	    c->env->notice != NULL && c->image == 0) {
+		/* a LoRA that matched in part, a plain prompt cut at 77 tokens */
+		char *m = util_printf("%s: warning: %s", c->job->id, p->message);
+		if (m != NULL)
+			c->env->notice(c->env->notice_user, m);
+		free(m);
+	}
 	if (p->event == NULL || strcmp(p->event, "step") != 0)
 		return 0;
 	c->res->steps_done++;
@@ -522,7 +530,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 	struct sd_image_u8 init, mask;
 	struct sd_params p;
 	char model_name[256], *dirpath = NULL, *pattern = NULL;
-	int dfd = -1, i, r = -1;
+	int dfd = -1, i, r = -1, nloras = 0;
+	struct sd_lora *loras = NULL;
 
 	memset(&init, 0, sizeof init);
 	memset(&mask, 0, sizeof mask);
@@ -552,6 +561,15 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		goto out;
 	p.init_rgb = init.data;
 	p.mask_grey = mask.data;
+	/* the LoRAs: the job's files, and <lora:NAME> found in lora_dirs */
+	if (params_loras(&job->params, &loras, &nloras) < 0) {
+		sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	p.loras = loras;
+	p.nloras = nloras;
+	p.lora_dirs = (const char *const *)env->cfg->lora_dirs;
+	p.nlora_dirs = (int)env->cfg->n_lora_dirs;
 	if ((res->images = calloc((size_t)job->count, sizeof *res->images)) == NULL) {
 		sd_fail(&res->err, SD_EINTERNAL, "out of memory");
 		goto out;
@@ -597,6 +615,12 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		res->decode_s += t.decode_s;
 		name = job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
 		params = metadata_parameters(job, img.seed, model_name);
+		{
+			int nused;
+			const struct sd_lora_used *used = sd_model_loras(env->cache->model, &nused);
+			if (params != NULL && nused > 0)
+				params = metadata_add_lora_hashes(params, used, nused);
+		}
 		json = metadata_sdbatch_json(job, i, img.seed, res->arch);
 		texts[0].key = "parameters";
 		texts[0].text = params ? params : "";
@@ -653,6 +677,7 @@ out:
 	free(pattern);
 	image_free(&init);
 	image_free(&mask);
+	params_loras_free(loras, nloras);
 	return r;
 }
 
