@@ -8,3 +8,5 @@ src_sdbatch_LDADD = $(LDADD)
 src_sdbatch_SOURCES += src/cli/cmd_pull.c
 ## perf: `sdbatch bench`
 src_sdbatch_SOURCES += src/cli/cmd_bench.c
+## `sdbatch serve` and `sdbatch gallery` (src/web)
+src_sdbatch_SOURCES += src/cli/cmd_serve.c src/cli/cmd_gallery.c

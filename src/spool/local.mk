@@ -11,4 +11,5 @@ src_libsdbatch_a_SOURCES += \
 	src/spool/result.c src/spool/result.h \
 	src/spool/callback.c src/spool/callback.h \
 	src/spool/runjob.c src/spool/runjob.h \
-	src/spool/worker.c src/spool/worker.h
+	src/spool/worker.c src/spool/worker.h \
+	src/spool/submit.c src/spool/submit.h

@@ -1,0 +1,5 @@
+## tests for serve: `sdbatch serve` over HTTP (curl) and the gallery in a
+## headless browser (chromium), with the real binary and the tiny model
+SERVE_SH_TESTS = tests/serve-api.sh tests/serve-gallery.sh
+TESTS += $(SERVE_SH_TESTS)
+EXTRA_DIST += $(SERVE_SH_TESTS) tests/serve-lib.sh
