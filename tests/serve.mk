@@ -3,3 +3,7 @@
 SERVE_SH_TESTS = tests/serve-api.sh tests/serve-gallery.sh
 TESTS += $(SERVE_SH_TESTS)
 EXTRA_DIST += $(SERVE_SH_TESTS) tests/serve-lib.sh
+clean-local: clean-serve-artifacts
+clean-serve-artifacts:
+	rm -rf tests/artifacts
+.PHONY: clean-serve-artifacts

@@ -56,7 +56,7 @@ cmd_gallery(int argc, char **argv)
 
 	cli_common_init(&cc, "gallery");
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+o:n:qvh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "o:n:qvh", longopts, NULL)) != -1) {
 		if (ch == 'h') {
 			gallery_usage(stdout);
 			return 0;

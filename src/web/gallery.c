@@ -250,15 +250,21 @@ struct image_ref {
 	const json_t *record;	/* borrowed from the listing */
 	const json_t *image;	/* images[index] */
 	const char *id;
+	const char *finished;	/* RFC 3339 UTC: sorts as text */
 	int index;
 	double time;
 };
 
+/* Newest first: by the time the job finished (the record's "finished"),
+ * else the job file's time. */
 static int
 by_time_desc(const void *a, const void *b)
 {
 	const struct image_ref *x = a, *y = b;
 
+	if (x->finished != NULL && y->finished != NULL &&
+	    strcmp(x->finished, y->finished) != 0)
+		return strcmp(y->finished, x->finished);
 	if (x->time != y->time)
 		return x->time < y->time ? 1 : -1;
 	if (strcmp(x->id, y->id) != 0)
@@ -522,49 +528,65 @@ failed_job(struct sbuf *b, const struct spool_entry *e)
 	sb_puts(b, "</span></li>\n");
 }
 
-char *
-gallery_html(struct spool *s, const struct sd_config *cfg,
-    const struct gallery_options *o, size_t *len, struct sd_error *err)
+/* The images of the done jobs of the listing, newest first (*n of them;
+ * borrowed from e). */
+static struct image_ref *
+collect_images(const struct spool_entry *e, int n, size_t *nrefs)
 {
-	struct spool_entry *e = NULL;
 	struct image_ref *refs = NULL;
-	struct sbuf b = { NULL, 0, 0, 0 };
-	size_t nrefs = 0, cap = 0, i;
-	int n, k, nactive = 0, nfailed = 0, shown;
-	char when[40];
+	size_t cap = 0;
+	int k;
 
-	(void)cfg;
-	if ((n = spool_list(s, NULL, &e, err)) < 0)
-		return NULL;
+	*nrefs = 0;
 	for (k = 0; k < n; k++) {
 		const json_t *imgs;
 		size_t j;
-		if (e[k].state == SPOOL_QUEUED || e[k].state == SPOOL_RUNNING)
-			nactive++;
-		if (e[k].state == SPOOL_FAILED)
-			nfailed++;
 		if (e[k].state != SPOOL_DONE || e[k].record == NULL)
 			continue;
 		imgs = json_object_get(e[k].record, "images");
 		for (j = 0; j < json_array_size(imgs); j++) {
-			if (nrefs == cap) {
+			struct image_ref *r;
+			if (*nrefs == cap) {
 				size_t nc = cap ? cap * 2 : 64;
 				struct image_ref *nr = realloc(refs, nc * sizeof *nr);
 				if (nr == NULL)
-					break;
+					goto out;
 				refs = nr;
 				cap = nc;
 			}
-			refs[nrefs].record = e[k].record;
-			refs[nrefs].image = json_array_get(imgs, j);
-			refs[nrefs].id = e[k].id;
-			refs[nrefs].index = (int)j;
-			refs[nrefs].time = e[k].mtime;
-			nrefs++;
+			r = &refs[(*nrefs)++];
+			r->record = e[k].record;
+			r->image = json_array_get(imgs, j);
+			r->id = e[k].id;
+			r->finished = jstr(e[k].record, "finished");
+			r->index = (int)j;
+			r->time = e[k].mtime;
 		}
 	}
-	if (nrefs > 1)
-		qsort(refs, nrefs, sizeof *refs, by_time_desc);
+out:
+	if (*nrefs > 1)
+		qsort(refs, *nrefs, sizeof *refs, by_time_desc);
+	return refs;
+}
+
+/* The page of the listing e (n entries; reordered). */
+static char *
+render(struct spool_entry *e, int n, const struct gallery_options *o,
+    size_t *len, struct sd_error *err)
+{
+	struct image_ref *refs = NULL;
+	struct sbuf b = { NULL, 0, 0, 0 };
+	size_t nrefs = 0, i;
+	int k, nactive = 0, nfailed = 0, shown;
+	char when[40];
+
+	for (k = 0; k < n; k++) {
+		if (e[k].state == SPOOL_QUEUED || e[k].state == SPOOL_RUNNING)
+			nactive++;
+		if (e[k].state == SPOOL_FAILED)
+			nfailed++;
+	}
+	refs = collect_images(e, n, &nrefs);
 	util_rfc3339(util_now(), when, sizeof when);
 	sb_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
 	    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -617,7 +639,6 @@ gallery_html(struct spool *s, const struct sd_config *cfg,
 	}
 	sb_puts(&b, "</body>\n</html>\n");
 	free(refs);
-	spool_list_free(e, n);
 	if (b.failed || b.s == NULL) {
 		free(b.s);
 		sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -625,6 +646,22 @@ gallery_html(struct spool *s, const struct sd_config *cfg,
 	}
 	*len = b.n;
 	return b.s;
+}
+
+char *
+gallery_html(struct spool *s, const struct sd_config *cfg,
+    const struct gallery_options *o, size_t *len, struct sd_error *err)
+{
+	struct spool_entry *e = NULL;
+	char *html;
+	int n;
+
+	(void)cfg;
+	if ((n = spool_list(s, NULL, &e, err)) < 0)
+		return NULL;
+	html = render(e, n, o, len, err);
+	spool_list_free(e, n);
+	return html;
 }
 
 /* Copy the open file in to dir/name through a temporary name. */
@@ -672,9 +709,10 @@ gallery_write(struct spool *s, const struct sd_config *cfg, const char *dir,
 {
 	struct gallery_options o = { max_images, 0 };
 	struct spool_entry *e = NULL;
+	struct image_ref *refs;
 	char *html, *images, *index;
-	size_t len;
-	int n, k, count = 0;
+	size_t len, nrefs, i;
+	int n, count = 0;
 
 	if (util_mkdirs(dir, err) < 0)
 		return -1;
@@ -689,46 +727,43 @@ gallery_write(struct spool *s, const struct sd_config *cfg, const char *dir,
 		free(images);
 		return -1;
 	}
-	qsort(e, (size_t)n, sizeof *e, by_mtime_desc);
-	for (k = 0; k < n && count < max_images; k++) {
-		const json_t *imgs = json_object_get(e[k].record, "images");
-		size_t j;
-		if (e[k].state != SPOOL_DONE)
-			continue;
-		for (j = 0; j < json_array_size(imgs) && count < max_images; j++) {
-			const char *p = jstr(json_array_get(imgs, j), "path");
-			char name[200], *src = NULL, *dst;
-			long long size;
-			struct sd_error e2;
-			int fd;
+	refs = collect_images(e, n, &nrefs);
+	for (i = 0; i < nrefs && count < max_images; i++) {
+		const char *p = jstr(refs[i].image, "path");
+		char name[200], *src = NULL, *dst;
+		long long size;
+		struct sd_error e2;
+		int fd;
 
-			snprintf(name, sizeof name, "%s-%zu.png", e[k].id, j);
-			count++;
-			sd_error_clear(&e2);
-			if ((fd = gallery_open_image(s, cfg, p, &size, &e2)) < 0) {
-				fprintf(stderr, "sdbatch gallery: job %s image %zu: %s\n",
-				    e[k].id, j, e2.message);
-				continue;
-			}
-			/* A hard link where possible (same file system), else
-			 * a copy. */
-			src = util_printf("/proc/self/fd/%d", fd);
-			dst = util_join(images, name);
-			if (src != NULL && dst != NULL) {
-				unlink(dst);
-				if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) < 0 &&
-				    copy_into(fd, images, name, &e2) < 0)
-					fprintf(stderr, "sdbatch gallery: %s: %s\n", name,
-					    e2.message);
-			}
-			free(src);
-			free(dst);
-			close(fd);
+		snprintf(name, sizeof name, "%s-%d.png", refs[i].id, refs[i].index);
+		count++;
+		sd_error_clear(&e2);
+		if ((fd = gallery_open_image(s, cfg, p, &size, &e2)) < 0) {
+			fprintf(stderr, "sdbatch gallery: job %s image %d: %s\n",
+			    refs[i].id, refs[i].index, e2.message);
+			continue;
 		}
+		/* A hard link where possible (same file system), else a
+		 * copy. */
+		src = util_printf("/proc/self/fd/%d", fd);
+		dst = util_join(images, name);
+		if (src != NULL && dst != NULL) {
+			unlink(dst);
+			if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) < 0 &&
+			    copy_into(fd, images, name, &e2) < 0)
+				fprintf(stderr, "sdbatch gallery: %s: %s\n", name,
+				    e2.message);
+		}
+		free(src);
+		free(dst);
+		close(fd);
 	}
-	spool_list_free(e, n);
+	free(refs);
 	free(images);
-	if ((html = gallery_html(s, cfg, &o, &len, err)) == NULL)
+	/* The page of the same listing: every image it shows is there. */
+	html = render(e, n, &o, &len, err);
+	spool_list_free(e, n);
+	if (html == NULL)
 		return -1;
 	if ((index = util_join(dir, "index.html")) == NULL) {
 		free(html);
