@@ -7,6 +7,8 @@
 . "$(dirname "$0")/spool-lib.sh"
 . "$(dirname "$0")/serve-lib.sh"
 serve_setup
+ART=${SDBATCH_ARTIFACTS:-$BUILDDIR/tests/artifacts}
+mkdir -p "$ART"
 
 start_serve s1 || { not_ok "serve starts"; finish; }
 ok "serve starts on $URL"
@@ -14,8 +16,9 @@ code=$(http GET /healthz)
 check "GET /healthz: 200 (got $code)" [ "$code" = 200 ]
 
 # --- submit in the {"operation": ...} shape, two streams, the worker -----
-code=$(post_json '{"operation": {"type": "SDGenerate", "prompt": "a lighthouse at dusk",
-  "negative_prompt": "blurry", "steps": 4, "cfg_scale": 6.5, "seed": 42}}')
+REQ='{"operation": {"type": "SDGenerate", "prompt": "a lighthouse at dusk",
+  "negative_prompt": "blurry", "steps": 4, "cfg_scale": 6.5, "seed": 42}}'
+code=$(post_json "$REQ" -D "$T/submit.headers")
 check "POST /v1/jobs (operation shape): 202 (got $code)" [ "$code" = 202 ]
 cp "$T/body" "$T/submit.json"
 ID=$(body_field job_id)
@@ -49,6 +52,21 @@ check "then one last event: the result record, status done" \
 check "every event has an id, increasing" sh -c "sed -n 's/^id: //p' '$T/s1.out' | sort -n -c"
 check "the second stream got the same events" cmp -s "$T/s1.out" "$T/s2.out"
 check "the job is done" in_state "$ID" done
+# The transcript of this job, kept beside the screenshots.
+{
+	echo "> POST /v1/jobs HTTP/1.1"
+	echo "> Content-Type: application/json"
+	echo ">"
+	echo "$REQ"
+	echo
+	tr -d '\r' < "$T/submit.headers" | sed '/^$/d; s/^/< /'
+	echo "<"
+	cat "$T/submit.json"
+	echo
+	echo "> GET /v1/jobs/$ID/stream HTTP/1.1"
+	echo
+	cat "$T/s1.out"
+} > "$ART/serve-transcript.txt"
 
 # --- the image -------------------------------------------------------------
 code=$(http GET "/v1/jobs/$ID/images/0.png")
@@ -116,6 +134,7 @@ step3() { grep -q '^data: Step 3/30' "$T/r1.out"; }
 check "the job runs (step 3 streamed)" wait_for 120 step3
 stop_serve "$serve_pid"
 check "serve stops on SIGTERM" exited "$serve_pid"
+check "no sanitizer report from the first server" sanitizer_clean s1
 check "the open stream ends with it" wait_for 20 exited "$c7"
 last=$(sed -n 's/^id: //p' "$T/r1.out" | tail -1)
 start_serve s2 || not_ok "serve starts again"
@@ -215,6 +234,7 @@ snapshot > "$T/after"
 check "none of the $nbad bad requests left anything in the spool" cmp -s "$T/before" "$T/after"
 check "at least 40 bad requests were tried" [ "$nbad" -ge 40 ]
 stop_serve "$serve_pid"
+check "no sanitizer report after the bad requests" sanitizer_clean s2
 
 # --- a token ------------------------------------------------------------------
 write_conf 'serve: { token: "s3cret-token-0123456789" }'
@@ -248,6 +268,11 @@ code=$(http GET /v1/jobs -H "Authorization: Bearer $SDBATCH_SERVE_TOKEN")
 check "and accepted (got $code)" [ "$code" = 200 ]
 stop_serve "$serve_pid"
 unset SDBATCH_SERVE_TOKEN
+write_conf 'serve: { token: "short" }'
+"$BIN" serve --config "$CONF" "$SPOOL" 2> "$T/short.err"; rc=$?
+check "a token under 16 characters: exit 78 (got $rc)" [ $rc -eq 78 ]
+check "naming the key" grep -q "serve.token" "$T/short.err"
+write_conf
 "$BIN" serve "$T/no-spool" 2> /dev/null; rc=$?
 check "serve of a missing spool: exit 66 (got $rc)" [ $rc -eq 66 ]
 finish

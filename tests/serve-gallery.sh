@@ -103,4 +103,5 @@ check "the screenshot of the static page" [ -s "$T/static.png" ]
 cp "$T/static.png" "$ART/gallery-static.png" 2>/dev/null
 diag "screenshots: $ART/serve-gallery.png $ART/gallery-static.png"
 stop_serve "$serve_pid"
+check "no sanitizer report from serve" sanitizer_clean s1
 finish

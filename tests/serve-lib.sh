@@ -47,9 +47,12 @@ http() {
 	curl -s -g --path-as-is -o "$T/body" -w '%{http_code}' -X "$_m" "$@" "$URL$_p"
 }
 
-# post_json JSON: POST a job; the status code on stdout, the body in $T/body.
+# post_json JSON [CURL ARGS...]: POST a job; the status code on stdout, the
+# body in $T/body.
 post_json() {
-	http POST /v1/jobs -H 'Content-Type: application/json' --data-binary "$1"
+	_j=$1
+	shift
+	http POST /v1/jobs -H 'Content-Type: application/json' --data-binary "$_j" "$@"
 }
 
 # body_field KEY: a string field of the JSON body (one key a line).
@@ -57,3 +60,6 @@ body_field() { sed -n "s/^ *\"$1\": \"\([^\"]*\)\",\{0,1\}\$/\1/p" "$T/body" | h
 
 # data_lines FILE: the data of the events of a stream, one a line.
 data_lines() { sed -n 's/^data: //p' "$1"; }
+
+# sanitizer_clean NAME: no ASan/UBSan report in serve's stderr.
+sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error' "$T/$1.err"; }

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,6 +600,7 @@ get_image(struct web_server *w, struct MHD_Connection *c, const char *url,
 
 struct stream {
 	struct web_server *w;
+	int fd;			/* the client's socket, to notice it leaving */
 	char id[JOB_ID_MAX + 1];
 	char *log_path;
 	uint64_t offset;	/* the next byte of the log to read */
@@ -808,6 +810,12 @@ stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			s->finished = 1;
 			continue;
 		}
+		if (s->fd >= 0) {
+			struct pollfd p = { s->fd, POLLRDHUP, 0 };
+			if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP |
+			    POLLERR | POLLNVAL)))
+				return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
 		if (util_now_mono() - s->last_sent >= STREAM_KEEPALIVE_S) {
 			out_add(s, ": keep-alive\n\n");
 			continue;
@@ -847,6 +855,13 @@ get_stream(struct web_server *w, struct MHD_Connection *c, const char *url,
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return MHD_NO;
 	s->w = w;
+	s->fd = -1;
+	{
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c,
+		    MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (ci != NULL)
+			s->fd = ci->connect_fd;
+	}
 	snprintf(s->id, sizeof s->id, "%s", id);
 	s->log_path = util_printf("%s/%s.jsonl", w->spool.logs, id);
 	s->include_images = inc != NULL && (strcmp(inc, "true") == 0 ||
