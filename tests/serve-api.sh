@@ -236,6 +236,17 @@ check "at least 40 bad requests were tried" [ "$nbad" -ge 40 ]
 stop_serve "$serve_pid"
 check "no sanitizer report after the bad requests" sanitizer_clean s2
 
+# --- CORS, when configured ------------------------------------------------------
+write_conf 'serve: { cors_origin: "https://app.example" }'
+start_serve s5 || not_ok "serve starts with cors_origin"
+curl -s -i -X OPTIONS -H 'Origin: https://app.example' \
+    -H 'Access-Control-Request-Method: POST' "$URL/v1/jobs" | tr -d '\r' > "$T/cors1"
+check "cors_origin: a preflight gets 204 and the allowed origin" \
+    sh -c "head -1 '$T/cors1' | grep -q ' 204' && grep -qi '^Access-Control-Allow-Origin: https://app.example\$' '$T/cors1' && grep -qi '^Access-Control-Allow-Headers: .*Authorization' '$T/cors1'"
+curl -s -i -H 'Origin: https://evil.example' "$URL/v1/jobs" | tr -d '\r' > "$T/cors2"
+check "another origin gets no CORS header" sh -c "! grep -qi '^Access-Control' '$T/cors2'"
+stop_serve "$serve_pid"
+
 # --- a token ------------------------------------------------------------------
 write_conf 'serve: { token: "s3cret-token-0123456789" }'
 start_serve s3 || not_ok "serve starts with a token"
