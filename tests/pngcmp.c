@@ -43,7 +43,17 @@ main(int argc, char **argv)
 		printf("%s\n", err.message);
 		return 1;
 	}
-	g = golden_open(argv[2]);
+	/* CASE may name its set: "sd21-tiny/txt2img_v_ddim_s4" */
+	{
+		const char *slash = strchr(argv[2], '/');
+		char setname[64];
+		if (slash != NULL && (size_t)(slash - argv[2]) < sizeof setname) {
+			snprintf(setname, sizeof setname, "%.*s", (int)(slash - argv[2]), argv[2]);
+			g = golden_open_in(setname, slash + 1);
+		} else {
+			g = golden_open(argv[2]);
+		}
+	}
 	if (g == NULL || (t = st_find(g, argv[3])) == NULL || t->dtype != SD_U8) {
 		printf("no U8 tensor %s in case %s\n", argv[3], argv[2]);
 		return 1;

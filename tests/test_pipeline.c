@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -15,6 +16,13 @@
 #include "testutil.h"
 
 #define MAXSTEPS 32
+
+/* The golden set of the cases being run. */
+static const char *set = "sd15-tiny";
+/* A folder with the sd21-tiny single files beside an LDM config that gives
+ * their 8-channel heads (real SD 2.x files have 64, the description's
+ * default). */
+static char sd2dir[256];
 
 struct capture {
 	float *latents0;
@@ -26,7 +34,7 @@ struct capture {
 };
 
 static float *
-dup(const float *x, size_t n)
+fdup(const float *x, size_t n)
 {
 	float *p = malloc(n * sizeof *p);
 	memcpy(p, x, n * sizeof *p);
@@ -39,17 +47,17 @@ on_debug(void *user, const char *name, int step, const float *data, size_t n)
 	struct capture *c = user;
 
 	if (strcmp(name, "latents_0") == 0) {
-		c->latents0 = dup(data, n);
+		c->latents0 = fdup(data, n);
 		c->nlat = n;
 	} else if (strcmp(name, "unet_out") == 0 && step < MAXSTEPS) {
-		c->unet_out[step] = dup(data, n);
+		c->unet_out[step] = fdup(data, n);
 		c->nout = n;
 	} else if (strcmp(name, "latents") == 0 && step < MAXSTEPS) {
-		c->latents[step] = dup(data, n);
+		c->latents[step] = fdup(data, n);
 		if (step + 1 > c->calls)
 			c->calls = step + 1;
 	} else if (strcmp(name, "image_decoded") == 0) {
-		c->image = dup(data, n);
+		c->image = fdup(data, n);
 	}
 }
 
@@ -73,7 +81,10 @@ load(const char *model, const char *unet)
 	struct sd_model *m;
 	char mpath[4096], upath[4096];
 
-	snprintf(mpath, sizeof mpath, "%s", shared_path(model));
+	if (model[0] == '/')
+		snprintf(mpath, sizeof mpath, "%s", model);
+	else
+		snprintf(mpath, sizeof mpath, "%s", shared_path(model));
 	spec.model = mpath;
 	if (unet != NULL) {
 		snprintf(upath, sizeof upath, "%s", shared_path(unet));
@@ -90,6 +101,11 @@ load(const char *model, const char *unet)
 static int
 parse_sampler(const char *name, struct sd_params *p)
 {
+	if (strcmp(name, "ddim_trailing") == 0) {
+		p->sampler = SD_SAMPLER_DDIM;
+		p->spacing = SD_SPACING_TRAILING;
+		return 0;
+	}
 	if (strcmp(name, "dpmpp_2m_karras") == 0) {
 		p->sampler = SD_SAMPLER_DPMPP_2M;
 		p->schedule = SD_SCHEDULE_KARRAS;
@@ -174,10 +190,23 @@ run_case(struct sd_model *m, const char *cs, const char *prefix, int index, stru
 		tap_ok(0, "%s: unknown sampler", cs);
 		return;
 	}
+	/* SD 2.x cases: the prediction and spacing of the case's scheduler
+	 * config (the 768-v, base and Turbo conventions on one file). */
+	json_t *sc = json_object_get(params, "scheduler_config");
+	const char *pt = json_string_value(json_object_get(sc, "prediction_type"));
+	const char *sp = json_string_value(json_object_get(sc, "timestep_spacing"));
+	if (strcmp(set, "sd15-tiny") != 0) {
+		if (pt != NULL)
+			p.prediction = strcmp(pt, "v_prediction") == 0 ? SD_PREDICTION_V : SD_PREDICTION_EPSILON;
+		if (sp != NULL && p.spacing == SD_SPACING_AUTO && sd_spacing_parse(sp, &p.spacing) < 0) {
+			tap_ok(0, "%s: spacing %s", cs, sp);
+			return;
+		}
+	}
 	snprintf(label, sizeof label, "%s%s", cs, prefix);
 	if (init_png != NULL) {
 		if (png_read_rgb(shared_path(json_string_value(init_png) ? 
-		    (snprintf(key, sizeof key, "testdata/sd15-tiny/%s", json_string_value(init_png)), key) : ""),
+		    (snprintf(key, sizeof key, "testdata/%s/%s", set, json_string_value(init_png)), key) : ""),
 		    &init, &err) < 0) {
 			tap_ok(0, "%s: init image: %s", label, err.message);
 			return;
@@ -185,7 +214,7 @@ run_case(struct sd_model *m, const char *cs, const char *prefix, int index, stru
 		p.init_rgb = init.data;
 	}
 	if (mask_png != NULL) {
-		snprintf(key, sizeof key, "testdata/sd15-tiny/%s", json_string_value(mask_png));
+		snprintf(key, sizeof key, "testdata/%s/%s", set, json_string_value(mask_png));
 		if (png_read_grey(shared_path(key), &mask, &err) < 0) {
 			tap_ok(0, "%s: mask: %s", label, err.message);
 			image_free(&init);
@@ -231,23 +260,77 @@ out:
 	image_free(&mask);
 }
 
-int
-main(int argc, char **argv)
+/* The sd21-tiny single files beside an LDM config (FILE.yaml) with their
+ * head sizes. */
+static int
+make_sd2_dir(void)
+{
+	static const char *files[] = { "model.safetensors", "model-f16.safetensors" };
+	const char *tmp = getenv("TMPDIR");
+	char path[512], target[512];
+	FILE *f;
+
+	snprintf(sd2dir, sizeof sd2dir, "%s/sdbatch-pipe-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(sd2dir) == NULL)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		char rel[128], *abs;
+		snprintf(rel, sizeof rel, "testdata/sd21-tiny/%s", files[i]);
+		if ((abs = realpath(shared_path(rel), NULL)) == NULL)
+			return -1;
+		snprintf(target, sizeof target, "%s", abs);
+		free(abs);
+		snprintf(path, sizeof path, "%s/%s", sd2dir, files[i]);
+		if (symlink(target, path) < 0)
+			return -1;
+		snprintf(path, sizeof path, "%s/%.*s.yaml", sd2dir, (int)strlen(files[i]) - 12, files[i]);
+		if ((f = fopen(path, "w")) == NULL)
+			return -1;
+		fputs("model:\n  params:\n    parameterization: \"v\"\n    scale_factor: 0.18215\n"
+		    "    unet_config:\n      params:\n        num_head_channels: 8\n"
+		    "        use_linear_in_transformer: True\n    cond_stage_config:\n"
+		    "      params:\n        layer: \"penultimate\"\n        heads: 2\n", f);
+		fclose(f);
+	}
+	return 0;
+}
+
+static void
+remove_sd2_dir(void)
+{
+	static const char *files[] = { "model.safetensors", "model-f16.safetensors", "model.yaml",
+	    "model-f16.yaml" };
+	char path[512];
+
+	for (int i = 0; i < 4; i++) {
+		snprintf(path, sizeof path, "%s/%s", sd2dir, files[i]);
+		unlink(path);
+	}
+	rmdir(sd2dir);
+}
+
+static void
+run_set(const char *only)
 {
 	json_t *manifest, *cases;
 	json_error_t jerr;
 	struct sd_model *plain = NULL, *f16 = NULL, *inpaint = NULL;
-	const char *only = argc > 1 ? argv[1] : NULL;
+	int sd2 = strcmp(set, "sd21-tiny") == 0;
+	char rel[128], model[512], model16[512];
 	size_t i;
 
-	if (shared_dir() == NULL)
-		return tap_skip_all("../shared is absent: no reference tensors");
-	if (strcmp(test_device(), "cpu") != 0)
-		sd_ctx_free(test_ctx_new());	/* skips everything without the device */
-	manifest = json_load_file(shared_path("testdata/sd15-tiny/manifest.json"), 0, &jerr);
+	snprintf(rel, sizeof rel, "testdata/%s/manifest.json", set);
+	manifest = json_load_file(shared_path(rel), 0, &jerr);
 	if (manifest == NULL) {
-		tap_ok(0, "manifest.json: %s", jerr.text);
-		return tap_done();
+		tap_ok(0, "%s: %s", rel, jerr.text);
+		return;
+	}
+	if (sd2) {
+		snprintf(model, sizeof model, "%s/model.safetensors", sd2dir);
+		snprintf(model16, sizeof model16, "%s/model-f16.safetensors", sd2dir);
+	} else {
+		snprintf(model, sizeof model, "testdata/%s/model.safetensors", set);
+		snprintf(model16, sizeof model16, "testdata/%s/model-f16.safetensors", set);
 	}
 	cases = json_object_get(manifest, "cases");
 	json_t *c;
@@ -275,15 +358,15 @@ main(int argc, char **argv)
 		} else if (json_is_true(json_object_get(params, "f16w"))) {
 			mp = &f16;
 			if (*mp == NULL)
-				*mp = load("testdata/sd15-tiny/model-f16.safetensors", NULL);
+				*mp = load(model16, NULL);
 		} else {
 			mp = &plain;
 			if (*mp == NULL)
-				*mp = load("testdata/sd15-tiny/model.safetensors", NULL);
+				*mp = load(model, NULL);
 		}
 		if (*mp == NULL)
 			break;
-		g = golden_open(name);
+		g = golden_open_in(set, name);
 		if (g == NULL) {
 			tap_ok(0, "%s: golden file", name);
 			continue;
@@ -300,5 +383,56 @@ main(int argc, char **argv)
 	sd_model_free(f16);
 	sd_model_free(inpaint);
 	json_decref(manifest);
+}
+
+/* The SD 2.x diffusers folder: its own configs say everything (heads,
+ * v-prediction, DDIM, 128x128): one case through the folder. */
+static void
+run_sd2_folder(void)
+{
+	struct sd_model *m = load("testdata/sd21-tiny/diffusers", NULL);
+	struct st_file *g;
+	json_t *manifest, *c;
+	json_error_t jerr;
+	size_t i;
+
+	if (m == NULL)
+		return;
+	tap_ok(strcmp(sd_model_arch(m), "sd2") == 0, "sd21 folder: the 768-v model (%s)", sd_model_arch(m));
+	manifest = json_load_file(shared_path("testdata/sd21-tiny/manifest.json"), 0, &jerr);
+	json_array_foreach(json_object_get(manifest, "cases"), i, c) {
+		const char *name = json_string_value(json_object_get(c, "name"));
+		if (name == NULL || (strcmp(name, "txt2img_v_ddim_s4") != 0 &&
+		    strcmp(name, "img2img_v_ddim_s10_str06") != 0))
+			continue;
+		if ((g = golden_open_in("sd21-tiny", name)) == NULL)
+			continue;
+		run_case(m, name, "", 0, g, json_object_get(c, "params"));
+		st_close(g);
+	}
+	json_decref(manifest);
+	sd_model_free(m);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : NULL;
+
+	if (shared_dir() == NULL)
+		return tap_skip_all("../shared is absent: no reference tensors");
+	if (strcmp(test_device(), "cpu") != 0)
+		sd_ctx_free(test_ctx_new());	/* skips everything without the device */
+	set = "sd15-tiny";
+	run_set(only);
+	if (make_sd2_dir() < 0) {
+		tap_ok(0, "make a folder for the SD 2.x files");
+		return tap_done();
+	}
+	set = "sd21-tiny";
+	run_set(only);
+	if (only == NULL)
+		run_sd2_folder();
+	remove_sd2_dir();
 	return tap_done();
 }

@@ -93,6 +93,12 @@ test_common(void)
 }
 
 /* One sched_* case at S steps: schedule, model inputs, every step. */
+/* The golden set and the config the sched_* cases were made with: SD 1.5's,
+ * or (sd21-tiny) SD 2.1's with its prediction type and spacing. */
+static const char *golden_set = "sd15-tiny";
+static enum sched_prediction set_prediction = SCHED_PRED_EPSILON;
+static enum sched_spacing set_spacing = SCHED_SPACING_DEFAULT;
+
 static void
 test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sampler,
     enum sd_schedule schedule, int S, int noise_seed)
@@ -109,8 +115,11 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 	const float *ts;
 
 	sched_config_sd15(&cfg);
+	cfg.prediction_type = set_prediction;
+	cfg.timestep_spacing = set_spacing;
 	s = sd_scheduler_new(sampler, schedule, &cfg, S, &err);
-	snprintf(what, sizeof what, "%s n%d", casename, S);
+	snprintf(what, sizeof what, "%s%s n%d", strcmp(golden_set, "sd15-tiny") ? "sd21 " : "",
+	    casename, S);
 	if (!tap_ok(s != NULL, "%s: scheduler built %s", what, err.message))
 		return;
 
@@ -249,16 +258,20 @@ static void
 test_sched_case(const char *file, enum sd_sampler sampler,
     enum sd_schedule schedule)
 {
-	static const int steps[] = {4, 10, 20};
-	struct st_file *g = golden_open(file);
+	static const int steps[] = {1, 2, 4, 10, 20};
+	struct st_file *g = golden_open_in(golden_set, file);
+	char key[32];
 
 	if (g == NULL) {
 		tap_skip("%s: golden not found", file);
 		return;
 	}
-	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
-		test_sched_steps(g, file, sampler, schedule, steps[i],
-		    sampler == SD_SAMPLER_EULER_A ? 601 : -1);
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		snprintf(key, sizeof key, "n%d.timesteps", steps[i]);
+		if (st_find(g, key) != NULL)
+			test_sched_steps(g, file, sampler, schedule, steps[i],
+			    sampler == SD_SAMPLER_EULER_A ? 601 : -1);
+	}
 	st_close(g);
 }
 
@@ -743,6 +756,8 @@ test_names(void)
 	enum sd_sampler smp;
 	enum sd_schedule sch;
 	enum sd_rng_kind rk;
+	enum sd_prediction pred;
+	enum sd_spacing sp;
 	int ok = 1;
 
 	for (int i = 0; i < SD_SAMPLER_COUNT; i++)
@@ -760,9 +775,15 @@ test_names(void)
 	tap_ok(sd_rng_parse("cuda", &rk) == 0 && rk == SD_RNG_CUDA &&
 	    sd_rng_parse("gpu", &rk) < 0 && strcmp(sd_rng_name(SD_RNG_CPU), "cpu") == 0,
 	    "rng names");
+	tap_ok(sd_prediction_parse("v", &pred) == 0 && pred == SD_PREDICTION_V &&
+	    sd_prediction_parse("V", &pred) < 0 && strcmp(sd_prediction_name(SD_PREDICTION_EPSILON), "epsilon") == 0 &&
+	    sd_spacing_parse("trailing", &sp) == 0 && sp == SD_SPACING_TRAILING &&
+	    sd_spacing_parse("first", &sp) < 0 && strcmp(sd_spacing_name(SD_SPACING_AUTO), "auto") == 0,
+	    "prediction and spacing names");
 	sd_params_init(&p);
-	tap_ok(p.width == 512 && p.height == 512 && p.steps == 20 &&
-	    p.guidance_scale == 7.5f && p.sampler == SD_SAMPLER_EULER_A &&
+	tap_ok(p.width == 0 && p.height == 0 && p.steps == 0 &&
+	    p.guidance_scale < 0 && p.sampler == SD_SAMPLER_AUTO &&
+	    p.prediction == SD_PREDICTION_AUTO && p.spacing == SD_SPACING_AUTO &&
 	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
 	    p.clip_skip == 1 && p.strength == 0.75f && strcmp(p.negative_prompt, "") == 0 &&
 	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
@@ -803,5 +824,23 @@ main(void)
 	test_sched_case("sched_dpmpp_2m_karras", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS);
 	for (size_t i = 0; i < sizeof pipeline_cases / sizeof pipeline_cases[0]; i++)
 		test_pipeline_case(pipeline_cases[i]);
+
+	/* SD 2.x: v-prediction in every sampler (the SD 2.1 config), trailing
+	 * spacing, and SD-Turbo's config (trailing, epsilon). */
+	golden_set = "sd21-tiny";
+	set_prediction = SCHED_PRED_V;
+	test_sched_case("sched_v_ddim", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_euler", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_euler_a", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_dpmpp_2m", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_dpmpp_2m_karras", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS);
+	test_sched_case("sched_v_lms", SD_SAMPLER_LMS, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_pndm", SD_SAMPLER_PNDM, SD_SCHEDULE_NORMAL);
+	set_spacing = SCHED_SPACING_TRAILING;
+	test_sched_case("sched_v_ddim_trailing", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_v_euler_a_trailing", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+	set_prediction = SCHED_PRED_EPSILON;
+	test_sched_case("sched_turbo_euler_a", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_turbo_euler", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
 	return tap_done();
 }

@@ -160,7 +160,7 @@ main(void)
 		return tap_skip_all("cannot make a temporary folder");
 
 	/* The full preset, counted without writing 2 GB. */
-	rc = synth_sd15_count(&synth_config_sd15_full, &c, &err);
+	rc = synth_count(&synth_config_sd15_full, &c, &err);
 	tap_ok(rc == 0 && c.unet_params == 859520964, "full SD 1.5 UNet: %lld parameters (859,520,964)",
 	    (long long)c.unet_params);
 	tap_ok(rc == 0 && c.vae_params == 83653863, "full SD 1.5 VAE: %lld parameters (83,653,863)",
@@ -170,8 +170,40 @@ main(void)
 	tap_ok(rc == 0 && c.tensors == 1131 && c.file_size > 2130000000ull && c.file_size < 2135000000ull,
 	    "full SD 1.5: %d tensors, %llu bytes in F16", c.tensors, (unsigned long long)c.file_size);
 
+	/* SD 2.1 768-v: the released UNet has 865,910,724 parameters. */
+	rc = synth_count(&synth_config_sd2_full, &c, &err);
+	tap_ok(rc == 0 && c.unet_params == 865910724, "full SD 2.1 UNet: %lld parameters (865,910,724)",
+	    (long long)c.unet_params);
+	tap_ok(rc == 0 && c.vae_params == 83653863 && c.clip_params == 354032641,
+	    "full SD 2.1 VAE %lld, OpenCLIP-H text tower %lld parameters (24 layers stored, "
+	    "text_projection and logit_scale included)", (long long)c.vae_params,
+	    (long long)c.clip_params);
+	{
+		struct synth_config c2;
+		tap_ok(synth_preset("sd-turbo", 0, &c2) == 0 && strcmp(c2.arch, "sd-turbo") == 0 &&
+		    synth_preset("sdxl", 0, &c2) < 0, "presets by architecture");
+	}
+	if (shared_dir() != NULL) {
+		struct synth_config c2 = synth_config_sd2_tiny;
+		struct st_file *g2, *r2;
+		rc = synth_checkpoint(tmp_path("tiny2.safetensors"), &c2, &err);
+		g2 = rc == 0 ? st_open(tmp_path("tiny2.safetensors"), &err) : NULL;
+		r2 = st_open(shared_path("testdata/sd21-tiny/model.safetensors"), &err);
+		if (g2 != NULL && r2 != NULL)
+			compare_layout("tiny SD 2.x preset", g2, r2, "");
+		else
+			tap_ok(0, "tiny SD 2.x preset: %s", err.message);
+		tap_ok(g2 != NULL && strcmp(st_metadata(g2, "modelspec.prediction_type"), "v") == 0 &&
+		    strcmp(st_metadata(g2, "sdbatch.unet_head_channels"), "8") == 0 &&
+		    strcmp(st_metadata(g2, "sdbatch.text_heads"), "2") == 0,
+		    "the SD 2.x file's metadata says v-prediction and the head sizes");
+		st_close(g2);
+		st_close(r2);
+		unlink(tmp_path("tiny2.safetensors"));
+	}
+
 	/* The tiny preset against the reference model. */
-	rc = synth_sd15_checkpoint(tmp_path("tiny.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("tiny.safetensors"), &cfg, &err);
 	tap_ok(rc == 0, "writes the tiny preset%s%s", rc ? ": " : "", err.message);
 	got = st_open(tmp_path("tiny.safetensors"), &err);
 	tap_ok(got != NULL && st_count(got) == 961, "the file opens, 961 tensors%s%s",
@@ -181,7 +213,7 @@ main(void)
 		rmdir(dir);
 		return tap_done();
 	}
-	rc = synth_sd15_count(&cfg, &c, &err);
+	rc = synth_count(&cfg, &c, &err);
 	tap_ok(rc == 0 && stat(tmp_path("tiny.safetensors"), &st) == 0 &&
 	    (uint64_t)st.st_size == c.file_size && c.tensors == 961,
 	    "the dry run agrees on the size (%llu bytes) and tensor count",
@@ -201,7 +233,7 @@ main(void)
 
 		cfg.parts = SYNTH_UNET;
 		cfg.unet_in_channels = 9;
-		rc = synth_sd15_checkpoint(tmp_path("inpaint.safetensors"), &cfg, &err);
+		rc = synth_checkpoint(tmp_path("inpaint.safetensors"), &cfg, &err);
 		ref = st_open(shared_path("testdata/sd15-tiny/model-inpaint.safetensors"), &err);
 		struct st_file *inp = rc == 0 ? st_open(tmp_path("inpaint.safetensors"), &err) : NULL;
 		if (ref == NULL || inp == NULL)
@@ -216,23 +248,23 @@ main(void)
 	st_close(got);
 
 	/* Deterministic, seed-dependent, other dtypes. */
-	rc = synth_sd15_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
 	tap_ok(rc == 0 && same_files(tmp_path("tiny.safetensors"), tmp_path("again.safetensors")),
 	    "the same configuration gives the same bytes");
 	cfg.seed = 1;
-	rc = synth_sd15_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
 	tap_ok(rc == 0 && !same_files(tmp_path("tiny.safetensors"), tmp_path("again.safetensors")),
 	    "another seed gives other values");
 	cfg.seed = 0;
 	cfg.dtype = SD_BF16;
-	rc = synth_sd15_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
 	got = rc == 0 ? st_open(tmp_path("again.safetensors"), &err) : NULL;
 	tap_ok(got != NULL, "BF16 variant written");
 	if (got != NULL)
 		check_values(got, SD_BF16);
 	st_close(got);
 	cfg.dtype = SD_F32;
-	rc = synth_sd15_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("again.safetensors"), &cfg, &err);
 	got = rc == 0 ? st_open(tmp_path("again.safetensors"), &err) : NULL;
 	tap_ok(got != NULL, "F32 variant written");
 	if (got != NULL)
@@ -242,14 +274,14 @@ main(void)
 	/* Errors. */
 	cfg = synth_config_sd15_tiny;
 	cfg.unet_channels[1] = 40;
-	tap_ok(synth_sd15_count(&cfg, &c, &err) < 0 && err.code == SD_EUSAGE,
+	tap_ok(synth_count(&cfg, &c, &err) < 0 && err.code == SD_EUSAGE,
 	    "a width that is not a multiple of 32 is refused (%s)", err.message);
 	cfg = synth_config_sd15_tiny;
 	cfg.dtype = SD_I32;
-	tap_ok(synth_sd15_checkpoint(tmp_path("bad.safetensors"), &cfg, &err) < 0 &&
+	tap_ok(synth_checkpoint(tmp_path("bad.safetensors"), &cfg, &err) < 0 &&
 	    access(tmp_path("bad.safetensors"), F_OK) < 0, "an integer dtype is refused (%s)", err.message);
 	cfg = synth_config_sd15_tiny;
-	rc = synth_sd15_checkpoint(tmp_path("no/such/dir.safetensors"), &cfg, &err);
+	rc = synth_checkpoint(tmp_path("no/such/dir.safetensors"), &cfg, &err);
 	tap_ok(rc < 0 && err.code == SD_EIO, "a missing folder is an I/O error (%s)", err.message);
 
 	unlink(tmp_path("tiny.safetensors"));

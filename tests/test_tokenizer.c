@@ -227,7 +227,7 @@ label_of(const char *p)
 }
 
 static void
-test_goldens(const char *dir, const char *label)
+test_goldens_in(const char *set, const char *dir, const char *label, const char *pad, size_t nprompts)
 {
 	struct sd_error err = {0};
 	struct sd_tokenizer *t = tokenizer_load(dir, &err);
@@ -240,7 +240,12 @@ test_goldens(const char *dir, const char *label)
 
 	if (!tap_ok(t != NULL, "%s: loads %s %s", label, dir, t ? "" : err.message))
 		return;
-	if ((g = golden_open("tokenizer")) == NULL) {
+	if (pad != NULL && !tap_ok(tokenizer_set_pad(t, pad, &err) == 0, "%s: pads with %s %s",
+	    label, pad, err.message)) {
+		tokenizer_free(t);
+		return;
+	}
+	if ((g = golden_open_in(set, "tokenizer")) == NULL) {
 		tap_ok(0, "%s: goldens/tokenizer.safetensors opens", label);
 		tokenizer_free(t);
 		return;
@@ -252,8 +257,8 @@ test_goldens(const char *dir, const char *label)
 	want = golden_f32(g, "input_ids", &nwant);
 	want_n = golden_f32(g, "n_tokens_untruncated", &nn);
 	np = json_array_size(prompts);
-	if (!tap_ok(np == 16 && nwant == np * TOKENIZER_MAX_LENGTH && nn == np,
-	    "%s: 16 prompts and their ids in the golden file (%zu)", label, np))
+	if (!tap_ok(np == nprompts && nwant == np * TOKENIZER_MAX_LENGTH && nn == np,
+	    "%s: %zu prompts and their ids in the golden file (%zu)", label, nprompts, np))
 		goto out;
 	for (size_t i = 0; i < np; i++) {
 		const char *p = json_string_value(json_array_get(prompts, i));
@@ -283,6 +288,24 @@ out:
 	json_decref(params);
 	st_close(g);
 	tokenizer_free(t);
+}
+
+static void
+test_goldens(const char *dir, const char *label)
+{
+	test_goldens_in("sd15-tiny", dir, label, NULL, 16);
+}
+
+/* SD 2.x: the tokenizer folder pads with "!" (id 0), split off wherever it
+ * appears; the SD 1.5 vocabulary told to pad with "!" gives the same ids,
+ * and "<|endoftext|>" padding gives SD 1.5's. */
+static void
+test_sd2(void)
+{
+	test_goldens_in("sd21-tiny", shared_path("testdata/sd21-tiny/diffusers/tokenizer"),
+	    "sd21-tiny/diffusers/tokenizer", NULL, 18);
+	test_goldens_in("sd21-tiny", shared_path("data/clip-tokenizer"),
+	    "data/clip-tokenizer padding with !", "!", 18);
 }
 
 static void
@@ -433,6 +456,7 @@ main(void)
 		test_goldens(shared_path("data/clip-tokenizer"), "data/clip-tokenizer");
 		test_goldens(shared_path("testdata/sd15-tiny/diffusers/tokenizer"), "diffusers/tokenizer");
 		test_extra(shared_path("data/clip-tokenizer"));
+		test_sd2();
 	}
 	cleanup();
 	return tap_done();

@@ -12,6 +12,13 @@
 #include "model/unet.h"
 #include "testutil.h"
 
+/* SD 1.x: 8 heads at every level; the sd21-tiny model: heads of 8 channels
+ * (64 in the real SD 2.x). */
+static const struct unet_config sd15_cfg = { 8, 0 };
+static const struct unet_config sd21_tiny_cfg = { 0, 8 };
+/* The golden set run_case reads. */
+static const char *golden_set = "sd15-tiny";
+
 /* Compares each intermediate the UNet shows with the golden of that name;
  * the one named pin is then replaced by its golden value. */
 struct capture {
@@ -69,7 +76,7 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	int b, h, w, len;
 	char what[128];
 
-	if ((cap.g = golden_open(cname)) == NULL) {
+	if ((cap.g = golden_open_in(golden_set, cname)) == NULL) {
 		tap_ok(0, "golden %s", cname);
 		return;
 	}
@@ -218,7 +225,8 @@ run_inpaint9(struct unet *u, struct sd_ctx *c, int step)
 }
 
 static struct unet *
-load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
+load_unet_cfg(const char *rel, const struct unet_config *cfg, struct st_file **fp,
+    struct sd_weights **wp)
 {
 	struct sd_error err = {0};
 	struct unet *u;
@@ -230,9 +238,57 @@ load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
 		return NULL;
 	}
 	weights_add_file(*wp, *fp, UNET_SD15_PREFIX);
-	u = unet_load(*wp, UNET_SD15_PREFIX, &err);
+	u = unet_load(*wp, UNET_SD15_PREFIX, cfg, &err);
 	tap_ok(u != NULL, "loads the UNet of %s %s", rel, u ? "" : err.message);
 	return u;
+}
+
+static struct unet *
+load_unet(const char *rel, struct st_file **fp, struct sd_weights **wp)
+{
+	return load_unet_cfg(rel, &sd15_cfg, fp, wp);
+}
+
+/* SD 2.x (sd21-tiny): linear projections, heads of 8 channels. */
+static void
+test_sd2(struct sd_ctx *c)
+{
+	struct sd_weights *w;
+	struct st_file *f;
+	struct unet *u;
+	struct sd_error err = {0};
+
+	golden_set = "sd21-tiny";
+	u = load_unet_cfg("testdata/sd21-tiny/model.safetensors", &sd21_tiny_cfg, &f, &w);
+	if (u != NULL) {
+		tap_ok(u->in_channels == 4 && u->model_channels == 32 && u->context_dim == 16 &&
+		    u->downsamples == 3, "sd21: reads base %d, context %d, %d downsamplers",
+		    u->model_channels, u->context_dim, u->downsamples);
+		run_case(u, c, "unet_b2_t981_16x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b1_t1_8x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b2_tvec_16x8", 2e-4, 0, NULL);
+	}
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	u = load_unet_cfg("testdata/sd21-tiny/model-f16.safetensors", &sd21_tiny_cfg, &f, &w);
+	if (u != NULL)
+		run_case(u, c, "unet_b2_t981_16x16_f16w", 2e-4, 0, NULL);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	/* 64-channel heads (the real SD 2.x) do not fit 32-channel levels. */
+	f = st_open(shared_path("testdata/sd21-tiny/model.safetensors"), &err);
+	w = weights_new();
+	if (f != NULL)
+		weights_add_file(w, f, UNET_SD15_PREFIX);
+	u = unet_load(w, UNET_SD15_PREFIX, &(struct unet_config){ 0, 64 }, &err);
+	tap_ok(u == NULL && strstr(err.message, "heads of 64") != NULL,
+	    "sd21: heads that do not divide the channels are refused (%s)", err.message);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	golden_set = "sd15-tiny";
 }
 
 static void
@@ -241,7 +297,7 @@ expect_load_error(const struct st_file *f, const char *name, const struct sd_ten
 {
 	struct sd_weights *w = weights_subset(f, UNET_SD15_PREFIX, name, replace);
 	struct sd_error err = {0};
-	struct unet *u = unet_load(w, UNET_SD15_PREFIX, &err);
+	struct unet *u = unet_load(w, UNET_SD15_PREFIX, &sd15_cfg, &err);
 
 	tap_ok(u == NULL && err.code == SD_EDATA && strstr(err.message, name) != NULL &&
 	    (needle == NULL || strstr(err.message, needle) != NULL), "%s (%s)", what, err.message);
@@ -336,6 +392,7 @@ main(void)
 	weights_free(w9);
 	st_close(f9);
 
+	test_sd2(c);
 	sd_ctx_free(c);
 	return tap_done();
 }

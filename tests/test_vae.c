@@ -13,6 +13,12 @@
 #include "model/weights.h"
 #include "testutil.h"
 
+/* The VAE scale of the SD 1.5 goldens (manifest: scaling_factor). */
+#define VAE_SCALING_FACTOR 0.18215f
+
+/* The golden set test_decode and test_encode read. */
+static const char *vae_set = "sd15-tiny";
+
 #define PREFIX	"first_stage_model."
 /* manifest.json: vae_decode, vae_decode_8x16, vae_encode */
 #define ATOL	2e-4
@@ -90,7 +96,7 @@ static void
 test_decode(struct vae *v, struct sd_ctx *c, const char *name,
     const char *const *names, int nnames)
 {
-	struct st_file *g = golden_open(name);
+	struct st_file *g = golden_open_in(vae_set, name);
 	struct capture cap = {c, g, names, nnames, {0}};
 	const struct sd_tensor *t;
 	size_t zn, in, un, mark;
@@ -172,7 +178,7 @@ test_encode(struct vae *v, struct sd_ctx *c)
 	static const char *const names[] = {
 		"enc_down1", "enc_down2", "enc_down3", "enc_mid", "enc_conv_out"
 	};
-	struct st_file *g = golden_open("vae_encode");
+	struct st_file *g = golden_open_in(vae_set, "vae_encode");
 	struct capture cap = {c, g, names, 5, {0}};
 	size_t in, n, mn, ln, mark;
 	float *image, *moments, *mean, *logvar, *std, *noise, *sample;
@@ -844,6 +850,23 @@ main(void)
 		test_encode(v, c);
 	}
 	test_errors(f, c);
+	vae_free(v);
+	weights_free(w);
+	st_close(f);
+
+	/* SD 2.x's VAE is SD 1.5's, read from the SD 2.x file. */
+	vae_set = "sd21-tiny";
+	f = st_open(shared_path("testdata/sd21-tiny/model.safetensors"), &err);
+	w = weights_new();
+	if (f != NULL)
+		weights_add_file(w, f, PREFIX);
+	v = vae_load(w, PREFIX, &err);
+	tap_ok(v != NULL, "loads the SD 2.x tiny model's VAE (%s)", v ? "ok" : err.message);
+	if (v != NULL) {
+		test_decode(v, c, "vae_decode", NULL, 0);
+		test_decode(v, c, "vae_decode_8x16", NULL, 0);
+		test_encode(v, c);
+	}
 	vae_free(v);
 	weights_free(w);
 	sd_ctx_free(c);

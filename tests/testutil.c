@@ -46,12 +46,18 @@ shared_path(const char *rel)
 struct st_file *
 golden_open(const char *name)
 {
+	return golden_open_in("sd15-tiny", name);
+}
+
+struct st_file *
+golden_open_in(const char *set, const char *name)
+{
 	char rel[512];
 	struct sd_error err = {0};
 	const char *path;
 	struct st_file *f;
 
-	snprintf(rel, sizeof rel, "testdata/sd15-tiny/goldens/%s.safetensors", name);
+	snprintf(rel, sizeof rel, "testdata/%s/goldens/%s.safetensors", set, name);
 	path = shared_path(rel);
 	if (path == NULL)
 		return NULL;

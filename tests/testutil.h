@@ -15,6 +15,8 @@ const char *shared_path(const char *rel);
 /* Open testdata/sd15-tiny/goldens/<name>.safetensors; NULL (with a
  * diagnostic) when missing. */
 struct st_file *golden_open(const char *name);
+/* The same in testdata/<set>/goldens ("sd21-tiny", ...). */
+struct st_file *golden_open_in(const char *set, const char *name);
 /* A golden tensor as freshly malloc'd F32 (I32/U8 are widened too); exits
  * the test with a "not ok" when the tensor is missing.  n gets numel. */
 float *golden_f32(struct st_file *g, const char *name, size_t *n);

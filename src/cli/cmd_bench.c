@@ -31,28 +31,30 @@
 #include "model/synth.h"
 #include "model/unet.h"
 #include "model/vae.h"
+#include "sample/description.h"
 
-#define CACHE_NAME "sd15-random-f16.safetensors"
-
-enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK };
+enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH };
 
 static void
 bench_usage(FILE *out)
 {
-	fputs("Usage: sdbatch bench [--model FILE] [--size N] [--steps N] [--threads N] [--json]\n"
+	fputs("Usage: sdbatch bench [--model FILE | --arch ARCH] [--size N] [--steps N] [--threads N]\n"
+	    "                     [--json]\n"
 	    "\n"
-	    "Measure the speed and memory of SD 1.5 rendering: text encoder time, seconds\n"
+	    "Measure the speed and memory of rendering: text encoder time, seconds\n"
 	    "per sampling step with classifier-free guidance (median), VAE decode time,\n"
 	    "peak resident memory, the GFLOP/s the UNet and VAE reach, the BLAS in use\n"
 	    "with its kernel, and the sgemm speed it measures first.\n"
 	    "\n"
-	    "Without --model it uses a deterministic random-weight SD 1.5 checkpoint with\n"
-	    "the real names and shapes (F16, 2.1 GB), generated once into the cache folder\n"
-	    "($XDG_CACHE_HOME/sdbatch, else ~/.cache/sdbatch), so timing needs no download.\n"
+	    "Without --model it uses a deterministic random-weight checkpoint of ARCH with\n"
+	    "the real names and shapes (SD 1.5: F16, 2.1 GB; SD 2.1: 2.6 GB), generated\n"
+	    "once into the cache folder ($XDG_CACHE_HOME/sdbatch, else ~/.cache/sdbatch),\n"
+	    "so timing needs no download.\n"
 	    "\n"
 	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
+	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v)\n"
 	    "      --size N        image width and height in pixels, a multiple of 64\n"
-	    "                      (default 512)\n"
+	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
 	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
 	    "      --threads N     CPU threads (default: one per physical core)\n"
 	    "      --device DEV    cpu, cuda or cuda:N\n"
@@ -125,8 +127,10 @@ make_dirs(const char *path, struct sd_error *err)
 
 /* The cached random checkpoint, generated when missing. */
 static int
-cached_model(const char *cache, char *path, size_t size, int quiet, struct sd_error *err)
+cached_model(const char *cache, const char *arch, char *path, size_t size, int quiet,
+    struct sd_error *err)
 {
+	struct synth_config cfg;
 	char dir[4096];
 	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
 	struct stat st;
@@ -141,17 +145,19 @@ cached_model(const char *cache, char *path, size_t size, int quiet, struct sd_er
 	else
 		return sd_fail(err, SD_ECONFIG, "no cache folder: set HOME or XDG_CACHE_HOME, or give "
 		    "--cache DIR or --model FILE");
-	if ((size_t)snprintf(path, size, "%s/%s", dir, CACHE_NAME) >= size)
+	if (synth_preset(arch, 1, &cfg) < 0)
+		return sd_fail(err, SD_EUSAGE, "--arch: sd15 or sd2, not \"%s\"", arch);
+	if ((size_t)snprintf(path, size, "%s/%s-random-f16.safetensors", dir, arch) >= size)
 		return sd_fail(err, SD_EIO, "%s: path too long", dir);
 	if (stat(path, &st) == 0)
 		return 0;
 	if (make_dirs(dir, err) < 0)
 		return -1;
 	if (!quiet)
-		fprintf(stderr, "sdbatch bench: generating a random-weight SD 1.5 checkpoint (F16, "
-		    "about 2.1 GB, once) into %s ...\n", path);
+		fprintf(stderr, "sdbatch bench: generating a random-weight %s checkpoint (F16, "
+		    "2-3 GB, once) into %s ...\n", arch, path);
 	t = now();
-	if (synth_sd15_checkpoint(path, &synth_config_sd15_full, err) < 0)
+	if (synth_checkpoint(path, &cfg, err) < 0)
 		return -1;
 	if (!quiet)
 		fprintf(stderr, "sdbatch bench: generated in %.0f s\n", now() - t);
@@ -194,23 +200,25 @@ cmd_bench(int argc, char **argv)
 		{"steps", required_argument, NULL, OPT_STEPS},
 		{"cache", required_argument, NULL, OPT_CACHE},
 		{"sgemm-size", required_argument, NULL, OPT_PEAK},
+		{"arch", required_argument, NULL, OPT_ARCH},
 		{NULL, 0, NULL, 0},
 	};
 	struct sd_error err = {0};
 	struct sd_checkpoint ck = {0};
+	struct model_desc desc;
 	struct sd_ctx *c = NULL;
 	struct clip_text *clip = NULL;
 	struct unet *u = NULL;
 	struct vae *v = NULL;
 	struct results r = {0};
-	const char *model = NULL, *cache = NULL, *device = NULL;
+	const char *model = NULL, *cache = NULL, *device = NULL, *arch = "sd15";
 	char path[4096], blas[160];
 	long long val;
 	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
 	double *times = NULL, t, f0;
 	float *host = NULL;
 
-	r.size = 512;
+	r.size = 0;	/* the model's */
 	r.steps = 4;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "hqv", longopts, NULL)) != -1) {
@@ -253,6 +261,9 @@ cmd_bench(int argc, char **argv)
 		case OPT_CACHE:
 			cache = optarg;
 			break;
+		case OPT_ARCH:
+			arch = optarg;
+			break;
 		case OPT_JSON:
 			json = 1;
 			break;
@@ -285,7 +296,7 @@ cmd_bench(int argc, char **argv)
 	/* The model first: generating it takes a while, and the sgemm figure
 	 * is better measured on a quiet machine. */
 	if (model == NULL) {
-		if (cached_model(cache, path, sizeof path, quiet, &err) < 0)
+		if (cached_model(cache, arch, path, sizeof path, quiet, &err) < 0)
 			goto fail;
 		model = path;
 	}
@@ -315,15 +326,17 @@ cmd_bench(int argc, char **argv)
 	}
 
 	t = now();
-	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0)
+	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0 || model_describe(&ck, &desc, &err) < 0)
 		goto fail;
-	if ((clip = clip_text_load(ck.weights, SD_PREFIX_CLIP, ck.clip_heads, &err)) == NULL ||
-	    (u = unet_load(ck.weights, SD_PREFIX_UNET, &err)) == NULL ||
-	    (v = vae_load(ck.weights, SD_PREFIX_VAE, &err)) == NULL) {
+	if ((clip = clip_text_load(ck.weights, desc.text[0].prefix, &desc.text[0].clip, &err)) == NULL ||
+	    (u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
+	    (v = vae_load(ck.weights, desc.vae_prefix, &err)) == NULL) {
 		sd_error_prefix(&err, "%s", model);
 		goto fail;
 	}
 	r.load_s = now() - t;
+	if (r.size == 0)
+		r.size = desc.default_width;
 
 	int lat = r.size / 8, zc = vae_latent_channels(v), len = clip->max_len;
 	size_t nlat = (size_t)zc * lat * lat, nin = (size_t)u->in_channels * lat * lat;
@@ -422,7 +435,7 @@ cmd_bench(int argc, char **argv)
 	dz = sd_alloc(c, nlat);
 	dimg = sd_alloc(c, nimg);
 	for (size_t k = 0; k < nlat; k++)
-		host[k] = latents[k] * 0.2f / VAE_SCALING_FACTOR;
+		host[k] = latents[k] * 0.2f / desc.vae_scale;
 	sd_upload(c, dz, host, nlat);
 	if (r.gpu) {
 		/* on a GPU, a warm-up decode uploads the weights first */

@@ -14,7 +14,36 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/checkpoint.h"
+#include "sample/description.h"
 #include "model/hub.h"
+
+/* The model description of a whole model (1), or 0 when path is a part or
+ * not something sdbatch renders. */
+static int
+describe(const char *path, const struct sd_detect *d, struct model_desc *desc)
+{
+	struct sd_checkpoint ck;
+	struct sd_error err = {0};
+	int ok;
+
+	if (!d->supported || !d->has_unet || !d->has_text_encoder ||
+	    checkpoint_load(&ck, path, NULL, NULL, &err) < 0)
+		return 0;
+	ok = model_describe(&ck, desc, &err) == 0;
+	checkpoint_free(&ck);
+	return ok;
+}
+
+static const char *
+spacing_text(const struct model_desc *m)
+{
+	switch (m->sched.timestep_spacing) {
+	case SCHED_SPACING_LEADING: return "leading";
+	case SCHED_SPACING_LINSPACE: return "linspace";
+	case SCHED_SPACING_TRAILING: return "trailing";
+	default: return "the sampler's own";
+	}
+}
 
 static void
 info_usage(FILE *out)
@@ -76,8 +105,25 @@ cmd_info(int argc, char **argv)
 		fprintf(stderr, "sdbatch info: %s\n", err.message);
 		return err.code ? err.code : SD_EDATA;
 	}
+	struct model_desc desc;
+	int described = describe(path, &d, &desc);
 	if (json) {
 		json_t *o = json_object(), *dt = json_object();
+		if (described) {
+			json_t *def = json_object();
+			json_object_set_new(o, "model", json_string(desc.arch));
+			json_object_set_new(o, "model_name", json_string(desc.name));
+			json_object_set_new(o, "prediction", json_string(
+			    desc.sched.prediction_type == SCHED_PRED_V ? "v" : "epsilon"));
+			json_object_set_new(o, "prediction_why", json_string(desc.prediction_why));
+			json_object_set_new(def, "width", json_integer(desc.default_width));
+			json_object_set_new(def, "height", json_integer(desc.default_height));
+			json_object_set_new(def, "steps", json_integer(desc.default_steps));
+			json_object_set_new(def, "guidance_scale", json_real(desc.default_guidance));
+			json_object_set_new(def, "sampler", json_string(sd_sampler_name(desc.default_sampler)));
+			json_object_set_new(def, "spacing", json_string(spacing_text(&desc)));
+			json_object_set_new(o, "defaults", def);
+		}
 		for (int i = 0; i < SD_DTYPE_COUNT; i++)
 			if (d.dtype_counts[i])
 				json_object_set_new(dt, sd_dtype_name((enum sd_dtype)i), json_integer(d.dtype_counts[i]));
@@ -113,6 +159,15 @@ cmd_info(int argc, char **argv)
 	printf("layout:        %s\n", d.layout);
 	printf("architecture:  %s (%s)%s\n", d.name, d.arch,
 	    d.supported ? "" : " -- not supported yet");
+	if (described) {
+		printf("variant:       %s (%s)\n", desc.name, desc.arch);
+		printf("prediction:    %s: %s\n", desc.sched.prediction_type == SCHED_PRED_V ?
+		    "v" : "epsilon", desc.prediction_why);
+		printf("defaults:      %dx%d, %d steps, guidance %g, %s, %s spacing\n",
+		    desc.default_width, desc.default_height, desc.default_steps,
+		    (double)desc.default_guidance, sd_sampler_name(desc.default_sampler),
+		    spacing_text(&desc));
+	}
 	printf("parts:        ");
 	if (d.has_unet) {
 		printf(" unet");

@@ -15,15 +15,17 @@
 static void
 make_model_usage(FILE *out)
 {
-	fputs("Usage: sdbatch make-model [--tiny | --full] [--dtype f16|bf16|f32] [--inpaint]\n"
-	    "                          [--seed N] FILE\n"
+	fputs("Usage: sdbatch make-model [--arch ARCH] [--tiny | --full] [--dtype f16|bf16|f32]\n"
+	    "                          [--inpaint] [--seed N] FILE\n"
 	    "\n"
-	    "Write a Stable Diffusion 1.5 checkpoint with RANDOM weights to FILE, in the\n"
+	    "Write a Stable Diffusion checkpoint with RANDOM weights to FILE, in the\n"
 	    "original single-file layout with the real tensor names.  It exercises every\n"
 	    "part of sdbatch without a download, but the images it gives are noise.\n"
 	    "\n"
+	    "  --arch ARCH     sd15 (default), sd2 (2.1 768-v), sd2-base, sd-turbo\n"
 	    "  --tiny          small widths (a few MB; renders in seconds) [default]\n"
-	    "  --full          the real SD 1.5 sizes (1.07 G parameters; ~2.1 GB in F16)\n"
+	    "  --full          the real sizes (SD 1.5: 1.07 G parameters, ~2.1 GB in F16;\n"
+	    "                  SD 2.x: 1.3 G parameters, ~2.6 GB)\n"
 	    "  --dtype TYPE    f16 (default), bf16 or f32\n"
 	    "  --inpaint       a 9-channel inpainting UNet\n"
 	    "  --seed N        weights seed (default 0)\n"
@@ -34,6 +36,7 @@ int
 cmd_make_model(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{"arch", required_argument, NULL, 'a'},
 		{"tiny", no_argument, NULL, 't'},
 		{"full", no_argument, NULL, 'f'},
 		{"dtype", required_argument, NULL, 'd'},
@@ -46,12 +49,22 @@ cmd_make_model(int argc, char **argv)
 	struct synth_counts counts;
 	struct sd_error err = {0};
 	enum sd_dtype dtype = SD_F16;
-	int ch, full = 0;
+	int ch, full = 0, in = 4;
+	const char *arch = "sd15";
+	uint64_t seed = 0;
 	char *end;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'a':
+			if (synth_preset(optarg, 0, &cfg) < 0) {
+				fprintf(stderr, "sdbatch make-model: --arch: sd15, sd2, sd2-base or sd-turbo, "
+				    "not \"%s\"\n", optarg);
+				return SD_EUSAGE;
+			}
+			arch = cfg.arch;
+			break;
 		case 't':
 			full = 0;
 			break;
@@ -71,10 +84,10 @@ cmd_make_model(int argc, char **argv)
 			}
 			break;
 		case 'i':
-			cfg.unet_in_channels = 9;
+			in = 9;
 			break;
 		case 's':
-			cfg.seed = strtoull(optarg, &end, 10);
+			seed = strtoull(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || *optarg == '-') {
 				fprintf(stderr, "sdbatch make-model: --seed: not a number: %s\n", optarg);
 				return SD_EUSAGE;
@@ -92,21 +105,19 @@ cmd_make_model(int argc, char **argv)
 		make_model_usage(stderr);
 		return SD_EUSAGE;
 	}
-	if (full) {
-		int in = cfg.unet_in_channels;
-		uint64_t seed = cfg.seed;
-		cfg = synth_config_sd15_full;
-		cfg.unet_in_channels = in;
-		cfg.seed = seed;
-	}
+	synth_preset(arch, full, &cfg);
+	cfg.unet_in_channels = in;
+	cfg.seed = seed;
 	cfg.dtype = dtype;
-	if (synth_sd15_count(&cfg, &counts, &err) < 0 ||
-	    synth_sd15_checkpoint(argv[optind], &cfg, &err) < 0) {
+	if (synth_count(&cfg, &counts, &err) < 0 ||
+	    synth_checkpoint(argv[optind], &cfg, &err) < 0) {
 		fprintf(stderr, "sdbatch make-model: %s\n", err.message);
 		return err.code ? err.code : SD_EIO;
 	}
-	fprintf(stderr, "sdbatch make-model: wrote %s: %s SD 1.5 layout, %s, %lld parameters, "
+	fprintf(stderr, "sdbatch make-model: wrote %s: %s %s layout, %s, %lld parameters, "
 	    "%.1f MB; RANDOM weights: its images are noise\n", argv[optind], full ? "full-size" : "tiny",
+	    strcmp(arch, "sd15") == 0 ? "SD 1.5" : strcmp(arch, "sd2") == 0 ? "SD 2.1 768-v" :
+	    strcmp(arch, "sd2-base") == 0 ? "SD 2.1 base" : "SD-Turbo",
 	    sd_dtype_name(dtype), (long long)(counts.unet_params + counts.vae_params + counts.clip_params),
 	    (double)counts.file_size / 1e6);
 	return 0;

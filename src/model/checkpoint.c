@@ -260,7 +260,9 @@ detect_file(const struct st_file *f, struct sd_detect *d)
 	d->has_text_encoder = any_prefix(f, "cond_stage_model.");
 	if (any_prefix(f, "cond_stage_model.model.transformer.") ||
 	    ((t = st_find(f, SD_PREFIX_UNET "input_blocks.1.1.proj_in.weight")) != NULL && t->ndim == 2)) {
-		set_arch(d, "sd2", "Stable Diffusion 2.x", 0);
+		set_arch(d, "sd2", "Stable Diffusion 2.x", 1);
+		if (d->has_unet && !d->has_vae && !d->has_text_encoder)
+			snprintf(d->layout, sizeof d->layout, "unet-only");
 		return;
 	}
 	if (d->has_unet) {
@@ -295,7 +297,7 @@ detect_file(const struct st_file *f, struct sd_detect *d)
 		if (st_find(f, "add_embedding.linear_1.weight"))
 			set_arch(d, "sdxl", "Stable Diffusion XL UNet", 0);
 		else if (t != NULL && t->ndim == 2)
-			set_arch(d, "sd2", "Stable Diffusion 2.x UNet", 0);
+			set_arch(d, "sd2", "Stable Diffusion 2.x UNet", 1);
 		else
 			set_arch(d, d->unet_in_channels == 9 ? "sd15-inpaint" : "sd15",
 			    d->unet_in_channels == 9 ? "Stable Diffusion 1.x inpainting UNet" :
@@ -436,7 +438,7 @@ detect_diffusers(const char *dir, struct sd_detect *d, struct sd_error *err)
 		int linear = cfg && json_is_true(json_object_get(cfg, "use_linear_projection"));
 		json_decref(cfg);
 		if (linear || d->context_dim == 1024)
-			set_arch(d, "sd2", "Stable Diffusion 2.x", 0);
+			set_arch(d, "sd2", "Stable Diffusion 2.x", 1);
 		else if (d->unet_in_channels == 9)
 			set_arch(d, "sd15-inpaint", "Stable Diffusion 1.x inpainting", 1);
 		else
@@ -489,7 +491,7 @@ static int
 unsupported(const struct sd_detect *d, const char *path, struct sd_error *err)
 {
 	return sd_fail(err, SD_EDATA, "%s: %s checkpoints are not supported yet "
-	    "(sdbatch renders Stable Diffusion 1.x)", path, d->name);
+	    "(sdbatch renders Stable Diffusion 1.x and 2.x)", path, d->name);
 }
 
 int
@@ -500,7 +502,6 @@ checkpoint_load(struct sd_checkpoint *ck, const char *model_path,
 	struct sd_detect part;
 
 	memset(ck, 0, sizeof *ck);
-	ck->clip_heads = 12;
 	ck->weights = weights_new();
 	ck->model_path = strdup(model_path);
 	if (ck->weights == NULL || ck->model_path == NULL)
@@ -530,8 +531,6 @@ checkpoint_load(struct sd_checkpoint *ck, const char *model_path,
 			    open_into(ck->weights, file, parts[i][0], NULL, NULL, NULL, err) == NULL)
 				goto fail;
 		}
-		snprintf(file, sizeof file, "%s/text_encoder/config.json", model_path);
-		ck->clip_heads = read_json_int(file, "num_attention_heads", 12);
 		snprintf(file, sizeof file, "%s/scheduler/scheduler_config.json", model_path);
 		if (is_file(file) && (ck->scheduler_config = strdup(file)) == NULL)
 			goto oom;

@@ -38,7 +38,6 @@ struct sd_checkpoint {
 	struct sd_detect detect;	/* of the main model */
 	char *model_path;
 	char *scheduler_config;		/* diffusers scheduler/scheduler_config.json, or NULL */
-	int clip_heads;			/* from text_encoder/config.json, else 12 */
 };
 
 /* Load model_path (a file or a diffusers folder); unet_path and vae_path,

@@ -1,6 +1,7 @@
-/* clip.c: the CLIP text encoder, as transformers' CLIPTextModel computes it
- * for SD 1.5 (attention_mask=None: only the causal mask applies, the padding
- * tokens are attended like any other token). */
+/* clip.c: the CLIP text encoders, as transformers' CLIPTextModel computes
+ * them for SD 1.x and (as diffusers converts OpenCLIP's towers) SD 2.x:
+ * attention_mask=None, so only the causal mask applies and the padding
+ * tokens are attended like any other token. */
 #include "config.h"
 
 #include <math.h>
@@ -16,6 +17,8 @@ struct clip_layer {
 	const struct sd_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *out_w, *out_b;
 	const struct sd_tensor *ln2_w, *ln2_b;
 	const struct sd_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+	struct sd_tensor split[6];	/* OpenCLIP: q, k, v weights and biases,
+					 * views of in_proj_weight/_bias */
 };
 
 /* ---- loading ---- */
@@ -56,73 +59,146 @@ load_layer(struct clip_layer *l, const struct sd_weights *w, const char *prefix,
 	NEED(fc1_b, "mlp.fc1.bias", 1, mlp, 0);
 	NEED(fc2_w, "mlp.fc2.weight", 2, d, mlp);
 	NEED(fc2_b, "mlp.fc2.bias", 1, d, 0);
-#undef NEED
 	return 0;
 }
 
-struct clip_text *
-clip_text_load(const struct sd_weights *w, const char *prefix, int heads, struct sd_error *err)
+/* The rows [first, first + n) of t (a view into t's data). */
+static const struct sd_tensor *
+rows_of(const struct sd_tensor *t, int64_t first, int64_t n, struct sd_tensor *view)
 {
+	size_t row = (size_t)sd_tensor_numel(t) / (size_t)t->shape[0] * sd_dtype_size(t->dtype);
+
+	*view = *t;
+	view->shape[0] = n;
+	view->data = (char *)t->data + (size_t)first * row;
+	return view;
+}
+
+/* OpenCLIP's resblock i: ln_1, attn.in_proj (q, k, v stacked by rows),
+ * attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj. */
+static int
+load_openclip_layer(struct clip_layer *l, const struct sd_weights *w, const char *prefix,
+    int i, int d, int mlp, struct sd_error *err)
+{
+	const struct sd_tensor *in_w, *in_b;
+	char p[256];
+
+	snprintf(p, sizeof p, "%stransformer.resblocks.%d.", prefix, i);
+	NEED(ln1_w, "ln_1.weight", 1, d, 0);
+	NEED(ln1_b, "ln_1.bias", 1, d, 0);
+	if ((in_w = need(w, err, p, "attn.in_proj_weight", 2, 3 * (int64_t)d, d)) == NULL ||
+	    (in_b = need(w, err, p, "attn.in_proj_bias", 1, 3 * (int64_t)d, 0)) == NULL)
+		return -1;
+	l->q_w = rows_of(in_w, 0, d, &l->split[0]);
+	l->k_w = rows_of(in_w, d, d, &l->split[1]);
+	l->v_w = rows_of(in_w, 2 * (int64_t)d, d, &l->split[2]);
+	l->q_b = rows_of(in_b, 0, d, &l->split[3]);
+	l->k_b = rows_of(in_b, d, d, &l->split[4]);
+	l->v_b = rows_of(in_b, 2 * (int64_t)d, d, &l->split[5]);
+	NEED(out_w, "attn.out_proj.weight", 2, d, d);
+	NEED(out_b, "attn.out_proj.bias", 1, d, 0);
+	NEED(ln2_w, "ln_2.weight", 1, d, 0);
+	NEED(ln2_b, "ln_2.bias", 1, d, 0);
+	NEED(fc1_w, "mlp.c_fc.weight", 2, mlp, d);
+	NEED(fc1_b, "mlp.c_fc.bias", 1, mlp, 0);
+	NEED(fc2_w, "mlp.c_proj.weight", 2, d, mlp);
+	NEED(fc2_b, "mlp.c_proj.bias", 1, d, 0);
+	return 0;
+}
+#undef NEED
+
+/* The names of one layout. */
+struct clip_names {
+	const char *token, *position, *layer_fmt, *fc1, *final_w, *final_b;
+};
+
+static const struct clip_names hf_names = {
+	"embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
+	"%sencoder.layers.%d.layer_norm1.weight", "encoder.layers.0.mlp.fc1.weight",
+	"final_layer_norm.weight", "final_layer_norm.bias",
+};
+static const struct clip_names openclip_names = {
+	"token_embedding.weight", "positional_embedding",
+	"%stransformer.resblocks.%d.ln_1.weight", "transformer.resblocks.0.mlp.c_fc.weight",
+	"ln_final.weight", "ln_final.bias",
+};
+
+struct clip_text *
+clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip_config *cfg,
+    struct sd_error *err)
+{
+	const struct clip_names *nm;
 	struct clip_text *m;
 	const struct sd_tensor *t;
 	char name[256];
-	int n;
+	int n, heads = cfg->heads;
 
 	if (prefix == NULL)
 		prefix = "";
-	if (heads <= 0)
-		heads = CLIP_SD15_HEADS;
 	if ((m = calloc(1, sizeof *m)) == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		return NULL;
 	}
-	m->heads = heads;
+	snprintf(name, sizeof name, "%s%s", prefix, openclip_names.token);
+	m->openclip = weights_get(w, name) != NULL;
+	nm = m->openclip ? &openclip_names : &hf_names;
+	m->act = cfg->act;
 
 	/* Width, vocabulary and positions from the embeddings. */
-	m->token_embedding = need(w, err, prefix, "embeddings.token_embedding.weight", 2, -1, -1);
+	m->token_embedding = need(w, err, prefix, nm->token, 2, -1, -1);
 	if (m->token_embedding == NULL)
 		goto fail;
 	m->vocab = (int)m->token_embedding->shape[0];
 	m->width = (int)m->token_embedding->shape[1];
-	m->position_embedding = need(w, err, prefix, "embeddings.position_embedding.weight",
-	    2, -1, m->width);
+	m->position_embedding = need(w, err, prefix, nm->position, 2, -1, m->width);
 	if (m->position_embedding == NULL)
 		goto fail;
 	m->max_len = (int)m->position_embedding->shape[0];
-	if (m->width < 1 || m->width % heads != 0 || m->vocab < 1 || m->max_len < 1) {
+	if (heads <= 0)
+		heads = m->width / 64;
+	m->heads = heads;
+	if (m->width < 1 || heads < 1 || m->width % heads != 0 || m->vocab < 1 || m->max_len < 1) {
 		sd_fail(err, SD_EDATA, "text encoder \"%s\": width %d is not a multiple of %d heads",
 		    prefix, m->width, heads);
 		goto fail;
 	}
 
-	/* Layers: count encoder.layers.N; the MLP width from the first fc1. */
+	/* Layers: count them; the MLP width from the first one. */
 	for (n = 0; ; n++) {
-		snprintf(name, sizeof name, "%sencoder.layers.%d.layer_norm1.weight", prefix, n);
+		snprintf(name, sizeof name, nm->layer_fmt, prefix, n);
 		if (weights_get(w, name) == NULL)
 			break;
 	}
 	if (n == 0) {
-		snprintf(name, sizeof name, "encoder.layers.0.layer_norm1.weight");
+		snprintf(name, sizeof name, nm->layer_fmt, "", 0);
 		need(w, err, prefix, name, 1, m->width, 0);
 		goto fail;
 	}
-	m->layers = n;
-	snprintf(name, sizeof name, "encoder.layers.0.mlp.fc1.weight");
-	if ((t = need(w, err, prefix, name, 2, -1, m->width)) == NULL)
+	m->stored_layers = n;
+	m->layers = cfg->layers > 0 ? cfg->layers : n + cfg->layers;
+	if (m->layers < 1 || m->layers > n) {
+		sd_fail(err, SD_EDATA, "text encoder \"%s\": %d layers stored, the model uses %d",
+		    prefix, n, cfg->layers > 0 ? cfg->layers : n + cfg->layers);
+		goto fail;
+	}
+	if ((t = need(w, err, prefix, nm->fc1, 2, -1, m->width)) == NULL)
 		goto fail;
 	m->mlp_width = (int)t->shape[0];
 
-	if ((m->layer = calloc((size_t)n, sizeof *m->layer)) == NULL) {
+	if ((m->layer = calloc((size_t)m->layers, sizeof *m->layer)) == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		goto fail;
 	}
-	for (int i = 0; i < n; i++)
-		if (load_layer(&m->layer[i], w, prefix, i, m->width, m->mlp_width, err) < 0)
+	for (int i = 0; i < m->layers; i++)
+		if ((m->openclip ? load_openclip_layer : load_layer)(&m->layer[i], w, prefix, i,
+		    m->width, m->mlp_width, err) < 0)
 			goto fail;
-	m->final_norm_w = need(w, err, prefix, "final_layer_norm.weight", 1, m->width, 0);
-	m->final_norm_b = need(w, err, prefix, "final_layer_norm.bias", 1, m->width, 0);
+	m->final_norm_w = need(w, err, prefix, nm->final_w, 1, m->width, 0);
+	m->final_norm_b = need(w, err, prefix, nm->final_b, 1, m->width, 0);
 	if (m->final_norm_w == NULL || m->final_norm_b == NULL)
 		goto fail;
+	snprintf(name, sizeof name, "%stext_projection%s", prefix, m->openclip ? "" : ".weight");
+	m->text_projection = weights_get(w, name);
 	return m;
 fail:
 	clip_text_free(m);
@@ -149,7 +225,7 @@ debug(struct clip_text *m, const char *name, const float *x, size_t n)
 
 /* One pre-LayerNorm encoder layer on the residual stream x [b*len, d]:
  *   x += out_proj(causal_attention(layer_norm1(x)))
- *   x += fc2(quick_gelu(fc1(layer_norm2(x)))) */
+ *   x += fc2(act(fc1(layer_norm2(x))))  (quick_gelu or gelu) */
 static void
 encoder_layer(struct clip_text *m, struct sd_ctx *c, const struct clip_layer *l,
     float *x, int b, int len)
@@ -174,10 +250,13 @@ encoder_layer(struct clip_text *m, struct sd_ctx *c, const struct clip_layer *l,
 	op_linear(c, h, a, rows, d, l->out_w, l->out_b);
 	op_add(c, x, x, h, (size_t)rows * d);
 
-	/* MLP with quick_gelu(x) = x * sigmoid(1.702 x). */
+	/* MLP with quick_gelu(x) = x * sigmoid(1.702 x), or the exact GELU. */
 	op_layer_norm(c, h, x, rows, d, CLIP_LN_EPS, l->ln2_w, l->ln2_b);
 	op_linear(c, mlp, h, rows, d, l->fc1_w, l->fc1_b);
-	op_quick_gelu(c, mlp, (size_t)rows * m->mlp_width);
+	if (m->act == CLIP_GELU)
+		op_gelu(c, mlp, (size_t)rows * m->mlp_width);
+	else
+		op_quick_gelu(c, mlp, (size_t)rows * m->mlp_width);
 	op_linear(c, h, mlp, rows, m->mlp_width, l->fc2_w, l->fc2_b);
 	op_add(c, x, x, h, (size_t)rows * d);
 

@@ -1,9 +1,18 @@
-/* clip.h: the CLIP text encoder (the transformer of OpenAI's ViT-L/14 that
- * SD 1.5 conditions on), written on the ops of core/ops.h.
+/* clip.h: the CLIP text encoders, written on the ops of core/ops.h: OpenAI's
+ * ViT-L/14 text transformer (SD 1.x; SDXL's first encoder) and OpenCLIP's
+ * ViT-H/14 and bigG text towers (SD 2.x; SDXL's second encoder).
  *
  * token ids [b, 77] -> token + position embeddings -> N pre-LayerNorm
- * transformer layers (causal self-attention, quick-GELU MLP) -> final
- * LayerNorm -> the UNet's context [b, 77, width]. */
+ * transformer layers (causal self-attention, quick-GELU or GELU MLP) ->
+ * final LayerNorm -> the UNet's context [b, 77, width].
+ *
+ * Two weight layouts are read: transformers' names under
+ * "<prefix>embeddings.token_embedding.weight", "<prefix>encoder.layers.N.",
+ * "<prefix>final_layer_norm." (SD 1.x files, every diffusers folder), and
+ * OpenCLIP's under "<prefix>token_embedding.weight", "<prefix>positional_
+ * embedding", "<prefix>transformer.resblocks.N." with the q, k and v
+ * projections fused in attn.in_proj_weight, "<prefix>ln_final." (SD 2.x and
+ * SDXL single files).  Which one is found from the names. */
 #ifndef SD_CLIP_H
 #define SD_CLIP_H
 
@@ -16,10 +25,24 @@
 
 /* The prefix of the text model in the original single-file layout. */
 #define CLIP_SD15_PREFIX "cond_stage_model.transformer.text_model."
-/* Attention heads of SD 1.5's text encoder (ViT-L/14: 768 wide, 12 heads of
- * 64).  The head count cannot be read from the weights: the tiny test model
- * has 12 heads of width 2, so width/64 would be wrong. */
-#define CLIP_SD15_HEADS 12
+/* The activation of the MLP. */
+enum clip_activation {
+	CLIP_QUICK_GELU,	/* x * sigmoid(1.702 x): OpenAI's CLIP */
+	CLIP_GELU,		/* the exact erf GELU: OpenCLIP */
+};
+
+/* What the weights do not say.  The head count cannot be read from the
+ * shapes (the tiny test models have heads of 2 or 8 channels), nor which
+ * layers the model was trained to use. */
+struct clip_config {
+	int heads;		/* attention heads: 12 for ViT-L/14, width/64 for
+				 * OpenCLIP's towers */
+	int layers;		/* layers to run (transformers' num_hidden_layers):
+				 * > 0 that many, 0 every stored layer, < 0 every
+				 * stored layer but the last -layers (SD 2.x uses
+				 * the penultimate layer: -1) */
+	enum clip_activation act;
+};
 
 struct clip_layer;
 
@@ -30,8 +53,12 @@ typedef void (*clip_debug_fn)(void *user, const char *name, const float *data, s
 
 struct clip_text {
 	int width;		/* hidden size: 768 in SD 1.5 */
-	int layers;		/* 12 */
+	int layers;		/* the layers run: 12 */
+	int stored_layers;	/* the layers in the file (SD 2.x: one more) */
 	int heads;		/* 12 */
+	enum clip_activation act;
+	int openclip;		/* OpenCLIP names (the layers hold views of
+				 * in_proj) */
 	int mlp_width;		/* 3072 */
 	int vocab;		/* 49408 */
 	int max_len;		/* positions: 77 */
@@ -39,6 +66,7 @@ struct clip_text {
 	const struct sd_tensor *token_embedding;	/* [vocab, width] */
 	const struct sd_tensor *position_embedding;	/* [max_len, width] */
 	const struct sd_tensor *final_norm_w, *final_norm_b;
+	const struct sd_tensor *text_projection;	/* [width, proj] or NULL */
 	struct clip_layer *layer;	/* [layers] */
 
 	clip_debug_fn debug;	/* NULL, or called during clip_text_forward */
@@ -47,10 +75,10 @@ struct clip_text {
 
 /* Resolve every tensor of the text model under prefix (e.g.
  * CLIP_SD15_PREFIX) once, checking the shapes; the width, layer count, MLP
- * width, vocabulary and positions come from the shapes.  heads <= 0 means
- * CLIP_SD15_HEADS.  NULL with err naming the missing or misshapen tensor. */
-struct clip_text *clip_text_load(const struct sd_weights *w, const char *prefix, int heads,
-    struct sd_error *err);
+ * width, vocabulary and positions come from the shapes, the rest from cfg.
+ * NULL with err naming the missing or misshapen tensor. */
+struct clip_text *clip_text_load(const struct sd_weights *w, const char *prefix,
+    const struct clip_config *cfg, struct sd_error *err);
 void clip_text_free(struct clip_text *m);
 
 /* Encode b sequences of m->max_len token ids (host memory) into out

@@ -1,4 +1,4 @@
-/* synth.c: deterministic random-weight SD 1.5 checkpoints (see synth.h).
+/* synth.c: deterministic random-weight SD 1.x/2.x checkpoints (see synth.h).
  *
  * First the list of tensors (name, shape, how to fill it) is built from
  * the configuration, exactly as the original LDM code names them; then
@@ -23,6 +23,7 @@
 
 const struct synth_config synth_config_sd15_full = {
 	.name = "sd15-full",
+	.arch = "sd15",
 	.parts = SYNTH_ALL,
 	.unet_channels = {320, 640, 1280, 1280},
 	.unet_time_embed = 1280,
@@ -40,6 +41,7 @@ const struct synth_config synth_config_sd15_full = {
 
 const struct synth_config synth_config_sd15_tiny = {
 	.name = "sd15-tiny",
+	.arch = "sd15",
 	.parts = SYNTH_ALL,
 	.unet_channels = {32, 32, 32, 64},
 	.unet_time_embed = 128,
@@ -54,6 +56,64 @@ const struct synth_config synth_config_sd15_tiny = {
 	.dtype = SD_F16,
 	.seed = 0,
 };
+
+const struct synth_config synth_config_sd2_full = {
+	.name = "sd2-full",
+	.arch = "sd2",
+	.parts = SYNTH_ALL,
+	.unet_channels = {320, 640, 1280, 1280},
+	.unet_time_embed = 1280,
+	.unet_head_channels = 64,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 1024,
+	.vae_channels = {128, 256, 512, 512},
+	.latent_channels = 4,
+	.clip_width = 1024, .clip_layers = 24, .clip_heads = 16, .clip_mlp = 4096,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+const struct synth_config synth_config_sd2_tiny = {
+	.name = "sd2-tiny",
+	.arch = "sd2",
+	.parts = SYNTH_ALL,
+	.unet_channels = {32, 32, 32, 64},
+	.unet_time_embed = 128,
+	.unet_head_channels = 8,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 16,
+	.vae_channels = {32, 32, 32, 32},
+	.latent_channels = 4,
+	.clip_width = 16, .clip_layers = 3, .clip_heads = 2, .clip_mlp = 64,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+int
+synth_preset(const char *arch, int full, struct synth_config *cfg)
+{
+	if (strcmp(arch, "sd15") == 0)
+		*cfg = full ? synth_config_sd15_full : synth_config_sd15_tiny;
+	else if (strcmp(arch, "sd2") == 0 || strcmp(arch, "sd2-base") == 0 ||
+	    strcmp(arch, "sd-turbo") == 0) {
+		*cfg = full ? synth_config_sd2_full : synth_config_sd2_tiny;
+		cfg->arch = strcmp(arch, "sd2") == 0 ? "sd2" : strcmp(arch, "sd2-base") == 0 ?
+		    "sd2-base" : "sd-turbo";
+	} else
+		return -1;
+	return 0;
+}
+
+/* SD 2.x: OpenCLIP text names, linear projections in the transformers. */
+static int
+is_sd2(const struct synth_config *cfg)
+{
+	return cfg->arch != NULL && strcmp(cfg->arch, "sd15") != 0;
+}
 
 #define UNET "model.diffusion_model."
 #define VAE "first_stage_model."
@@ -182,12 +242,16 @@ unet_resblock(struct specs *s, const char *p, int64_t cin, int64_t cout, int64_t
 }
 
 static void
-unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx)
+unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx, int lin)
 {
 	char n[256];
 
 	sub(n, sizeof n, p, ".norm"), norm(s, n, c);
-	sub(n, sizeof n, p, ".proj_in"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".proj_in");
+	if (lin)
+		linear(s, n, c, c, 1);
+	else
+		conv(s, n, c, c, 1);
 	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_q"), linear(s, n, c, c, 0);
 	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_k"), linear(s, n, c, c, 0);
 	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_v"), linear(s, n, c, c, 0);
@@ -201,7 +265,11 @@ unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx)
 	sub(n, sizeof n, p, ".transformer_blocks.0.norm1"), norm(s, n, c);
 	sub(n, sizeof n, p, ".transformer_blocks.0.norm2"), norm(s, n, c);
 	sub(n, sizeof n, p, ".transformer_blocks.0.norm3"), norm(s, n, c);
-	sub(n, sizeof n, p, ".proj_out"), conv(s, n, c, c, 1);
+	sub(n, sizeof n, p, ".proj_out");
+	if (lin)
+		linear(s, n, c, c, 1);
+	else
+		conv(s, n, c, c, 1);
 }
 
 /* The openaimodel.py UNetModel of SD 1.5: 2 resnets per level, attention
@@ -227,7 +295,7 @@ unet(struct specs *s, const struct synth_config *cfg)
 			c = ch[level];
 			if (level < 3) {
 				snprintf(p, sizeof p, UNET "input_blocks.%d.1", block);
-				unet_transformer(s, p, c, ctx);
+				unet_transformer(s, p, c, ctx, is_sd2(cfg));
 			}
 			skips[nskip++] = c;
 		}
@@ -238,7 +306,7 @@ unet(struct specs *s, const struct synth_config *cfg)
 		}
 	}
 	unet_resblock(s, UNET "middle_block.0", c, c, temb);
-	unet_transformer(s, UNET "middle_block.1", c, ctx);
+	unet_transformer(s, UNET "middle_block.1", c, ctx, is_sd2(cfg));
 	unet_resblock(s, UNET "middle_block.2", c, c, temb);
 	block = 0;
 	for (int level = 3; level >= 0; level--) {
@@ -250,7 +318,7 @@ unet(struct specs *s, const struct synth_config *cfg)
 			c = ch[level];
 			if (level < 3) {
 				snprintf(p, sizeof p, UNET "output_blocks.%d.1", block);
-				unet_transformer(s, p, c, ctx);
+				unet_transformer(s, p, c, ctx, is_sd2(cfg));
 				idx = 2;
 			}
 			if (level > 0 && i == 2) {
@@ -366,6 +434,36 @@ clip(struct specs *s, const struct synth_config *cfg)
 	norm(s, CLIP "final_layer_norm", w);
 }
 
+#define OPENCLIP "cond_stage_model.model."
+
+/* OpenCLIP's text tower as SD 2.x files store it: q, k, v fused in
+ * in_proj, a text_projection and a 0-dim logit_scale, no position_ids. */
+static void
+openclip(struct specs *s, const struct synth_config *cfg)
+{
+	int64_t w = cfg->clip_width, tok[2] = {cfg->clip_vocab, w};
+	int64_t pos[2] = {cfg->clip_positions, w}, proj[2] = {w, w}, qkv[2] = {3 * w, w};
+	int64_t qkvb[1] = {3 * w};
+	char p[160], n[256];
+
+	s->part = SYNTH_CLIP;
+	add(s, FILL_EMBEDDING, 0, 2, tok, OPENCLIP "token_embedding.weight");
+	add(s, FILL_EMBEDDING, 0, 2, pos, OPENCLIP "positional_embedding");
+	for (int l = 0; l < cfg->clip_layers; l++) {
+		snprintf(p, sizeof p, OPENCLIP "transformer.resblocks.%d", l);
+		sub(n, sizeof n, p, ".ln_1"), norm(s, n, w);
+		add(s, FILL_UNIFORM, w, 2, qkv, "%s.attn.in_proj_weight", p);
+		add(s, FILL_UNIFORM, w, 1, qkvb, "%s.attn.in_proj_bias", p);
+		sub(n, sizeof n, p, ".attn.out_proj"), linear(s, n, w, w, 1);
+		sub(n, sizeof n, p, ".ln_2"), norm(s, n, w);
+		sub(n, sizeof n, p, ".mlp.c_fc"), linear(s, n, cfg->clip_mlp, w, 1);
+		sub(n, sizeof n, p, ".mlp.c_proj"), linear(s, n, w, cfg->clip_mlp, 1);
+	}
+	norm(s, OPENCLIP "ln_final", w);
+	add(s, FILL_UNIFORM, w, 2, proj, OPENCLIP "text_projection");
+	add(s, FILL_ONES, 0, 0, proj, OPENCLIP "logit_scale");
+}
+
 /* ---------------------------------------------------------------- layout */
 
 static void
@@ -395,7 +493,8 @@ check_config(const struct synth_config *cfg, struct sd_error *err)
 			    cfg->vae_channels[i]);
 	}
 	if ((cfg->parts & SYNTH_UNET) && (cfg->unet_time_embed < 1 || cfg->unet_in_channels < 1 ||
-	    cfg->unet_out_channels < 1 || cfg->context_dim < 1 || cfg->unet_heads < 1 ||
+	    cfg->unet_out_channels < 1 || cfg->context_dim < 1 ||
+	    (is_sd2(cfg) ? cfg->unet_head_channels < 1 : cfg->unet_heads < 1) ||
 	    cfg->unet_time_embed > 65536 || cfg->context_dim > 65536))
 		return sd_fail(err, SD_EUSAGE, "synthetic model: bad UNet configuration");
 	if ((cfg->parts & SYNTH_VAE) && (cfg->latent_channels < 1 || cfg->latent_channels > 64))
@@ -444,7 +543,7 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 	if (cfg->parts & SYNTH_VAE)
 		vae(s, cfg);
 	if (cfg->parts & SYNTH_CLIP)
-		clip(s, cfg);
+		(is_sd2(cfg) ? openclip : clip)(s, cfg);
 	if (s->oom)
 		goto oom;
 	qsort(s->v, (size_t)s->n, sizeof *s->v, by_layout);
@@ -452,8 +551,27 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 		goto oom;
 	snprintf(seed, sizeof seed, "%" PRIu64, cfg->seed);
 	json_object_set_new(meta, "format", json_string("pt"));
-	json_object_set_new(meta, "generator", json_string("sdbatch synth_sd15_checkpoint"));
+	json_object_set_new(meta, "generator", json_string("sdbatch make-model"));
 	json_object_set_new(meta, "preset", json_string(cfg->name ? cfg->name : "custom"));
+	{
+		const char *arch = cfg->arch ? cfg->arch : "sd15";
+		char num[32];
+		json_object_set_new(meta, "modelspec.architecture", json_string(
+		    strcmp(arch, "sd2") == 0 ? "stable-diffusion-v2-768-v" :
+		    strcmp(arch, "sd2-base") == 0 ? "stable-diffusion-v2-512" :
+		    strcmp(arch, "sd-turbo") == 0 ? "stable-diffusion-v2-turbo" : "stable-diffusion-v1"));
+		json_object_set_new(meta, "modelspec.prediction_type",
+		    json_string(strcmp(arch, "sd2") == 0 ? "v" : "epsilon"));
+		if (is_sd2(cfg)) {
+			snprintf(num, sizeof num, "%d", cfg->unet_head_channels);
+			json_object_set_new(meta, "sdbatch.unet_head_channels", json_string(num));
+		} else {
+			snprintf(num, sizeof num, "%d", cfg->unet_heads);
+			json_object_set_new(meta, "sdbatch.unet_heads", json_string(num));
+		}
+		snprintf(num, sizeof num, "%d", cfg->clip_heads);
+		json_object_set_new(meta, "sdbatch.text_heads", json_string(num));
+	}
 	json_object_set_new(meta, "seed", json_string(seed));
 	json_object_set_new(root, "__metadata__", meta);
 	for (int i = 0; i < s->n; i++) {
@@ -499,7 +617,7 @@ oom:
 }
 
 int
-synth_sd15_count(const struct synth_config *cfg, struct synth_counts *out,
+synth_count(const struct synth_config *cfg, struct synth_counts *out,
     struct sd_error *err)
 {
 	struct specs s;
@@ -585,7 +703,7 @@ fill_chunk(const struct spec *t, uint64_t seed, int64_t start, int64_t n, void *
 #define CHUNK (1 << 20)		/* elements generated at a time */
 
 int
-synth_sd15_checkpoint(const char *path, const struct synth_config *cfg,
+synth_checkpoint(const char *path, const struct synth_config *cfg,
     struct sd_error *err)
 {
 	struct specs s;

@@ -1,11 +1,16 @@
-/* synth.h: deterministic random-weight SD 1.5 checkpoints.
+/* synth.h: deterministic random-weight SD 1.x and 2.x checkpoints.
  *
  * Writes a single-file .safetensors checkpoint in the ORIGINAL layout
- * (model.diffusion_model.*, first_stage_model.*,
- * cond_stage_model.transformer.text_model.*) with exactly the names and
- * shapes a real v1-5-pruned-emaonly.safetensors has, for any widths: the
- * full SD 1.5 preset gives a file that benchmarks the real cost without a
- * download, the tiny preset matches testdata/sd15-tiny/model.safetensors.
+ * (model.diffusion_model.*, first_stage_model.*, and
+ * cond_stage_model.transformer.text_model.* for SD 1.x or OpenCLIP's
+ * cond_stage_model.model.* for SD 2.x) with exactly the names and shapes a
+ * real v1-5-pruned-emaonly.safetensors or v2-1_768-ema-pruned.safetensors
+ * has, for any widths: the full presets give files that benchmark the real
+ * cost without a download, the tiny presets match testdata/sd15-tiny and
+ * testdata/sd21-tiny model.safetensors.  The metadata says what the file is
+ * (modelspec.architecture, modelspec.prediction_type) and the head sizes
+ * no shape tells (sdbatch.unet_heads or sdbatch.unet_head_channels,
+ * sdbatch.text_heads), so that the model description reads it right.
  *
  * Values come from a counter-based PRNG seeded by the seed and the tensor
  * name, so a file depends only on its configuration: conv and linear
@@ -28,18 +33,21 @@
 
 struct synth_config {
 	const char *name;		/* recorded in the file's metadata */
+	const char *arch;		/* "sd15", "sd2", "sd2-base", "sd-turbo" */
 	int parts;			/* SYNTH_* bits */
 	/* UNet: 4 levels of 2 resnets, cross-attention in the first 3. */
 	int unet_channels[4];		/* block_out_channels (multiples of 32) */
 	int unet_time_embed;		/* time embedding width (4 x channels[0]) */
-	int unet_heads;			/* attention heads (not in any shape; metadata) */
+	int unet_heads;			/* SD 1.x: attention heads (metadata) */
+	int unet_head_channels;		/* SD 2.x: channels a head (metadata) */
 	int unet_in_channels;		/* 4; 9 for an inpainting UNet */
 	int unet_out_channels;		/* 4 */
 	int context_dim;		/* cross-attention width (= clip_width) */
 	/* VAE: 4 levels; 2 resnets down, 3 up. */
 	int vae_channels[4];		/* block_out_channels (multiples of 32) */
 	int latent_channels;		/* 4 */
-	/* CLIP text transformer. */
+	/* CLIP text transformer (SD 2.x: OpenCLIP's, clip_layers stored, the
+	 * last of them unused by the model). */
 	int clip_width, clip_layers, clip_heads, clip_mlp, clip_vocab, clip_positions;
 	enum sd_dtype dtype;		/* SD_F16, SD_F32 or SD_BF16 */
 	uint64_t seed;
@@ -50,6 +58,16 @@ struct synth_config {
 extern const struct synth_config synth_config_sd15_full;
 /* The widths of testdata/sd15-tiny/model.safetensors (README table). */
 extern const struct synth_config synth_config_sd15_tiny;
+/* SD 2.1 768-v as released: UNet 320/640/1280/1280 with 64-channel heads
+ * and linear projections (865 M parameters), OpenCLIP ViT-H/14 text (1024
+ * wide, 24 layers stored); F16. */
+extern const struct synth_config synth_config_sd2_full;
+/* The widths of testdata/sd21-tiny/model.safetensors (README table). */
+extern const struct synth_config synth_config_sd2_tiny;
+
+/* The preset of an architecture ("sd15", "sd2", "sd2-base", "sd-turbo"),
+ * full or tiny, into cfg; -1 when the name is unknown. */
+int synth_preset(const char *arch, int full, struct synth_config *cfg);
 
 /* What a configuration amounts to (parameters exclude position_ids, as
  * torch counts them). */
@@ -60,12 +78,12 @@ struct synth_counts {
 };
 
 /* Count without writing anything (a "dry run"). */
-int synth_sd15_count(const struct synth_config *cfg, struct synth_counts *out,
+int synth_count(const struct synth_config *cfg, struct synth_counts *out,
     struct sd_error *err);
 
 /* Write the checkpoint to path, tensor by tensor (memory stays small),
  * through a temporary file in the same folder renamed into place. */
-int synth_sd15_checkpoint(const char *path, const struct synth_config *cfg,
+int synth_checkpoint(const char *path, const struct synth_config *cfg,
     struct sd_error *err);
 
 #endif

@@ -69,6 +69,9 @@ struct sd_tokenizer {
 	int32_t byte_sym[256];		/* the byte's character, or -1 */
 	int32_t byte_end_sym[256];	/* the same with "</w>", or -1 */
 	int32_t bos, eos, pad, unk, max_id;
+	/* A pad token other than <|endoftext|> (SD 2.x's "!") is an added
+	 * special token for transformers: split off wherever it appears. */
+	char pad_text[64];
 };
 
 /* ---- Unicode helpers ---- */
@@ -716,11 +719,12 @@ load_pad(struct sd_tokenizer *t, const char *path, int32_t *pad, struct sd_error
 	}
 	name = json_string_value(v);
 	k = sym_find(t, name, strlen(name));
-	if (k < 0 || t->syms[k].id < 0) {
+	if (k < 0 || t->syms[k].id < 0 || strlen(name) >= sizeof t->pad_text) {
 		rc = sd_fail(err, SD_EDATA, "%s: the pad token \"%.64s\" is not in vocab.json", path, name);
 		goto out;
 	}
 	*pad = t->syms[k].id;
+	snprintf(t->pad_text, sizeof t->pad_text, "%s", name);
 	rc = 1;
 out:
 	json_decref(root);
@@ -794,6 +798,8 @@ tokenizer_load(const char *dir, struct sd_error *err)
 		goto fail;
 	if (r > 0)
 		t->pad = pad;
+	if (t->pad == t->eos || t->pad == t->bos)
+		t->pad_text[0] = '\0';
 
 	byte_chars(map);
 	for (int b = 0; b < 256; b++) {
@@ -833,6 +839,21 @@ int32_t
 tokenizer_eos(const struct sd_tokenizer *t)
 {
 	return t->eos;
+}
+
+int
+tokenizer_set_pad(struct sd_tokenizer *t, const char *token, struct sd_error *err)
+{
+	int32_t id = vocab_id(t, token);
+
+	if (id < 0 || strlen(token) >= sizeof t->pad_text)
+		return sd_fail(err, SD_EDATA, "the pad token \"%.64s\" is not in the vocabulary", token);
+	t->pad = id;
+	if (id == t->eos || id == t->bos)
+		t->pad_text[0] = '\0';
+	else
+		snprintf(t->pad_text, sizeof t->pad_text, "%s", token);
+	return 0;
 }
 
 int32_t
@@ -1215,6 +1236,11 @@ tokenizer_tokenize(const struct sd_tokenizer *t, const char *utf8, size_t *n,
 				special = t->eos;
 				sl = strlen(END_TEXT);
 			}
+		}
+		if (special < 0 && i < len && t->pad_text[0] != '\0' &&
+		    strncmp((const char *)s + i, t->pad_text, strlen(t->pad_text)) == 0) {
+			special = t->pad;
+			sl = strlen(t->pad_text);
 		}
 		if (special < 0 && i < len)
 			continue;

@@ -42,6 +42,14 @@ int tokenizer_encode(const struct sd_tokenizer *t, const char *utf8,
 int32_t *tokenizer_tokenize(const struct sd_tokenizer *t, const char *utf8,
     size_t *n, struct sd_error *err);
 
+/* Pad with token (a vocabulary entry: "<|endoftext|>" for SD 1.x, "!" for
+ * SD 2.x's and SDXL's OpenCLIP encoders) whatever the folder's files say.
+ * A pad token other than <|startoftext|> and <|endoftext|> is also split off
+ * the prompt wherever it appears, as transformers does with the special
+ * tokens (SD 2.x: "hello world!" ends in id 0).  Call it before the
+ * tokenizer is shared between threads. */
+int tokenizer_set_pad(struct sd_tokenizer *t, const char *token, struct sd_error *err);
+
 /* The ids of <|startoftext|>, <|endoftext|> and the pad token. */
 int32_t tokenizer_bos(const struct sd_tokenizer *t);
 int32_t tokenizer_eos(const struct sd_tokenizer *t);

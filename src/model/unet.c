@@ -1,4 +1,4 @@
-/* unet.c: the SD 1.5 UNet, as diffusers' UNet2DConditionModel computes it.
+/* unet.c: the SD 1.x/2.x UNet, as diffusers' UNet2DConditionModel computes it.
  *
  * The original layout numbers the blocks the way the network runs:
  *   input_blocks.0       conv_in
@@ -65,7 +65,7 @@ struct transformer_block {
 /* SpatialTransformer: GN -> proj_in -> blocks on h*w tokens -> proj_out,
  * + the input. */
 struct transformer {
-	int ch, depth;
+	int ch, depth, heads;
 	const struct sd_tensor *norm_w, *norm_b;
 	const struct sd_tensor *proj_in_w, *proj_in_b;
 	const struct sd_tensor *proj_out_w, *proj_out_b;
@@ -243,17 +243,29 @@ load_transformer(struct loader *ld, struct transformer *t, const char *block, in
 	char sub[256];
 	int depth;
 
+	const struct unet_config *cfg = &ld->u->cfg;
+	const struct sd_tensor *p;
+	char full[320];
+	int linear;
+
 	t->ch = ch;
 	if (check_groups(ld, block, ch) < 0)
 		return -1;
-	if (ch % ld->u->heads != 0)
+	t->heads = cfg->heads > 0 ? cfg->heads : cfg->head_channels > 0 ? ch / cfg->head_channels : 0;
+	if (t->heads < 1 || ch % t->heads != 0)
 		return sd_fail(ld->err, SD_EDATA, "UNet block \"%s%s\": %d channels do not split "
-		    "into %d heads", ld->prefix, block, ch, ld->u->heads);
+		    "into heads of %d", ld->prefix, block, ch,
+		    cfg->heads > 0 ? ch / cfg->heads : cfg->head_channels);
+	/* proj_in/proj_out: 1x1 convolutions (SD 1.x) or linear layers (SD 2.x,
+	 * use_linear_projection), the same product on the tokens. */
+	snprintf(full, sizeof full, "%s%sproj_in.weight", ld->prefix, block);
+	p = weights_get(ld->w, full);
+	linear = p != NULL && p->ndim == 2;
 	if ((t->norm_w = need(ld, block, "norm.weight", ch, 0, 0, 0)) == NULL ||
 	    (t->norm_b = need(ld, block, "norm.bias", ch, 0, 0, 0)) == NULL ||
-	    (t->proj_in_w = need(ld, block, "proj_in.weight", ch, ch, 1, 1)) == NULL ||
+	    (t->proj_in_w = need(ld, block, "proj_in.weight", ch, ch, linear ? 0 : 1, linear ? 0 : 1)) == NULL ||
 	    (t->proj_in_b = need(ld, block, "proj_in.bias", ch, 0, 0, 0)) == NULL ||
-	    (t->proj_out_w = need(ld, block, "proj_out.weight", ch, ch, 1, 1)) == NULL ||
+	    (t->proj_out_w = need(ld, block, "proj_out.weight", ch, ch, linear ? 0 : 1, linear ? 0 : 1)) == NULL ||
 	    (t->proj_out_b = need(ld, block, "proj_out.bias", ch, 0, 0, 0)) == NULL)
 		return -1;
 	for (depth = 0; ; depth++) {
@@ -441,7 +453,8 @@ unet_free(struct unet *u)
 }
 
 struct unet *
-unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
+unet_load(const struct sd_weights *w, const char *prefix, const struct unet_config *cfg,
+    struct sd_error *err)
 {
 	struct loader ld = { w, prefix != NULL ? prefix : "", err, NULL };
 	struct unet *u;
@@ -453,7 +466,11 @@ unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
 		return NULL;
 	}
 	ld.u = u;
-	u->heads = UNET_SD15_HEADS;
+	u->cfg = *cfg;
+	if ((cfg->heads > 0) == (cfg->head_channels > 0)) {
+		sd_fail(err, SD_EINTERNAL, "unet_load: give either heads or head channels");
+		goto fail;
+	}
 
 	/* conv_in gives the input and base channel counts, time_embed.0 the
 	 * time embedding width. */
@@ -645,10 +662,10 @@ resblock_forward(struct unet *u, struct sd_ctx *c, const struct resblock *r, flo
  * x [b, lq, C] and kv [b, lk, kv_dim]; heads of C/heads, no mask. */
 static void
 attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, float *out,
-    const float *x, int b, int lq, int ch, const float *kv, int lk)
+    const float *x, int b, int lq, int ch, int heads, const float *kv, int lk)
 {
 	size_t mark = sd_mark(c);
-	int dh = ch / u->heads;
+	int dh = ch / heads;
 	float *q = sd_alloc(c, (size_t)b * lq * ch);
 	float *o = sd_alloc(c, (size_t)b * lq * ch);
 	const float *k, *v;
@@ -664,7 +681,7 @@ attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, f
 		k = nk;
 		v = nv;
 	}
-	op_attention(c, o, q, ch, k, ch, v, ch, b, lq, lk, u->heads, dh,
+	op_attention(c, o, q, ch, k, ch, v, ch, b, lq, lk, heads, dh,
 	    (float)(1.0 / sqrt((double)dh)), 0);
 	op_linear(c, out, o, b * lq, ch, a->out_w, a->out_b);
 	sd_release(c, mark);
@@ -675,7 +692,8 @@ attention_forward(struct unet *u, struct sd_ctx *c, const struct attention *a, f
  * with ff = Linear(GEGLU(Linear(.))). */
 static void
 transformer_block_forward(struct unet *u, struct sd_ctx *c, const struct transformer_block *tb,
-    float *x, int b, int hw, int ch, const float *context, int ctx_len, const char *name)
+    float *x, int b, int hw, int ch, int heads, const float *context, int ctx_len,
+    const char *name)
 {
 	size_t mark = sd_mark(c), rows = (size_t)b * hw, n = rows * ch, chunk;
 	float *norm = sd_alloc(c, n);
@@ -683,12 +701,12 @@ transformer_block_forward(struct unet *u, struct sd_ctx *c, const struct transfo
 	float *proj, *gated;
 
 	op_layer_norm(c, norm, x, (int)rows, ch, LN_EPS, tb->norm1_w, tb->norm1_b);
-	attention_forward(u, c, &tb->attn1, delta, norm, b, hw, ch, norm, hw);
+	attention_forward(u, c, &tb->attn1, delta, norm, b, hw, ch, heads, norm, hw);
 	debug(u, delta, n, "%s_attn1", name);
 	op_add(c, x, x, delta, n);
 
 	op_layer_norm(c, norm, x, (int)rows, ch, LN_EPS, tb->norm2_w, tb->norm2_b);
-	attention_forward(u, c, &tb->attn2, delta, norm, b, hw, ch, context, ctx_len);
+	attention_forward(u, c, &tb->attn2, delta, norm, b, hw, ch, heads, context, ctx_len);
 	debug(u, delta, n, "%s_attn2", name);
 	op_add(c, x, x, delta, n);
 
@@ -723,9 +741,11 @@ transformer_forward(struct unet *u, struct sd_ctx *c, const struct transformer *
 	/* proj_in is a 1x1 conv: the same as a linear on the tokens. */
 	op_transpose(c, tokens, a, b, t->ch, hw);
 	op_linear(c, a, tokens, b * hw, t->ch, t->proj_in_w, t->proj_in_b);
+	debug(u, a, n, "%s_proj_in", name);
 	for (int i = 0; i < t->depth; i++) {
 		snprintf(sub, sizeof sub, "%s_block%d", name, i);
-		transformer_block_forward(u, c, &t->block[i], a, b, hw, t->ch, context, ctx_len, sub);
+		transformer_block_forward(u, c, &t->block[i], a, b, hw, t->ch, t->heads, context,
+		    ctx_len, sub);
 	}
 	op_linear(c, tokens, a, b * hw, t->ch, t->proj_out_w, t->proj_out_b);
 	op_transpose(c, a, tokens, b, hw, t->ch);
@@ -821,7 +841,7 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
 	t = sd_alloc(c, (size_t)b * blk->res.cout * h * w);
 	resblock_forward(u, c, &blk->res, t, cur, b, h, w, temb);
 	debug(u, t, (size_t)b * blk->res.cout * h * w, "mid_resnet0");
-	transformer_forward(u, c, &blk->attn, t, b, h * w, context, ctx_len, "mid_attn0");
+	transformer_forward(u, c, &blk->attn, t, b, h * w, context, ctx_len, "mid_attn");
 	debug(u, t, (size_t)b * blk->res.cout * h * w, "mid_attn0");
 	resblock_forward(u, c, &blk->res2, next, t, b, h, w, temb);
 	sd_release(c, m);

@@ -1,12 +1,15 @@
-/* unet.h: the SD 1.5 UNet (the original "openaimodel" layout), written on
- * the ops of core/ops.h.
+/* unet.h: the Stable Diffusion UNet (the original "openaimodel" layout) of
+ * SD 1.x and 2.x, written on the ops of core/ops.h.
  *
- * latents [b, 4, h, w] + timestep + text context [b, 77, 768] -> predicted
- * noise [b, 4, h, w].  The structure (which input/output blocks have a
- * resblock, a transformer, a down- or upsampler; every channel count; the
- * time embedding and context widths; 4 or 9 input channels) is read from the
- * tensors, so the tiny test model and the inpainting UNet load with the same
- * code.  Only the head count is fixed: 8 heads of width C/8 (SD 1.5). */
+ * latents [b, 4, h, w] + timestep + text context [b, 77, D] -> predicted
+ * noise (or v) [b, 4, h, w].  The structure (which input/output blocks have
+ * a resblock, a transformer, a down- or upsampler; every channel count; the
+ * transformer depth; 1x1-conv or linear projections in and out of the
+ * transformers; the time embedding and context widths; 4 or 9 input
+ * channels) is read from the tensors, so the tiny test models and the
+ * inpainting UNet load with the same code.  Only the attention heads are
+ * not in the shapes: the model description gives them (SD 1.x: 8 heads at
+ * every level; SD 2.x: heads of 64 channels). */
 #ifndef SD_UNET_H
 #define SD_UNET_H
 
@@ -18,8 +21,13 @@
 
 /* The prefix of the UNet in the original single-file layout. */
 #define UNET_SD15_PREFIX "model.diffusion_model."
-/* Attention heads of every SD 1.5 transformer. */
-#define UNET_SD15_HEADS 8
+
+/* How a transformer of C channels splits into heads: a fixed count (SD 1.x:
+ * 8), or heads of a fixed width (SD 2.x: 64 channels); one of the two is 0. */
+struct unet_config {
+	int heads;
+	int head_channels;
+};
 
 struct unet_block;
 
@@ -28,7 +36,7 @@ struct unet_block;
  * "time_emb", "conv_in", "down0_resnet0", "down0_attn0_block0_attn1" (and
  * _attn2, _ff: [b, h*w, C] before the residual add), "down0_attn0",
  * "down0".."down3" (each down block's output, after its downsampler),
- * "mid_resnet0", "mid_attn0", "mid", "up0_resnet0", "up0_attn0", ...,
+ * "mid_resnet0", "mid_attn0" (its blocks: "mid_attn_block0_attn1", ...), "mid", "up0_resnet0", "up0_attn0", ...,
  * "up0".."up3" (after the upsampler), "conv_norm_out" (before the SiLU).
  * Each is the live buffer the rest of the pass reads, so the hook may also
  * overwrite it (tests pin a block's input to a reference value that way). */
@@ -40,7 +48,7 @@ struct unet {
 	int model_channels;	/* conv_in's output: 320 in SD 1.5 */
 	int time_embed_dim;	/* 1280 */
 	int context_dim;	/* 768: the text encoder's width */
-	int heads;		/* UNET_SD15_HEADS */
+	struct unet_config cfg;	/* the heads */
 	int downsamples;	/* 3: h and w must be multiples of 1 << downsamples */
 
 	/* The weights, in forward order. */
@@ -70,7 +78,8 @@ struct unet {
 /* Resolve every tensor of the UNet under prefix (e.g. UNET_SD15_PREFIX)
  * once, checking every shape against the channel flow; NULL with err naming
  * the missing or misshapen tensor. */
-struct unet *unet_load(const struct sd_weights *w, const char *prefix, struct sd_error *err);
+struct unet *unet_load(const struct sd_weights *w, const char *prefix,
+    const struct unet_config *cfg, struct sd_error *err);
 void unet_free(struct unet *u);
 
 /* 0 when latents of h x w can go through the UNet (positive multiples of

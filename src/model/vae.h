@@ -8,9 +8,8 @@
  *
  * Conventions (diffusers' AutoencoderKL): GroupNorm 32 groups, eps 1e-6;
  * decode = post_quant_conv -> decoder; encode = encoder -> quant_conv =
- * moments [b, 2*zc, h, w] (mean, then logvar); the pipeline divides latents
- * by VAE_SCALING_FACTOR before decoding and multiplies samples by it after
- * encoding. */
+ * moments [b, 2*zc, h, w] (mean, then logvar); the pipeline scales latents
+ * by the model description's VAE scale (and shift) around them. */
 #ifndef SD_VAE_H
 #define SD_VAE_H
 
@@ -19,9 +18,6 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "model/weights.h"
-
-/* SD 1.5's latent scaling factor. */
-#define VAE_SCALING_FACTOR 0.18215f
 
 struct vae;
 
@@ -50,7 +46,7 @@ void vae_set_debug(struct vae *v, vae_debug_fn fn, void *user);
 
 /* image [b, 3, 8h, 8w] (backend memory, NOT clamped, nominally [-1, 1]) =
  * decode of z [b, zc, h, w] (backend memory, latents already divided by
- * VAE_SCALING_FACTOR).  Batch items are decoded one after another; the
+ * the VAE scale).  Batch items are decoded one after another; the
  * temporaries come from c's arena and are released before returning. */
 void vae_decode(struct vae *v, struct sd_ctx *c, float *image, const float *z,
     int b, int h, int w);
@@ -69,7 +65,7 @@ void vae_latent_stats(const struct vae *v, float *mean, float *logvar, float *st
     const float *moments, int b, int h, int w);
 /* Host memory: sample [b, zc, h, w] = mean + std*noise (noise NULL: the
  * mean), diffusers' latent_dist.sample() given its noise; NOT yet multiplied
- * by VAE_SCALING_FACTOR. */
+ * by the VAE scale. */
 void vae_latent_sample(const struct vae *v, float *sample, const float *moments,
     const float *noise, int b, int h, int w);
 

@@ -1,10 +1,11 @@
-/* pipeline.c: Stable Diffusion 1.x text-to-image, img2img and inpainting,
- * step for step as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline.
+/* pipeline.c: Stable Diffusion text-to-image, img2img and inpainting, step
+ * for step as diffusers' StableDiffusion{,Img2Img,Inpaint}Pipeline, on the
+ * model description (sample/description.h):
  *
- *   prompt ──tokenizer──▶ ids ──CLIP──▶ context [uncond, cond]
+ *   prompt ──conditioner──▶ context [uncond, cond]
  *   seed ──rng──▶ noise ──scheduler──▶ latents ◀── (VAE encode of the init image)
- *   for each timestep: UNet(scaled latents, t, context) ─guidance─▶ scheduler step
- *   latents / 0.18215 ──VAE decode──▶ image ──▶ 8-bit RGB
+ *   for each timestep: denoiser(scaled latents, t, context) ─guidance─▶ scheduler step
+ *   latents / scale + shift ──VAE decode──▶ image ──▶ 8-bit RGB
  *
  * Latents live in host memory (the scheduler's arithmetic is tiny); the
  * networks run on the context's backend. */
@@ -20,10 +21,11 @@
 #include "core/ops.h"
 #include "io/image.h"
 #include "model/checkpoint.h"
-#include "model/clip.h"
 #include "model/tokenizer.h"
-#include "model/unet.h"
 #include "model/vae.h"
+#include "sample/conditioner.h"
+#include "sample/denoiser.h"
+#include "sample/description.h"
 #include "sample/pipeline.h"
 #include "sample/rng.h"
 #include "sample/scheduler.h"
@@ -35,13 +37,11 @@
 
 struct sd_model {
 	struct sd_checkpoint ck;
+	struct model_desc desc;
 	struct sd_ctx *ctx;
-	struct sd_tokenizer *tokenizer;
-	struct clip_text *clip;
-	struct unet *unet;
+	struct conditioner *cond;
+	struct denoiser *unet;
 	struct vae *vae;
-	struct sched_config sched;
-	char arch[32];
 	sd_debug_fn debug;
 	void *debug_user;
 };
@@ -65,6 +65,23 @@ now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Is tokdir the model folder's own tokenizer/ (whose pad token then
+ * stands)? */
+static int
+own_tokenizer(const char *model, const char *tokdir)
+{
+	char own[4096], *a, *b;
+	int same;
+
+	snprintf(own, sizeof own, "%s/tokenizer", model);
+	a = realpath(own, NULL);
+	b = realpath(tokdir, NULL);
+	same = a != NULL && b != NULL && strcmp(a, b) == 0;
+	free(a);
+	free(b);
+	return same;
+}
+
 struct sd_model *
 sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 {
@@ -84,31 +101,28 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 		goto fail;
 	if (checkpoint_load(&m->ck, spec->model, spec->unet, spec->vae, err) < 0)
 		goto fail;
-	snprintf(m->arch, sizeof m->arch, "%s", m->ck.detect.arch);
+	if (model_describe(&m->ck, &m->desc, err) < 0)
+		goto fail;
+	if (strcmp(m->ck.detect.arch, "sd15-inpaint") == 0 && m->desc.family == MODEL_SD1)
+		snprintf(m->desc.arch, sizeof m->desc.arch, "sd15-inpaint");
 	if (tokenizer_find_in(spec->model, spec->tokenizer, spec->hub_cache, tokdir,
 	    sizeof tokdir, err) < 0)
 		goto fail;
-	m->tokenizer = tokenizer_load(tokdir, err);
-	if (m->tokenizer == NULL)
-		goto fail;
-	m->clip = clip_text_load(m->ck.weights, SD_PREFIX_CLIP, m->ck.clip_heads, err);
-	if (m->clip == NULL)
+	m->cond = conditioner_load(&m->desc, m->ck.weights, tokdir,
+	    own_tokenizer(spec->model, tokdir), err);
+	if (m->cond == NULL)
 		goto prefix;
-	m->unet = unet_load(m->ck.weights, SD_PREFIX_UNET, err);
+	m->unet = denoiser_load(&m->desc, m->ck.weights, err);
 	if (m->unet == NULL)
 		goto prefix;
-	if (m->unet->context_dim != m->clip->width) {
+	if (m->unet->context_dim != m->cond->width) {
 		sd_fail(err, SD_EDATA, "the UNet expects a %d-wide text context but the text encoder is %d wide "
-		    "(parts of different models?)", m->unet->context_dim, m->clip->width);
+		    "(parts of different models?)", m->unet->context_dim, m->cond->width);
 		goto prefix;
 	}
-	m->vae = vae_load(m->ck.weights, SD_PREFIX_VAE, err);
+	m->vae = vae_load(m->ck.weights, m->desc.vae_prefix, err);
 	if (m->vae == NULL)
 		goto prefix;
-	sched_config_sd15(&m->sched);
-	if (m->ck.scheduler_config != NULL &&
-	    sched_config_load(m->ck.scheduler_config, &m->sched, err) < 0)
-		goto fail;
 	return m;
 prefix:
 	sd_error_prefix(err, "%s", spec->model);
@@ -123,9 +137,8 @@ sd_model_free(struct sd_model *m)
 	if (m == NULL)
 		return;
 	vae_free(m->vae);
-	unet_free(m->unet);
-	clip_text_free(m->clip);
-	tokenizer_free(m->tokenizer);
+	denoiser_free(m->unet);
+	conditioner_free(m->cond);
 	if (m->ck.weights != NULL)
 		checkpoint_free(&m->ck);
 	sd_ctx_free(m->ctx);
@@ -135,7 +148,13 @@ sd_model_free(struct sd_model *m)
 const char *
 sd_model_arch(const struct sd_model *m)
 {
-	return m->arch;
+	return m->desc.arch;
+}
+
+const struct model_desc *
+sd_model_description(const struct sd_model *m)
+{
+	return &m->desc;
 }
 
 void
@@ -156,6 +175,9 @@ struct run {
 	struct sd_rng *rng;
 	struct sd_scheduler *sched;
 	float *context;		/* backend [batch, 77, width] */
+	struct conditioning conditioning;	/* of the context */
+	struct sched_config sched_cfg;	/* the model's, with the job's prediction
+					 * and spacing */
 	float *latents;		/* host [4, h, w] */
 	float *noise;		/* host: the noise added to the image latents */
 	float *image_latents;	/* host: img2img / inpainting, x 0.18215 */
@@ -197,23 +219,20 @@ static int
 encode_text(struct run *r, struct sd_error *err)
 {
 	struct sd_model *m = r->m;
-	int32_t ids[2 * TOKENIZER_MAX_LENGTH];
+	const char *prompts[2];
 	int n = 0;
 
-	if (r->cfg) {
-		if (tokenizer_encode(m->tokenizer, r->p->negative_prompt ? r->p->negative_prompt : "",
-		    ids, NULL, err) < 0)
-			return sd_error_prefix(err, "negative_prompt");
-		n++;
-	}
-	if (tokenizer_encode(m->tokenizer, r->p->prompt, ids + n * TOKENIZER_MAX_LENGTH, NULL, err) < 0)
-		return sd_error_prefix(err, "prompt");
-	n++;
-	r->context = sd_alloc(m->ctx, (size_t)n * m->clip->max_len * m->clip->width);
-	return clip_text_forward(m->clip, m->ctx, ids, n, r->p->clip_skip, r->context, err);
+	if (r->cfg)
+		prompts[n++] = r->p->negative_prompt ? r->p->negative_prompt : "";
+	prompts[n++] = r->p->prompt;
+	r->context = sd_alloc(m->ctx, (size_t)n * m->cond->ctx_len * m->cond->width);
+	r->conditioning.context = r->context;
+	r->conditioning.ctx_len = m->cond->ctx_len;
+	r->conditioning.pooled = NULL;
+	return conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context, NULL, err);
 }
 
-/* 0.18215 * (mean + std*noise) of the VAE encoding of image [3, 8h, 8w]
+/* scale * (mean + std*noise - shift) of the VAE encoding of image [3, 8h, 8w]
  * (host, [-1, 1]); the noise is the generator's next draw. */
 static int
 encode_image(struct run *r, const float *image, float *out, struct sd_error *err)
@@ -240,7 +259,7 @@ encode_image(struct run *r, const float *image, float *out, struct sd_error *err
 	sd_rng_randn(r->rng, eps, r->nlat);
 	vae_latent_sample(r->m->vae, out, moments, eps, 1, r->h, r->w);
 	for (size_t i = 0; i < r->nlat; i++)
-		out[i] = VAE_SCALING_FACTOR * out[i];
+		out[i] = r->m->desc.vae_scale * (out[i] - r->m->desc.vae_shift);
 	free(moments);
 	free(eps);
 	return 0;
@@ -358,8 +377,8 @@ denoise(struct run *r, struct sd_error *err)
 			t[b] = sd_scheduler_timestep(r->sched, i);
 		}
 		sd_upload(c, din, host_in, (size_t)r->batch * nin);
-		if (unet_forward(m->unet, c, dout, din, r->batch, r->h, r->w, t, r->context,
-		    m->clip->max_len, err) < 0)
+		if (m->unet->forward(m->unet->impl, c, dout, din, r->batch, r->h, r->w, t,
+		    &r->conditioning, err) < 0)
 			goto out;
 		sd_download(c, eps, dout, (size_t)r->batch * r->nlat);
 		DEBUG(m, "unet_out", i, eps, (size_t)r->batch * r->nlat);
@@ -417,7 +436,7 @@ decode(struct run *r, struct sd_image *out, struct sd_error *err)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	}
 	for (size_t k = 0; k < r->nlat; k++)
-		z[k] = r->latents[k] / VAE_SCALING_FACTOR;
+		z[k] = r->latents[k] / r->m->desc.vae_scale + r->m->desc.vae_shift;
 	sd_upload(c, dz, z, r->nlat);
 	vae_decode(r->m->vae, c, dimg, dz, 1, r->h, r->w);
 	sd_download(c, img, dimg, npix);
@@ -434,22 +453,26 @@ decode(struct run *r, struct sd_image *out, struct sd_error *err)
 int
 sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error *err)
 {
-	(void)m;
-	(void)err;
+	const struct model_desc *d = &m->desc;
+
 	if (p->width <= 0)
-		p->width = 512;
+		p->width = d->default_width;
 	if (p->height <= 0)
-		p->height = 512;
+		p->height = d->default_height;
 	if (p->steps <= 0)
-		p->steps = 20;
+		p->steps = d->default_steps;
 	if (p->guidance_scale < 0)
-		p->guidance_scale = 7.5f;
+		p->guidance_scale = d->default_guidance;
 	if (p->sampler == SD_SAMPLER_AUTO)
-		p->sampler = SD_SAMPLER_EULER_A;
+		p->sampler = d->default_sampler;
+	if (d->sched.prediction_type == SCHED_PRED_SAMPLE && p->prediction == SD_PREDICTION_AUTO)
+		return sd_fail(err, SD_EDATA, "the model's scheduler config predicts the sample, "
+		    "which sdbatch does not support");
 	if (p->prediction == SD_PREDICTION_AUTO)
-		p->prediction = m->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V : SD_PREDICTION_EPSILON;
+		p->prediction = d->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V :
+		    SD_PREDICTION_EPSILON;
 	if (p->spacing == SD_SPACING_AUTO) {
-		switch (m->sched.timestep_spacing) {
+		switch (d->sched.timestep_spacing) {
 		case SCHED_SPACING_LEADING: p->spacing = SD_SPACING_LEADING; break;
 		case SCHED_SPACING_LINSPACE: p->spacing = SD_SPACING_LINSPACE; break;
 		case SCHED_SPACING_TRAILING: p->spacing = SD_SPACING_TRAILING; break;
@@ -482,7 +505,7 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 		    p->width, p->height);
 	r.h = p->height / 8;
 	r.w = p->width / 8;
-	if (unet_check_size(m->unet, r.h, r.w, err) < 0)
+	if (m->unet->check_size(m->unet->impl, r.h, r.w, err) < 0)
 		return -1;
 	if (p->steps < 1)
 		return sd_fail(err, SD_EDATA, "steps must be at least 1");
@@ -499,7 +522,13 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 	r.batch = r.cfg ? 2 : 1;
 	out->seed = p->seed + (uint64_t)index;
 	r.rng = sd_rng_new(p->rng, out->seed);
-	r.sched = sd_scheduler_new(p->sampler, p->schedule, &m->sched, p->steps, err);
+	r.sched_cfg = m->desc.sched;
+	r.sched_cfg.prediction_type = p->prediction == SD_PREDICTION_V ? SCHED_PRED_V :
+	    p->prediction == SD_PREDICTION_EPSILON ? SCHED_PRED_EPSILON : m->desc.sched.prediction_type;
+	if (p->spacing != SD_SPACING_AUTO)
+		r.sched_cfg.timestep_spacing = p->spacing == SD_SPACING_LEADING ? SCHED_SPACING_LEADING :
+		    p->spacing == SD_SPACING_LINSPACE ? SCHED_SPACING_LINSPACE : SCHED_SPACING_TRAILING;
+	r.sched = sd_scheduler_new(p->sampler, p->schedule, &r.sched_cfg, p->steps, err);
 	if (r.rng == NULL || r.sched == NULL) {
 		if (r.rng == NULL)
 			sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -519,7 +548,7 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 	sd_cpu_release_weights(m->ctx);
 	t = now();
 	/* the cross-attentions' keys and values, once for all steps */
-	unet_set_context(m->unet, m->ctx, r.context, r.batch, m->clip->max_len);
+	m->unet->set_conditioning(m->unet->impl, m->ctx, &r.conditioning, r.batch);
 	if (denoise(&r, err) < 0)
 		goto out;
 	tm.sample_s = now() - t;
@@ -531,7 +560,7 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 	tm.decode_s = now() - t;
 	rc = 0;
 out:
-	unet_clear_context(m->unet);
+	m->unet->clear_conditioning(m->unet->impl);
 	sd_release(m->ctx, mark);
 	run_free(&r);
 	if (timings != NULL)

@@ -62,8 +62,11 @@ struct sd_model;
 
 struct sd_model *sd_model_load(const struct sd_model_spec *spec, struct sd_error *err);
 void sd_model_free(struct sd_model *m);
-/* "sd15", "sd15-inpaint", ... */
+/* "sd15", "sd15-inpaint", "sd2", "sd2-base", "sd-turbo" */
 const char *sd_model_arch(const struct sd_model *m);
+/* What the model is made of and its defaults (sample/description.h). */
+struct model_desc;
+const struct model_desc *sd_model_description(const struct sd_model *m);
 
 /* One job's parameters (defaults: sd_params_init).  Values marked "model
  * default" are filled by sd_params_resolve from the model description

@@ -1,0 +1,88 @@
+/* description.h: the model description, the one place that knows what an
+ * architecture is made of.
+ *
+ * A loaded checkpoint (model/checkpoint.h) holds tensors; the description
+ * says what to build from them and how to sample with it: the text
+ * conditioner(s) (where their weights are, heads, layers, activation, pad
+ * token), the denoiser (where the UNet is, how its transformers split into
+ * heads), the VAE (where it is, scale, shift), the prediction type and why,
+ * the scheduler configuration, and the defaults a job gets (size, steps,
+ * guidance, sampler).  The pipeline, `info`, `bench` and `make-model` read
+ * it; the architecture constants (SD 1.x's 8 heads, SD 2.x's 64-channel heads
+ * and penultimate text layer, the VAE's 0.18215, ...) live here and nowhere
+ * else.
+ *
+ * A new architecture is a new family here plus its own modules (a
+ * conditioner or denoiser kind), not edits across the tree. */
+#ifndef SD_DESCRIPTION_H
+#define SD_DESCRIPTION_H
+
+#include "core/error.h"
+#include "model/checkpoint.h"
+#include "model/clip.h"
+#include "model/unet.h"
+#include "sample/pipeline.h"
+#include "sample/scheduler.h"
+
+enum model_family {
+	MODEL_SD1,		/* SD 1.x (and its 9-channel inpainting UNet) */
+	MODEL_SD2,		/* SD 2.x 768-v, 2.x base, SD-Turbo */
+};
+
+/* The most text encoders a model conditions on (SDXL: 2, SD3: 3). */
+#define MODEL_MAX_TEXT 3
+
+/* One text encoder and its tokenizer. */
+struct text_encoder_desc {
+	char prefix[64];		/* its weights' names start with this */
+	struct clip_config clip;	/* heads, layers used, activation */
+	char pad_token[16];		/* "<|endoftext|>" or "!" */
+};
+
+struct model_desc {
+	enum model_family family;
+	char arch[32];			/* "sd15", "sd15-inpaint", "sd2", "sd2-base",
+					 * "sd-turbo" */
+	char name[96];			/* "Stable Diffusion 2.x (768-v)" */
+	int turbo;			/* distilled for 1-4 steps without guidance */
+
+	int ntext;
+	struct text_encoder_desc text[MODEL_MAX_TEXT];
+
+	char unet_prefix[64];
+	struct unet_config unet;
+
+	char vae_prefix[64];
+	float vae_scale;		/* latents = scale * (z - shift) */
+	float vae_shift;
+
+	/* Sampling: the scheduler config (the folder's, else the
+	 * architecture's) with the prediction type in it, and why. */
+	struct sched_config sched;
+	char prediction_why[160];
+
+	/* A job's defaults on this model. */
+	int default_width, default_height, default_steps;
+	float default_guidance;
+	enum sd_sampler default_sampler;
+};
+
+/* Describe the checkpoint ck, loaded from ck->model_path.  Besides the
+ * tensors it reads, where they exist: a diffusers folder's config files
+ * (unet/config.json, text_encoder/config.json, vae/config.json,
+ * scheduler/scheduler_config.json); for a single file its metadata
+ * (modelspec.prediction_type, modelspec.architecture), then an LDM config
+ * beside it (FILE.yaml: parameterization, num_head_channels / num_heads,
+ * scale_factor, and sdbatch's cond_stage_config.params.heads), then its
+ * name (SD 2.x: "turbo" -> SD-Turbo, which the metadata or name alone
+ * decide; "512" -> 2.x base).  Returns 0, or -1
+ * with err when the architecture is not one sdbatch renders or a config
+ * file is malformed. */
+int model_describe(const struct sd_checkpoint *ck, struct model_desc *d, struct sd_error *err);
+
+/* The architecture's own description, for a checkpoint sdbatch writes
+ * itself (make-model, bench): family MODEL_SD1 or MODEL_SD2, variant
+ * "sd15", "sd2", "sd2-base", "sd-turbo".  -1 when the name is unknown. */
+int model_describe_arch(const char *arch, struct model_desc *d);
+
+#endif
