@@ -154,6 +154,19 @@ jtext(const json_t *o, const char *key, char *buf, size_t size)
 		buf[0] = '\0';
 }
 
+/* A number of a record as text ("" when absent or not a number: nothing
+ * else goes into the page unescaped). */
+static void
+jnum(const json_t *o, const char *key, char *buf, size_t size)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (json_is_number(v))
+		jtext(o, key, buf, size);
+	else
+		buf[0] = '\0';
+}
+
 json_t *
 gallery_read_record(struct spool *s, const char *id)
 {
@@ -349,12 +362,12 @@ card(struct sbuf *b, const struct image_ref *r, int live)
 		snprintf(src, sizeof src, "/v1/jobs/%s/images/%d.png", r->id, r->index);
 	else
 		snprintf(src, sizeof src, "images/%s-%d.png", r->id, r->index);
-	jtext(r->image, "seed", seed, sizeof seed);
-	jtext(r->image, "width", w, sizeof w);
-	jtext(r->image, "height", h, sizeof h);
-	jtext(params, "steps", steps, sizeof steps);
+	jnum(r->image, "seed", seed, sizeof seed);
+	jnum(r->image, "width", w, sizeof w);
+	jnum(r->image, "height", h, sizeof h);
+	jnum(params, "steps", steps, sizeof steps);
 	jtext(params, "sampler", sampler, sizeof sampler);
-	jtext(params, "guidance_scale", cfgs, sizeof cfgs);
+	jnum(params, "guidance_scale", cfgs, sizeof cfgs);
 	if (mpath == NULL)
 		mpath = jstr(params, "model");
 	mname = mpath ? strrchr(mpath, '/') : NULL;
@@ -485,10 +498,10 @@ active_job(struct sbuf *b, const struct spool_entry *e, int live)
 	const char *ev = jstr(p, "event");
 	char step[32], steps[32], image[32], images[32];
 
-	jtext(p, "step", step, sizeof step);
-	jtext(p, "steps", steps, sizeof steps);
-	jtext(p, "image", image, sizeof image);
-	jtext(p, "images", images, sizeof images);
+	jnum(p, "step", step, sizeof step);
+	jnum(p, "steps", steps, sizeof steps);
+	jnum(p, "image", image, sizeof image);
+	jnum(p, "images", images, sizeof images);
 	sb_printf(b, "<li class=\"active %s\" data-job=\"%s\"><span class=\"id\">%s</span> ",
 	    e->state == SPOOL_RUNNING ? "running" : "queued", e->id, e->id);
 	sb_printf(b, "<progress max=\"%s\" value=\"%s\"></progress><span class=\"state\">",
