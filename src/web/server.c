@@ -607,6 +607,7 @@ struct stream {
 	char *out;		/* bytes waiting to be sent */
 	size_t out_len, out_pos;
 	int finished;		/* the last event is in out */
+	int saw_end;		/* the log's done, failed or cancelled line was read */
 	int include_images;
 	double last_sent;
 	double end_wait;	/* when the job was seen finished without a record */
@@ -727,6 +728,12 @@ read_log(struct stream *s)
 			s->offset += (uint64_t)(nl - line) + 1;
 			e = json_loads(line, 0, NULL);
 			text = e ? event_text(e) : NULL;
+			{
+				const char *ev = json_string_value(json_object_get(e, "event"));
+				if (ev != NULL && (strcmp(ev, "done") == 0 ||
+				    strcmp(ev, "failed") == 0 || strcmp(ev, "cancelled") == 0))
+					s->saw_end = 1;
+			}
 			json_decref(e);
 			if (text != NULL) {
 				snprintf(idtext, sizeof idtext, "%" PRIu64, s->offset);
@@ -764,10 +771,15 @@ result_event(struct stream *s)
 		    "\"the job is no longer in the spool\"}}");
 		return 1;
 	}
+	/* A worker writes the record, then the log's last line: wait a moment
+	 * for both, so that every client's last event has the same id. */
+	if (s->end_wait == 0)
+		s->end_wait = util_now_mono();
+	if (!s->saw_end && util_now_mono() - s->end_wait < 3)
+		return 0;
+	snprintf(idtext, sizeof idtext, "%" PRIu64, s->offset);
 	if ((rec = gallery_read_record(&s->w->spool, s->id)) == NULL) {
 		/* finished a moment ago: the record follows the rename */
-		if (s->end_wait == 0)
-			s->end_wait = util_now_mono();
 		if (util_now_mono() - s->end_wait < 5)
 			return 0;
 		rec = spool_simple_record(s->id, "failed", SD_EIO,
