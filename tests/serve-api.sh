@@ -266,6 +266,16 @@ code=$(http GET /v1/jobs -H 'Authorization: Bearer s3cret-token-0123456789')
 check "the token: 200 (got $code)" [ "$code" = 200 ]
 code=$(http GET /healthz)
 check "/healthz needs no token (got $code)" [ "$code" = 200 ]
+# SIGHUP: ignored, without spinning.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+kill -HUP "$serve_pid"
+sleep 0.3
+t0=$(cpu_ticks "$serve_pid")
+sleep 1
+t1=$(cpu_ticks "$serve_pid")
+code=$(http GET /healthz)
+check "after SIGHUP serve still answers, idle ($((t1 - t0)) ticks in 1 s)" \
+    [ "$code" = 200 -a $((t1 - t0)) -lt 30 ]
 stop_serve "$serve_pid"
 write_conf
 "$BIN" serve --config "$CONF" --listen 0.0.0.0:0 "$SPOOL" 2> "$T/public.err"; rc=$?

@@ -39,7 +39,8 @@ serve_usage(FILE *out)
 	    "  -h, --help            this help\n"
 	    "\n"
 	    "SIGTERM or SIGINT ends the server (open event streams end; clients resume\n"
-	    "them from the server's next start with Last-Event-ID).\n"
+	    "them from the server's next start with Last-Event-ID); SIGHUP is ignored\n"
+	    "(restart it to read the configuration again).\n"
 	    "\n"
 	    "Exit status: 0 ok, 64 usage, 66 no such spool, 69 not built in or cannot\n"
 	    "listen, 78 bad configuration.\n", out);
@@ -117,8 +118,15 @@ cmd_serve(int argc, char **argv)
 		if (!cc.quiet)
 			fprintf(stderr, "sdbatch serve: listening on %s/ (spool %s)\n",
 			    web_url(w), argv[optind]);
-		while (!cli_stop)
+		while (!cli_stop) {
+			char buf[64];
 			util_sleep(3600, &cli_stop, cli_wake_fd);
+			/* SIGHUP (cli_reload) has nothing to reload here: the
+			 * configuration is read once; drain the wake-up pipe. */
+			while (read(cli_wake_fd, buf, sizeof buf) > 0)
+				;
+			cli_reload = 0;
+		}
 		if (!cc.quiet)
 			fprintf(stderr, "sdbatch serve: stopping\n");
 		web_stop(w);
