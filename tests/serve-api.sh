@@ -275,7 +275,7 @@ sleep 1
 t1=$(cpu_ticks "$serve_pid")
 code=$(http GET /healthz)
 check "after SIGHUP serve still answers, idle ($((t1 - t0)) ticks in 1 s)" \
-    [ "$code" = 200 -a $((t1 - t0)) -lt 30 ]
+    [ "$code" = 200 -a $((t1 - t0)) -lt 10 ]
 stop_serve "$serve_pid"
 write_conf
 "$BIN" serve --config "$CONF" --listen 0.0.0.0:0 "$SPOOL" 2> "$T/public.err"; rc=$?
