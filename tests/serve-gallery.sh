@@ -102,6 +102,33 @@ check "static DOM: the images load from images/" grep -q 'src="images/g2-1.png"'
 check "the screenshot of the static page" [ -s "$T/static.png" ]
 cp "$T/static.png" "$ART/gallery-static.png" 2>/dev/null
 diag "screenshots: $ART/serve-gallery.png $ART/gallery-static.png"
+
+# Live progress: the served page follows a running job over its stream
+# (its progress bar moves past where the page was rendered), and shows the
+# job's image once it is done (the page reloads itself).
+CDP=$BUILDDIR/tests/cdp
+if [ -x "$CDP" ]; then
+	job live 'prompt: "followed live"
+width: 128
+height: 128
+steps: 40'
+	start_worker w1
+	livestep() { grep -q '"event":"step"' "$SPOOL/logs/live.jsonl" 2>/dev/null; }
+	check "the live job runs" wait_for 120 livestep
+	moving='(function(){var p=document.querySelector("li.running[data-job=live] progress");
+if(!p)return "no bar";if(window.v0===undefined)window.v0=p.value;
+var t=document.querySelector("li.running[data-job=live] .state").textContent;
+return p.value>=window.v0+3&&/^step [0-9]+\/40$/.test(t);})()'
+	v=$("$CDP" "$CHROMIUM" "$T/cdp1" "$URL/" "$moving" 120); rc=$?
+	check "the page's progress bar follows the job live (got $v)" [ $rc -eq 0 ]
+	"$CDP" "$CHROMIUM" "$T/cdp2" "$URL/" \
+	    'document.querySelectorAll("figure.card[data-job=live]").length===1' 180 > /dev/null; rc=$?
+	check "when it is done, the page shows its image" [ $rc -eq 0 ]
+	kill -TERM "$worker_pid" 2>/dev/null
+else
+	echo "ok $((tap_n + 1)) # SKIP no tests/cdp: the live progress checks"
+	tap_n=$((tap_n + 1))
+fi
 stop_serve "$serve_pid"
 check "no sanitizer report from serve" sanitizer_clean s1
 finish

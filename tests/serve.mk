@@ -4,6 +4,10 @@
 check_PROGRAMS += tests/test_submit
 tests_test_submit_LDADD = $(TEST_LDADD)
 TESTS += tests/test_submit
+## cdp: drives chromium over the DevTools protocol (jansson only, never src/)
+check_PROGRAMS += tests/cdp
+tests_cdp_SOURCES = tests/cdp.c
+tests_cdp_LDADD = $(JANSSON_LIBS)
 SERVE_SH_TESTS = tests/serve-api.sh tests/serve-gallery.sh
 TESTS += $(SERVE_SH_TESTS)
 EXTRA_DIST += $(SERVE_SH_TESTS) tests/serve-lib.sh
