@@ -215,6 +215,8 @@ bad 400 image GET "/v1/jobs/$ID/images/-1.png"
 bad 400 image GET "/v1/jobs/$ID/images/00.png"
 bad 400 image GET "/v1/jobs/$ID/images/0.jpg"
 bad 404 image GET "/v1/jobs/$ID/images/5.png"
+bad 400 size GET "/v1/jobs/$ID/images/0.png?size=huge"
+bad 400 size GET "/v1/jobs/$ID/images/0.png?size=5"
 bad 400 Last-Event-ID GET "/v1/jobs/$ID/stream" -H 'Last-Event-ID: ../../x'
 bad 400 include_images GET "/v1/jobs/$ID/stream?include_images=maybe"
 bad 405 - PUT /v1/jobs -H "$J" --data-binary '{"prompt": "a"}'

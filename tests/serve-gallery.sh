@@ -50,6 +50,15 @@ check "static page: 3 cards" [ "$(grep -c '<figure class="card"' "$T/gallery/ind
 check "static page: no script" sh -c "[ -s '$T/gallery/index.html' ] && ! grep -qi '<script' '$T/gallery/index.html'"
 check "static page: the images beside it" \
     sh -c "cmp -s '$T/gallery/images/g2-1.png' \"\$(sed -n 's/^ *\"path\": \"\\(.*-1.png\\)\",\$/\\1/p' '$SPOOL/done/g2.json')\""
+# png_width FILE: the width in a PNG's IHDR.
+png_width() { od -An -tu1 -j16 -N4 "$1" | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }'; }
+check "static page: a thumbnail a card" [ "$(ls "$T/gallery/thumbs" | wc -l)" -eq 3 ]
+check "thumbnails are PNGs of the image's size when it is small (64)" \
+    [ "$(png_width "$T/gallery/thumbs/g2-1.png")" = 64 ]
+code=$(http GET '/v1/jobs/g2/images/1.png?size=32')
+check "GET .../images/1.png?size=32: a 32-pixel thumbnail (got $code)" \
+    [ "$code" = 200 -a "$(png_width "$T/body")" = 32 ]
+check "the served page's thumbnails" grep -q 'img src="/v1/jobs/g2/images/1.png?size=320"' "$T/served.html"
 "$BIN" gallery "$SPOOL" 2> /dev/null; rc=$?
 check "sdbatch gallery without -o: exit 64 (got $rc)" [ $rc -eq 64 ]
 
@@ -98,7 +107,8 @@ cp "$T/served.png" "$ART/serve-gallery.png" 2>/dev/null
 browse "file://$T/gallery/index.html" "$T/static"
 cards "$T/static.dom" > "$T/static.cards"
 check "static DOM: the same cards" cmp -s "$T/served.cards" "$T/static.cards"
-check "static DOM: the images load from images/" grep -q 'src="images/g2-1.png"' "$T/static.dom"
+check "static DOM: thumbnails from thumbs/, links to images/" \
+    sh -c "grep -q '<a href=\"images/g2-1.png\"><img src=\"thumbs/g2-1.png\"' '$T/static.dom'"
 check "the screenshot of the static page" [ -s "$T/static.png" ]
 cp "$T/static.png" "$ART/gallery-static.png" 2>/dev/null
 diag "screenshots: $ART/serve-gallery.png $ART/gallery-static.png"

@@ -13,12 +13,17 @@
 #include <unistd.h>
 
 #include "io/fileio.h"
+#include "io/image.h"
+#include "io/png.h"
 #include "spool/job.h"
 #include "spool/util.h"
 #include "web/gallery.h"
 
 /* A growing string; on out of memory it stays failed and the page is
  * dropped at the end. */
+/* The longer side of a thumbnail. */
+#define GALLERY_THUMB 320
+
 struct sbuf {
 	char *s;
 	size_t n, cap;
@@ -259,6 +264,44 @@ fail:
 	return -1;
 }
 
+int
+gallery_thumbnail(int fd, int size, unsigned char **png, size_t *len,
+    struct sd_error *err)
+{
+	struct sd_image_u8 img = { 0, 0, 0, NULL }, small = { 0, 0, 0, NULL };
+	char path[64];
+	int w, h, r;
+
+	/* The descriptor's own file: no path is looked up again. */
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	if (png_read_rgb(path, &img, err) < 0)
+		return -1;
+	w = img.width;
+	h = img.height;
+	if (w > size || h > size) {
+		if (w >= h) {
+			h = (int)((long long)h * size / w);
+			w = size;
+		} else {
+			w = (int)((long long)w * size / h);
+			h = size;
+		}
+		if (w < 1)
+			w = 1;
+		if (h < 1)
+			h = 1;
+		if (image_resize_lanczos(&img, w, h, &small, err) < 0) {
+			image_free(&img);
+			return -1;
+		}
+		image_free(&img);
+		img = small;
+	}
+	r = png_encode_rgb(img.data, img.width, img.height, NULL, 0, png, len, err);
+	image_free(&img);
+	return r;
+}
+
 struct image_ref {
 	const json_t *record;	/* borrowed from the listing */
 	const json_t *image;	/* images[index] */
@@ -353,15 +396,19 @@ card(struct sbuf *b, const struct image_ref *r, int live)
 {
 	const json_t *params = json_object_get(r->record, "parameters");
 	const json_t *model = json_object_get(r->record, "model");
-	char src[600], seed[32], steps[32], w[32], h[32], sampler[64], cfgs[32];
+	char src[600], thumb[640], seed[32], steps[32], w[32], h[32], sampler[64],
+	    cfgs[32];
 	const char *mpath = jstr(model, "path"), *mname, *neg;
 	json_t *job;
 	char *jobtext;
 
-	if (live)
+	if (live) {
 		snprintf(src, sizeof src, "/v1/jobs/%s/images/%d.png", r->id, r->index);
-	else
+		snprintf(thumb, sizeof thumb, "%s?size=%d", src, GALLERY_THUMB);
+	} else {
 		snprintf(src, sizeof src, "images/%s-%d.png", r->id, r->index);
+		snprintf(thumb, sizeof thumb, "thumbs/%s-%d.png", r->id, r->index);
+	}
 	jnum(r->image, "seed", seed, sizeof seed);
 	jnum(r->image, "width", w, sizeof w);
 	jnum(r->image, "height", h, sizeof h);
@@ -375,7 +422,7 @@ card(struct sbuf *b, const struct image_ref *r, int live)
 	neg = jstr(params, "negative_prompt");
 	sb_printf(b, "<figure class=\"card\" data-job=\"%s\" data-index=\"%d\">\n",
 	    r->id, r->index);
-	sb_printf(b, "<a href=\"%s\"><img src=\"%s\" alt=\"", src, src);
+	sb_printf(b, "<a href=\"%s\"><img src=\"%s\" alt=\"", src, thumb);
 	sb_html(b, jstr(params, "prompt"));
 	sb_printf(b, "\" width=\"%s\" height=\"%s\" loading=\"lazy\"></a>\n<figcaption>\n"
 	    "<p class=\"prompt\">", w, h);
@@ -723,7 +770,7 @@ gallery_write(struct spool *s, const struct sd_config *cfg, const char *dir,
 	struct gallery_options o = { max_images, 0 };
 	struct spool_entry *e = NULL;
 	struct image_ref *refs;
-	char *html, *images, *index;
+	char *html, *images, *thumbs = NULL, *index;
 	size_t len, nrefs, i;
 	int n, count = 0;
 
@@ -733,6 +780,13 @@ gallery_write(struct spool *s, const struct sd_config *cfg, const char *dir,
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	if (util_mkdirs(images, err) < 0) {
 		free(images);
+		return -1;
+	}
+	if ((thumbs = util_join(dir, "thumbs")) == NULL || util_mkdirs(thumbs, err) < 0) {
+		if (thumbs == NULL)
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+		free(images);
+		free(thumbs);
 		return -1;
 	}
 	/* The images first, so that the page never links a missing one. */
@@ -769,10 +823,24 @@ gallery_write(struct spool *s, const struct sd_config *cfg, const char *dir,
 		}
 		free(src);
 		free(dst);
+		/* The thumbnail, unless an earlier run made it (images do not
+		 * change). */
+		if ((dst = util_join(thumbs, name)) != NULL && access(dst, F_OK) != 0) {
+			unsigned char *png = NULL;
+			size_t plen = 0;
+			if (lseek(fd, 0, SEEK_SET) < 0 ||
+			    gallery_thumbnail(fd, GALLERY_THUMB, &png, &plen, &e2) < 0 ||
+			    util_write_atomic(dst, NULL, png, plen, 0644, &e2) < 0)
+				fprintf(stderr, "sdbatch gallery: thumbnail of %s: %s\n",
+				    name, e2.message);
+			free(png);
+		}
+		free(dst);
 		close(fd);
 	}
 	free(refs);
 	free(images);
+	free(thumbs);
 	/* The page of the same listing: every image it shows is there. */
 	html = render(e, n, &o, &len, err);
 	spool_list_free(e, n);

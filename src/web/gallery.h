@@ -46,6 +46,12 @@ int gallery_write(struct spool *s, const struct sd_config *cfg,
 int gallery_open_image(struct spool *s, const struct sd_config *cfg,
     const char *path, long long *size, struct sd_error *err);
 
+/* A thumbnail of the open PNG fd (from gallery_open_image): at most size
+ * pixels on its longer side (Lanczos), as PNG bytes in *png (malloc'd, *len
+ * bytes).  Returns 0 or -1 with err. */
+int gallery_thumbnail(int fd, int size, unsigned char **png, size_t *len,
+    struct sd_error *err);
+
 /* Read the result record of a finished job (done/ID.json or
  * failed/ID.json, not following symbolic links), or NULL. */
 json_t *gallery_read_record(struct spool *s, const char *id);

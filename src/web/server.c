@@ -560,12 +560,22 @@ get_image(struct web_server *w, struct MHD_Connection *c, const char *url,
 	enum MHD_Result ret;
 	int fd;
 	unsigned long idx;
+	const char *sizearg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+	    "size");
+	long thumb = 0;
 
 	if (digits == 0 || digits > 4 || strcmp(file + digits, ".png") != 0 ||
 	    (digits > 1 && file[0] == '0'))
 		return send_error(w, c, "GET", url, MHD_HTTP_BAD_REQUEST, "image",
 		    "an image is N.png, N its index from 0");
 	idx = strtoul(file, NULL, 10);
+	if (sizearg != NULL) {
+		if (sizearg[0] == '\0' || strlen(sizearg) > 4 ||
+		    strspn(sizearg, "0123456789") != strlen(sizearg) ||
+		    (thumb = strtol(sizearg, NULL, 10)) < 16 || thumb > 2048)
+			return send_error(w, c, "GET", url, MHD_HTTP_BAD_REQUEST, "size",
+			    "size is the longer side of a thumbnail, 16 to 2048 pixels");
+	}
 	if ((rec = gallery_read_record(&w->spool, id)) == NULL)
 		return send_error(w, c, "GET", url, MHD_HTTP_NOT_FOUND, "id",
 		    "no finished job %s", id);
@@ -583,7 +593,20 @@ get_image(struct web_server *w, struct MHD_Connection *c, const char *url,
 		return send_error(w, c, "GET", url, err.code == SD_ENOINPUT ?
 		    MHD_HTTP_GONE : MHD_HTTP_FORBIDDEN, "image", "image %lu of job %s: %s",
 		    idx, id, err.message);
-	if ((r = MHD_create_response_from_fd64((uint64_t)size, fd)) == NULL) {
+	if (thumb > 0) {
+		unsigned char *png = NULL;
+		size_t plen = 0;
+		int rc = gallery_thumbnail(fd, (int)thumb, &png, &plen, &err);
+		close(fd);
+		if (rc < 0)
+			return send_error(w, c, "GET", url, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			    "image", "image %lu of job %s: %s", idx, id, err.message);
+		r = MHD_create_response_from_buffer(plen, png, MHD_RESPMEM_MUST_FREE);
+		if (r == NULL) {
+			free(png);
+			return MHD_NO;
+		}
+	} else if ((r = MHD_create_response_from_fd64((uint64_t)size, fd)) == NULL) {
 		close(fd);
 		return MHD_NO;
 	}
