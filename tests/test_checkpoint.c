@@ -67,14 +67,23 @@ main(void)
 	const char *sd3[] = {"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"};
 	const char *flux[] = {"double_blocks.0.img_attn.qkv.weight"};
 	const char *junk[] = {"foo.bar"};
-	expect_arch("an SDXL file", fake_file("sdxl.safetensors", sdxl, 3, NULL), "sdxl", 0);
+	expect_arch("an SDXL file", fake_file("sdxl.safetensors", sdxl, 3, NULL), "sdxl", 1);
 	expect_arch("an SD 2.x file", fake_file("sd2.safetensors", sd2, 2, NULL), "sd2", 1);
 	expect_arch("an SD3 file", fake_file("sd3.safetensors", sd3, 1, NULL), "sd3", 0);
 	expect_arch("a FLUX file", fake_file("flux.safetensors", flux, 1, NULL), "flux", 0);
 	expect_arch("a file of unknown tensors", fake_file("junk.safetensors", junk, 1, NULL), "unknown", 0);
-	tap_ok(checkpoint_load(&a, fake_file("sdxl.safetensors", sdxl, 3, NULL), NULL, NULL, &err) < 0 &&
-	    strstr(err.message, "Stable Diffusion XL") && strstr(err.message, "not supported yet"),
-	    "loading SDXL says it is not supported yet (%s)", err.message);
+	tap_ok(checkpoint_load(&a, fake_file("sd3.safetensors", sd3, 1, NULL), NULL, NULL, &err) < 0 &&
+	    strstr(err.message, "Stable Diffusion 3") && strstr(err.message, "not supported yet"),
+	    "loading SD3 says it is not supported yet (%s)", err.message);
+	expect_arch("an SDXL refiner file", fake_file("refiner.safetensors", (const char *[]){
+	    "conditioner.embedders.0.model.token_embedding.weight",
+	    "model.diffusion_model.input_blocks.0.0.weight"}, 2, NULL), "sdxl-refiner", 0);
+	if (shared_dir() != NULL) {
+		expect_arch("the SDXL tiny single file", shared_path("testdata/sdxl-tiny/model.safetensors"),
+		    "sdxl", 1);
+		expect_arch("the SDXL tiny diffusers folder", shared_path("testdata/sdxl-tiny/diffusers"),
+		    "sdxl", 1);
+	}
 	tap_ok(checkpoint_load(&a, "/nonexistent.safetensors", NULL, NULL, &err) < 0 &&
 	    err.code == SD_ENOINPUT, "a missing model is SD_ENOINPUT (%s)", err.message);
 

@@ -14,7 +14,7 @@
 #define RTOL 1e-4
 
 /* ViT-L/14's 12 heads (2 channels each in the tiny model), every layer. */
-static const struct clip_config sd15_cfg = { 12, 0, CLIP_QUICK_GELU };
+static const struct clip_config sd15_cfg = { .heads = 12, .act = CLIP_QUICK_GELU };
 
 /* Intermediates captured by the debug hook (host copies). */
 struct capture {
@@ -99,7 +99,7 @@ static void
 test_sd2(const char *file, const char *prefix, int layers, const char *label)
 {
 	struct capture cap = { .names = { "embeddings", "layer_1", "layer_2", NULL } };
-	struct clip_config cfg = { 2, layers, CLIP_GELU };
+	struct clip_config cfg = { .heads = 2, .layers = layers, .act = CLIP_GELU };
 	struct sd_error err = {0};
 	struct st_file *f, *g;
 	struct sd_weights *w;

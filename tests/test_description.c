@@ -79,6 +79,16 @@ test_arch_tables(void)
 	    d.default_guidance == 0.0f && d.default_sampler == SD_SAMPLER_EULER_A &&
 	    d.sched.timestep_spacing == SCHED_SPACING_TRAILING && d.default_width == 512,
 	    "SD-Turbo: 1 step, guidance 0, euler_a, trailing, 512");
+	tap_ok(model_describe_arch("sdxl", &d) == 0 && d.family == MODEL_SDXL && d.ntext == 2 &&
+	    d.text[1].pooled && d.time_ids && d.zeros_for_no_negative && d.vae_scale == 0.13025f &&
+	    d.default_width == 1024 && d.default_guidance == 5.0f && d.default_sampler == SD_SAMPLER_EULER &&
+	    d.sched.timestep_spacing == SCHED_SPACING_LEADING && strcmp(d.text[1].pad_token, "!") == 0 &&
+	    d.text[0].clip.context_skip == 1 && d.text[0].clip.no_final_norm,
+	    "SDXL: two encoders (penultimate, no final norm), pooled, time ids, zeros, 0.13025, 1024, "
+	    "guidance 5, Euler leading");
+	tap_ok(model_describe_arch("sdxl-turbo", &d) == 0 && d.turbo && d.default_width == 512 &&
+	    d.default_steps == 1 && d.default_sampler == SD_SAMPLER_EULER_A &&
+	    d.sched.timestep_spacing == SCHED_SPACING_TRAILING, "SDXL-Turbo: 512, 1 step, Euler a, trailing");
 	tap_ok(model_describe_arch("sdxl-unknown", &d) < 0, "an unknown architecture is refused");
 }
 
@@ -169,6 +179,13 @@ main(void)
 		    "the SD 2.x folder: heads of %d, %d text layers, %dx%d, DDIM, v (%s)",
 		    d.unet.head_channels, d.text[0].clip.layers, d.default_width, d.default_height,
 		    d.prediction_why);
+	if (describe(shared_path("testdata/sdxl-tiny/diffusers"), &d) == 0)
+		tap_ok(strcmp(d.arch, "sdxl") == 0 && (d.unet.head_channels == 4 || d.unet.heads == 8) && d.text[0].clip.heads == 3 &&
+		    d.text[1].clip.heads == 5 && d.default_width == 128 && d.default_sampler == SD_SAMPLER_EULER &&
+		    d.sched.timestep_spacing == SCHED_SPACING_LEADING && d.vae_scale == 0.13025f,
+		    "the SDXL folder: heads of %d (or %d heads), text heads %d and %d, %dx%d, Euler, leading",
+		    d.unet.head_channels, d.unet.heads, d.text[0].clip.heads, d.text[1].clip.heads, d.default_width,
+		    d.default_height);
 	if (describe(shared_path("testdata/sd15-tiny/diffusers"), &d) == 0)
 		tap_ok(strcmp(d.arch, "sd15") == 0 && d.unet.heads == 8 && d.text[0].clip.heads == 12 &&
 		    d.text[0].clip.act == CLIP_QUICK_GELU && d.sched.prediction_type == SCHED_PRED_EPSILON,

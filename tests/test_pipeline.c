@@ -22,7 +22,7 @@ static const char *set = "sd15-tiny";
 /* A folder with the sd21-tiny single files beside an LDM config that gives
  * their 8-channel heads (real SD 2.x files have 64, the description's
  * default). */
-static char sd2dir[256];
+static char sd2dir[256], sdxldir[256];
 
 struct capture {
 	float *latents0;
@@ -101,6 +101,11 @@ load(const char *model, const char *unet)
 static int
 parse_sampler(const char *name, struct sd_params *p)
 {
+	if (strcmp(name, "turbo") == 0) {	/* sdxl-turbo's config */
+		p->sampler = SD_SAMPLER_EULER_A;
+		p->spacing = SD_SPACING_TRAILING;
+		return 0;
+	}
 	if (strcmp(name, "ddim_trailing") == 0) {
 		p->sampler = SD_SAMPLER_DDIM;
 		p->spacing = SD_SPACING_TRAILING;
@@ -174,13 +179,17 @@ run_case(struct sd_model *m, const char *cs, const char *prefix, int index, stru
 	char label[512], key[160];
 	json_t *hw = json_object_get(params, "hw");
 	const char *negative = json_string_value(json_object_get(params, "negative"));
+	/* SDXL cases: negative_prompt null (zeros) or a string (even "") */
+	json_t *negp = json_object_get(params, "negative_prompt");
 	json_t *init_png = json_object_get(params, "init_png"), *mask_png = json_object_get(params, "mask_png");
 
 	sd_params_init(&p);
 	p.prompt = json_string_value(json_object_get(params, "prompt"));
 	p.negative_prompt = negative ? negative : "";
-	p.height = (int)json_integer_value(json_array_get(hw, 0));
-	p.width = (int)json_integer_value(json_array_get(hw, 1));
+	if (negp != NULL)
+		p.negative_prompt = json_string_value(negp);
+	p.height = (int)json_integer_value(hw ? json_array_get(hw, 0) : json_object_get(params, "height"));
+	p.width = (int)json_integer_value(hw ? json_array_get(hw, 1) : json_object_get(params, "width"));
 	p.steps = (int)json_integer_value(json_object_get(params, "steps"));
 	p.guidance_scale = (float)json_number_value(json_object_get(params, "guidance"));
 	p.seed = (uint64_t)json_integer_value(json_object_get(params, "seed"));
@@ -263,50 +272,66 @@ out:
 /* The sd21-tiny single files beside an LDM config (FILE.yaml) with their
  * head sizes. */
 static int
-make_sd2_dir(void)
+make_set_dir(char *dir, size_t size, const char *setname, const char *yaml)
 {
 	static const char *files[] = { "model.safetensors", "model-f16.safetensors" };
 	const char *tmp = getenv("TMPDIR");
 	char path[512], target[512];
 	FILE *f;
 
-	snprintf(sd2dir, sizeof sd2dir, "%s/sdbatch-pipe-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (mkdtemp(sd2dir) == NULL)
+	snprintf(dir, size, "%s/sdbatch-pipe-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(dir) == NULL)
 		return -1;
 	for (int i = 0; i < 2; i++) {
 		char rel[128], *abs;
-		snprintf(rel, sizeof rel, "testdata/sd21-tiny/%s", files[i]);
+		snprintf(rel, sizeof rel, "testdata/%s/%s", setname, files[i]);
 		if ((abs = realpath(shared_path(rel), NULL)) == NULL)
 			return -1;
 		snprintf(target, sizeof target, "%s", abs);
 		free(abs);
-		snprintf(path, sizeof path, "%s/%s", sd2dir, files[i]);
+		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
 		if (symlink(target, path) < 0)
 			return -1;
-		snprintf(path, sizeof path, "%s/%.*s.yaml", sd2dir, (int)strlen(files[i]) - 12, files[i]);
+		snprintf(path, sizeof path, "%s/%.*s.yaml", dir, (int)strlen(files[i]) - 12, files[i]);
 		if ((f = fopen(path, "w")) == NULL)
 			return -1;
-		fputs("model:\n  params:\n    parameterization: \"v\"\n    scale_factor: 0.18215\n"
-		    "    unet_config:\n      params:\n        num_head_channels: 8\n"
-		    "        use_linear_in_transformer: True\n    cond_stage_config:\n"
-		    "      params:\n        layer: \"penultimate\"\n        heads: 2\n", f);
+		fputs(yaml, f);
 		fclose(f);
 	}
 	return 0;
 }
 
+static int
+make_sd2_dir(void)
+{
+	return make_set_dir(sd2dir, sizeof sd2dir, "sd21-tiny",
+	    "model:\n  params:\n    parameterization: \"v\"\n    scale_factor: 0.18215\n"
+	    "    unet_config:\n      params:\n        num_head_channels: 8\n"
+	    "        use_linear_in_transformer: True\n    cond_stage_config:\n"
+	    "      params:\n        layer: \"penultimate\"\n        heads: 2\n");
+}
+
+/* SDXL's LDM config (sd_xl_base.yaml) has num_head_channels 64; 4 here. */
+static int
+make_sdxl_dir(void)
+{
+	return make_set_dir(sdxldir, sizeof sdxldir, "sdxl-tiny",
+	    "model:\n  params:\n    scale_factor: 0.13025\n    network_config:\n      params:\n"
+	    "        num_head_channels: 4\n        use_linear_in_transformer: True\n");
+}
+
 static void
-remove_sd2_dir(void)
+remove_set_dir(const char *dir)
 {
 	static const char *files[] = { "model.safetensors", "model-f16.safetensors", "model.yaml",
 	    "model-f16.yaml" };
 	char path[512];
 
 	for (int i = 0; i < 4; i++) {
-		snprintf(path, sizeof path, "%s/%s", sd2dir, files[i]);
+		snprintf(path, sizeof path, "%s/%s", dir, files[i]);
 		unlink(path);
 	}
-	rmdir(sd2dir);
+	rmdir(dir);
 }
 
 static void
@@ -315,7 +340,7 @@ run_set(const char *only)
 	json_t *manifest, *cases;
 	json_error_t jerr;
 	struct sd_model *plain = NULL, *f16 = NULL, *inpaint = NULL;
-	int sd2 = strcmp(set, "sd21-tiny") == 0;
+	int sd2 = strcmp(set, "sd15-tiny") != 0;
 	char rel[128], model[512], model16[512];
 	size_t i;
 
@@ -326,8 +351,9 @@ run_set(const char *only)
 		return;
 	}
 	if (sd2) {
-		snprintf(model, sizeof model, "%s/model.safetensors", sd2dir);
-		snprintf(model16, sizeof model16, "%s/model-f16.safetensors", sd2dir);
+		const char *d = strcmp(set, "sdxl-tiny") == 0 ? sdxldir : sd2dir;
+		snprintf(model, sizeof model, "%s/model.safetensors", d);
+		snprintf(model16, sizeof model16, "%s/model-f16.safetensors", d);
 	} else {
 		snprintf(model, sizeof model, "testdata/%s/model.safetensors", set);
 		snprintf(model16, sizeof model16, "testdata/%s/model-f16.safetensors", set);
@@ -343,7 +369,8 @@ run_set(const char *only)
 		if (only && strcmp(only, name) != 0)
 			continue;
 		if (strncmp(name, "txt2img_", 8) && strncmp(name, "img2img_", 8) &&
-		    strncmp(name, "inpaint", 7) && strncmp(name, "batch_", 6))
+		    strncmp(name, "inpaint", 7) && strncmp(name, "batch_", 6) &&
+		    strncmp(name, "turbo_", 6))
 			continue;
 		if (strncmp(name, "batch_n2", 8) == 0) {
 			tap_skip("%s: diffusers' num_images_per_prompt convention; sdbatch renders "
@@ -355,7 +382,8 @@ run_set(const char *only)
 			if (*mp == NULL)
 				*mp = load("testdata/sd15-tiny/model.safetensors",
 				    "testdata/sd15-tiny/model-inpaint.safetensors");
-		} else if (json_is_true(json_object_get(params, "f16w"))) {
+		} else if (json_is_true(json_object_get(params, "f16w")) ||
+		    (strlen(name) > 5 && strcmp(name + strlen(name) - 5, "_f16w") == 0)) {
 			mp = &f16;
 			if (*mp == NULL)
 				*mp = load(model16, NULL);
@@ -433,6 +461,13 @@ main(int argc, char **argv)
 	run_set(only);
 	if (only == NULL)
 		run_sd2_folder();
-	remove_sd2_dir();
+	remove_set_dir(sd2dir);
+	if (make_sdxl_dir() < 0) {
+		tap_ok(0, "make a folder for the SDXL files");
+		return tap_done();
+	}
+	set = "sdxl-tiny";
+	run_set(only);
+	remove_set_dir(sdxldir);
 	return tap_done();
 }

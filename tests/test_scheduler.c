@@ -118,8 +118,8 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 	cfg.prediction_type = set_prediction;
 	cfg.timestep_spacing = set_spacing;
 	s = sd_scheduler_new(sampler, schedule, &cfg, S, &err);
-	snprintf(what, sizeof what, "%s%s n%d", strcmp(golden_set, "sd15-tiny") ? "sd21 " : "",
-	    casename, S);
+	snprintf(what, sizeof what, "%s%s n%d", strcmp(golden_set, "sd15-tiny") == 0 ? "" :
+	    strcmp(golden_set, "sd21-tiny") == 0 ? "sd21 " : "sdxl ", casename, S);
 	if (!tap_ok(s != NULL, "%s: scheduler built %s", what, err.message))
 		return;
 
@@ -258,7 +258,7 @@ static void
 test_sched_case(const char *file, enum sd_sampler sampler,
     enum sd_schedule schedule)
 {
-	static const int steps[] = {1, 2, 4, 10, 20};
+	static const int steps[] = {1, 2, 4, 10, 20, 25};
 	struct st_file *g = golden_open_in(golden_set, file);
 	char key[32];
 
@@ -785,7 +785,7 @@ test_names(void)
 	    p.guidance_scale < 0 && p.sampler == SD_SAMPLER_AUTO &&
 	    p.prediction == SD_PREDICTION_AUTO && p.spacing == SD_SPACING_AUTO &&
 	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
-	    p.clip_skip == 1 && p.strength == 0.75f && strcmp(p.negative_prompt, "") == 0 &&
+	    p.clip_skip == 1 && p.strength == 0.75f && p.negative_prompt == NULL &&
 	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
 }
 
@@ -842,5 +842,20 @@ main(void)
 	set_prediction = SCHED_PRED_EPSILON;
 	test_sched_case("sched_turbo_euler_a", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
 	test_sched_case("sched_turbo_euler", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
+
+	/* SDXL base's config (leading spacing) and the trailing ones
+	 * (sdxl-turbo's: Euler a). */
+	golden_set = "sdxl-tiny";
+	set_prediction = SCHED_PRED_EPSILON;
+	set_spacing = SCHED_SPACING_LEADING;
+	test_sched_case("sched_euler", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_euler_a", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m_karras", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS);
+	test_sched_case("sched_ddim", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
+	set_spacing = SCHED_SPACING_TRAILING;
+	test_sched_case("sched_euler_trailing", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_ddim_trailing", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_turbo", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
 	return tap_done();
 }

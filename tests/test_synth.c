@@ -178,10 +178,31 @@ main(void)
 	    "full SD 2.1 VAE %lld, OpenCLIP-H text tower %lld parameters (24 layers stored, "
 	    "text_projection and logit_scale included)", (long long)c.vae_params,
 	    (long long)c.clip_params);
+	/* SDXL base 1.0: UNet 2,567,463,684; CLIP-L 123,060,480 + bigG with
+	 * its projection 694,659,840 (+ logit_scale). */
+	rc = synth_count(&synth_config_sdxl_full, &c, &err);
+	tap_ok(rc == 0 && c.unet_params == 2567463684LL && c.clip_params == 123060480LL + 694659841LL &&
+	    c.vae_params == 83653863, "full SDXL: UNet %lld, text encoders %lld, VAE %lld parameters",
+	    (long long)c.unet_params, (long long)c.clip_params, (long long)c.vae_params);
+	if (shared_dir() != NULL) {
+		struct synth_config c3 = synth_config_sdxl_tiny;
+		struct st_file *g3, *r3;
+		rc = synth_checkpoint(tmp_path("tinyxl.safetensors"), &c3, &err);
+		g3 = rc == 0 ? st_open(tmp_path("tinyxl.safetensors"), &err) : NULL;
+		r3 = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err);
+		if (g3 != NULL && r3 != NULL)
+			compare_layout("tiny SDXL preset", g3, r3, "");
+		else
+			tap_ok(0, "tiny SDXL preset: %s", err.message);
+		st_close(g3);
+		st_close(r3);
+		unlink(tmp_path("tinyxl.safetensors"));
+	}
 	{
 		struct synth_config c2;
 		tap_ok(synth_preset("sd-turbo", 0, &c2) == 0 && strcmp(c2.arch, "sd-turbo") == 0 &&
-		    synth_preset("sdxl", 0, &c2) < 0, "presets by architecture");
+		    synth_preset("sd3", 0, &c2) < 0 &&
+		    synth_preset("sdxl-turbo", 1, &c2) == 0 && c2.unet_adm == 2816, "presets by architecture");
 	}
 	if (shared_dir() != NULL) {
 		struct synth_config c2 = synth_config_sd2_tiny;

@@ -227,7 +227,8 @@ label_of(const char *p)
 }
 
 static void
-test_goldens_in(const char *set, const char *dir, const char *label, const char *pad, size_t nprompts)
+test_goldens_tensor(const char *set, const char *dir, const char *label, const char *pad,
+    size_t nprompts, const char *tensor)
 {
 	struct sd_error err = {0};
 	struct sd_tokenizer *t = tokenizer_load(dir, &err);
@@ -254,7 +255,7 @@ test_goldens_in(const char *set, const char *dir, const char *label, const char 
 	if (meta != NULL)
 		params = json_loads(meta, 0, &jerr);
 	prompts = params ? json_object_get(params, "prompts") : NULL;
-	want = golden_f32(g, "input_ids", &nwant);
+	want = golden_f32(g, tensor, &nwant);
 	want_n = golden_f32(g, "n_tokens_untruncated", &nn);
 	np = json_array_size(prompts);
 	if (!tap_ok(np == nprompts && nwant == np * TOKENIZER_MAX_LENGTH && nn == np,
@@ -291,6 +292,12 @@ out:
 }
 
 static void
+test_goldens_in(const char *set, const char *dir, const char *label, const char *pad, size_t nprompts)
+{
+	test_goldens_tensor(set, dir, label, pad, nprompts, "input_ids");
+}
+
+static void
 test_goldens(const char *dir, const char *label)
 {
 	test_goldens_in("sd15-tiny", dir, label, NULL, 16);
@@ -306,6 +313,13 @@ test_sd2(void)
 	    "sd21-tiny/diffusers/tokenizer", NULL, 18);
 	test_goldens_in("sd21-tiny", shared_path("data/clip-tokenizer"),
 	    "data/clip-tokenizer padding with !", "!", 18);
+	/* SDXL: tokenizer pads with <|endoftext|>, tokenizer_2 with "!" */
+	test_goldens_tensor("sdxl-tiny", shared_path("testdata/sdxl-tiny/diffusers/tokenizer"),
+	    "sdxl-tiny/diffusers/tokenizer", NULL, 6, "input_ids");
+	test_goldens_tensor("sdxl-tiny", shared_path("testdata/sdxl-tiny/diffusers/tokenizer_2"),
+	    "sdxl-tiny/diffusers/tokenizer_2", NULL, 6, "input_ids_2");
+	test_goldens_tensor("sdxl-tiny", shared_path("data/clip-tokenizer"),
+	    "data/clip-tokenizer as SDXL's second", "!", 6, "input_ids_2");
 }
 
 static void

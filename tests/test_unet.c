@@ -16,6 +16,8 @@
  * (64 in the real SD 2.x). */
 static const struct unet_config sd15_cfg = { 8, 0 };
 static const struct unet_config sd21_tiny_cfg = { 0, 8 };
+/* sdxl-tiny: heads of 4 channels (64 in the real SDXL). */
+static const struct unet_config sdxl_tiny_cfg = { 0, 4 };
 /* The golden set run_case reads. */
 static const char *golden_set = "sd15-tiny";
 
@@ -91,6 +93,17 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	t = malloc((size_t)b * sizeof *t);
 	for (int i = 0; i < b; i++)
 		t[i] = ts[nt == 1 ? 0 : i];
+	/* SDXL: the pooled text and the time ids */
+	struct unet_added added = {0}, *add = NULL;
+	if (st_find(cap.g, "text_embeds") != NULL) {
+		size_t ne, ni;
+		added.text_embeds = golden_f32(cap.g, "text_embeds", &ne);
+		added.time_ids = golden_f32(cap.g, "time_ids", &ni);
+		added.text_dim = (int)(ne / (size_t)b);
+		add = &added;
+	}
+	/* the inputs are not intermediates */
+	int inputs = add != NULL ? 6 : 4;
 	len = (int)(nc / (size_t)b / (size_t)u->context_dim);
 
 	x = sd_alloc(c, ns);
@@ -102,12 +115,12 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	if (intermediates) {
 		u->debug = capture_fn;
 		u->debug_user = &cap;
-		tap_ok(unet_forward(u, c, out, x, b, h, w, t, ctx, len, &err) == 0,
+		tap_ok(unet_forward_added(u, c, out, x, b, h, w, t, ctx, len, add, &err) == 0,
 		    "%s: forward %s", cname, err.message);
 		u->debug = NULL;
 		/* Everything but the inputs and the output is an intermediate. */
-		tap_ok(cap.compared == st_count(cap.g) - 4, "%s: compared %d intermediates of %d",
-		    cname, cap.compared, st_count(cap.g) - 4);
+		tap_ok(cap.compared == st_count(cap.g) - inputs, "%s: compared %d intermediates of %d",
+		    cname, cap.compared, st_count(cap.g) - inputs);
 		sd_download(c, got, out, nw);
 		snprintf(what, sizeof what, "%s out%s%s%s", cname, pin ? " (" : "",
 		    pin ? pin : "", pin ? " pinned)" : "");
@@ -115,7 +128,7 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 	}
 
 	arena = sd_arena_bytes(c);
-	tap_ok(unet_forward(u, c, out, x, b, h, w, t, ctx, len, &err) == 0, "%s: forward %s",
+	tap_ok(unet_forward_added(u, c, out, x, b, h, w, t, ctx, len, add, &err) == 0, "%s: forward %s",
 	    cname, err.message);
 	sd_download(c, got, out, nw);
 	check_close(cname, got, want, nw, tol, tol);
@@ -125,6 +138,8 @@ run_case(struct unet *u, struct sd_ctx *c, const char *cname, double tol, int in
 
 	free(got);
 	free(t);
+	free((float *)added.text_embeds);
+	free((float *)added.time_ids);
 	free(want);
 	free(context);
 	free(ts);
@@ -332,6 +347,82 @@ test_load_errors(const struct st_file *f)
 	    "a conv that breaks the channel flow is named");
 }
 
+/* sdxl-tiny's add_time_ids case: three (original size, crop, target size)
+ * triples and pooled embeddings -> time_embeds and aug_emb, seen through a
+ * forward pass's debug hook. */
+static void
+run_time_ids(struct unet *u, struct sd_ctx *c)
+{
+	struct capture cap = { c, NULL, "add_time_ids", NULL, 1e-4, 1e-4, 0, 0 };
+	struct unet_added add;
+	struct sd_error err = {0};
+	size_t ne, ni, mark = sd_mark(c);
+	float *te, *ids, t[3] = { 999, 500, 1 };
+	float *x = sd_alloc(c, 3 * 4 * 8 * 8), *ctx = sd_alloc(c, 3 * 77 * 32);
+	float *out = sd_alloc(c, 3 * 4 * 8 * 8), *zeros = calloc(3 * 77 * 32, sizeof *zeros);
+
+	if ((cap.g = golden_open_in("sdxl-tiny", "add_time_ids")) == NULL) {
+		free(zeros);
+		return;
+	}
+	te = golden_f32(cap.g, "text_embeds", &ne);
+	ids = golden_f32(cap.g, "time_ids", &ni);
+	add = (struct unet_added){ te, (int)(ne / 3), ids };
+	sd_upload(c, x, zeros, 3 * 4 * 8 * 8);
+	sd_upload(c, ctx, zeros, 3 * 77 * 32);
+	u->debug = capture_fn;
+	u->debug_user = &cap;
+	tap_ok(unet_forward_added(u, c, out, x, 3, 8, 8, t, ctx, 77, &add, &err) == 0,
+	    "add_time_ids: forward %s", err.message);
+	u->debug = NULL;
+	tap_ok(cap.compared == 2, "add_time_ids: time_embeds and aug_emb compared (%d)", cap.compared);
+	free(te);
+	free(ids);
+	free(zeros);
+	st_close(cap.g);
+	sd_release(c, mark);
+}
+
+/* SDXL (sdxl-tiny): no attention at the first level, transformer depth per
+ * level, the added embedding of the pooled text and the time ids. */
+static void
+test_sdxl(struct sd_ctx *c)
+{
+	struct sd_weights *w;
+	struct st_file *f;
+	struct unet *u;
+	struct sd_error err = {0};
+
+	golden_set = "sdxl-tiny";
+	u = load_unet_cfg("testdata/sdxl-tiny/model.safetensors", &sdxl_tiny_cfg, &f, &w);
+	if (u != NULL) {
+		tap_ok(u->context_dim == 32 && u->downsamples == 2 && u->adm_in == 116 &&
+		    u->ninput == 8 && u->noutput == 9, "sdxl: context %d, %d downsamplers, label_emb of %d, "
+		    "%d+%d blocks", u->context_dim, u->downsamples, u->adm_in, u->ninput, u->noutput);
+		run_case(u, c, "unet_b2_t999_16x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b1_t1_8x16", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b2_tvec_8x8", 2e-4, 0, NULL);
+		/* without the added conditioning it refuses, not guesses */
+		float *x = sd_alloc(c, 4 * 64), *ctx = sd_alloc(c, 77 * 32), *out = sd_alloc(c, 4 * 64);
+		float t0 = 1;
+		tap_ok(unet_forward(u, c, out, x, 1, 8, 8, &t0, ctx, 77, &err) < 0 &&
+		    strstr(err.message, "time ids") != NULL, "sdxl: a forward without time ids is refused (%s)",
+		    err.message);
+	}
+	if (u != NULL)
+		run_time_ids(u, c);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	u = load_unet_cfg("testdata/sdxl-tiny/model-f16.safetensors", &sdxl_tiny_cfg, &f, &w);
+	if (u != NULL)
+		run_case(u, c, "unet_b2_t999_16x16_f16w", 2e-4, 0, NULL);
+	unet_free(u);
+	weights_free(w);
+	st_close(f);
+	golden_set = "sd15-tiny";
+}
+
 int
 main(void)
 {
@@ -393,6 +484,7 @@ main(void)
 	st_close(f9);
 
 	test_sd2(c);
+	test_sdxl(c);
 	sd_ctx_free(c);
 	return tap_done();
 }

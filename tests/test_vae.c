@@ -14,7 +14,7 @@
 #include "testutil.h"
 
 /* The VAE scale of the SD 1.5 goldens (manifest: scaling_factor). */
-#define VAE_SCALING_FACTOR 0.18215f
+static float VAE_SCALING_FACTOR = 0.18215f;	/* sdxl-tiny: 0.13025 */
 
 /* The golden set test_decode and test_encode read. */
 static const char *vae_set = "sd15-tiny";
@@ -862,6 +862,24 @@ main(void)
 		weights_add_file(w, f, PREFIX);
 	v = vae_load(w, PREFIX, &err);
 	tap_ok(v != NULL, "loads the SD 2.x tiny model's VAE (%s)", v ? "ok" : err.message);
+	if (v != NULL) {
+		test_decode(v, c, "vae_decode", NULL, 0);
+		test_decode(v, c, "vae_decode_8x16", NULL, 0);
+		test_encode(v, c);
+	}
+	vae_free(v);
+	weights_free(w);
+	st_close(f);
+
+	/* SDXL's VAE is SD 1.5's with the scale 0.13025. */
+	vae_set = "sdxl-tiny";
+	VAE_SCALING_FACTOR = 0.13025f;
+	f = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err);
+	w = weights_new();
+	if (f != NULL)
+		weights_add_file(w, f, PREFIX);
+	v = vae_load(w, PREFIX, &err);
+	tap_ok(v != NULL, "loads the SDXL tiny model's VAE (%s)", v ? "ok" : err.message);
 	if (v != NULL) {
 		test_decode(v, c, "vae_decode", NULL, 0);
 		test_decode(v, c, "vae_decode_8x16", NULL, 0);

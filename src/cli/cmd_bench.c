@@ -52,7 +52,8 @@ bench_usage(FILE *out)
 	    "so timing needs no download.\n"
 	    "\n"
 	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
-	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v)\n"
+	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v),\n"
+	    "                      sdxl (base 1.0, 6.9 GB)\n"
 	    "      --size N        image width and height in pixels, a multiple of 64\n"
 	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
 	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
@@ -146,7 +147,7 @@ cached_model(const char *cache, const char *arch, char *path, size_t size, int q
 		return sd_fail(err, SD_ECONFIG, "no cache folder: set HOME or XDG_CACHE_HOME, or give "
 		    "--cache DIR or --model FILE");
 	if (synth_preset(arch, 1, &cfg) < 0)
-		return sd_fail(err, SD_EUSAGE, "--arch: sd15 or sd2, not \"%s\"", arch);
+		return sd_fail(err, SD_EUSAGE, "--arch: sd15, sd2 or sdxl, not \"%s\"", arch);
 	if ((size_t)snprintf(path, size, "%s/%s-random-f16.safetensors", dir, arch) >= size)
 		return sd_fail(err, SD_EIO, "%s: path too long", dir);
 	if (stat(path, &st) == 0)
@@ -207,7 +208,10 @@ cmd_bench(int argc, char **argv)
 	struct sd_checkpoint ck = {0};
 	struct model_desc desc;
 	struct sd_ctx *c = NULL;
-	struct clip_text *clip = NULL;
+	struct clip_text *enc[MODEL_MAX_TEXT] = {0}, *clip;
+	float pooled[2 * 4096], time_ids[12];
+	struct unet_added added = { pooled, 0, time_ids };
+	int width = 0;
 	struct unet *u = NULL;
 	struct vae *v = NULL;
 	struct results r = {0};
@@ -328,8 +332,23 @@ cmd_bench(int argc, char **argv)
 	t = now();
 	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0 || model_describe(&ck, &desc, &err) < 0)
 		goto fail;
-	if ((clip = clip_text_load(ck.weights, desc.text[0].prefix, &desc.text[0].clip, &err)) == NULL ||
-	    (u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
+	for (int e = 0; e < desc.ntext; e++) {
+		if ((enc[e] = clip_text_load(ck.weights, desc.text[e].prefix, &desc.text[e].clip, &err)) == NULL) {
+			sd_error_prefix(&err, "%s", model);
+			goto fail;
+		}
+		width += enc[e]->width;
+		if (desc.text[e].pooled) {
+			if (enc[e]->proj_dim <= 0 || enc[e]->proj_dim > 4096) {
+				sd_fail(&err, SD_EDATA, "%s: the pooled text embedding is %d wide", model,
+				    enc[e]->proj_dim);
+				goto fail;
+			}
+			added.text_dim = enc[e]->proj_dim;
+		}
+	}
+	clip = enc[0];
+	if ((u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
 	    (v = vae_load(ck.weights, desc.vae_prefix, &err)) == NULL) {
 		sd_error_prefix(&err, "%s", model);
 		goto fail;
@@ -340,7 +359,7 @@ cmd_bench(int argc, char **argv)
 
 	int lat = r.size / 8, zc = vae_latent_channels(v), len = clip->max_len;
 	size_t nlat = (size_t)zc * lat * lat, nin = (size_t)u->in_channels * lat * lat;
-	size_t nctx = 2 * (size_t)len * clip->width, nimg = 3 * (size_t)r.size * r.size;
+	size_t nctx = 2 * (size_t)len * width, nimg = 3 * (size_t)r.size * r.size;
 	int32_t *ids = calloc(2 * (size_t)len, sizeof *ids);
 	float *ctx, *din, *dout, *dguided, *dz, *dimg, *latents;
 	float ts[2];
@@ -361,6 +380,11 @@ cmd_bench(int argc, char **argv)
 	for (int i = 0; i < 2 * len; i++)
 		if (ids[i] >= clip->vocab)
 			ids[i] = ids[i] % clip->vocab;
+	for (int b = 0; b < 2; b++) {	/* SDXL's time ids: the image's size */
+		time_ids[6 * b] = time_ids[6 * b + 1] = time_ids[6 * b + 4] = time_ids[6 * b + 5] =
+		    (float)r.size;
+		time_ids[6 * b + 2] = time_ids[6 * b + 3] = 0.0f;
+	}
 	times = calloc((size_t)r.steps, sizeof *times);
 	host = malloc((nin > nimg ? nin : nimg) * 2 * sizeof *host);
 	latents = malloc(nlat * sizeof *latents);
@@ -375,8 +399,19 @@ cmd_bench(int argc, char **argv)
 	for (int run = 0; run < 2; run++) {
 		size_t mark = sd_mark(c);
 		t = now();
-		if (clip_text_forward(clip, c, ids, 2, 1, ctx, &err) < 0)
-			goto fail_lat;
+		/* every encoder of the model; SDXL's contexts side by side and
+		 * the pooled embedding */
+		float *part[MODEL_MAX_TEXT], *dpooled = added.text_dim ? sd_alloc(c, 2 * (size_t)added.text_dim) : NULL;
+		for (int e = 0; e < desc.ntext; e++) {
+			part[e] = desc.ntext == 1 ? ctx : sd_alloc(c, 2 * (size_t)len * enc[e]->width);
+			if (clip_text_forward_pooled(enc[e], c, ids, 2, 1, part[e],
+			    desc.text[e].pooled ? dpooled : NULL, &err) < 0)
+				goto fail_lat;
+		}
+		if (desc.ntext == 2)
+			op_concat(c, ctx, part[0], enc[0]->width, part[1], enc[1]->width, 2 * len, 1);
+		if (dpooled != NULL)
+			sd_download(c, pooled, dpooled, 2 * (size_t)added.text_dim);
 		sd_download(c, host, ctx, 1);	/* waits for a GPU */
 		r.text_encoder_s = now() - t;
 		sd_release(c, mark);
@@ -409,7 +444,8 @@ cmd_bench(int argc, char **argv)
 		f0 = sd_ctx_flops(c);
 		t = now();
 		sd_upload(c, din, host, 2 * nin);
-		if (unet_forward(u, c, dout, din, 2, lat, lat, ts, ctx, len, &err) < 0)
+		if (unet_forward_added(u, c, dout, din, 2, lat, lat, ts, ctx, len,
+		    u->label_emb0_w != NULL ? &added : NULL, &err) < 0)
 			goto fail_lat;
 		op_lerp(c, dguided, dout, dout + nlat, 7.5f, nlat);
 		sd_download(c, host, dguided, nlat);
@@ -538,7 +574,8 @@ fail:
 	free(host);
 	vae_free(v);
 	unet_free(u);
-	clip_text_free(clip);
+	for (int e = 0; e < MODEL_MAX_TEXT; e++)
+		clip_text_free(enc[e]);
 	if (ck.weights != NULL)
 		checkpoint_free(&ck);
 	sd_ctx_free(c);

@@ -163,8 +163,8 @@ cmd_info(int argc, char **argv)
 		printf("variant:       %s (%s)\n", desc.name, desc.arch);
 		printf("prediction:    %s: %s\n", desc.sched.prediction_type == SCHED_PRED_V ?
 		    "v" : "epsilon", desc.prediction_why);
-		printf("defaults:      %dx%d, %d steps, guidance %g, %s, %s spacing\n",
-		    desc.default_width, desc.default_height, desc.default_steps,
+		printf("defaults:      %dx%d, %d step%s, guidance %g, %s, %s spacing\n",
+		    desc.default_width, desc.default_height, desc.default_steps, desc.default_steps == 1 ? "" : "s",
 		    (double)desc.default_guidance, sd_sampler_name(desc.default_sampler),
 		    spacing_text(&desc));
 	}

@@ -22,10 +22,11 @@ make_model_usage(FILE *out)
 	    "original single-file layout with the real tensor names.  It exercises every\n"
 	    "part of sdbatch without a download, but the images it gives are noise.\n"
 	    "\n"
-	    "  --arch ARCH     sd15 (default), sd2 (2.1 768-v), sd2-base, sd-turbo\n"
+	    "  --arch ARCH     sd15 (default), sd2 (2.1 768-v), sd2-base, sd-turbo, sdxl,\n"
+	    "                  sdxl-turbo\n"
 	    "  --tiny          small widths (a few MB; renders in seconds) [default]\n"
 	    "  --full          the real sizes (SD 1.5: 1.07 G parameters, ~2.1 GB in F16;\n"
-	    "                  SD 2.x: 1.3 G parameters, ~2.6 GB)\n"
+	    "                  SD 2.x: 1.3 G parameters, ~2.6 GB; SDXL: 3.5 G, ~6.9 GB)\n"
 	    "  --dtype TYPE    f16 (default), bf16 or f32\n"
 	    "  --inpaint       a 9-channel inpainting UNet\n"
 	    "  --seed N        weights seed (default 0)\n"
@@ -59,7 +60,7 @@ cmd_make_model(int argc, char **argv)
 		switch (ch) {
 		case 'a':
 			if (synth_preset(optarg, 0, &cfg) < 0) {
-				fprintf(stderr, "sdbatch make-model: --arch: sd15, sd2, sd2-base or sd-turbo, "
+				fprintf(stderr, "sdbatch make-model: --arch: sd15, sd2, sd2-base, sd-turbo, sdxl or sdxl-turbo, "
 				    "not \"%s\"\n", optarg);
 				return SD_EUSAGE;
 			}
@@ -117,7 +118,8 @@ cmd_make_model(int argc, char **argv)
 	fprintf(stderr, "sdbatch make-model: wrote %s: %s %s layout, %s, %lld parameters, "
 	    "%.1f MB; RANDOM weights: its images are noise\n", argv[optind], full ? "full-size" : "tiny",
 	    strcmp(arch, "sd15") == 0 ? "SD 1.5" : strcmp(arch, "sd2") == 0 ? "SD 2.1 768-v" :
-	    strcmp(arch, "sd2-base") == 0 ? "SD 2.1 base" : "SD-Turbo",
+	    strcmp(arch, "sd2-base") == 0 ? "SD 2.1 base" : strcmp(arch, "sd-turbo") == 0 ? "SD-Turbo" :
+	    strcmp(arch, "sdxl") == 0 ? "SDXL base 1.0" : "SDXL-Turbo",
 	    sd_dtype_name(dtype), (long long)(counts.unet_params + counts.vae_params + counts.clip_params),
 	    (double)counts.file_size / 1e6);
 	return 0;

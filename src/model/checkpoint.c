@@ -53,11 +53,14 @@ unet_resnet_part(const char *rest, char *buf, size_t size)
 	return NULL;
 }
 
+/* up_attn: bit i set when up_blocks.i has attentions (its upsampler then
+ * comes after them: output_blocks.N.2 instead of .1). */
 static int
-unet_name(const char *d, char *out, size_t size)
+unet_name(const char *d, unsigned up_attn, char *out, size_t size)
 {
 	static const char *fixed[][2] = {
 		{"time_embedding.linear_1.", "time_embed.0."}, {"time_embedding.linear_2.", "time_embed.2."},
+		{"add_embedding.linear_1.", "label_emb.0.0."}, {"add_embedding.linear_2.", "label_emb.0.2."},
 		{"conv_in.", "input_blocks.0.0."}, {"conv_norm_out.", "out.0."}, {"conv_out.", "out.2."},
 	};
 	char rest[256], tmp[300];
@@ -93,7 +96,8 @@ unet_name(const char *d, char *out, size_t size)
 		return 0;
 	}
 	if (sscanf(d, "up_blocks.%d.upsamplers.0.%255s%n", &i, rest, &n) == 2 && d[n] == '\0') {
-		snprintf(out, size, SD_PREFIX_UNET "output_blocks.%d.%d.%s", 3 * i + 2, i == 0 ? 1 : 2, rest);
+		snprintf(out, size, SD_PREFIX_UNET "output_blocks.%d.%d.%s", 3 * i + 2,
+		    i < 32 && (up_attn >> i & 1) ? 2 : 1, rest);
 		return 0;
 	}
 	if (sscanf(d, "mid_block.attentions.0.%255s%n", rest, &n) == 1 && d[n] == '\0') {
@@ -178,11 +182,47 @@ vae_name(const char *d, char *out, size_t size)
 	return -1;
 }
 
+/* SD 1.x/2.x: every up block but the first has attentions. */
+#define SD_UP_ATTN (~1u)
+
+/* The up blocks of a diffusers UNet file that have attentions. */
+static unsigned
+up_attention_mask(const struct st_file *f)
+{
+	unsigned mask = 0;
+	int i, n;
+
+	for (int k = 0; k < st_count(f); k++) {
+		const char *name = st_tensor(f, k)->name;
+		if (sscanf(name, "up_blocks.%d.attentions.%n", &i, &n) == 1 && n > 0 && i >= 0 && i < 32)
+			mask |= 1u << i;
+	}
+	return mask;
+}
+
 int
 checkpoint_diffusers_name(const char *part, const char *name, char *out, size_t size)
 {
 	if (strcmp(part, "unet") == 0)
-		return unet_name(name, out, size);
+		return unet_name(name, SD_UP_ATTN, out, size);
+	/* SDXL's two text encoders: transformers' names (text_encoder_2 also
+	 * its text_projection) under their own prefixes. */
+	if (strcmp(part, "text_encoder_xl") == 0) {
+		if (!starts(name, "text_model."))
+			return -1;
+		snprintf(out, size, SD_PREFIX_XL_CLIP1 "%s", name + strlen("text_model."));
+		return 0;
+	}
+	if (strcmp(part, "text_encoder_2") == 0) {
+		if (strcmp(name, "text_projection.weight") == 0) {
+			snprintf(out, size, SD_PREFIX_XL_CLIP2_HF "text_projection.weight");
+			return 0;
+		}
+		if (!starts(name, "text_model."))
+			return -1;
+		snprintf(out, size, SD_PREFIX_XL_CLIP2_HF "%s", name + strlen("text_model."));
+		return 0;
+	}
 	if (strcmp(part, "vae") == 0)
 		return vae_name(name, out, size);
 	if (strcmp(part, "text_encoder") == 0) {
@@ -245,9 +285,17 @@ detect_file(const struct st_file *f, struct sd_detect *d)
 		return;
 	}
 	if (any_prefix(f, "conditioner.embedders.")) {
-		set_arch(d, "sdxl", any_prefix(f, "conditioner.embedders.1.") ?
-		    "Stable Diffusion XL" : "Stable Diffusion XL refiner", 0);
-		d->has_unet = d->has_vae = d->has_text_encoder = 1;
+		int base = any_prefix(f, "conditioner.embedders.1.");
+		set_arch(d, base ? "sdxl" : "sdxl-refiner", base ? "Stable Diffusion XL" :
+		    "Stable Diffusion XL refiner", base);
+		d->has_unet = st_find(f, SD_PREFIX_UNET "input_blocks.0.0.weight") != NULL;
+		d->has_vae = st_find(f, SD_PREFIX_VAE "decoder.conv_in.weight") != NULL;
+		d->has_text_encoder = 1;
+		if ((t = st_find(f, SD_PREFIX_UNET "input_blocks.0.0.weight")) != NULL && t->ndim == 4)
+			d->unet_in_channels = (int)t->shape[1];
+		if ((t = st_find(f, SD_PREFIX_UNET "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")) != NULL &&
+		    t->ndim == 2)
+			d->context_dim = (int)t->shape[1];
 		return;
 	}
 	d->has_unet = (t = st_find(f, SD_PREFIX_UNET "input_blocks.0.0.weight")) != NULL;
@@ -295,7 +343,7 @@ detect_file(const struct st_file *f, struct sd_detect *d)
 		snprintf(d->layout, sizeof d->layout, "unet-only");
 		t = st_find(f, "down_blocks.0.attentions.0.proj_in.weight");
 		if (st_find(f, "add_embedding.linear_1.weight"))
-			set_arch(d, "sdxl", "Stable Diffusion XL UNet", 0);
+			set_arch(d, "sdxl", "Stable Diffusion XL UNet", 1);
 		else if (t != NULL && t->ndim == 2)
 			set_arch(d, "sd2", "Stable Diffusion 2.x UNet", 1);
 		else
@@ -318,6 +366,7 @@ add_tensors(struct sd_weights *w, const struct st_file *f, const char *part,
 	    st_find(f, SD_PREFIX_VAE "decoder.conv_in.weight") == NULL;
 	int is_diffusers_vae = is_bare_vae && st_find(f, "decoder.up_blocks.0.resnets.0.conv1.weight") != NULL;
 	int is_diffusers_unet = st_find(f, "time_embedding.linear_1.weight") != NULL;
+	unsigned up_attn = is_diffusers_unet ? up_attention_mask(f) : SD_UP_ATTN;
 
 	for (int i = 0; i < st_count(f); i++) {
 		const struct sd_tensor *t = st_tensor(f, i);
@@ -325,8 +374,8 @@ add_tensors(struct sd_weights *w, const struct st_file *f, const char *part,
 
 		if (strcmp(part, "single") == 0) {
 			if (is_diffusers_unet || is_diffusers_vae) {
-				if (checkpoint_diffusers_name(is_diffusers_unet ? "unet" : "vae", t->name,
-				    name, sizeof name) < 0)
+				if ((is_diffusers_unet ? unet_name(t->name, up_attn, name, sizeof name) :
+				    checkpoint_diffusers_name("vae", t->name, name, sizeof name)) < 0)
 					continue;	/* extra keys are ignored */
 				use = name;
 			} else if (is_bare_vae) {
@@ -340,7 +389,8 @@ add_tensors(struct sd_weights *w, const struct st_file *f, const char *part,
 				use = name;
 			}
 		} else {
-			if (checkpoint_diffusers_name(part, t->name, name, sizeof name) < 0)
+			if ((strcmp(part, "unet") == 0 ? unet_name(t->name, up_attn, name, sizeof name) :
+			    checkpoint_diffusers_name(part, t->name, name, sizeof name)) < 0)
 				continue;
 			use = name;
 		}
@@ -424,8 +474,13 @@ detect_diffusers(const char *dir, struct sd_detect *d, struct sd_error *err)
 		cls = json_object_get(root, "_class_name");
 		name = json_is_string(cls) ? json_string_value(cls) : "?";
 	}
-	if (strstr(name, "XL"))
-		set_arch(d, "sdxl", "Stable Diffusion XL", 0);
+	if (strstr(name, "XL")) {
+		snprintf(path, sizeof path, "%s/text_encoder", dir);
+		if (is_dir(path))
+			set_arch(d, "sdxl", "Stable Diffusion XL", 1);
+		else
+			set_arch(d, "sdxl-refiner", "Stable Diffusion XL refiner", 0);
+	}
 	else if (strstr(name, "StableDiffusion3"))
 		set_arch(d, "sd3", "Stable Diffusion 3", 0);
 	else if (strstr(name, "Flux"))
@@ -456,14 +511,14 @@ checkpoint_detect(const char *path, struct sd_detect *out, struct sd_error *err)
 	struct st_file *f;
 	static const char *parts[][2] = {
 		{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"},
-		{"text_encoder", "model"},
+		{"text_encoder", "model"}, {"text_encoder_2", "model"},
 	};
 
 	memset(out, 0, sizeof *out);
 	if (is_dir(path)) {
 		if (detect_diffusers(path, out, err) < 0)
 			return -1;
-		for (size_t i = 0; i < 3; i++) {
+		for (size_t i = 0; i < 4; i++) {
 			char file[4096];
 			struct sd_error e2 = {0};
 			if (find_part_file(path, parts[i][0], parts[i][1], file, sizeof file, &e2) < 0)
@@ -475,7 +530,7 @@ checkpoint_detect(const char *path, struct sd_detect *out, struct sd_error *err)
 			st_close(f);
 			if (i == 0) out->has_unet = 1;
 			if (i == 1) out->has_vae = 1;
-			if (i == 2) out->has_text_encoder = 1;
+			if (i >= 2) out->has_text_encoder = 1;
 		}
 		return 0;
 	}
@@ -520,15 +575,18 @@ checkpoint_load(struct sd_checkpoint *ck, const char *model_path,
 	if (is_dir(model_path)) {
 		static const char *parts[][2] = {
 			{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"},
-			{"text_encoder", "model"},
+			{"text_encoder", "model"}, {"text_encoder_2", "model"},
 		};
-		for (int i = 0; i < 3; i++) {
+		int xl = strcmp(ck->detect.arch, "sdxl") == 0;
+		for (int i = 0; i < (xl ? 4 : 3); i++) {
+			/* SDXL's text encoders go under their single-file prefixes */
+			const char *as = xl && i == 2 ? "text_encoder_xl" : parts[i][0];
 			if (i == 0 && unet_path != NULL)
 				continue;
 			if (i == 1 && vae_path != NULL)
 				continue;
 			if (find_part_file(model_path, parts[i][0], parts[i][1], file, sizeof file, err) < 0 ||
-			    open_into(ck->weights, file, parts[i][0], NULL, NULL, NULL, err) == NULL)
+			    open_into(ck->weights, file, as, NULL, NULL, NULL, err) == NULL)
 				goto fail;
 		}
 		snprintf(file, sizeof file, "%s/scheduler/scheduler_config.json", model_path);

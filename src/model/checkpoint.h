@@ -17,10 +17,17 @@
 #define SD_PREFIX_UNET "model.diffusion_model."
 #define SD_PREFIX_VAE "first_stage_model."
 #define SD_PREFIX_CLIP "cond_stage_model.transformer.text_model."
+/* SDXL's text encoders: CLIP ViT-L (transformers' names) and OpenCLIP bigG
+ * (OpenCLIP's names in a single file; a diffusers folder's transformers'
+ * names go under SD_PREFIX_XL_CLIP2_HF). */
+#define SD_PREFIX_XL_CLIP1 "conditioner.embedders.0.transformer.text_model."
+#define SD_PREFIX_XL_CLIP2 "conditioner.embedders.1.model."
+#define SD_PREFIX_XL_CLIP2_HF "conditioner.embedders.1.transformers.text_model."
 
 /* What a file or folder holds. */
 struct sd_detect {
-	char arch[32];		/* "sd15", "sd15-inpaint", "sd2", "sdxl", "sd3", "flux", "unknown" */
+	char arch[32];		/* "sd15", "sd15-inpaint", "sd2", "sdxl", "sdxl-refiner", "sd3",
+				 * "flux", "unknown" */
 	char name[96];		/* human name: "Stable Diffusion 1.x", ... */
 	char layout[32];	/* "single-file", "diffusers", "unet-only", "vae-only" */
 	int supported;		/* sdbatch can render with it */
@@ -51,7 +58,8 @@ void checkpoint_free(struct sd_checkpoint *ck);
 int checkpoint_detect(const char *path, struct sd_detect *out, struct sd_error *err);
 
 /* The original single-file name of a diffusers tensor name of a part
- * ("unet", "vae", "text_encoder"), or -1 when it has no equivalent. */
+ * ("unet", "vae", "text_encoder"; SDXL's "text_encoder_xl" and
+ * "text_encoder_2"), or -1 when it has no equivalent. */
 int checkpoint_diffusers_name(const char *part, const char *name, char *out, size_t size);
 
 #endif

@@ -155,7 +155,7 @@ clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip
 		goto fail;
 	m->max_len = (int)m->position_embedding->shape[0];
 	if (heads <= 0)
-		heads = m->width / 64;
+		heads = m->width / (cfg->head_channels > 0 ? cfg->head_channels : 64);
 	m->heads = heads;
 	if (m->width < 1 || heads < 1 || m->width % heads != 0 || m->vocab < 1 || m->max_len < 1) {
 		sd_fail(err, SD_EDATA, "text encoder \"%s\": width %d is not a multiple of %d heads",
@@ -197,8 +197,45 @@ clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip
 	m->final_norm_b = need(w, err, prefix, nm->final_b, 1, m->width, 0);
 	if (m->final_norm_w == NULL || m->final_norm_b == NULL)
 		goto fail;
+	m->context_skip = cfg->context_skip;
+	m->final_norm = !cfg->no_final_norm;
+	if (m->context_skip < 0 || m->context_skip >= m->layers) {
+		sd_fail(err, SD_EDATA, "text encoder \"%s\": a context %d layers before the last of %d",
+		    prefix, m->context_skip, m->layers);
+		goto fail;
+	}
+	/* The projection of the pooled output: OpenCLIP stores [width, proj]
+	 * (pooled @ text_projection), transformers a linear weight [proj,
+	 * width]. */
 	snprintf(name, sizeof name, "%stext_projection%s", prefix, m->openclip ? "" : ".weight");
-	m->text_projection = weights_get(w, name);
+	if ((t = weights_get(w, name)) != NULL) {
+		if (t->ndim != 2 || t->shape[m->openclip ? 0 : 1] != m->width) {
+			need(w, err, prefix, m->openclip ? "text_projection" : "text_projection.weight", 2,
+			    m->openclip ? m->width : -1, m->openclip ? -1 : m->width);
+			goto fail;
+		}
+		m->proj_dim = (int)t->shape[m->openclip ? 1 : 0];
+		if (!m->openclip) {
+			m->text_projection = t;
+		} else {
+			float *src = malloc((size_t)m->width * m->proj_dim * sizeof *src);
+			float *dst = malloc((size_t)m->width * m->proj_dim * sizeof *dst);
+			if (src == NULL || dst == NULL) {
+				free(src);
+				free(dst);
+				sd_fail(err, SD_EINTERNAL, "out of memory");
+				goto fail;
+			}
+			sd_convert_to_f32(src, t->data, t->dtype, (size_t)m->width * m->proj_dim);
+			for (int i = 0; i < m->width; i++)
+				for (int j = 0; j < m->proj_dim; j++)
+					dst[(size_t)j * m->width + i] = src[(size_t)i * m->proj_dim + j];
+			free(src);
+			m->projection_t = (struct sd_tensor){ .name = "text_projection^T", .dtype = SD_F32,
+			    .ndim = 2, .shape = { m->proj_dim, m->width }, .data = dst };
+			m->text_projection = &m->projection_t;
+		}
+	}
 	return m;
 fail:
 	clip_text_free(m);
@@ -210,6 +247,7 @@ clip_text_free(struct clip_text *m)
 {
 	if (m == NULL)
 		return;
+	free(m->projection_t.data);
 	free(m->layer);
 	free(m);
 }
@@ -267,33 +305,65 @@ int
 clip_text_forward(struct clip_text *m, struct sd_ctx *c, const int32_t *ids, int b,
     int clip_skip, float *out, struct sd_error *err)
 {
-	int len = m->max_len, rows = b * len;
-	size_t n = (size_t)rows * m->width;
+	return clip_text_forward_pooled(m, c, ids, b, clip_skip, out, NULL, err);
+}
+
+int
+clip_text_forward_pooled(struct clip_text *m, struct sd_ctx *c, const int32_t *ids, int b,
+    int clip_skip, float *out, float *pooled, struct sd_error *err)
+{
+	int len = m->max_len, rows = b * len, ctx_layers, run;
+	size_t n = (size_t)rows * m->width, mark = sd_mark(c);
+	float *x;
 	char name[32];
 
-	if (clip_skip < 1 || clip_skip > m->layers)
+	ctx_layers = m->layers - m->context_skip - (clip_skip - 1);
+	if (clip_skip < 1 || ctx_layers < 1)
 		return sd_fail(err, SD_EDATA, "clip_skip %d is out of range (1 to %d)",
-		    clip_skip, m->layers);
+		    clip_skip, m->layers - m->context_skip);
+	if (pooled != NULL && m->text_projection == NULL)
+		return sd_fail(err, SD_EDATA, "this text encoder has no text_projection for a pooled output");
 	for (int i = 0; i < rows; i++)
 		if (ids[i] < 0 || ids[i] >= m->vocab)
 			return sd_fail(err, SD_EDATA, "token id %d at position %d is outside the "
 			    "vocabulary (0 to %d)", (int)ids[i], i, m->vocab - 1);
 
-	/* The residual stream lives in out: token + position embeddings... */
-	op_embed(c, out, ids, rows, m->token_embedding, m->position_embedding, len);
-	debug(m, "embeddings", out, n);
+	/* The residual stream: token + position embeddings... */
+	x = pooled != NULL ? sd_alloc(c, n) : out;
+	op_embed(c, x, ids, rows, m->token_embedding, m->position_embedding, len);
+	debug(m, "embeddings", x, n);
 
-	/* ...then the layers, leaving out the last clip_skip - 1 of them... */
-	for (int i = 0; i < m->layers - (clip_skip - 1); i++) {
-		encoder_layer(m, c, &m->layer[i], out, b, len);
+	/* ...then the layers: up to the context's, or all for the pooled output... */
+	run = pooled != NULL ? m->layers : ctx_layers;
+	for (int i = 0; i < run; i++) {
+		encoder_layer(m, c, &m->layer[i], x, b, len);
 		if (m->debug != NULL) {
 			snprintf(name, sizeof name, "layer_%d", i + 1);
-			debug(m, name, out, n);
+			debug(m, name, x, n);
 		}
+		if (pooled != NULL && i + 1 == ctx_layers)
+			op_copy(c, out, x, n);
 	}
 
-	/* ...and the final LayerNorm, whichever layer we stopped at. */
-	op_layer_norm(c, out, out, rows, m->width, CLIP_LN_EPS, m->final_norm_w, m->final_norm_b);
-	debug(m, "final_layer_norm", out, n);
+	/* ...and the final LayerNorm of the context, whichever layer it is. */
+	if (m->final_norm) {
+		op_layer_norm(c, out, out, rows, m->width, CLIP_LN_EPS, m->final_norm_w, m->final_norm_b);
+		debug(m, "final_layer_norm", out, n);
+	}
+	if (pooled != NULL) {
+		/* the last layer's state at the first largest id (the eos) */
+		float *h = sd_alloc(c, (size_t)m->width);
+		for (int i = 0; i < b; i++) {
+			int at = 0;
+			for (int k = 1; k < len; k++)
+				if (ids[i * len + k] > ids[i * len + at])
+					at = k;
+			op_layer_norm(c, h, x + ((size_t)i * len + at) * m->width, 1, m->width,
+			    CLIP_LN_EPS, m->final_norm_w, m->final_norm_b);
+			op_linear(c, pooled + (size_t)i * m->proj_dim, h, 1, m->width,
+			    m->text_projection, NULL);
+		}
+	}
+	sd_release(c, mark);
 	return 0;
 }

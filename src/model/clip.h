@@ -35,13 +35,18 @@ enum clip_activation {
  * shapes (the tiny test models have heads of 2 or 8 channels), nor which
  * layers the model was trained to use. */
 struct clip_config {
-	int heads;		/* attention heads: 12 for ViT-L/14, width/64 for
-				 * OpenCLIP's towers */
+	int heads;		/* attention heads: 12 for ViT-L/14; 0: width /
+				 * head_channels (OpenCLIP's towers) */
+	int head_channels;	/* with heads 0: channels a head (0: 64) */
 	int layers;		/* layers to run (transformers' num_hidden_layers):
 				 * > 0 that many, 0 every stored layer, < 0 every
 				 * stored layer but the last -layers (SD 2.x uses
 				 * the penultimate layer: -1) */
 	enum clip_activation act;
+	int context_skip;	/* the context is the output of the last run
+				 * layer (0), or of one before it (SDXL: 1) */
+	int no_final_norm;	/* the context without the final LayerNorm
+				 * (SDXL) */
 };
 
 struct clip_layer;
@@ -57,6 +62,7 @@ struct clip_text {
 	int stored_layers;	/* the layers in the file (SD 2.x: one more) */
 	int heads;		/* 12 */
 	enum clip_activation act;
+	int context_skip, final_norm;	/* from the clip_config */
 	int openclip;		/* OpenCLIP names (the layers hold views of
 				 * in_proj) */
 	int mlp_width;		/* 3072 */
@@ -66,7 +72,11 @@ struct clip_text {
 	const struct sd_tensor *token_embedding;	/* [vocab, width] */
 	const struct sd_tensor *position_embedding;	/* [max_len, width] */
 	const struct sd_tensor *final_norm_w, *final_norm_b;
-	const struct sd_tensor *text_projection;	/* [width, proj] or NULL */
+	const struct sd_tensor *text_projection;	/* [proj, width] (a linear
+							 * weight) or NULL */
+	struct sd_tensor projection_t;		/* OpenCLIP's [width, proj]
+						 * transposed (owned data) */
+	int proj_dim;				/* 0 without a projection */
 	struct clip_layer *layer;	/* [layers] */
 
 	clip_debug_fn debug;	/* NULL, or called during clip_text_forward */
@@ -90,5 +100,15 @@ void clip_text_free(struct clip_text *m);
  * 1..layers. */
 int clip_text_forward(struct clip_text *m, struct sd_ctx *c, const int32_t *ids, int b,
     int clip_skip, float *out, struct sd_error *err);
+
+/* The same, and when pooled is not NULL the pooled, projected embedding
+ * pooled [b, proj_dim] (backend memory): the final LayerNorm of the LAST
+ * layer's output at each sequence's first <|endoftext|> (eos; the position
+ * of the largest id, as transformers takes it), times text_projection.
+ * The context follows cfg's context_skip and final norm, and clip_skip
+ * counts from there.  Fails when pooled is asked of an encoder without a
+ * projection. */
+int clip_text_forward_pooled(struct clip_text *m, struct sd_ctx *c, const int32_t *ids, int b,
+    int clip_skip, float *out, float *pooled, struct sd_error *err);
 
 #endif

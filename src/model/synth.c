@@ -93,6 +93,50 @@ const struct synth_config synth_config_sd2_tiny = {
 	.seed = 0,
 };
 
+const struct synth_config synth_config_sdxl_full = {
+	.name = "sdxl-full",
+	.arch = "sdxl",
+	.parts = SYNTH_ALL,
+	.unet_levels = 3,
+	.unet_depth = {0, 2, 10},
+	.unet_adm = 2816,
+	.unet_channels = {320, 640, 1280},
+	.unet_time_embed = 1280,
+	.unet_head_channels = 64,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 2048,
+	.vae_channels = {128, 256, 512, 512},
+	.latent_channels = 4,
+	.clip_width = 768, .clip_layers = 12, .clip_heads = 12, .clip_mlp = 3072,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.clip2_width = 1280, .clip2_layers = 32, .clip2_heads = 20, .clip2_mlp = 5120,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+const struct synth_config synth_config_sdxl_tiny = {
+	.name = "sdxl-tiny",
+	.arch = "sdxl",
+	.parts = SYNTH_ALL,
+	.unet_levels = 3,
+	.unet_depth = {0, 1, 2},
+	.unet_adm = 116,
+	.unet_channels = {32, 32, 32},
+	.unet_time_embed = 128,
+	.unet_head_channels = 4,
+	.unet_in_channels = 4,
+	.unet_out_channels = 4,
+	.context_dim = 32,
+	.vae_channels = {32, 32, 32, 32},
+	.latent_channels = 4,
+	.clip_width = 12, .clip_layers = 2, .clip_heads = 3, .clip_mlp = 48,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.clip2_width = 20, .clip2_layers = 3, .clip2_heads = 5, .clip2_mlp = 80,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
 int
 synth_preset(const char *arch, int full, struct synth_config *cfg)
 {
@@ -103,9 +147,18 @@ synth_preset(const char *arch, int full, struct synth_config *cfg)
 		*cfg = full ? synth_config_sd2_full : synth_config_sd2_tiny;
 		cfg->arch = strcmp(arch, "sd2") == 0 ? "sd2" : strcmp(arch, "sd2-base") == 0 ?
 		    "sd2-base" : "sd-turbo";
+	} else if (strcmp(arch, "sdxl") == 0 || strcmp(arch, "sdxl-turbo") == 0) {
+		*cfg = full ? synth_config_sdxl_full : synth_config_sdxl_tiny;
+		cfg->arch = strcmp(arch, "sdxl") == 0 ? "sdxl" : "sdxl-turbo";
 	} else
 		return -1;
 	return 0;
+}
+
+static int
+is_sdxl(const struct synth_config *cfg)
+{
+	return cfg->arch != NULL && strncmp(cfg->arch, "sdxl", 4) == 0;
 }
 
 /* SD 2.x: OpenCLIP text names, linear projections in the transformers. */
@@ -242,9 +295,9 @@ unet_resblock(struct specs *s, const char *p, int64_t cin, int64_t cout, int64_t
 }
 
 static void
-unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx, int lin)
+unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx, int lin, int depth)
 {
-	char n[256];
+	char n[256], q[200];
 
 	sub(n, sizeof n, p, ".norm"), norm(s, n, c);
 	sub(n, sizeof n, p, ".proj_in");
@@ -252,19 +305,22 @@ unet_transformer(struct specs *s, const char *p, int64_t c, int64_t ctx, int lin
 		linear(s, n, c, c, 1);
 	else
 		conv(s, n, c, c, 1);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_q"), linear(s, n, c, c, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_k"), linear(s, n, c, c, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_v"), linear(s, n, c, c, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn1.to_out.0"), linear(s, n, c, c, 1);
-	sub(n, sizeof n, p, ".transformer_blocks.0.ff.net.0.proj"), linear(s, n, 8 * c, c, 1);
-	sub(n, sizeof n, p, ".transformer_blocks.0.ff.net.2"), linear(s, n, c, 4 * c, 1);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_q"), linear(s, n, c, c, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_k"), linear(s, n, c, ctx, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_v"), linear(s, n, c, ctx, 0);
-	sub(n, sizeof n, p, ".transformer_blocks.0.attn2.to_out.0"), linear(s, n, c, c, 1);
-	sub(n, sizeof n, p, ".transformer_blocks.0.norm1"), norm(s, n, c);
-	sub(n, sizeof n, p, ".transformer_blocks.0.norm2"), norm(s, n, c);
-	sub(n, sizeof n, p, ".transformer_blocks.0.norm3"), norm(s, n, c);
+	for (int k = 0; k < depth; k++) {
+		snprintf(q, sizeof q, "%s.transformer_blocks.%d", p, k);
+		sub(n, sizeof n, q, ".attn1.to_q"), linear(s, n, c, c, 0);
+		sub(n, sizeof n, q, ".attn1.to_k"), linear(s, n, c, c, 0);
+		sub(n, sizeof n, q, ".attn1.to_v"), linear(s, n, c, c, 0);
+		sub(n, sizeof n, q, ".attn1.to_out.0"), linear(s, n, c, c, 1);
+		sub(n, sizeof n, q, ".ff.net.0.proj"), linear(s, n, 8 * c, c, 1);
+		sub(n, sizeof n, q, ".ff.net.2"), linear(s, n, c, 4 * c, 1);
+		sub(n, sizeof n, q, ".attn2.to_q"), linear(s, n, c, c, 0);
+		sub(n, sizeof n, q, ".attn2.to_k"), linear(s, n, c, ctx, 0);
+		sub(n, sizeof n, q, ".attn2.to_v"), linear(s, n, c, ctx, 0);
+		sub(n, sizeof n, q, ".attn2.to_out.0"), linear(s, n, c, c, 1);
+		sub(n, sizeof n, q, ".norm1"), norm(s, n, c);
+		sub(n, sizeof n, q, ".norm2"), norm(s, n, c);
+		sub(n, sizeof n, q, ".norm3"), norm(s, n, c);
+	}
 	sub(n, sizeof n, p, ".proj_out");
 	if (lin)
 		linear(s, n, c, c, 1);
@@ -279,46 +335,55 @@ unet(struct specs *s, const struct synth_config *cfg)
 {
 	const int *ch = cfg->unet_channels;
 	int64_t temb = cfg->unet_time_embed, ctx = cfg->context_dim;
-	int64_t skips[12], c = ch[0];
-	int nskip = 0, block = 1;
+	int64_t skips[13], c = ch[0];
+	int nskip = 0, block = 1, levels = cfg->unet_levels ? cfg->unet_levels : 4;
+	int depth[4] = {1, 1, 1, 0}, lin = is_sd2(cfg) || is_sdxl(cfg);
 	char p[128];
 
+	if (cfg->unet_levels)
+		memcpy(depth, cfg->unet_depth, sizeof depth);
 	s->part = SYNTH_UNET;
 	linear(s, UNET "time_embed.0", temb, ch[0], 1);
 	linear(s, UNET "time_embed.2", temb, temb, 1);
+	if (cfg->unet_adm > 0) {
+		linear(s, UNET "label_emb.0.0", temb, cfg->unet_adm, 1);
+		linear(s, UNET "label_emb.0.2", temb, temb, 1);
+	}
 	conv(s, UNET "input_blocks.0.0", ch[0], cfg->unet_in_channels, 3);
 	skips[nskip++] = ch[0];
-	for (int level = 0; level < 4; level++) {
+	for (int level = 0; level < levels; level++) {
 		for (int i = 0; i < 2; i++, block++) {
 			snprintf(p, sizeof p, UNET "input_blocks.%d.0", block);
 			unet_resblock(s, p, c, ch[level], temb);
 			c = ch[level];
-			if (level < 3) {
+			if (depth[level] > 0) {
 				snprintf(p, sizeof p, UNET "input_blocks.%d.1", block);
-				unet_transformer(s, p, c, ctx, is_sd2(cfg));
+				unet_transformer(s, p, c, ctx, lin, depth[level]);
 			}
 			skips[nskip++] = c;
 		}
-		if (level < 3) {
+		if (level < levels - 1) {
 			snprintf(p, sizeof p, UNET "input_blocks.%d.0.op", block++);
 			conv(s, p, c, c, 3);
 			skips[nskip++] = c;
 		}
 	}
 	unet_resblock(s, UNET "middle_block.0", c, c, temb);
-	unet_transformer(s, UNET "middle_block.1", c, ctx, is_sd2(cfg));
+	/* the middle transformer has the deepest level's depth (SDXL: 10) */
+	unet_transformer(s, UNET "middle_block.1", c, ctx, lin,
+	    depth[levels - 1] > 0 ? depth[levels - 1] : 1);
 	unet_resblock(s, UNET "middle_block.2", c, c, temb);
 	block = 0;
-	for (int level = 3; level >= 0; level--) {
+	for (int level = levels - 1; level >= 0; level--) {
 		for (int i = 0; i < 3; i++, block++) {
 			int64_t cin = c + skips[--nskip];
 			int idx = 1;
 			snprintf(p, sizeof p, UNET "output_blocks.%d.0", block);
 			unet_resblock(s, p, cin, ch[level], temb);
 			c = ch[level];
-			if (level < 3) {
+			if (depth[level] > 0) {
 				snprintf(p, sizeof p, UNET "output_blocks.%d.1", block);
-				unet_transformer(s, p, c, ctx, is_sd2(cfg));
+				unet_transformer(s, p, c, ctx, lin, depth[level]);
 				idx = 2;
 			}
 			if (level > 0 && i == 2) {
@@ -408,20 +473,23 @@ vae(struct specs *s, const struct synth_config *cfg)
 
 /* ---------------------------------------------------------------- CLIP */
 
+/* transformers' CLIP text model under prefix (SD 1.x's, SDXL's first). */
 static void
-clip(struct specs *s, const struct synth_config *cfg)
+hf_clip(struct specs *s, const struct synth_config *cfg, const char *prefix)
 {
 	int64_t w = cfg->clip_width, tok[2] = {cfg->clip_vocab, w};
 	int64_t pos[2] = {cfg->clip_positions, w}, ids[2] = {1, cfg->clip_positions};
-	char p[160];
+	char p[200], n[256];
 
 	s->part = SYNTH_CLIP;
-	add(s, FILL_EMBEDDING, 0, 2, tok, CLIP "embeddings.token_embedding.weight");
-	add(s, FILL_EMBEDDING, 0, 2, pos, CLIP "embeddings.position_embedding.weight");
-	add(s, FILL_ARANGE, 0, 2, ids, CLIP "embeddings.position_ids");
+	sub(n, sizeof n, prefix, "embeddings.token_embedding.weight");
+	add(s, FILL_EMBEDDING, 0, 2, tok, "%s", n);
+	sub(n, sizeof n, prefix, "embeddings.position_embedding.weight");
+	add(s, FILL_EMBEDDING, 0, 2, pos, "%s", n);
+	sub(n, sizeof n, prefix, "embeddings.position_ids");
+	add(s, FILL_ARANGE, 0, 2, ids, "%s", n);
 	for (int l = 0; l < cfg->clip_layers; l++) {
-		char n[256];
-		snprintf(p, sizeof p, CLIP "encoder.layers.%d", l);
+		snprintf(p, sizeof p, "%sencoder.layers.%d", prefix, l);
 		sub(n, sizeof n, p, ".self_attn.q_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".self_attn.k_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".self_attn.v_proj"), linear(s, n, w, w, 1);
@@ -431,7 +499,13 @@ clip(struct specs *s, const struct synth_config *cfg)
 		sub(n, sizeof n, p, ".mlp.fc2"), linear(s, n, w, cfg->clip_mlp, 1);
 		sub(n, sizeof n, p, ".layer_norm2"), norm(s, n, w);
 	}
-	norm(s, CLIP "final_layer_norm", w);
+	sub(n, sizeof n, prefix, "final_layer_norm"), norm(s, n, w);
+}
+
+static void
+clip(struct specs *s, const struct synth_config *cfg)
+{
+	hf_clip(s, cfg, CLIP);
 }
 
 #define OPENCLIP "cond_stage_model.model."
@@ -439,29 +513,46 @@ clip(struct specs *s, const struct synth_config *cfg)
 /* OpenCLIP's text tower as SD 2.x files store it: q, k, v fused in
  * in_proj, a text_projection and a 0-dim logit_scale, no position_ids. */
 static void
-openclip(struct specs *s, const struct synth_config *cfg)
+openclip_tower(struct specs *s, const char *prefix, int64_t w, int layers, int64_t mlp,
+    int64_t vocab, int64_t positions)
 {
-	int64_t w = cfg->clip_width, tok[2] = {cfg->clip_vocab, w};
-	int64_t pos[2] = {cfg->clip_positions, w}, proj[2] = {w, w}, qkv[2] = {3 * w, w};
+	int64_t tok[2] = {vocab, w};
+	int64_t pos[2] = {positions, w}, proj[2] = {w, w}, qkv[2] = {3 * w, w};
 	int64_t qkvb[1] = {3 * w};
-	char p[160], n[256];
+	char p[200], n[256];
 
 	s->part = SYNTH_CLIP;
-	add(s, FILL_EMBEDDING, 0, 2, tok, OPENCLIP "token_embedding.weight");
-	add(s, FILL_EMBEDDING, 0, 2, pos, OPENCLIP "positional_embedding");
-	for (int l = 0; l < cfg->clip_layers; l++) {
-		snprintf(p, sizeof p, OPENCLIP "transformer.resblocks.%d", l);
+	add(s, FILL_EMBEDDING, 0, 2, tok, "%stoken_embedding.weight", prefix);
+	add(s, FILL_EMBEDDING, 0, 2, pos, "%spositional_embedding", prefix);
+	for (int l = 0; l < layers; l++) {
+		snprintf(p, sizeof p, "%stransformer.resblocks.%d", prefix, l);
 		sub(n, sizeof n, p, ".ln_1"), norm(s, n, w);
 		add(s, FILL_UNIFORM, w, 2, qkv, "%s.attn.in_proj_weight", p);
 		add(s, FILL_UNIFORM, w, 1, qkvb, "%s.attn.in_proj_bias", p);
 		sub(n, sizeof n, p, ".attn.out_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".ln_2"), norm(s, n, w);
-		sub(n, sizeof n, p, ".mlp.c_fc"), linear(s, n, cfg->clip_mlp, w, 1);
-		sub(n, sizeof n, p, ".mlp.c_proj"), linear(s, n, w, cfg->clip_mlp, 1);
+		sub(n, sizeof n, p, ".mlp.c_fc"), linear(s, n, mlp, w, 1);
+		sub(n, sizeof n, p, ".mlp.c_proj"), linear(s, n, w, mlp, 1);
 	}
-	norm(s, OPENCLIP "ln_final", w);
-	add(s, FILL_UNIFORM, w, 2, proj, OPENCLIP "text_projection");
-	add(s, FILL_ONES, 0, 0, proj, OPENCLIP "logit_scale");
+	sub(n, sizeof n, prefix, "ln_final"), norm(s, n, w);
+	add(s, FILL_UNIFORM, w, 2, proj, "%stext_projection", prefix);
+	add(s, FILL_ONES, 0, 0, proj, "%slogit_scale", prefix);
+}
+
+static void
+openclip(struct specs *s, const struct synth_config *cfg)
+{
+	openclip_tower(s, OPENCLIP, cfg->clip_width, cfg->clip_layers, cfg->clip_mlp,
+	    cfg->clip_vocab, cfg->clip_positions);
+}
+
+/* SDXL's two text encoders, under conditioner.embedders.{0,1}. */
+static void
+sdxl_text(struct specs *s, const struct synth_config *cfg)
+{
+	hf_clip(s, cfg, "conditioner.embedders.0.transformer.text_model.");
+	openclip_tower(s, "conditioner.embedders.1.model.", cfg->clip2_width, cfg->clip2_layers,
+	    cfg->clip2_mlp, cfg->clip_vocab, cfg->clip_positions);
 }
 
 /* ---------------------------------------------------------------- layout */
@@ -483,7 +574,8 @@ check_config(const struct synth_config *cfg, struct sd_error *err)
 	if ((cfg->parts & SYNTH_ALL) == 0 || (cfg->parts & ~SYNTH_ALL) != 0)
 		return sd_fail(err, SD_EUSAGE, "synthetic model: no parts selected");
 	for (int i = 0; i < 4; i++) {
-		if ((cfg->parts & SYNTH_UNET) && (cfg->unet_channels[i] < 32 ||
+		if ((cfg->parts & SYNTH_UNET) && i < (cfg->unet_levels ? cfg->unet_levels : 4) &&
+		    (cfg->unet_channels[i] < 32 ||
 		    cfg->unet_channels[i] % 32 != 0 || cfg->unet_channels[i] > 65536))
 			return sd_fail(err, SD_EUSAGE, "synthetic model: UNet width %d is not a multiple of 32",
 			    cfg->unet_channels[i]);
@@ -543,7 +635,7 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 	if (cfg->parts & SYNTH_VAE)
 		vae(s, cfg);
 	if (cfg->parts & SYNTH_CLIP)
-		(is_sd2(cfg) ? openclip : clip)(s, cfg);
+		(is_sdxl(cfg) ? sdxl_text : is_sd2(cfg) ? openclip : clip)(s, cfg);
 	if (s->oom)
 		goto oom;
 	qsort(s->v, (size_t)s->n, sizeof *s->v, by_layout);
@@ -557,12 +649,14 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 		const char *arch = cfg->arch ? cfg->arch : "sd15";
 		char num[32];
 		json_object_set_new(meta, "modelspec.architecture", json_string(
+		    strcmp(arch, "sdxl") == 0 ? "stable-diffusion-xl-v1-base" :
+		    strcmp(arch, "sdxl-turbo") == 0 ? "stable-diffusion-xl-turbo" :
 		    strcmp(arch, "sd2") == 0 ? "stable-diffusion-v2-768-v" :
 		    strcmp(arch, "sd2-base") == 0 ? "stable-diffusion-v2-512" :
 		    strcmp(arch, "sd-turbo") == 0 ? "stable-diffusion-v2-turbo" : "stable-diffusion-v1"));
 		json_object_set_new(meta, "modelspec.prediction_type",
 		    json_string(strcmp(arch, "sd2") == 0 ? "v" : "epsilon"));
-		if (is_sd2(cfg)) {
+		if (is_sd2(cfg) || is_sdxl(cfg)) {
 			snprintf(num, sizeof num, "%d", cfg->unet_head_channels);
 			json_object_set_new(meta, "sdbatch.unet_head_channels", json_string(num));
 		} else {

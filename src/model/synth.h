@@ -33,9 +33,16 @@
 
 struct synth_config {
 	const char *name;		/* recorded in the file's metadata */
-	const char *arch;		/* "sd15", "sd2", "sd2-base", "sd-turbo" */
+	const char *arch;		/* "sd15", "sd2", "sd2-base", "sd-turbo", "sdxl",
+					 * "sdxl-turbo" */
 	int parts;			/* SYNTH_* bits */
-	/* UNet: 4 levels of 2 resnets, cross-attention in the first 3. */
+	/* UNet: 4 levels of 2 resnets, cross-attention in the first 3 (SD 1.x,
+	 * 2.x); or SDXL's 3 levels with transformers of several blocks in the
+	 * last two and the added embedding. */
+	int unet_levels;		/* 0: 4 */
+	int unet_depth[4];		/* transformer blocks a level (SDXL; all 0:
+					 * 1, 1, 1, 0) */
+	int unet_adm;			/* label_emb input width (SDXL), or 0 */
 	int unet_channels[4];		/* block_out_channels (multiples of 32) */
 	int unet_time_embed;		/* time embedding width (4 x channels[0]) */
 	int unet_heads;			/* SD 1.x: attention heads (metadata) */
@@ -47,8 +54,10 @@ struct synth_config {
 	int vae_channels[4];		/* block_out_channels (multiples of 32) */
 	int latent_channels;		/* 4 */
 	/* CLIP text transformer (SD 2.x: OpenCLIP's, clip_layers stored, the
-	 * last of them unused by the model). */
+	 * last of them unused by the model; SDXL: CLIP ViT-L, then OpenCLIP
+	 * bigG with clip2_*). */
 	int clip_width, clip_layers, clip_heads, clip_mlp, clip_vocab, clip_positions;
+	int clip2_width, clip2_layers, clip2_heads, clip2_mlp;
 	enum sd_dtype dtype;		/* SD_F16, SD_F32 or SD_BF16 */
 	uint64_t seed;
 };
@@ -64,8 +73,14 @@ extern const struct synth_config synth_config_sd15_tiny;
 extern const struct synth_config synth_config_sd2_full;
 /* The widths of testdata/sd21-tiny/model.safetensors (README table). */
 extern const struct synth_config synth_config_sd2_tiny;
+/* SDXL base 1.0: UNet 320/640/1280 with 1, 2, 10 transformer blocks (2.57 G
+ * parameters), CLIP ViT-L and OpenCLIP bigG text (32 layers); F16. */
+extern const struct synth_config synth_config_sdxl_full;
+/* The widths of testdata/sdxl-tiny/model.safetensors (README table). */
+extern const struct synth_config synth_config_sdxl_tiny;
 
-/* The preset of an architecture ("sd15", "sd2", "sd2-base", "sd-turbo"),
+/* The preset of an architecture ("sd15", "sd2", "sd2-base", "sd-turbo",
+ * "sdxl", "sdxl-turbo"),
  * full or tiny, into cfg; -1 when the name is unknown. */
 int synth_preset(const char *arch, int full, struct synth_config *cfg);
 

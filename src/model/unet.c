@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model/unet.h"
 
@@ -488,6 +489,16 @@ unet_load(const struct sd_weights *w, const char *prefix, const struct unet_conf
 	    (u->time_embed2_w = need(&ld, "", "time_embed.2.weight", t, t, 0, 0)) == NULL ||
 	    (u->time_embed2_b = need(&ld, "", "time_embed.2.bias", t, 0, 0, 0)) == NULL)
 		goto fail;
+	/* SDXL: the added ("text_time") embedding. */
+	if (has_any(&ld, "", (const char *const[]){ "label_emb.0.0.weight", "label_emb.0.2.weight", NULL })) {
+		if ((u->label_emb0_w = need(&ld, "", "label_emb.0.0.weight", t, -1, 0, 0)) == NULL)
+			goto fail;
+		u->adm_in = (int)u->label_emb0_w->shape[1];
+		if ((u->label_emb0_b = need(&ld, "", "label_emb.0.0.bias", t, 0, 0, 0)) == NULL ||
+		    (u->label_emb2_w = need(&ld, "", "label_emb.0.2.weight", t, t, 0, 0)) == NULL ||
+		    (u->label_emb2_b = need(&ld, "", "label_emb.0.2.bias", t, 0, 0, 0)) == NULL)
+			goto fail;
+	}
 
 	/* The block lists. */
 	u->ninput = count_blocks(&ld, "input_blocks", 1);
@@ -596,27 +607,36 @@ debug(struct unet *u, float *x, size_t n, const char *fmt, ...)
 	u->debug(u->debug_user, name, x, n);
 }
 
-/* The sinusoidal embedding of each timestep, [b, C0] = [cos(t f) | sin(t f)]
- * with f[i] = exp(-ln(10000) i / half), in float32 as torch computes it;
- * then time_embed: linear -> SiLU -> linear.  Returns SiLU(temb) [b, T],
- * the only form the resblocks use. */
-static float *
-time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, float *host)
+/* out[0..dim) = [cos(v f) | sin(v f)] with f[i] = exp(-ln(10000) i / half),
+ * half = dim/2, in float32 as torch computes it (diffusers' Timesteps with
+ * flip_sin_to_cos, no shift). */
+static void
+sinusoid(float *out, float v, int dim)
 {
-	int half = u->model_channels / 2, t = u->time_embed_dim;
+	int half = dim / 2;
+
+	for (int i = 0; i < half; i++) {
+		float exponent = (float)-log(10000.0) * (float)i / (float)half;
+		float arg = v * expf(exponent);
+		out[i] = (float)cos((double)arg);
+		out[half + i] = (float)sin((double)arg);
+	}
+}
+
+/* The sinusoidal embedding of each timestep [b, C0], then time_embed:
+ * linear -> SiLU -> linear (+ SDXL's added embedding).  Returns SiLU(temb)
+ * [b, T], the only form the resblocks use. */
+static float *
+time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, float *host,
+    const struct unet_added *add)
+{
+	int t = u->time_embed_dim;
 	float *proj = sd_alloc(c, (size_t)b * u->model_channels);
 	float *hidden = sd_alloc(c, (size_t)b * t);
 	float *temb = sd_alloc(c, (size_t)b * t);
 
-	for (int i = 0; i < half; i++) {
-		float exponent = (float)-log(10000.0) * (float)i / (float)half;
-		float freq = expf(exponent);
-		for (int n = 0; n < b; n++) {
-			float arg = timesteps[n] * freq;
-			host[n * u->model_channels + i] = (float)cos((double)arg);
-			host[n * u->model_channels + half + i] = (float)sin((double)arg);
-		}
-	}
+	for (int n = 0; n < b; n++)
+		sinusoid(host + (size_t)n * u->model_channels, timesteps[n], u->model_channels);
 	sd_upload(c, proj, host, (size_t)b * u->model_channels);
 	debug(u, proj, (size_t)b * u->model_channels, "time_proj");
 
@@ -624,6 +644,36 @@ time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, 
 	op_silu(c, hidden, (size_t)b * t);
 	op_linear(c, temb, hidden, b, t, u->time_embed2_w, u->time_embed2_b);
 	debug(u, temb, (size_t)b * t, "time_emb");
+	if (add != NULL && u->label_emb0_w != NULL) {
+		/* [text_embeds | 6 sinusoids of the time ids] -> label_emb */
+		int a = (u->adm_in - add->text_dim) / 6;
+		size_t n = (size_t)b * u->adm_in;
+		float *y = malloc(n * sizeof *y), *dy = sd_alloc(c, n), *te = sd_alloc(c, (size_t)b * 6 * a);
+		float *aug = sd_alloc(c, (size_t)b * t);
+		if (y != NULL) {
+			for (int i = 0; i < b; i++) {
+				float *row = y + (size_t)i * u->adm_in;
+				memcpy(row, add->text_embeds + (size_t)i * add->text_dim,
+				    (size_t)add->text_dim * sizeof *row);
+				for (int k = 0; k < 6; k++)
+					sinusoid(row + add->text_dim + k * a, add->time_ids[i * 6 + k], a);
+			}
+			sd_upload(c, dy, y, n);
+			if (u->debug != NULL) {
+				for (int i = 0; i < b; i++)
+					sd_upload(c, te + (size_t)i * 6 * a, y + (size_t)i * u->adm_in + add->text_dim,
+					    (size_t)6 * a);
+				debug(u, te, (size_t)b * 6 * a, "time_embeds");
+			}
+			free(y);
+		}
+		op_linear(c, hidden, dy, b, u->adm_in, u->label_emb0_w, u->label_emb0_b);
+		op_silu(c, hidden, (size_t)b * t);
+		op_linear(c, aug, hidden, b, t, u->label_emb2_w, u->label_emb2_b);
+		debug(u, aug, (size_t)b * t, "aug_emb");
+		op_add(c, temb, temb, aug, (size_t)b * t);
+		debug(u, temb, (size_t)b * t, "emb");
+	}
 	op_silu(c, temb, (size_t)b * t);
 	return temb;
 }
@@ -777,6 +827,14 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
     int h, int w, const float *timesteps, const float *context, int ctx_len,
     struct sd_error *err)
 {
+	return unet_forward_added(u, c, out, x, b, h, w, timesteps, context, ctx_len, NULL, err);
+}
+
+int
+unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
+    int h, int w, const float *timesteps, const float *context, int ctx_len,
+    const struct unet_added *add, struct sd_error *err)
+{
 	size_t mark = sd_mark(c), m, m2, up_max;
 	const struct unet_block *blk;
 	float *cur, *next, *temb, *host, *buf[2], *cat, *t;
@@ -787,11 +845,17 @@ unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b
 	if (b < 1 || ctx_len < 1)
 		return sd_fail(err, SD_EINTERNAL, "unet_forward: batch %d, context length %d",
 		    b, ctx_len);
+	if (u->label_emb0_w != NULL && (add == NULL || add->text_embeds == NULL ||
+	    add->time_ids == NULL || add->text_dim < 0 || (u->adm_in - add->text_dim) < 12 ||
+	    (u->adm_in - add->text_dim) % 12 != 0))
+		return sd_fail(err, SD_EDATA, "this UNet (label_emb of %d inputs) needs a pooled text "
+		    "embedding and time ids that fit it (pooled width %d)", u->adm_in,
+		    add ? add->text_dim : 0);
 	if ((host = malloc((size_t)b * u->model_channels * sizeof *host)) == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 
 	/* 1. The time embedding, shared by every resblock. */
-	temb = time_embedding(u, c, timesteps, b, host);
+	temb = time_embedding(u, c, timesteps, b, host, add);
 	free(host);
 
 	/* 2. conv_in; its output is the first skip connection. */

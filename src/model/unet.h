@@ -55,6 +55,10 @@ struct unet {
 	const struct sd_tensor *time_embed0_w, *time_embed0_b;	/* time_embed.0 */
 	const struct sd_tensor *time_embed2_w, *time_embed2_b;	/* time_embed.2 */
 	const struct sd_tensor *conv_in_w, *conv_in_b;		/* input_blocks.0.0 */
+	/* SDXL's added embedding (label_emb: linear, SiLU, linear) of the
+	 * pooled text and the time ids, or NULL */
+	const struct sd_tensor *label_emb0_w, *label_emb0_b, *label_emb2_w, *label_emb2_b;
+	int adm_in;		/* label_emb's input width: pooled + 6 x time-id width */
 	int ninput;			/* input_blocks.1 .. ninput */
 	struct unet_block *input;
 	struct unet_block *middle;	/* middle_block: resblock, transformer, resblock */
@@ -96,6 +100,25 @@ int unet_check_size(const struct unet *u, int h, int w, struct sd_error *err);
 int unet_forward(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
     int h, int w, const float *timesteps, const float *context, int ctx_len,
     struct sd_error *err);
+
+/* SDXL's micro-conditioning (host memory): the pooled text embedding
+ * [b, text_dim] and the time ids [b, 6] (original height and width, crop
+ * top and left, target height and width).  Each time id gets a sinusoidal
+ * embedding of (adm_in - text_dim) / 6 channels, as the timestep does;
+ * label_emb maps [text_embeds | time_embeds] to the time embedding's width,
+ * and the sum is what every resblock receives. */
+struct unet_added {
+	const float *text_embeds;
+	int text_dim;
+	const float *time_ids;
+};
+
+/* unet_forward with the added conditioning a UNet with label_emb needs
+ * (add NULL for the others; a UNet with label_emb refuses NULL).  Debug
+ * names besides unet_forward's: "time_embeds", "aug_emb", "emb". */
+int unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x, int b,
+    int h, int w, const float *timesteps, const float *context, int ctx_len,
+    const struct unet_added *add, struct sd_error *err);
 
 /* Every cross-attention's keys and values are projections of the context
  * alone, the same at every sampling step: compute them once, from context

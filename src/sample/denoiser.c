@@ -16,7 +16,10 @@ static int
 unet_run(void *impl, struct sd_ctx *c, float *out, const float *x, int b, int h, int w,
     const float *timesteps, const struct conditioning *cond, struct sd_error *err)
 {
-	return unet_forward(impl, c, out, x, b, h, w, timesteps, cond->context, cond->ctx_len, err);
+	struct unet_added add = { cond->pooled, cond->pooled_dim, cond->time_ids };
+
+	return unet_forward_added(impl, c, out, x, b, h, w, timesteps, cond->context, cond->ctx_len,
+	    cond->pooled != NULL ? &add : NULL, err);
 }
 
 static void

@@ -10,7 +10,15 @@
  *            layer, GELU, pads with "!"); UNet with heads of 64 channels and
  *            linear projections; the same VAE; 768-v: v-prediction, 768x768,
  *            DDIM; 2.x base: epsilon, 512x512, PNDM; SD-Turbo: epsilon,
- *            trailing spacing, 512x512, 1 step, guidance 0, Euler a. */
+ *            trailing spacing, 512x512, 1 step, guidance 0, Euler a.
+ *   SDXL     CLIP ViT-L (quick-GELU, pads with <|endoftext|>) and OpenCLIP
+ *            bigG (GELU, pads with "!") text encoders, each's penultimate
+ *            layer without the final norm, concatenated; bigG's pooled,
+ *            projected output and the time ids through the UNet's
+ *            label_emb; heads of 64 channels everywhere; no negative prompt
+ *            = zeros; VAE scale 0.13025; 1024x1024, 20 steps, guidance 5,
+ *            Euler with leading spacing; SDXL-Turbo: 512x512, 1 step,
+ *            guidance 0, Euler a, trailing. */
 #include "config.h"
 
 #include <stdio.h>
@@ -26,6 +34,7 @@
 #include "sample/description.h"
 
 #define SD_VAE_SCALE 0.18215f
+#define SDXL_VAE_SCALE 0.13025f
 #define SD2_HEAD_CHANNELS 64
 #define SD1_UNET_HEADS 8
 #define SD1_TEXT_HEADS 12
@@ -221,7 +230,7 @@ describe_sd1(struct model_desc *d, int inpaint)
 	    "Stable Diffusion 1.x");
 	d->ntext = 1;
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
-	d->text[0].clip = (struct clip_config){ SD1_TEXT_HEADS, 0, CLIP_QUICK_GELU };
+	d->text[0].clip = (struct clip_config){ .heads = SD1_TEXT_HEADS, .act = CLIP_QUICK_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "<|endoftext|>");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ SD1_UNET_HEADS, 0 };
@@ -249,7 +258,7 @@ describe_sd2(struct model_desc *d, int variant)
 	d->ntext = 1;
 	/* The single file's OpenCLIP tower runs all but its last layer. */
 	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "cond_stage_model.model.");
-	d->text[0].clip = (struct clip_config){ 0, -1, CLIP_GELU };
+	d->text[0].clip = (struct clip_config){ .layers = -1, .act = CLIP_GELU };
 	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "!");
 	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
 	d->unet = (struct unet_config){ 0, SD2_HEAD_CHANNELS };
@@ -267,6 +276,52 @@ describe_sd2(struct model_desc *d, int variant)
 	    SD_SAMPLER_PNDM : SD_SAMPLER_EULER_A;
 }
 
+static void
+describe_sdxl(struct model_desc *d, int turbo)
+{
+	d->family = MODEL_SDXL;
+	d->turbo = turbo;
+	snprintf(d->arch, sizeof d->arch, "%s", turbo ? "sdxl-turbo" : "sdxl");
+	snprintf(d->name, sizeof d->name, "%s", turbo ? "SDXL-Turbo" : "Stable Diffusion XL");
+	d->ntext = 2;
+	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_XL_CLIP1);
+	d->text[0].clip = (struct clip_config){ .head_channels = SD2_HEAD_CHANNELS,
+	    .act = CLIP_QUICK_GELU, .context_skip = 1, .no_final_norm = 1 };
+	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "<|endoftext|>");
+	snprintf(d->text[0].tokenizer_sub, sizeof d->text[0].tokenizer_sub, "tokenizer");
+	snprintf(d->text[1].prefix, sizeof d->text[1].prefix, "%s", SD_PREFIX_XL_CLIP2);
+	d->text[1].clip = (struct clip_config){ .head_channels = SD2_HEAD_CHANNELS,
+	    .act = CLIP_GELU, .context_skip = 1, .no_final_norm = 1 };
+	snprintf(d->text[1].pad_token, sizeof d->text[1].pad_token, "!");
+	snprintf(d->text[1].tokenizer_sub, sizeof d->text[1].tokenizer_sub, "tokenizer_2");
+	d->text[1].pooled = 1;
+	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
+	d->unet = (struct unet_config){ 0, SD2_HEAD_CHANNELS };
+	d->time_ids = 1;
+	d->zeros_for_no_negative = 1;
+	snprintf(d->vae_prefix, sizeof d->vae_prefix, "%s", SD_PREFIX_VAE);
+	d->vae_scale = SDXL_VAE_SCALE;
+	sched_config_sd15(&d->sched);
+	d->sched.timestep_spacing = turbo ? SCHED_SPACING_TRAILING : SCHED_SPACING_LEADING;
+	snprintf(d->prediction_why, sizeof d->prediction_why, "%s predicts the noise", d->name);
+	d->default_width = d->default_height = turbo ? 512 : 1024;
+	d->default_steps = turbo ? 1 : 20;
+	d->default_guidance = turbo ? 0.0f : 5.0f;
+	d->default_sampler = turbo ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
+}
+
+/* Heads of w channels everywhere (SDXL: the UNet and both text encoders). */
+static void
+set_head_channels(struct model_desc *d, int w)
+{
+	d->unet = (struct unet_config){ 0, w };
+	if (d->family == MODEL_SDXL)
+		for (int i = 0; i < d->ntext; i++) {
+			d->text[i].clip.heads = 0;
+			d->text[i].clip.head_channels = w;
+		}
+}
+
 int
 model_describe_arch(const char *arch, struct model_desc *d)
 {
@@ -279,7 +334,10 @@ model_describe_arch(const char *arch, struct model_desc *d)
 		describe_sd2(d, 'b');
 	else if (strcmp(arch, "sd-turbo") == 0)
 		describe_sd2(d, 't');
-	else
+	else if (strcmp(arch, "sdxl") == 0 || strcmp(arch, "sdxl-turbo") == 0) {
+		describe_sdxl(d, strcmp(arch, "sdxl-turbo") == 0);
+		return 0;
+	} else
 		return -1;
 	if (strcmp(arch, "sd2") != 0 && d->family == MODEL_SD2)
 		snprintf(d->prediction_why, sizeof d->prediction_why, "%s predicts the noise", d->name);
@@ -359,8 +417,11 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 	json_t *unet = NULL, *text = NULL, *vae = NULL, *sched = NULL, *v;
 	int rc = -1;
 
+	json_t *text2 = NULL;
+
 	if (load_json(dir, "unet/config.json", &unet, err) < 0 ||
 	    load_json(dir, "text_encoder/config.json", &text, err) < 0 ||
+	    load_json(dir, "text_encoder_2/config.json", &text2, err) < 0 ||
 	    load_json(dir, "vae/config.json", &vae, err) < 0 ||
 	    load_json(dir, "scheduler/scheduler_config.json", &sched, err) < 0)
 		goto out;
@@ -371,22 +432,31 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 		if (size > 0 && size <= 1024)
 			d->default_width = d->default_height = 8 * size;
 	}
-	/* diffusers' text encoder: transformers' names, num_hidden_layers of
+	/* diffusers' text encoders: transformers' names, num_hidden_layers of
 	 * them (SD 2.x folders store the penultimate layer's model). */
-	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
-	d->text[0].clip.layers = 0;
-	if (text != NULL) {
-		d->text[0].clip.heads = json_int(text, "num_attention_heads", d->text[0].clip.heads);
-		d->text[0].clip.layers = json_int(text, "num_hidden_layers", 0);
-		v = json_object_get(text, "hidden_act");
+	if (d->family == MODEL_SDXL)
+		snprintf(d->text[1].prefix, sizeof d->text[1].prefix, "%s", SD_PREFIX_XL_CLIP2_HF);
+	else
+		snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
+	for (int i = 0; i < d->ntext; i++) {
+		json_t *t = i == 0 ? text : text2;
+		if (d->family != MODEL_SDXL)
+			d->text[i].clip.layers = 0;
+		if (t == NULL)
+			continue;
+		d->text[i].clip.heads = json_int(t, "num_attention_heads", d->text[i].clip.heads);
+		if (d->family != MODEL_SDXL)
+			d->text[i].clip.layers = json_int(t, "num_hidden_layers", 0);
+		v = json_object_get(t, "hidden_act");
 		if (json_is_string(v)) {
 			if (strcmp(json_string_value(v), "quick_gelu") == 0)
-				d->text[0].clip.act = CLIP_QUICK_GELU;
+				d->text[i].clip.act = CLIP_QUICK_GELU;
 			else if (strcmp(json_string_value(v), "gelu") == 0)
-				d->text[0].clip.act = CLIP_GELU;
+				d->text[i].clip.act = CLIP_GELU;
 			else {
-				sd_fail(err, SD_EDATA, "%s/text_encoder/config.json: hidden_act \"%.32s\" is "
-				    "not supported (quick_gelu or gelu)", dir, json_string_value(v));
+				sd_fail(err, SD_EDATA, "%s/text_encoder%s/config.json: hidden_act \"%.32s\" is "
+				    "not supported (quick_gelu or gelu)", dir, i ? "_2" : "",
+				    json_string_value(v));
 				goto out;
 			}
 		}
@@ -420,11 +490,21 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 			d->default_steps = tmp.default_steps;
 			d->default_guidance = tmp.default_guidance;
 		}
+		if (d->family == MODEL_SDXL && d->sched.timestep_spacing == SCHED_SPACING_TRAILING) {
+			struct model_desc tmp;
+			model_describe_arch("sdxl-turbo", &tmp);
+			snprintf(d->arch, sizeof d->arch, "%s", tmp.arch);
+			snprintf(d->name, sizeof d->name, "%s", tmp.name);
+			d->turbo = 1;
+			d->default_steps = tmp.default_steps;
+			d->default_guidance = tmp.default_guidance;
+		}
 	}
 	rc = 0;
 out:
 	json_decref(unet);
 	json_decref(text);
+	json_decref(text2);
 	json_decref(vae);
 	json_decref(sched);
 	return rc;
@@ -485,10 +565,10 @@ sdbatch_metadata(const char *path, struct model_desc *d)
 	if (f == NULL)
 		return;
 	if ((v = st_metadata(f, "sdbatch.unet_head_channels")) != NULL && atoi(v) > 0)
-		d->unet = (struct unet_config){ 0, atoi(v) };
+		set_head_channels(d, atoi(v));
 	else if ((v = st_metadata(f, "sdbatch.unet_heads")) != NULL && atoi(v) > 0)
 		d->unet = (struct unet_config){ atoi(v), 0 };
-	if ((v = st_metadata(f, "sdbatch.text_heads")) != NULL && atoi(v) > 0)
+	if (d->family != MODEL_SDXL && (v = st_metadata(f, "sdbatch.text_heads")) != NULL && atoi(v) > 0)
 		d->text[0].clip.heads = atoi(v);
 	st_close(f);
 }
@@ -507,6 +587,19 @@ describe_file(const char *path, struct model_desc *d, struct sd_error *err)
 		snprintf(yaml, sizeof yaml, "%s.yaml", path);
 	if (ldm_load(yaml, &y, err) < 0)
 		return -1;
+	if (d->family == MODEL_SDXL) {
+		struct sd_error e = {0};
+		struct st_file *f = st_open(path, &e);
+		const char *ar = f ? st_metadata(f, "modelspec.architecture") : NULL;
+		const char *base = strrchr(path, '/');
+		base = base ? base + 1 : path;
+		if ((ar != NULL && strstr(ar, "turbo") != NULL) || strcasestr(base, "turbo") != NULL) {
+			describe_sdxl(d, 1);
+			snprintf(d->prediction_why, sizeof d->prediction_why, "the file's %s says SDXL-Turbo, "
+			    "which predicts the noise", ar != NULL && strstr(ar, "turbo") ? "metadata" : "name");
+		}
+		st_close(f);
+	}
 	if (d->family == MODEL_SD2) {
 		int variant = sd2_variant(path, &y, why, sizeof why);
 		model_describe_arch(variant == 'v' ? "sd2" : variant == 'b' ? "sd2-base" : "sd-turbo", d);
@@ -514,8 +607,9 @@ describe_file(const char *path, struct model_desc *d, struct sd_error *err)
 	}
 	sdbatch_metadata(path, d);
 	/* The LDM config's numbers, where it has them. */
-	if ((v = ldm_get(&y, "unet_config", "num_head_channels")) != NULL && atoi(v) > 0)
-		d->unet = (struct unet_config){ 0, atoi(v) };
+	if (((v = ldm_get(&y, "unet_config", "num_head_channels")) != NULL ||
+	    (v = ldm_get(&y, "network_config", "num_head_channels")) != NULL) && atoi(v) > 0)
+		set_head_channels(d, atoi(v));
 	else if ((v = ldm_get(&y, "unet_config", "num_heads")) != NULL && atoi(v) > 0)
 		d->unet = (struct unet_config){ atoi(v), 0 };
 	if ((v = ldm_get(&y, "cond_stage_config", "heads")) != NULL && atoi(v) > 0)
@@ -536,9 +630,11 @@ model_describe(const struct sd_checkpoint *ck, struct model_desc *d, struct sd_e
 		describe_sd1(d, strcmp(arch, "sd15-inpaint") == 0);
 	else if (strcmp(arch, "sd2") == 0)
 		describe_sd2(d, 'v');
+	else if (strcmp(arch, "sdxl") == 0)
+		describe_sdxl(d, 0);
 	else
 		return sd_fail(err, SD_EDATA, "%s: %s checkpoints are not supported yet "
-		    "(sdbatch renders Stable Diffusion 1.x and 2.x)", ck->model_path, ck->detect.name);
+		    "(sdbatch renders Stable Diffusion 1.x, 2.x and XL)", ck->model_path, ck->detect.name);
 	if (is_dir(ck->model_path))
 		return describe_folder(ck->model_path, d, err);
 	return describe_file(ck->model_path, d, err);

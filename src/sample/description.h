@@ -27,6 +27,7 @@
 enum model_family {
 	MODEL_SD1,		/* SD 1.x (and its 9-channel inpainting UNet) */
 	MODEL_SD2,		/* SD 2.x 768-v, 2.x base, SD-Turbo */
+	MODEL_SDXL,		/* SDXL base 1.0 and fine-tunes, SDXL-Turbo */
 };
 
 /* The most text encoders a model conditions on (SDXL: 2, SD3: 3). */
@@ -37,12 +38,16 @@ struct text_encoder_desc {
 	char prefix[64];		/* its weights' names start with this */
 	struct clip_config clip;	/* heads, layers used, activation */
 	char pad_token[16];		/* "<|endoftext|>" or "!" */
+	int pooled;			/* its pooled, projected output conditions
+					 * the UNet too (SDXL's second) */
+	char tokenizer_sub[16];		/* its tokenizer's folder in a diffusers
+					 * model: "tokenizer", "tokenizer_2" */
 };
 
 struct model_desc {
 	enum model_family family;
 	char arch[32];			/* "sd15", "sd15-inpaint", "sd2", "sd2-base",
-					 * "sd-turbo" */
+					 * "sd-turbo", "sdxl", "sdxl-turbo" */
 	char name[96];			/* "Stable Diffusion 2.x (768-v)" */
 	int turbo;			/* distilled for 1-4 steps without guidance */
 
@@ -51,6 +56,13 @@ struct model_desc {
 
 	char unet_prefix[64];
 	struct unet_config unet;
+	/* SDXL's micro-conditioning: the time ids (original size, crop,
+	 * target size) and the pooled text go through the UNet's label_emb. */
+	int time_ids;
+	/* SDXL: a job without a negative prompt gets zeros as its
+	 * unconditional context (force_zeros_for_empty_prompt), not the
+	 * encoding of "". */
+	int zeros_for_no_negative;
 
 	char vae_prefix[64];
 	float vae_scale;		/* latents = scale * (z - shift) */

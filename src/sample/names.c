@@ -160,7 +160,7 @@ sd_params_init(struct sd_params *p)
 {
 	memset(p, 0, sizeof *p);
 	p->prompt = NULL;		/* required: the caller must set it */
-	p->negative_prompt = "";
+	p->negative_prompt = NULL;		/* none (SDXL: zeros) */
 	p->width = 0;			/* the model's defaults: sd_params_resolve */
 	p->height = 0;
 	p->steps = 0;

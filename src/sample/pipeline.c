@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/cpu.h"
 #include "core/ops.h"
@@ -65,15 +66,15 @@ now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Is tokdir the model folder's own tokenizer/ (whose pad token then
- * stands)? */
+/* Is tokdir the model folder's own tokenizer/ (or tokenizer_2/: sub),
+ * whose pad token then stands? */
 static int
-own_tokenizer(const char *model, const char *tokdir)
+own_tokenizer(const char *model, const char *sub, const char *tokdir)
 {
 	char own[4096], *a, *b;
 	int same;
 
-	snprintf(own, sizeof own, "%s/tokenizer", model);
+	snprintf(own, sizeof own, "%s/%s", model, sub);
 	a = realpath(own, NULL);
 	b = realpath(tokdir, NULL);
 	same = a != NULL && b != NULL && strcmp(a, b) == 0;
@@ -108,8 +109,28 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 	if (tokenizer_find_in(spec->model, spec->tokenizer, spec->hub_cache, tokdir,
 	    sizeof tokdir, err) < 0)
 		goto fail;
-	m->cond = conditioner_load(&m->desc, m->ck.weights, tokdir,
-	    own_tokenizer(spec->model, tokdir), err);
+	{
+		/* each encoder's tokenizer: the folder's own (tokenizer/,
+		 * tokenizer_2/) where the model has one, else the one found */
+		char dirs[MODEL_MAX_TEXT][4096];
+		const char *dp[MODEL_MAX_TEXT];
+		int own[MODEL_MAX_TEXT];
+		for (int i = 0; i < m->desc.ntext; i++) {
+			const char *sub = m->desc.text[i].tokenizer_sub[0] ? m->desc.text[i].tokenizer_sub :
+			    "tokenizer";
+			snprintf(dirs[i], sizeof dirs[i], "%s", tokdir);
+			if (i > 0 && (spec->tokenizer == NULL || *spec->tokenizer == '\0')) {
+				char sub_dir[4096], vocab[4200];
+				snprintf(sub_dir, sizeof sub_dir, "%s/%s", spec->model, sub);
+				snprintf(vocab, sizeof vocab, "%s/vocab.json", sub_dir);
+				if (access(vocab, R_OK) == 0)
+					snprintf(dirs[i], sizeof dirs[i], "%s", sub_dir);
+			}
+			dp[i] = dirs[i];
+			own[i] = own_tokenizer(spec->model, sub, dirs[i]);
+		}
+		m->cond = conditioner_load(&m->desc, m->ck.weights, dp, own, err);
+	}
 	if (m->cond == NULL)
 		goto prefix;
 	m->unet = denoiser_load(&m->desc, m->ck.weights, err);
@@ -176,6 +197,8 @@ struct run {
 	struct sd_scheduler *sched;
 	float *context;		/* backend [batch, 77, width] */
 	struct conditioning conditioning;	/* of the context */
+	float *pooled;		/* host [batch, pooled_dim] (SDXL) */
+	float time_ids[12];	/* host [batch, 6] (SDXL) */
 	struct sched_config sched_cfg;	/* the model's, with the job's prediction
 					 * and spacing */
 	float *latents;		/* host [4, h, w] */
@@ -193,6 +216,7 @@ run_free(struct run *r)
 {
 	sd_scheduler_free(r->sched);
 	sd_rng_free(r->rng);
+	free(r->pooled);
 	free(r->latents);
 	free(r->noise);
 	free(r->image_latents);
@@ -222,14 +246,35 @@ encode_text(struct run *r, struct sd_error *err)
 	const char *prompts[2];
 	int n = 0;
 
+	/* no negative prompt (NULL): "" (SD 1.x/2.x), or zeros (SDXL) */
 	if (r->cfg)
-		prompts[n++] = r->p->negative_prompt ? r->p->negative_prompt : "";
+		prompts[n++] = r->p->negative_prompt;
 	prompts[n++] = r->p->prompt;
 	r->context = sd_alloc(m->ctx, (size_t)n * m->cond->ctx_len * m->cond->width);
 	r->conditioning.context = r->context;
 	r->conditioning.ctx_len = m->cond->ctx_len;
 	r->conditioning.pooled = NULL;
-	return conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context, NULL, err);
+	r->conditioning.pooled_dim = m->cond->pooled_dim;
+	if (m->cond->pooled_dim > 0) {
+		if ((r->pooled = malloc((size_t)n * m->cond->pooled_dim * sizeof *r->pooled)) == NULL)
+			return sd_fail(err, SD_EINTERNAL, "out of memory");
+		r->conditioning.pooled = r->pooled;
+	}
+	/* SDXL's time ids: original size = target size = the image's, no
+	 * crop; the same for both rows */
+	if (m->desc.time_ids) {
+		for (int i = 0; i < n; i++) {
+			float *t = r->time_ids + 6 * i;
+			t[0] = (float)(8 * r->h);
+			t[1] = (float)(8 * r->w);
+			t[2] = t[3] = 0.0f;
+			t[4] = (float)(8 * r->h);
+			t[5] = (float)(8 * r->w);
+		}
+		r->conditioning.time_ids = r->time_ids;
+	}
+	return conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
+	    r->pooled, err);
 }
 
 /* scale * (mean + std*noise - shift) of the VAE encoding of image [3, 8h, 8w]

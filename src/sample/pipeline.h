@@ -74,7 +74,9 @@ const struct model_desc *sd_model_description(const struct sd_model *m);
  * step, guidance 0, euler_a trailing; ...). */
 struct sd_params {
 	const char *prompt;
-	const char *negative_prompt;	/* "" when none */
+	const char *negative_prompt;	/* NULL when none: "" is encoded (SD 1.x,
+					 * 2.x), zeros are the unconditional
+					 * input (SDXL); "" given is encoded */
 	int width, height;		/* multiples of 8; 0: model default */
 	int steps;			/* 0: model default */
 	float guidance_scale;		/* < 0: model default */
