@@ -68,8 +68,9 @@ setup() {
 	write_conf
 }
 
-# write_conf [EXTRA YAML]: the test configuration (fast, small defaults;
-# $DEFAULTS replaces the defaults mapping).
+# write_conf [EXTRA YAML]: the test configuration (fast, small defaults:
+# euler_a, not the model's pndm, for one UNet call a step; $DEFAULTS
+# replaces the defaults mapping).
 write_conf() {
 	cat > "$CONF.tmp" <<EOF
 model: $MODEL
@@ -78,7 +79,7 @@ threads: 1
 poll_interval: 0.2
 stale_after: 4
 heartbeat_interval: 1
-defaults: ${DEFAULTS:-{ width: 64, height: 64, steps: 2 \}}
+defaults: ${DEFAULTS:-{ width: 64, height: 64, steps: 2, sampler: euler_a \}}
 callback: { attempts: 3, timeout: 1, total_time: 20, backoff: 0.1, backoff_max: 0.5 }
 ${1:-}
 EOF

@@ -252,8 +252,13 @@ good_job(void)
 
 	job_init(&j, &cfg);
 	tap_ok(PARSE(&j, &cfg, "prompt: hi\nseed: -1\n", "r.yaml", ".", "r",
-	    &err, NULL) == 0 && j.seed_random && j.width == 512 && j.steps == 20 &&
-	    j.sampler == SD_SAMPLER_EULER_A && j.count == 1, "defaults and seed -1");
+	    &err, NULL) == 0 && j.seed_random && j.width == 0 && j.height == 0 &&
+	    j.steps == 0 && j.guidance_scale < 0 && j.sampler == SD_SAMPLER_AUTO &&
+	    j.prediction == SD_PREDICTION_AUTO && j.spacing == SD_SPACING_AUTO &&
+	    j.count == 1 && j.clip_skip == 1 && j.strength == 0.75 &&
+	    j.schedule == SD_SCHEDULE_NORMAL && j.rng == SD_RNG_CPU,
+	    "defaults: the model's size, steps, guidance, sampler, prediction and "
+	    "spacing; seed -1 is random");
 	job_free(&j);
 
 	job_init(&j, &cfg);
@@ -560,7 +565,8 @@ metadata(void)
 
 	job_init(&j, &cfg);
 	PARSE(&j, &cfg, "prompt: a cat\nnegative_prompt: blurry\nsteps: 20\n"
-	    "sampler: euler_a\nschedule: karras\nseed: 42\nguidance_scale: 7.5\n",
+	    "sampler: euler_a\nschedule: karras\nseed: 42\nguidance_scale: 7.5\n"
+	    "width: 512\nheight: 512\n",
 	    "m.yaml", ".", "m", &err, NULL);
 	metadata_model_name("/models/v1-5-pruned-emaonly.safetensors", name, sizeof name);
 	tap_ok(strcmp(name, "v1-5-pruned-emaonly") == 0, "model name from the path");

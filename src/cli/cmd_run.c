@@ -17,34 +17,20 @@
 static void
 run_usage(FILE *out)
 {
+	char *params = params_flags_help();
+
 	fputs("Usage: sdbatch run [OPTIONS] [JOB.yaml | -]\n"
 	    "       sdbatch run [OPTIONS] --prompt TEXT [JOB OPTIONS]\n"
 	    "\n"
 	    "Run one job now and print the paths of the PNGs it writes, one a line.\n"
 	    "The job comes from a YAML job file (see sdbatch-job(5)), from standard\n"
 	    "input (-), or from the options below; options given with a job file\n"
-	    "replace its fields.\n"
+	    "replace its fields.  \"auto\" asks for the model's default.\n"
 	    "\n"
-	    "Job options:\n"
-	    "  -p, --prompt TEXT       what to render\n"
-	    "  -n, --negative TEXT     negative prompt\n"
-	    "      --model PATH        checkpoint file, diffusers folder or Hub id\n"
-	    "      --unet PATH         the UNet from this file instead\n"
-	    "      --vae PATH          the VAE from this file instead\n"
-	    "  -W, --width N           image width, a multiple of 8 (default 512)\n"
-	    "  -H, --height N          image height, a multiple of 8 (default 512)\n"
-	    "  -s, --steps N           sampling steps (default 20)\n"
-	    "  -g, --guidance X        guidance scale (default 7.5)\n"
-	    "      --sampler NAME      ddim, euler, euler_a, dpmpp_2m, lms, pndm\n"
-	    "      --schedule NAME     normal or karras\n"
-	    "      --seed N            seed of the first image (-1: random)\n"
-	    "  -c, --count N           images; image i uses seed + i\n"
-	    "      --rng cpu|cuda      whose random numbers (torch CPU or CUDA)\n"
-	    "      --clip-skip N       1 = last CLIP layer, 2 = penultimate\n"
-	    "      --init-image IMAGE  img2img: start from this image (PNG or JPEG)\n"
-	    "      --strength X        img2img/inpainting strength, 0 < X <= 1\n"
-	    "      --mask IMAGE        inpainting mask (PNG or JPEG), white = repaint\n"
-	    "  -o, --output PATH       where to write: {id}, {index} and {seed} in the\n"
+	    "Job options:\n", out);
+	fputs(params ? params : "", out);
+	free(params);
+	fputs("  -o, --output PATH       where to write: {id}, {index} and {seed} in the\n"
 	    "                          file name are replaced; with several images and\n"
 	    "                          no {index}, -N is added before the extension;\n"
 	    "                          a PATH ending in / is a folder\n"
@@ -55,100 +41,86 @@ run_usage(FILE *out)
 	    "78 bad configuration.\n", out);
 }
 
-enum {
-	OPT_NEGATIVE = OPT_COMMON_END, OPT_UNET, OPT_VAE, OPT_SAMPLER,
-	OPT_SCHEDULE, OPT_SEED, OPT_RNG, OPT_CLIP_SKIP, OPT_INIT_IMAGE,
-	OPT_STRENGTH, OPT_MASK
-};
+/* getopt_long values of the parameters' flags without a short one:
+ * OPT_PARAM + their index in the parameters table. */
+enum { OPT_PARAM = 2000 };
 
-/* The job given by options (NULL / unset when not given). */
+/* The job given by flags: the values, and which were given. */
 struct job_flags {
-	const char *prompt, *negative, *model, *unet, *vae, *init_image, *mask;
+	struct job_params v;
+	unsigned char given[64];
 	const char *output;
-	long long width, height, steps, count, clip_skip, seed;
-	int has_width, has_height, has_steps, has_count, has_clip_skip, has_seed;
-	double guidance, strength;
-	int has_guidance, has_strength;
-	int has_sampler, has_schedule, has_rng;
-	enum sd_sampler sampler;
-	enum sd_schedule schedule;
-	enum sd_rng_kind rng;
 };
 
-static int
-set_str(char **field, const char *value)
+/* The options of run: the common ones, the parameters' flags from the
+ * table (and their aliases), --output.  Returns a malloc'd array ending
+ * in a zeroed entry, and the short options into shortopts. */
+static struct option *
+run_options(char *shortopts, size_t size)
 {
-	return config_set_string(field, value);
+	static const struct option common[] = { CLI_COMMON_OPTIONS };
+	size_t nc = sizeof common / sizeof common[0], n = 0, i, k, so = 0;
+	struct option *o;
+
+	if (params_count > sizeof ((struct job_flags *)0)->given)
+		return NULL;	/* struct job_flags needs more room */
+	if ((o = calloc(nc + 2 * params_count + 2, sizeof *o)) == NULL)
+		return NULL;
+	so += (size_t)snprintf(shortopts + so, size - so, "+");
+	for (i = 0; i < nc; i++)
+		o[n++] = common[i];
+	for (i = 0; i < params_count; i++) {
+		const struct param_def *d = &params_table[i];
+		int val = d->short_flag ? d->short_flag : OPT_PARAM + (int)i;
+		int dup = 0;
+
+		if (d->flag == NULL)
+			continue;
+		for (k = 0; k < nc; k++)
+			dup |= strcmp(common[k].name, d->flag) == 0;
+		if (!dup)
+			o[n++] = (struct option){ d->flag, required_argument, NULL, val };
+		if (d->flag_alias != NULL)
+			o[n++] = (struct option){ d->flag_alias, required_argument, NULL, val };
+		if (d->short_flag && so + 3 < size)
+			so += (size_t)snprintf(shortopts + so, size - so, "%c:", d->short_flag);
+	}
+	o[n++] = (struct option){ "output", required_argument, NULL, 'o' };
+	snprintf(shortopts + so, size - so, "o:qvh");
+	return o;
 }
 
-/* A path from the command line: relative to the current folder. */
-static int
-set_path(char **field, const char *value)
+/* The parameter of an option value, or NULL. */
+static const struct param_def *
+option_param(int ch)
 {
-	char *cwd, *p;
+	size_t i;
 
-	if (value[0] == '/')
-		return config_set_string(field, value);
-	if ((cwd = getcwd(NULL, 0)) == NULL)
-		return -1;
-	p = util_join(cwd, value);
-	free(cwd);
-	if (p == NULL)
-		return -1;
-	free(*field);
-	*field = p;
-	return 0;
+	if (ch == OPT_MODEL)
+		return params_find("model");
+	if (ch >= OPT_PARAM && ch < OPT_PARAM + (int)params_count)
+		return &params_table[ch - OPT_PARAM];
+	for (i = 0; ch > 0 && ch < 256 && i < params_count; i++)
+		if (params_table[i].short_flag == ch)
+			return &params_table[i];
+	return NULL;
 }
 
+/* The flags over the job's fields.  A flag's relative path is relative to
+ * the current folder, not to the job file's: its line goes. */
 static int
 apply_flags(struct sd_job *j, const struct job_flags *f)
 {
-	int r = 0;
+	size_t i;
 
-	if (f->prompt)
-		r |= set_str(&j->prompt, f->prompt);
-	if (f->negative)
-		r |= set_str(&j->negative_prompt, f->negative);
-	if (f->model)
-		r |= set_str(&j->model, f->model);
-	if (f->unet)
-		r |= set_str(&j->unet, f->unet);
-	if (f->vae)
-		r |= set_str(&j->vae, f->vae);
-	if (f->init_image)
-		r |= set_path(&j->init_image, f->init_image);
-	if (f->mask)
-		r |= set_path(&j->mask, f->mask);
-	if (f->has_width)
-		j->width = (int)f->width;
-	if (f->has_height)
-		j->height = (int)f->height;
-	if (f->has_steps)
-		j->steps = (int)f->steps;
-	if (f->has_count)
-		j->count = (int)f->count;
-	if (f->has_clip_skip)
-		j->clip_skip = (int)f->clip_skip;
-	if (f->has_seed) {
-		j->seed_random = f->seed < 0;
-		j->seed = f->seed < 0 ? 0 : (uint64_t)f->seed;
+	for (i = 0; i < params_count; i++) {
+		if (!f->given[i])
+			continue;
+		if (params_copy_one(&params_table[i], &j->params, &f->v) < 0)
+			return -1;
+		j->line[params_table[i].field] = 0;
 	}
-	if (f->has_guidance)
-		j->guidance_scale = f->guidance;
-	if (f->has_strength)
-		j->strength = f->strength;
-	if (f->has_sampler)
-		j->sampler = f->sampler;
-	if (f->has_schedule)
-		j->schedule = f->schedule;
-	if (f->has_rng)
-		j->rng = f->rng;
-	/* A flag's relative path is relative to the current folder, not to
-	 * the job file's. */
-	j->line[JF_MODEL] = f->model ? 0 : j->line[JF_MODEL];
-	j->line[JF_UNET] = f->unet ? 0 : j->line[JF_UNET];
-	j->line[JF_VAE] = f->vae ? 0 : j->line[JF_VAE];
-	return r;
+	return 0;
 }
 
 /* What run shows on stderr besides errors. */
@@ -252,30 +224,9 @@ id_from_path(const char *path, char *id, size_t size)
 int
 cmd_run(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		CLI_COMMON_OPTIONS,
-		{"prompt", required_argument, NULL, 'p'},
-		{"negative", required_argument, NULL, 'n'},
-		{"negative-prompt", required_argument, NULL, 'n'},
-		{"unet", required_argument, NULL, OPT_UNET},
-		{"vae", required_argument, NULL, OPT_VAE},
-		{"width", required_argument, NULL, 'W'},
-		{"height", required_argument, NULL, 'H'},
-		{"steps", required_argument, NULL, 's'},
-		{"guidance", required_argument, NULL, 'g'},
-		{"guidance-scale", required_argument, NULL, 'g'},
-		{"sampler", required_argument, NULL, OPT_SAMPLER},
-		{"schedule", required_argument, NULL, OPT_SCHEDULE},
-		{"seed", required_argument, NULL, OPT_SEED},
-		{"count", required_argument, NULL, 'c'},
-		{"rng", required_argument, NULL, OPT_RNG},
-		{"clip-skip", required_argument, NULL, OPT_CLIP_SKIP},
-		{"init-image", required_argument, NULL, OPT_INIT_IMAGE},
-		{"strength", required_argument, NULL, OPT_STRENGTH},
-		{"mask", required_argument, NULL, OPT_MASK},
-		{"output", required_argument, NULL, 'o'},
-		{NULL, 0, NULL, 0},
-	};
+	struct option *longopts;
+	char shortopts[64], why[SD_ERROR_MAX];
+	const struct param_def *pd;
 	struct cli_common cc;
 	struct job_flags f;
 	struct sd_job job;
@@ -288,132 +239,65 @@ cmd_run(int argc, char **argv)
 	struct progress_event ev;
 	const char *file = NULL;
 	char id[JOB_ID_MAX + 1], *buf = NULL, *dir = NULL;
-	size_t len = 0;
+	size_t len = 0, pi;
 	int ch, r, status = 0, line = 0, job_ready = 0;
 
 	cli_common_init(&cc, "run");
+	memset(&job, 0, sizeof job);
 	memset(&f, 0, sizeof f);
 	memset(&cache, 0, sizeof cache);
 	sd_error_clear(&err);
+	if ((longopts = run_options(shortopts, sizeof shortopts)) == NULL) {
+		cli_error("run", "out of memory");
+		return SD_EINTERNAL;
+	}
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+p:n:W:H:s:g:c:o:qvh", longopts,
-	    NULL)) != -1) {
-		long long v;
-		double d;
-
+	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		if (ch == OPT_HELP || ch == 'h') {
 			run_usage(stdout);
-			return 0;
+			status = 0;
+			goto out;
 		}
-		if (ch == OPT_MODEL) {
-			f.model = optarg;
+		if ((pd = option_param(ch)) != NULL) {
+			if (params_parse_text(pd, optarg, &f.v, why, sizeof why) < 0) {
+				cli_error("run", "--%s: %s", pd->flag, why);
+				status = SD_EUSAGE;
+				goto out;
+			}
+			f.given[pd - params_table] = 1;
 			continue;
 		}
 		if ((r = cli_common_option(&cc, ch, optarg)) == 1)
 			continue;
-		if (r != 0)
-			return r;
-		switch (ch) {
-		case 'p':
-			f.prompt = optarg;
-			break;
-		case 'n':
-			f.negative = optarg;
-			break;
-		case OPT_UNET:
-			f.unet = optarg;
-			break;
-		case OPT_VAE:
-			f.vae = optarg;
-			break;
-		case OPT_INIT_IMAGE:
-			f.init_image = optarg;
-			break;
-		case OPT_MASK:
-			f.mask = optarg;
-			break;
-		case 'o':
-			f.output = optarg;
-			break;
-		case 'W':
-		case 'H':
-		case 's':
-		case 'c':
-		case OPT_CLIP_SKIP:
-			if (cli_int("run", ch == 'W' ? "--width" : ch == 'H' ? "--height" :
-			    ch == 's' ? "--steps" : ch == 'c' ? "--count" : "--clip-skip",
-			    optarg, 1, 1000000, &v) != 0)
-				return SD_EUSAGE;
-			if (ch == 'W')
-				f.width = v, f.has_width = 1;
-			else if (ch == 'H')
-				f.height = v, f.has_height = 1;
-			else if (ch == 's')
-				f.steps = v, f.has_steps = 1;
-			else if (ch == 'c')
-				f.count = v, f.has_count = 1;
-			else
-				f.clip_skip = v, f.has_clip_skip = 1;
-			break;
-		case OPT_SEED:
-			if (cli_int("run", "--seed", optarg, -1, INT64_MAX, &v) != 0)
-				return SD_EUSAGE;
-			f.seed = v;
-			f.has_seed = 1;
-			break;
-		case 'g':
-			if (cli_number("run", "--guidance", optarg, 0, 100, &d) != 0)
-				return SD_EUSAGE;
-			f.guidance = d;
-			f.has_guidance = 1;
-			break;
-		case OPT_STRENGTH:
-			if (cli_number("run", "--strength", optarg, 0, 1, &d) != 0)
-				return SD_EUSAGE;
-			f.strength = d;
-			f.has_strength = 1;
-			break;
-		case OPT_SAMPLER:
-			if (sd_sampler_parse(optarg, &f.sampler) < 0) {
-				cli_error("run", "--sampler: unknown sampler \"%s\" (ddim, "
-				    "euler, euler_a, dpmpp_2m, lms, pndm)", optarg);
-				return SD_EUSAGE;
-			}
-			f.has_sampler = 1;
-			break;
-		case OPT_SCHEDULE:
-			if (sd_schedule_parse(optarg, &f.schedule) < 0) {
-				cli_error("run", "--schedule: \"%s\" is not normal or karras",
-				    optarg);
-				return SD_EUSAGE;
-			}
-			f.has_schedule = 1;
-			break;
-		case OPT_RNG:
-			if (sd_rng_parse(optarg, &f.rng) < 0) {
-				cli_error("run", "--rng: \"%s\" is not cpu or cuda", optarg);
-				return SD_EUSAGE;
-			}
-			f.has_rng = 1;
-			break;
-		default:
-			fputs("Try 'sdbatch run --help'.\n", stderr);
-			return SD_EUSAGE;
+		if (r != 0) {
+			status = r;
+			goto out;
 		}
+		if (ch == 'o') {
+			f.output = optarg;
+			continue;
+		}
+		fputs("Try 'sdbatch run --help'.\n", stderr);
+		status = SD_EUSAGE;
+		goto out;
 	}
 	if (optind < argc)
 		file = argv[optind++];
 	if (optind < argc) {
 		cli_error("run", "one job at a time (extra argument \"%s\")", argv[optind]);
-		return SD_EUSAGE;
+		status = SD_EUSAGE;
+		goto out;
 	}
-	if (file == NULL && f.prompt == NULL) {
+	if (file == NULL && !f.given[params_find("prompt") - params_table]) {
 		cli_error("run", "give a job file, - for standard input, or --prompt");
 		fputs("Try 'sdbatch run --help'.\n", stderr);
-		return SD_EUSAGE;
+		status = SD_EUSAGE;
+		goto out;
 	}
-	if ((r = cli_load_config(&cc)) != 0)
-		return r;
+	if ((r = cli_load_config(&cc)) != 0) {
+		status = r;
+		goto out;
+	}
 	job_init(&job, &cc.cfg);
 	snprintf(id, sizeof id, "job");
 	if (file != NULL) {
@@ -441,18 +325,18 @@ cmd_run(int argc, char **argv)
 		snprintf(job.id, sizeof job.id, "%s", id);
 		job.dir = getcwd(NULL, 0);
 	}
-	if (f.has_strength && f.init_image == NULL && job.init_image == NULL) {
-		cli_error("run", "--strength applies to img2img and inpainting: "
-		    "give --init-image");
-		status = SD_EUSAGE;
-		goto out;
-	}
+	for (pi = 0; pi < params_count && f.v.init_image == NULL &&
+	    job.init_image == NULL; pi++)
+		if (f.given[pi] && (params_table[pi].flags & PARAM_IMG2IMG)) {
+			cli_error("run", "--%s applies to img2img and inpainting: "
+			    "give --init-image", params_table[pi].flag);
+			status = SD_EUSAGE;
+			goto out;
+		}
 	if (apply_flags(&job, &f) != 0) {
 		status = SD_EINTERNAL;
 		goto out;
 	}
-	if (f.model != NULL)
-		job.line[JF_MODEL] = 0;
 	if (job.prompt == NULL || job.prompt[strspn(job.prompt, " \t\r\n")] == '\0') {
 		cli_error("run", "the job has no prompt");
 		status = file ? SD_EDATA : SD_EUSAGE;
@@ -536,6 +420,8 @@ out:
 	(void)job_ready;
 	(void)line;
 	job_free(&job);
+	params_free(&f.v);
+	free(longopts);
 	free(buf);
 	free(dir);
 	cli_common_free(&cc);

@@ -194,6 +194,7 @@ up_attention_mask(const struct st_file *f)
 
 	for (int k = 0; k < st_count(f); k++) {
 		const char *name = st_tensor(f, k)->name;
+		n = 0;	/* %n is not stored when "attentions." does not match */
 		if (sscanf(name, "up_blocks.%d.attentions.%n", &i, &n) == 1 && n > 0 && i >= 0 && i < 32)
 			mask |= 1u << i;
 	}

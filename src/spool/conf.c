@@ -23,17 +23,7 @@ config_init(struct sd_config *c)
 	c->poll_s = 2;
 	c->stale_s = 300;
 	c->heartbeat_s = 15;
-	c->defaults.negative_prompt = strdup("");
-	c->defaults.width = 512;
-	c->defaults.height = 512;
-	c->defaults.steps = 20;
-	c->defaults.guidance_scale = 7.5;
-	c->defaults.sampler = SD_SAMPLER_EULER_A;
-	c->defaults.schedule = SD_SCHEDULE_NORMAL;
-	c->defaults.rng = SD_RNG_CPU;
-	c->defaults.clip_skip = 1;
-	c->defaults.count = 1;
-	c->defaults.strength = 0.75;
+	params_init(&c->defaults);
 	c->limits.width = 2048;
 	c->limits.height = 2048;
 	c->limits.steps = 150;
@@ -62,7 +52,7 @@ config_free(struct sd_config *c)
 	for (i = 0; i < c->n_model_dirs; i++)
 		free(c->model_dirs[i]);
 	free(c->model_dirs);
-	free(c->defaults.negative_prompt);
+	params_free(&c->defaults);
 	free(c->hub.cache);
 	free(c->hub.endpoint);
 	free(c->serve.listen);
@@ -119,56 +109,6 @@ get_path(struct yctx *y, const struct ynode *v, const char *field,
 }
 
 static int
-get_name(struct yctx *y, const struct ynode *v, const char *field,
-    int (*parse)(const char *, int *), int *out, const char *choices)
-{
-	char *s = NULL;
-	int r;
-
-	if (yget_string(y, v, field, &s) < 0)
-		return -1;
-	r = parse(s, out);
-	free(s);
-	if (r < 0)
-		return yfail(y, v, field, "unknown value \"%.40s\" (one of: %s)",
-		    v->value, choices);
-	return 0;
-}
-
-static int
-parse_sampler(const char *s, int *out)
-{
-	enum sd_sampler v;
-
-	if (sd_sampler_parse(s, &v) < 0)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
-static int
-parse_schedule(const char *s, int *out)
-{
-	enum sd_schedule v;
-
-	if (sd_schedule_parse(s, &v) < 0)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
-static int
-parse_rng(const char *s, int *out)
-{
-	enum sd_rng_kind v;
-
-	if (sd_rng_parse(s, &v) < 0)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
-static int
 geti(struct yctx *y, const struct ynode *v, const char *f, int64_t lo,
     int64_t hi, int *out)
 {
@@ -192,61 +132,33 @@ getz(struct yctx *y, const struct ynode *v, const char *f, int64_t lo,
 	return 0;
 }
 
+/* The configuration's defaults: section: the keys of the parameters table
+ * marked PARAM_CONFIG, in the table's range (the limits cap jobs, not the
+ * defaults). */
 static int
 defaults_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
 {
-	struct job_defaults *d = &c->defaults;
-	size_t i;
-	int v = 0;
+	char known[512];
+	size_t i, n = 0;
 
 	if (yget_map(y, m, "defaults") < 0)
 		return -1;
+	known[0] = '\0';
+	for (i = 0; i < params_count && n < sizeof known; i++)
+		if (params_table[i].flags & PARAM_CONFIG)
+			n += (size_t)snprintf(known + n, sizeof known - n, "%s%s",
+			    n ? ", " : "", params_table[i].name);
 	for (i = 0; i < m->n; i++) {
 		const char *k = m->keys[i]->value;
-		const struct ynode *x = m->items[i];
+		const struct param_def *d = params_find(k);
 		char f[64];
-		int r;
 
 		snprintf(f, sizeof f, "defaults.%.40s", k);
-		if (strcmp(k, "negative_prompt") == 0) {
-			r = ytree_is_null(x) ? config_set_string(&d->negative_prompt, "") :
-			    yget_string(y, x, f, &d->negative_prompt);
-		} else if (strcmp(k, "width") == 0)
-			r = geti(y, x, f, 64, 16384, &d->width);
-		else if (strcmp(k, "height") == 0)
-			r = geti(y, x, f, 64, 16384, &d->height);
-		else if (strcmp(k, "steps") == 0)
-			r = geti(y, x, f, 1, 10000, &d->steps);
-		else if (strcmp(k, "guidance_scale") == 0)
-			r = yget_number(y, x, f, 0, 100, &d->guidance_scale);
-		else if (strcmp(k, "sampler") == 0) {
-			r = get_name(y, x, f, parse_sampler, &v,
-			    "ddim, euler, euler_a, dpmpp_2m, lms, pndm");
-			if (r == 0)
-				d->sampler = (enum sd_sampler)v;
-		} else if (strcmp(k, "schedule") == 0) {
-			r = get_name(y, x, f, parse_schedule, &v, "normal, karras");
-			if (r == 0)
-				d->schedule = (enum sd_schedule)v;
-		} else if (strcmp(k, "rng") == 0) {
-			r = get_name(y, x, f, parse_rng, &v, "cpu, cuda");
-			if (r == 0)
-				d->rng = (enum sd_rng_kind)v;
-		} else if (strcmp(k, "clip_skip") == 0)
-			r = geti(y, x, f, 1, 12, &d->clip_skip);
-		else if (strcmp(k, "count") == 0)
-			r = geti(y, x, f, 1, 10000, &d->count);
-		else if (strcmp(k, "strength") == 0)
-			r = yget_number(y, x, f, 0.0001, 1, &d->strength);
-		else
-			r = yfail(y, m->keys[i], f, "unknown key (known: negative_prompt, "
-			    "width, height, steps, guidance_scale, sampler, schedule, rng, "
-			    "clip_skip, count, strength)");
-		if (r < 0)
+		if (d == NULL || !(d->flags & PARAM_CONFIG))
+			return yfail(y, m->keys[i], f, "unknown key (known: %s)", known);
+		if (params_parse_yaml(d, y, m->items[i], f, NULL, &c->defaults) < 0)
 			return -1;
 	}
-	if (d->width % 8 != 0 || d->height % 8 != 0)
-		return yfail(y, m, "defaults", "width and height must be multiples of 8");
 	return 0;
 }
 

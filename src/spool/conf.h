@@ -13,19 +13,8 @@
 #include "core/error.h"
 #include "model/hub.h"
 #include "sample/pipeline.h"
+#include "spool/params.h"
 #include "spool/yamltree.h"
-
-/* Job values used when a job does not give them. */
-struct job_defaults {
-	char *negative_prompt;
-	int width, height, steps;
-	double guidance_scale;
-	enum sd_sampler sampler;
-	enum sd_schedule schedule;
-	enum sd_rng_kind rng;
-	int clip_skip, count;
-	double strength;
-};
 
 /* What a job may ask for at most. */
 struct job_limits {
@@ -72,7 +61,9 @@ struct sd_config {
 	double poll_s;		/* spool poll interval */
 	double stale_s;		/* claim heartbeat age that makes it stale */
 	double heartbeat_s;	/* how often a worker touches its claim */
-	struct job_defaults defaults;
+	/* job values used when a job does not give them: the table's
+	 * defaults (spool/params.h), then the file's defaults: section */
+	struct job_params defaults;
 	struct job_limits limits;
 	struct callback_config callback;
 	struct hub_config hub;

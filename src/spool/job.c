@@ -17,37 +17,31 @@
 #include "spool/util.h"
 #include "spool/yamltree.h"
 
-static const char *const field_names[JF_COUNT_] = {
-	"prompt", "negative_prompt", "model", "unet", "vae", "width",
-	"height", "steps", "guidance_scale", "sampler", "schedule",
-	"seed", "count", "rng", "clip_skip", "init_image", "strength",
-	"mask", "output", "callback", "metadata",
+/* The fields that are not parameters (spool/params.h has the rest). */
+static const char *const section_names[] = {
+	[JF_OUTPUT - JF_OUTPUT] = "output",
+	[JF_CALLBACK - JF_OUTPUT] = "callback",
+	[JF_METADATA - JF_OUTPUT] = "metadata",
 };
 
 const char *
 job_field_name(enum job_field f)
 {
-	return f >= 0 && f < JF_COUNT_ ? field_names[f] : "?";
+	const struct param_def *d = params_by_field(f);
+
+	if (d != NULL)
+		return d->name;
+	if (f >= JF_OUTPUT && f < JF_COUNT_)
+		return section_names[f - JF_OUTPUT];
+	return "?";
 }
 
 void
 job_init(struct sd_job *j, const struct sd_config *c)
 {
-	const struct job_defaults *d = &c->defaults;
-
 	memset(j, 0, sizeof *j);
-	j->negative_prompt = strdup(d->negative_prompt ? d->negative_prompt : "");
-	j->width = d->width;
-	j->height = d->height;
-	j->steps = d->steps;
-	j->guidance_scale = d->guidance_scale;
-	j->sampler = d->sampler;
-	j->schedule = d->schedule;
-	j->seed_random = 1;
-	j->count = d->count;
-	j->rng = d->rng;
-	j->clip_skip = d->clip_skip;
-	j->strength = d->strength;
+	/* out of memory leaves a string NULL: job_check says what is missing */
+	(void)params_copy(&j->params, &c->defaults);
 }
 
 void
@@ -63,13 +57,7 @@ job_free(struct sd_job *j)
 {
 	free(j->file);
 	free(j->dir);
-	free(j->prompt);
-	free(j->negative_prompt);
-	free(j->model);
-	free(j->unet);
-	free(j->vae);
-	free(j->init_image);
-	free(j->mask);
+	params_free(&j->params);
 	free(j->output_dir);
 	free(j->output_name);
 	job_callback_free(&j->callback);
@@ -206,53 +194,6 @@ struct parser {
 	struct sd_job *j;
 	const struct sd_config *c;
 };
-
-static int
-get_int(struct parser *p, const struct ynode *v, enum job_field f, int64_t lo,
-    int64_t hi, int *out)
-{
-	int64_t x;
-
-	if (yget_int(&p->y, v, field_names[f], lo, hi, &x) < 0)
-		return -1;
-	*out = (int)x;
-	return 0;
-}
-
-static int
-get_name(struct parser *p, const struct ynode *v, enum job_field f,
-    int (*parse)(const char *, void *), void *out, const char *choices)
-{
-	char *s = NULL;
-	int r;
-
-	if (yget_string(&p->y, v, field_names[f], &s) < 0)
-		return -1;
-	r = parse(s, out);
-	free(s);
-	if (r < 0)
-		return yfail(&p->y, v, field_names[f], "unknown value \"%.40s\" (one of: %s)",
-		    v->value, choices);
-	return 0;
-}
-
-static int
-p_sampler(const char *s, void *out)
-{
-	return sd_sampler_parse(s, out);
-}
-
-static int
-p_schedule(const char *s, void *out)
-{
-	return sd_schedule_parse(s, out);
-}
-
-static int
-p_rng(const char *s, void *out)
-{
-	return sd_rng_parse(s, out);
-}
 
 /* A path field: a string without control characters. */
 static int
@@ -405,79 +346,11 @@ static int
 field(struct parser *p, enum job_field f, const struct ynode *v)
 {
 	struct sd_job *j = p->j;
-	const struct job_limits *lim = &p->c->limits;
-	const char *name = field_names[f];
-	int64_t x;
+	const struct param_def *d = params_by_field(f);
 
+	if (d != NULL)
+		return params_parse_yaml(d, &p->y, v, NULL, &p->c->limits, &j->params);
 	switch (f) {
-	case JF_PROMPT:
-		if (yget_string(&p->y, v, name, &j->prompt) < 0)
-			return -1;
-		if (util_utf8_length(j->prompt, strlen(j->prompt)) > lim->prompt_length)
-			return yfail(&p->y, v, name, "%zu characters, over the limit of %zu",
-			    util_utf8_length(j->prompt, strlen(j->prompt)),
-			    lim->prompt_length);
-		return 0;
-	case JF_NEGATIVE_PROMPT:
-		if (ytree_is_null(v))
-			return config_set_string(&j->negative_prompt, "");
-		if (yget_string(&p->y, v, name, &j->negative_prompt) < 0)
-			return -1;
-		if (util_utf8_length(j->negative_prompt, strlen(j->negative_prompt)) >
-		    lim->prompt_length)
-			return yfail(&p->y, v, name, "over the limit of %zu characters",
-			    lim->prompt_length);
-		return 0;
-	case JF_MODEL:
-		return get_path(p, v, name, &j->model);
-	case JF_UNET:
-		return get_path(p, v, name, &j->unet);
-	case JF_VAE:
-		return get_path(p, v, name, &j->vae);
-	case JF_WIDTH:
-	case JF_HEIGHT: {
-		int *out = f == JF_WIDTH ? &j->width : &j->height;
-		if (get_int(p, v, f, 64, f == JF_WIDTH ? lim->width : lim->height, out) < 0)
-			return -1;
-		if (*out % 8 != 0)
-			return yfail(&p->y, v, name, "%d is not a multiple of 8", *out);
-		return 0;
-	}
-	case JF_STEPS:
-		return get_int(p, v, f, 1, lim->steps, &j->steps);
-	case JF_GUIDANCE_SCALE:
-		return yget_number(&p->y, v, name, 0, 100, &j->guidance_scale);
-	case JF_SAMPLER:
-		return get_name(p, v, f, p_sampler, &j->sampler,
-		    "ddim, euler, euler_a, dpmpp_2m, lms, pndm");
-	case JF_SCHEDULE:
-		return get_name(p, v, f, p_schedule, &j->schedule, "normal, karras");
-	case JF_SEED:
-		if (ytree_is_null(v)) {
-			j->seed_random = 1;
-			return 0;
-		}
-		if (yget_int(&p->y, v, name, -1, INT64_MAX, &x) < 0)
-			return -1;
-		j->seed_random = x == -1;
-		j->seed = x == -1 ? 0 : (uint64_t)x;
-		return 0;
-	case JF_COUNT:
-		return get_int(p, v, f, 1, lim->count, &j->count);
-	case JF_RNG:
-		return get_name(p, v, f, p_rng, &j->rng, "cpu, cuda");
-	case JF_CLIP_SKIP:
-		return get_int(p, v, f, 1, 12, &j->clip_skip);
-	case JF_INIT_IMAGE:
-		return get_path(p, v, name, &j->init_image);
-	case JF_STRENGTH:
-		if (yget_number(&p->y, v, name, 0, 1, &j->strength) < 0)
-			return -1;
-		if (j->strength <= 0)
-			return yfail(&p->y, v, name, "must be above 0 (0 < strength <= 1)");
-		return 0;
-	case JF_MASK:
-		return get_path(p, v, name, &j->mask);
 	case JF_OUTPUT:
 		return output_section(p, v);
 	case JF_CALLBACK:
@@ -495,33 +368,13 @@ field(struct parser *p, enum job_field f, const struct ynode *v)
 int
 job_check(const struct sd_job *j, const struct sd_config *c, struct sd_error *err)
 {
-	const struct job_limits *l = &c->limits;
+	size_t i;
 
+	for (i = 0; i < params_count; i++)
+		if (params_check(&params_table[i], &j->params, &c->limits, err) < 0)
+			return -1;
 #define BAD(f, ...) (snprintf(err->field, sizeof err->field, "%s", f), \
 	sd_fail(err, SD_EDATA, __VA_ARGS__))
-	if (j->prompt == NULL)
-		return BAD("prompt", "prompt: missing (every job needs a prompt)");
-	if (j->width < 64 || j->width > l->width || j->width % 8 != 0)
-		return BAD("width", "width: %d must be a multiple of 8 in 64..%d",
-		    j->width, l->width);
-	if (j->height < 64 || j->height > l->height || j->height % 8 != 0)
-		return BAD("height", "height: %d must be a multiple of 8 in 64..%d",
-		    j->height, l->height);
-	if (j->steps < 1 || j->steps > l->steps)
-		return BAD("steps", "steps: %d is out of range (1..%d)", j->steps, l->steps);
-	if (j->count < 1 || j->count > l->count)
-		return BAD("count", "count: %d is out of range (1..%d)", j->count, l->count);
-	if (!(j->guidance_scale >= 0 && j->guidance_scale <= 100))
-		return BAD("guidance_scale", "guidance_scale: %g is out of range (0..100)",
-		    j->guidance_scale);
-	if (j->clip_skip < 1 || j->clip_skip > 12)
-		return BAD("clip_skip", "clip_skip: %d is out of range (1..12)", j->clip_skip);
-	if (!(j->strength > 0 && j->strength <= 1))
-		return BAD("strength", "strength: %g is out of range (0 < strength <= 1)",
-		    j->strength);
-	if (util_utf8_length(j->prompt, strlen(j->prompt)) > l->prompt_length)
-		return BAD("prompt", "prompt: over the limit of %zu characters",
-		    l->prompt_length);
 	if (!j->seed_random && j->seed > (uint64_t)INT64_MAX - (uint64_t)j->count)
 		return BAD("seed", "seed: %" PRIu64 " + count is over %" PRId64,
 		    j->seed, INT64_MAX);
@@ -536,6 +389,7 @@ job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
     size_t len, const char *name, const char *dir, const char *id,
     struct sd_error *err, int *line)
 {
+	const char *names[JF_COUNT_];
 	struct parser p;
 	struct ynode *root;
 	size_t i;
@@ -570,14 +424,16 @@ job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
 		    ytree_kind_name(root));
 		goto out;
 	}
+	for (f = 0; f < JF_COUNT_; f++)
+		names[f] = job_field_name((enum job_field)f);
 	for (i = 0; i < root->n && r == 0; i++) {
 		const char *k = root->keys[i]->value;
 
 		for (f = 0; f < JF_COUNT_; f++)
-			if (strcmp(k, field_names[f]) == 0)
+			if (strcmp(k, names[f]) == 0)
 				break;
 		if (f == JF_COUNT_) {
-			const char *s = suggest(k, field_names, JF_COUNT_);
+			const char *s = suggest(k, names, JF_COUNT_);
 			char kq[80];
 			snprintf(kq, sizeof kq, "%.60s", k);
 			r = yfail(&p.y, root->keys[i], kq, "unknown field%s%s%s",
@@ -593,14 +449,13 @@ job_parse(struct sd_job *j, const struct sd_config *c, const char *buf,
 		r = yfail(&p.y, NULL, "prompt", "missing (every job needs a prompt)");
 		goto out;
 	}
-	if (j->prompt[strspn(j->prompt, " \t\r\n")] == '\0') {
-		r = yfail(&p.y, ytree_get(root, "prompt"), "prompt", "empty");
-		goto out;
-	}
-	if (j->line[JF_STRENGTH] != 0 && j->init_image == NULL) {
-		r = yfail(&p.y, ytree_get(root, "strength"), "strength",
-		    "strength applies to img2img and inpainting: give an init_image");
-		goto out;
+	for (i = 0; i < params_count && j->init_image == NULL; i++) {
+		const struct param_def *d = &params_table[i];
+		if ((d->flags & PARAM_IMG2IMG) && j->line[d->field] != 0) {
+			r = yfail(&p.y, ytree_get(root, d->name), d->name, "%s applies "
+			    "to img2img and inpainting: give an init_image", d->name);
+			goto out;
+		}
 	}
 	if (j->mask != NULL && j->init_image == NULL) {
 		r = yfail(&p.y, ytree_get(root, "mask"), "mask",
@@ -634,17 +489,17 @@ resolve_input(struct sd_job *j, enum job_field f, char **path,
 	if (line != NULL)
 		*line = j->line[f];
 	if (err != NULL)
-		snprintf(err->field, sizeof err->field, "%s", field_names[f]);
+		snprintf(err->field, sizeof err->field, "%s", job_field_name(f));
 	if (stat(p, &st) < 0) {
 		sd_fail(err, SD_ENOINPUT, "%s:%d: %s: %s: %s", j->file ? j->file : "job",
-		    j->line[f], field_names[f], p, errno == ENOENT ? "no such file" :
+		    j->line[f], job_field_name(f), p, errno == ENOENT ? "no such file" :
 		    strerror(errno));
 		free(p);
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		sd_fail(err, SD_EDATA, "%s:%d: %s: %s: not a regular file",
-		    j->file ? j->file : "job", j->line[f], field_names[f], p);
+		    j->file ? j->file : "job", j->line[f], job_field_name(f), p);
 		free(p);
 		return -1;
 	}
@@ -685,12 +540,12 @@ job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
 		/* Relative to the job file when the job names it, else to
 		 * the current folder (the configuration's are absolute). */
 		if (model_resolve_hooks(given, j->line[parts[i]] ? j->dir : ".",
-		    c, hooks, field_names[parts[i]], &out, err) < 0) {
+		    c, hooks, job_field_name(parts[i]), &out, err) < 0) {
 			if (line != NULL)
 				*line = j->line[parts[i]];
 			if (err != NULL) {
 				snprintf(err->field, sizeof err->field, "%s",
-				    field_names[parts[i]]);
+				    job_field_name(parts[i]));
 				if (j->line[parts[i]] > 0)
 					sd_error_prefix(err, "%s:%d", j->file ? j->file :
 					    "job", j->line[parts[i]]);
@@ -750,31 +605,13 @@ json_t *
 job_parameters_json(const struct sd_job *j)
 {
 	json_t *o = json_object(), *out;
+	size_t i;
 
 	if (o == NULL)
 		return NULL;
-	json_object_set_new(o, "prompt", json_string(j->prompt ? j->prompt : ""));
-	json_object_set_new(o, "negative_prompt",
-	    json_string(j->negative_prompt ? j->negative_prompt : ""));
-	json_object_set_new(o, "model", j->model ? json_string(j->model) : json_null());
-	json_object_set_new(o, "unet", j->unet ? json_string(j->unet) : json_null());
-	json_object_set_new(o, "vae", j->vae ? json_string(j->vae) : json_null());
-	json_object_set_new(o, "width", json_integer(j->width));
-	json_object_set_new(o, "height", json_integer(j->height));
-	json_object_set_new(o, "steps", json_integer(j->steps));
-	json_object_set_new(o, "guidance_scale", json_real(j->guidance_scale));
-	json_object_set_new(o, "sampler", json_string(sd_sampler_name(j->sampler)));
-	json_object_set_new(o, "schedule", json_string(sd_schedule_name(j->schedule)));
-	json_object_set_new(o, "seed", j->seed_random ? json_integer(-1) :
-	    json_integer((json_int_t)j->seed));
-	json_object_set_new(o, "count", json_integer(j->count));
-	json_object_set_new(o, "rng", json_string(sd_rng_name(j->rng)));
-	json_object_set_new(o, "clip_skip", json_integer(j->clip_skip));
-	json_object_set_new(o, "init_image", j->init_image ? json_string(j->init_image) :
-	    json_null());
-	json_object_set_new(o, "strength", j->init_image ? json_real(j->strength) :
-	    json_null());
-	json_object_set_new(o, "mask", j->mask ? json_string(j->mask) : json_null());
+	for (i = 0; i < params_count; i++)
+		json_object_set_new(o, params_table[i].name,
+		    params_json(&params_table[i], &j->params));
 	out = json_object();
 	json_object_set_new(out, "dir", j->output_dir ? json_string(j->output_dir) :
 	    json_null());

@@ -13,17 +13,9 @@
 #include "core/error.h"
 #include "sample/pipeline.h"
 #include "spool/conf.h"
+#include "spool/params.h"
 
 #define JOB_ID_MAX 128
-
-/* The fields of a job, for their line numbers. */
-enum job_field {
-	JF_PROMPT, JF_NEGATIVE_PROMPT, JF_MODEL, JF_UNET, JF_VAE, JF_WIDTH,
-	JF_HEIGHT, JF_STEPS, JF_GUIDANCE_SCALE, JF_SAMPLER, JF_SCHEDULE,
-	JF_SEED, JF_COUNT, JF_RNG, JF_CLIP_SKIP, JF_INIT_IMAGE, JF_STRENGTH,
-	JF_MASK, JF_OUTPUT, JF_CALLBACK, JF_METADATA,
-	JF_COUNT_
-};
 
 /* The name of a field ("guidance_scale"). */
 const char *job_field_name(enum job_field f);
@@ -38,20 +30,14 @@ struct sd_job {
 	char id[JOB_ID_MAX + 1];
 	char *file;		/* the job file, or "-" / NULL */
 	char *dir;		/* folder for relative paths */
-	char *prompt;
-	char *negative_prompt;
-	char *model, *unet, *vae;	/* as given (NULL: the configured model) */
-	int width, height, steps;
-	double guidance_scale;
-	enum sd_sampler sampler;
-	enum sd_schedule schedule;
-	int seed_random;	/* seed omitted or -1: chosen at run time */
-	uint64_t seed;
-	int count;
-	enum sd_rng_kind rng;
-	int clip_skip;
-	char *init_image, *mask;	/* resolved against dir, or NULL */
-	double strength;
+	/* The parameters (spool/params.h): each by its name (j->width),
+	 * or all together (j->params) for the table-driven code. */
+	union {
+		struct job_params params;
+		struct {
+			JOB_PARAMS_MEMBERS
+		};
+	};
 	char *output_dir, *output_name;	/* NULL: the defaults */
 	struct job_callback callback;	/* url NULL: none */
 	json_t *metadata;	/* NULL when absent */
@@ -97,13 +83,17 @@ int job_parse_callback(const char *buf, size_t len, const struct sd_config *c,
     struct job_callback *cb);
 void job_callback_free(struct job_callback *cb);
 
-/* Validate values set after parsing (the flags of `sdbatch run`): limits
- * and cross-field rules.  Returns 0 or -1 with err. */
+/* Validate the values (after the flags of `sdbatch run`, and again once
+ * the model's defaults are in): every parameter's range and configured
+ * limit (unset "model default" values pass), and the cross-field rules.
+ * Returns 0 or -1 with err (err->field the field to blame). */
 int job_check(const struct sd_job *j, const struct sd_config *c,
     struct sd_error *err);
 
 /* The job's effective parameters as a JSON object (for the result record,
- * the PNG's sdbatch chunk and the callback). */
+ * the PNG's sdbatch chunk and the callback): every entry of the parameters
+ * table by its name (null for a model default not yet known), and
+ * output. */
 json_t *job_parameters_json(const struct sd_job *j);
 
 /* Output file name of image index with seed: the pattern's {id}, {index}

@@ -2,6 +2,7 @@
 src_libsdbatch_a_SOURCES += \
 	src/spool/util.c src/spool/util.h \
 	src/spool/yamltree.c src/spool/yamltree.h \
+	src/spool/params.c src/spool/params.h \
 	src/spool/conf.c src/spool/conf.h \
 	src/spool/job.c src/spool/job.h \
 	src/spool/modelpath.c src/spool/modelpath.h \

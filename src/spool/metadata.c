@@ -56,59 +56,18 @@ metadata_model_name(const char *model_path, char *out, size_t size)
 	snprintf(out, size, "%.*s", (int)(end - base), base);
 }
 
-/* A1111 quotes a value holding ',', ':' or a newline as JSON. */
-static void
-quote(const char *s, char *out, size_t size)
-{
-	if (strpbrk(s, ",:\n\"") == NULL) {
-		snprintf(out, size, "%s", s);
-		return;
-	}
-	json_t *j = json_string(s);
-	char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-	snprintf(out, size, "%s", q ? q : "\"\"");
-	free(q);
-	json_decref(j);
-}
-
-/* A number as Python's str(float): 7.5, 7.0, 0.75. */
-static void
-pyfloat(double x, char *out, size_t size)
-{
-	snprintf(out, size, "%.15g", x);
-	if (strpbrk(out, ".eEn") == NULL)
-		strncat(out, ".0", size - strlen(out) - 1);
-}
-
 char *
 metadata_parameters(const struct sd_job *j, uint64_t seed, const char *model_name)
 {
-	char cfg[64], model[300], extra[256] = "", *s;
 	const char *neg = j->negative_prompt ? j->negative_prompt : "";
-	char negline[32] = "";
+	char *line = params_png_line(&j->params, seed, model_name), *s = NULL;
 
-	pyfloat(j->guidance_scale, cfg, sizeof cfg);
-	quote(model_name, model, sizeof model);
-	if (j->init_image != NULL) {
-		char st[64];
-		pyfloat(j->strength, st, sizeof st);
-		snprintf(extra, sizeof extra, ", Denoising strength: %s", st);
-	}
-	if (j->clip_skip > 1) {
-		size_t n = strlen(extra);
-		snprintf(extra + n, sizeof extra - n, ", Clip skip: %d", j->clip_skip);
-	}
-	if (neg[0] != '\0')
-		snprintf(negline, sizeof negline, "\nNegative prompt: ");
-	s = NULL;
-	if (asprintf(&s, "%s%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, "
-	    "CFG scale: %s, Seed: %" PRIu64 ", Size: %dx%d, Model: %s%s, RNG: %s, "
-	    "Version: sdbatch %s", j->prompt ? j->prompt : "", negline,
-	    neg[0] ? neg : "", j->steps, sd_sampler_a1111_name(j->sampler),
-	    j->schedule == SD_SCHEDULE_KARRAS ? "Karras" : "Normal", cfg, seed,
-	    j->width, j->height, model, extra, j->rng == SD_RNG_CPU ? "CPU" : "GPU",
-	    PACKAGE_VERSION) < 0)
+	if (line == NULL)
 		return NULL;
+	if (asprintf(&s, "%s%s%s\n%s", j->prompt ? j->prompt : "",
+	    neg[0] ? "\nNegative prompt: " : "", neg, line) < 0)
+		s = NULL;
+	free(line);
 	return s;
 }
 

@@ -9,7 +9,9 @@
  *
  * (the last line is one line; "Negative prompt" only when there is one;
  * "Denoising strength" for img2img and "Clip skip" above 1 as A1111 writes
- * them), and an `sdbatch` chunk with the effective parameters as JSON. */
+ * them), and an `sdbatch` chunk with the effective parameters as JSON.
+ * Both come from the parameters table (spool/params.h): its A1111 names
+ * and order, and job_parameters_json. */
 #ifndef SD_SPOOL_METADATA_H
 #define SD_SPOOL_METADATA_H
 

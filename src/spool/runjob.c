@@ -147,25 +147,60 @@ load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	return 0;
 }
 
-/* Read an input image at the job's size (PIL's Lanczos when it differs). */
+/* Read an input image (before the model loads, so that a bad one fails
+ * at once). */
 static int
 load_input(struct sd_job *job, enum job_field f, const char *path, int channels,
     struct sd_image_u8 *out, struct runjob_result *res)
 {
-	struct sd_image_u8 raw;
+	memset(out, 0, sizeof *out);
+	if (png_read(path, channels, out, &res->err) < 0)
+		return blame(job, f, res);
+	return 0;
+}
 
-	memset(&raw, 0, sizeof raw);
-	if (png_read(path, channels, &raw, &res->err) < 0)
-		return blame(job, f, res);
-	if (raw.width == job->width && raw.height == job->height) {
-		*out = raw;
+/* Bring an input image to the job's (resolved) size, with PIL's Lanczos
+ * when it differs. */
+static int
+fit_input(struct sd_job *job, enum job_field f, struct sd_image_u8 *img,
+    struct runjob_result *res)
+{
+	struct sd_image_u8 sized;
+
+	if (img->data == NULL || (img->width == job->width && img->height == job->height))
 		return 0;
-	}
-	if (image_resize_lanczos(&raw, job->width, job->height, out, &res->err) < 0) {
-		image_free(&raw);
+	memset(&sized, 0, sizeof sized);
+	if (image_resize_lanczos(img, job->width, job->height, &sized, &res->err) < 0)
 		return blame(job, f, res);
+	image_free(img);
+	*img = sized;
+	return 0;
+}
+
+/* The engine's parameters of the job, from the parameters table, with the
+ * model's defaults in; they are brought back into the job, so that the
+ * PNG metadata, the result record and the callback carry the effective
+ * values, and checked again against the configured limits (a size the
+ * job left to the model could not be checked before). */
+static int
+job_sd_params(struct runjob_env *env, struct sd_job *job, struct sd_params *p,
+    struct runjob_result *res)
+{
+	const struct param_def *d;
+
+	sd_params_init(p);
+	params_to_sd(&job->params, p);
+	if (sd_params_resolve(env->cache->model, p, &res->err) < 0) {
+		if (res->err.code == 0)
+			res->err.code = SD_EDATA;
+		blame_by_message(job, res);
+		return -1;
 	}
-	image_free(&raw);
+	params_from_sd(&job->params, p);
+	if (job_check(job, env->cfg, &res->err) < 0) {
+		d = params_find(res->err.field);
+		return d != NULL ? blame(job, d->field, res) : -1;
+	}
 	return 0;
 }
 
@@ -446,21 +481,12 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 	if (load_model(env, job, res) < 0)
 		goto out;
 	metadata_model_name(job->model, model_name, sizeof model_name);
-	sd_params_init(&p);
-	p.prompt = job->prompt;
-	p.negative_prompt = job->negative_prompt ? job->negative_prompt : "";
-	p.width = job->width;
-	p.height = job->height;
-	p.steps = job->steps;
-	p.guidance_scale = (float)job->guidance_scale;
-	p.sampler = job->sampler;
-	p.schedule = job->schedule;
-	p.seed = job->seed;
-	p.rng = job->rng;
-	p.clip_skip = job->clip_skip;
+	if (job_sd_params(env, job, &p, res) < 0 ||
+	    fit_input(job, JF_INIT_IMAGE, &init, res) < 0 ||
+	    fit_input(job, JF_MASK, &mask, res) < 0)
+		goto out;
 	p.init_rgb = init.data;
 	p.mask_grey = mask.data;
-	p.strength = (float)job->strength;
 	if ((res->images = calloc((size_t)job->count, sizeof *res->images)) == NULL) {
 		sd_fail(&res->err, SD_EINTERNAL, "out of memory");
 		goto out;
