@@ -25,6 +25,8 @@ int cmd_retry(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_gallery(int argc, char **argv);
 
 /* Options every command that renders takes (getopt_long values). */
 enum {

@@ -2,20 +2,16 @@
 #include "config.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "cli/cli.h"
 #include "spool/job.h"
 #include "spool/spool.h"
+#include "spool/submit.h"
 #include "spool/util.h"
-#include "spool/yamltree.h"
 
 static void
 submit_usage(FILE *out)
@@ -39,84 +35,6 @@ submit_usage(FILE *out)
 }
 
 enum { OPT_ID = OPT_COMMON_END };
-
-struct edit {
-	size_t start, end;
-	char *text;
-};
-
-static int
-by_start_desc(const void *a, const void *b)
-{
-	const struct edit *x = a, *y = b;
-
-	return x->start < y->start ? 1 : x->start > y->start ? -1 : 0;
-}
-
-/* Make relative paths that exist beside the job file absolute, editing the
- * text in place so that comments and layout stay.  Returns a malloc'd
- * copy (or NULL when nothing changes). */
-static char *
-absolute_paths(const char *buf, size_t len, const char *dir,
-    const struct sd_config *cfg, size_t *outlen)
-{
-	static const char *const fields[] = { "model", "unet", "vae",
-	    "init_image", "mask" };
-	struct edit edits[5];
-	struct ynode *root;
-	size_t i, n = 0, total;
-	char *out, *p;
-
-	root = ytree_parse(buf, len, "job", &cfg->limits.yaml, NULL, NULL);
-	if (root == NULL)
-		return NULL;
-	for (i = 0; i < 5; i++) {
-		struct ynode *v = ytree_get(root, fields[i]);
-		char *cand, real[PATH_MAX];
-		json_t *q;
-
-		if (v == NULL || v->kind != YNODE_SCALAR || ytree_is_null(v) ||
-		    v->value[0] == '/' || v->end <= v->start || v->end > len)
-			continue;
-		cand = util_join(dir, v->value);
-		if (cand == NULL || realpath(cand, real) == NULL) {
-			free(cand);
-			continue;
-		}
-		free(cand);
-		q = json_string(real);
-		edits[n].text = q ? json_dumps(q, JSON_ENCODE_ANY) : NULL;
-		json_decref(q);
-		if (edits[n].text == NULL)
-			continue;
-		edits[n].start = v->start;
-		edits[n].end = v->end;
-		n++;
-	}
-	ytree_free(root);
-	if (n == 0)
-		return NULL;
-	total = len;
-	for (i = 0; i < n; i++)
-		total += strlen(edits[i].text);
-	if ((out = malloc(total + 1)) == NULL)
-		goto done;
-	memcpy(out, buf, len);
-	out[len] = '\0';
-	*outlen = len;
-	qsort(edits, n, sizeof *edits, by_start_desc);
-	for (i = 0; i < n; i++) {
-		size_t tl = strlen(edits[i].text), old = edits[i].end - edits[i].start;
-		p = out + edits[i].start;
-		memmove(p + tl, p + old, *outlen - edits[i].end + 1);
-		memcpy(p, edits[i].text, tl);
-		*outlen = *outlen - old + tl;
-	}
-done:
-	for (i = 0; i < n; i++)
-		free(edits[i].text);
-	return out;
-}
 
 static char *
 read_stdin(size_t max, size_t *len)
@@ -159,12 +77,12 @@ cmd_submit(int argc, char **argv)
 	};
 	struct cli_common cc;
 	struct spool s;
-	struct sd_job job;
+	struct submit_request req;
 	struct sd_error err;
 	struct stat st;
 	const char *spooldir, *file = "-", *given_id = NULL;
-	char id[JOB_ID_MAX + 1], *buf = NULL, *dir = NULL, *edited = NULL;
-	size_t len = 0, elen = 0;
+	char id[JOB_ID_MAX + 1], fid[JOB_ID_MAX + 1], *buf = NULL, *dir = NULL;
+	size_t len = 0;
 	int ch, r, status = 0;
 
 	cli_common_init(&cc, "submit");
@@ -203,48 +121,36 @@ cmd_submit(int argc, char **argv)
 	if ((r = cli_load_config(&cc)) != 0)
 		return r;
 	sd_error_clear(&err);
-	job_init(&job, &cc.cfg);
+	memset(&req, 0, sizeof req);
 	if (strcmp(file, "-") == 0) {
-		char stamp[32], hex[9];
-		time_t t = time(NULL);
-		struct tm tm;
 		buf = read_stdin(cc.cfg.limits.yaml.max_document, &len);
 		dir = getcwd(NULL, 0);
-		gmtime_r(&t, &tm);
-		strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-		util_random_hex(hex, 4);
-		snprintf(id, sizeof id, "job-%s-%s", stamp, hex);
 		file = "<stdin>";
 	} else {
 		const char *base = strrchr(file, '/');
 		size_t n;
 		buf = util_read_file(file, cc.cfg.limits.yaml.max_document, 0, &len, &err);
 		dir = util_dirname(file);
-		snprintf(id, sizeof id, "%.128s", base ? base + 1 : file);
-		n = strlen(id);
-		if (n > 5 && strcmp(id + n - 5, ".yaml") == 0)
-			id[n - 5] = '\0';
-		else if (n > 4 && strcmp(id + n - 4, ".yml") == 0)
-			id[n - 4] = '\0';
+		snprintf(fid, sizeof fid, "%.128s", base ? base + 1 : file);
+		n = strlen(fid);
+		if (n > 5 && strcmp(fid + n - 5, ".yaml") == 0)
+			fid[n - 5] = '\0';
+		else if (n > 4 && strcmp(fid + n - 4, ".yml") == 0)
+			fid[n - 4] = '\0';
+		req.id = fid;
 	}
 	if (given_id != NULL)
-		snprintf(id, sizeof id, "%s", given_id);
+		req.id = given_id;
 	if (buf == NULL) {
 		cli_error("submit", "%s", err.message[0] ? err.message : "out of memory");
 		status = err.code ? cli_status(&err) : SD_EINTERNAL;
 		goto out;
 	}
-	if (len > cc.cfg.limits.yaml.max_document) {
-		cli_error("submit", "%s: over the limit of %zu bytes", file,
-		    cc.cfg.limits.yaml.max_document);
-		status = SD_EDATA;
-		goto out;
-	}
-	if (job_parse(&job, &cc.cfg, buf, len, file, dir, id, &err, NULL) < 0) {
-		cli_error("submit", "%s", err.message);
-		status = cli_status(&err);
-		goto out;
-	}
+	req.data = buf;
+	req.len = len;
+	req.name = file;
+	req.dir = dir ? dir : ".";
+	req.absolute_paths = 1;
 	if (stat(spooldir, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		cli_error("submit", "%s: no such spool folder", spooldir);
 		status = SD_ENOINPUT;
@@ -255,17 +161,14 @@ cmd_submit(int argc, char **argv)
 		status = cli_status(&err);
 		goto out;
 	}
-	edited = absolute_paths(buf, len, dir ? dir : ".", &cc.cfg, &elen);
-	if (spool_submit(&s, id, edited ? edited : buf, edited ? elen : len, &err) < 0) {
+	if (spool_submit_job(&s, &cc.cfg, &req, id, &err, NULL) < 0) {
 		cli_error("submit", "%s", err.message);
 		status = cli_status(&err);
 	} else if (!cc.quiet)
 		printf("%s\n", id);
 	spool_close(&s);
 out:
-	job_free(&job);
 	free(buf);
-	free(edited);
 	free(dir);
 	cli_common_free(&cc);
 	return status;

@@ -10,3 +10,5 @@ src_sdbatch_SOURCES += src/cli/cmd_pull.c
 src_sdbatch_SOURCES += src/cli/cmd_bench.c
 ## issue 15: `sdbatch retry`
 src_sdbatch_SOURCES += src/cli/cmd_retry.c
+## `sdbatch serve` and `sdbatch gallery` (src/web)
+src_sdbatch_SOURCES += src/cli/cmd_serve.c src/cli/cmd_gallery.c

@@ -30,6 +30,8 @@ static const struct command commands[] = {
 	{ "retry", cmd_retry, "run a failed job again under its id" },
 	{ "info", NULL, "say what a model file or folder is" },
 	{ "pull", NULL, "download a model from the Hugging Face Hub into its cache" },
+	{ "serve", cmd_serve, "HTTP API, live progress and a gallery over a spool" },
+	{ "gallery", cmd_gallery, "write a spool's gallery page as static files" },
 	{ "bench", NULL, "measure speed and memory" },
 	{ "make-model", cmd_make_model,
 	    "write a random-weight SD 1.5 checkpoint (tests, benchmarks)" },
@@ -77,6 +79,11 @@ version(void)
 	printf("CUDA support: built in\n");
 #else
 	printf("CUDA support: not built in (CPU only)\n");
+#endif
+#ifdef HAVE_MICROHTTPD
+	printf("HTTP server (serve): built in (libmicrohttpd)\n");
+#else
+	printf("HTTP server (serve): not built in\n");
 #endif
 #ifdef HAVE_JPEG
 	printf("JPEG input: yes (libjpeg)\n");

@@ -39,6 +39,8 @@ config_init(struct sd_config *c)
 	c->callback.total_s = 600;
 	c->callback.backoff_s = 1;
 	c->callback.backoff_max_s = 60;
+	c->serve.connections = 64;
+	c->serve.gallery_images = 100;
 }
 
 void
@@ -61,6 +63,9 @@ config_free(struct sd_config *c)
 	params_free(&c->defaults);
 	free(c->hub.cache);
 	free(c->hub.endpoint);
+	free(c->serve.listen);
+	free(c->serve.token);
+	free(c->serve.cors_origin);
 	memset(c, 0, sizeof *c);
 }
 
@@ -313,6 +318,43 @@ hub_section(struct yctx *y, struct sd_config *c, const struct ynode *m,
 	return 0;
 }
 
+/* serve: the HTTP front end (sdbatch serve). */
+static int
+serve_section(struct yctx *y, struct sd_config *c, const struct ynode *m)
+{
+	size_t i;
+
+	if (yget_map(y, m, "serve") < 0)
+		return -1;
+	for (i = 0; i < m->n; i++) {
+		const char *k = m->keys[i]->value;
+		const struct ynode *x = m->items[i];
+		char f[64];
+		int r;
+
+		snprintf(f, sizeof f, "serve.%.40s", k);
+		if (strcmp(k, "listen") == 0)
+			r = yget_string(y, x, f, &c->serve.listen);
+		else if (strcmp(k, "token") == 0) {
+			r = yget_string(y, x, f, &c->serve.token);
+			if (r == 0 && strlen(c->serve.token) < 16)
+				r = yfail(y, x, f, "too short: at least 16 characters");
+		} else if (strcmp(k, "cors_origin") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->serve.cors_origin,
+			    NULL) : yget_string(y, x, f, &c->serve.cors_origin);
+		else if (strcmp(k, "connections") == 0)
+			r = geti(y, x, f, 1, 10000, &c->serve.connections);
+		else if (strcmp(k, "gallery_images") == 0)
+			r = geti(y, x, f, 1, 100000, &c->serve.gallery_images);
+		else
+			r = yfail(y, m->keys[i], f, "unknown key (known: listen, token, "
+			    "cors_origin, connections, gallery_images)");
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int
 config_device_valid(const char *device)
 {
@@ -455,12 +497,14 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = hub_section(&y, c, x, base);
 		else if (strcmp(k, "policy") == 0)
 			r = policy_parse(&y, &c->policy, x, base);
+		else if (strcmp(k, "serve") == 0)
+			r = serve_section(&y, c, x);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
 			    "tokenizer, device, threads, output_root, model_dirs, lora_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, "
 			    "max_worker_deaths, job_time_limit, policy, defaults, "
-			    "limits, callback, hub)");
+			    "limits, callback, hub, serve)");
 		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
 			err->code = SD_ECONFIG;
 	}

@@ -42,6 +42,15 @@ struct hub_config {
 	int fp16;		/* prefer the fp16 variant of the weights */
 };
 
+/* sdbatch serve (serve: in the file). */
+struct serve_config {
+	char *listen;		/* ADDR:PORT; NULL: 127.0.0.1:8080 */
+	char *token;		/* bearer token; NULL: $SDBATCH_SERVE_TOKEN */
+	char *cors_origin;	/* Access-Control-Allow-Origin; NULL: no CORS */
+	int connections;	/* connections at once */
+	int gallery_images;	/* images on the gallery page */
+};
+
 struct sd_config {
 	char *path;		/* the file read, or NULL */
 	char *model;		/* default model */
@@ -65,6 +74,7 @@ struct sd_config {
 	struct callback_config callback;
 	struct hub_config hub;
 	struct sd_policy policy;	/* the `policy:` section (policy.h) */
+	struct serve_config serve;
 };
 
 /* The hub options of c (strings point into c). */
