@@ -6,3 +6,4 @@ src_libsdbatch_a_SOURCES += src/model/clip.c src/model/clip.h src/model/unet.c s
 src_libsdbatch_a_SOURCES += src/model/tokenizer.c src/model/tokenizer.h
 src_libsdbatch_a_SOURCES += src/model/synth.c src/model/synth.h
 src_libsdbatch_a_SOURCES += src/model/hub.c src/model/hub.h
+src_libsdbatch_a_SOURCES += src/model/spm.c src/model/spm.h src/model/t5.c src/model/t5.h
