@@ -37,6 +37,7 @@ struct spm_model {
 	int add_dummy_prefix, remove_extra_ws, escape_ws;
 	float min_score, max_score;
 	size_t max_piece_len;	/* bytes, of the matchable pieces */
+	size_t max_user_len;	/* bytes, of the user-defined pieces (0: none) */
 	int byte_id[256];	/* <0xXX> pieces, -1 when absent */
 
 	/* hash of every piece string -> id (open addressing) */
@@ -386,6 +387,8 @@ spm_load_mem(const void *data, size_t n, struct sd_error *err)
 		if (p->type == PIECE_NORMAL || p->type == PIECE_USER_DEFINED)
 			if (p->len > m->max_piece_len)
 				m->max_piece_len = p->len;
+		if (p->type == PIECE_USER_DEFINED && p->len > m->max_user_len)
+			m->max_user_len = p->len;
 		if (p->type == PIECE_BYTE) {
 			unsigned x;
 			char tail;
@@ -579,6 +582,15 @@ normalize_prefix(const struct spm_model *m, const uint8_t *s, size_t n, const ch
 {
 	size_t len = 0;
 
+	/* a user-defined piece passes unnormalised (the longest one) */
+	for (len = m->max_user_len < n ? m->max_user_len : n; len > 0; len--) {
+		int id = lookup(m, (const char *)s, len);
+		if (id >= 0 && m->piece[id].type == PIECE_USER_DEFINED) {
+			*out = (const char *)s;
+			*out_len = len;
+			return len;
+		}
+	}
 	if (m->trie != NULL) {
 		uint32_t v = trie_longest(m, s, n, &len);
 		if (len > 0 && v < m->norm_len) {

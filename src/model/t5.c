@@ -11,6 +11,12 @@
 
 #include "model/t5.h"
 
+#ifdef _OPENMP
+#define OMP(directive) _Pragma(directive)
+#else
+#define OMP(directive)
+#endif
+
 struct t5_layer {
 	const struct sd_tensor *ln0, *q, *k, *v, *o;
 	const struct sd_tensor *ln1, *wi0, *wi1, *wo;
@@ -175,7 +181,7 @@ widen(const struct sd_tensor *t, float *dst)
 static void
 rms_norm(float *y, const float *x, int rows, int d, const float *w, float eps)
 {
-#pragma omp parallel for schedule(static)
+OMP("omp parallel for schedule(static)")
 	for (int r = 0; r < rows; r++) {
 		const float *xr = x + (size_t)r * d;
 		float *yr = y + (size_t)r * d;
@@ -208,11 +214,11 @@ attention(float *out, const float *q, const float *k, const float *v, const floa
 {
 	int inner = heads * dk;
 
-#pragma omp parallel
+OMP("omp parallel")
 	{
 		float *s = malloc((size_t)len * sizeof *s);
 		double *acc = malloc((size_t)dk * sizeof *acc);
-#pragma omp for schedule(static) collapse(2)
+OMP("omp for schedule(static) collapse(2)")
 		for (int bh = 0; bh < b * heads; bh++)
 			for (int i = 0; i < len; i++) {
 				int bi = bh / heads, h = bh % heads;
@@ -255,7 +261,7 @@ gated_gelu(float *g, const float *u, size_t n)
 {
 	const double a = 0.79788456080286535588;	/* sqrt(2 / pi) */
 
-#pragma omp parallel for schedule(static)
+OMP("omp parallel for schedule(static)")
 	for (size_t i = 0; i < n; i++) {
 		double x = g[i];
 		g[i] = (float)(0.5 * x * (1.0 + tanh(a * (x + 0.044715 * x * x * x)))) * u[i];
