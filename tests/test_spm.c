@@ -236,6 +236,9 @@ test_handmade(void)
 	n = spm_encode(m, "ab\tab", 5, ids, 32, &err);
 	tap_ok(n == 4 && ids[2] == 10 + '\t',
 	    "identity normalisation keeps a tab (no character map) (%d ids)", n);
+	n = spm_t5_encode(m, "ab", ids, 8, &err);
+	tap_ok(n < 0 && strstr(err.message, "<pad>") != NULL,
+	    "T5 needs a <pad> piece (%s)", err.message);
 	spm_free(m);
 
 	/* model types and fields it cannot take */
@@ -288,6 +291,9 @@ test_broken(const char *path)
 	m = spm_load("/nonexistent/spiece.model", &err);
 	tap_ok(m == NULL && err.code == SD_ENOINPUT && strstr(err.message, "/nonexistent") != NULL,
 	    "a missing file is named (%s)", err.message);
+	m = spm_load_mem("", 0, &err);
+	tap_ok(m == NULL && err.code == SD_EDATA && strstr(err.message, "no pieces") != NULL,
+	    "an empty file is refused (%s)", err.message);
 	m = spm_load_mem("{\"not\": \"protobuf\"}", 19, &err);
 	tap_ok(m == NULL && err.code == SD_EDATA && printable(err.message),
 	    "a JSON file is refused (%s)", err.message);
