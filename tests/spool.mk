@@ -10,6 +10,10 @@ tests_hookd_LDADD = $(CRYPTO_LIBS)
 TESTS += tests/test_job tests/test_spool
 SPOOL_SH_TESTS = tests/spool-cli.sh tests/spool-workers.sh tests/spool-kill.sh \
 	tests/spool-term.sh tests/spool-malformed.sh tests/spool-callback.sh \
-	tests/spool-cancel.sh
+	tests/spool-cancel.sh tests/spool-once.sh
 TESTS += $(SPOOL_SH_TESTS)
 EXTRA_DIST += $(SPOOL_SH_TESTS) tests/spool-lib.sh
+## contrib/sdbatch-slurm.sh under a single-node Slurm that the test starts
+## (slurm-wlm, munge; SKIP without root or the packages)
+TESTS += tests/slurm.sh
+EXTRA_DIST += tests/slurm.sh

@@ -31,7 +31,9 @@ watch_usage(FILE *out)
 	    "one exits at once.  SIGHUP reloads the configuration.\n"
 	    "\n"
 	    "Exit status: 0 ok, 64 usage, 66 no such spool, 74 I/O error,\n"
-	    "75 interrupted (job requeued), 78 bad configuration.\n", out);
+	    "75 interrupted (job requeued), 78 bad configuration.  With --once, a job\n"
+	    "that failed makes it that job's status (65 bad job data, 66 a missing\n"
+	    "input, 70 internal error, ...; the first one's), also over 75.\n", out);
 }
 
 enum { OPT_ONCE = OPT_COMMON_END, OPT_POLL };
@@ -106,6 +108,13 @@ cmd_watch(int argc, char **argv)
 	r = worker_run(&w, &err);
 	if (r != 0 && r != SD_EREQUEUED && err.message[0] != '\0')
 		cli_error("watch", "%s", err.message);
+	/* --once (cron, Slurm): a failed job fails the run, so that the
+	 * scheduler's accounting shows it; an interrupted job is requeued
+	 * and retried, a failed one is not. */
+	if (once && w.failed_status != 0 && (r == 0 || r == SD_EREQUEUED)) {
+		cli_error("watch", "%d job%s failed", w.failed, w.failed == 1 ? "" : "s");
+		r = w.failed_status;
+	}
 	cli_common_free(&cc);
 	return r;
 }

@@ -207,6 +207,16 @@ reject(struct worker *w, struct spool_claim *c, struct progress_sink *sink,
 		job_callback_free(&cb);
 }
 
+/* Count a failed job; the first one's status is what `watch --once` exits
+ * with. */
+static void
+job_failed(struct worker *w, int code)
+{
+	w->failed++;
+	if (w->failed_status == 0)
+		w->failed_status = code != 0 && code != SD_EREQUEUED ? code : SD_EINTERNAL;
+}
+
 int
 worker_process(struct worker *w, struct spool_claim *c)
 {
@@ -238,7 +248,7 @@ worker_process(struct worker *w, struct spool_claim *c)
 		sd_fail(&err, SD_EDATA, "%s", c->bad_name);
 		snprintf(err.field, sizeof err.field, "id");
 		reject(w, c, &sink, NULL, &err, 0, NULL, 0);
-		w->failed++;
+		job_failed(w, err.code);
 		goto out;
 	}
 	buf = util_read_file(c->job_path, w->cfg->limits.yaml.max_document, 1, &len, &err);
@@ -250,13 +260,13 @@ worker_process(struct worker *w, struct spool_claim *c)
 			    strstr(m, ": ") ? strstr(m, ": ") + 2 : m);
 		}
 		reject(w, c, &sink, NULL, &err, 0, NULL, 0);
-		w->failed++;
+		job_failed(w, err.code);
 		goto out;
 	}
 	if (job_parse(&job, w->cfg, buf, len, display, w->spool.running, c->id,
 	    &err, &line) < 0) {
 		reject(w, c, &sink, &job, &err, line, buf, len);
-		w->failed++;
+		job_failed(w, err.code);
 		goto out;
 	}
 	memset(&env, 0, sizeof env);
@@ -307,7 +317,7 @@ worker_process(struct worker *w, struct spool_claim *c)
 		emit(w, &sink, "failed", c->id, res.err.message, NULL, res.nimages,
 		    res.total_s);
 		say(w, 0, "job %s failed: %s", c->id, res.err.message);
-		w->failed++;
+		job_failed(w, res.err.code);
 	}
 	json_decref(rec);
 	runjob_result_free(&res);

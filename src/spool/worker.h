@@ -33,6 +33,9 @@ struct worker {
 	void *reload_user;
 	/* counters */
 	int done, failed, requeued;
+	/* The exit status of the first job that failed (65 bad job data, 66 a
+	 * missing input, 70, 74, ...; not a cancelled one), or 0. */
+	int failed_status;
 	/* internal */
 	struct spool spool;
 	struct model_cache cache;
