@@ -10,7 +10,8 @@
  *   hookd -p PORTFILE -d DIR [-s SECRET] [-m MODE] [-t SECONDS]
  *
  * MODE: ok (200), fail:N (500 N times, then 200), gone (410), hang (never
- * answer), retry:N (503 with Retry-After: N the first time, then 200).
+ * answer), retry:N (503 with Retry-After: N the first time, then 200),
+ * big (200 with a 2 MiB body, which a sender must not read as a failure).
  * Each request appends one line to DIR/requests.log:
  *   n=1 id=msg_... ts=... event=job.done sig=ok|bad|none type=application/json
  *   bytes=123 answer=200
@@ -312,9 +313,25 @@ main(int argc, char **argv)
 			log_line(dir, "n=%d id=%s ts=%s event=%s sig=%s type=%s bytes=%zu "
 			    "answer=%d\n", n, hid ? hid : "-", hts ? hts : "-",
 			    hev ? hev : "-", sig, hct ? hct : "-", need, answer);
-			snprintf(resp, sizeof resp, "HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\n"
-			    "Connection: close\r\n\r\n", answer, reason, extra);
-			(void)!send(c, resp, strlen(resp), 0);
+			if (strcmp(mode, "big") == 0 && answer == 200) {
+				size_t big = (size_t)2 << 20, sent = 0;
+				char *junk = malloc(65536);
+				snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\n"
+				    "Content-Length: %zu\r\nConnection: close\r\n\r\n", big);
+				(void)!send(c, resp, strlen(resp), 0);
+				if (junk != NULL) {
+					memset(junk, 'x', 65536);
+					while (sent < big && send(c, junk, 65536,
+					    MSG_NOSIGNAL) > 0)
+						sent += 65536;
+					free(junk);
+				}
+			} else {
+				snprintf(resp, sizeof resp, "HTTP/1.1 %d %s\r\n%s"
+				    "Content-Length: 0\r\nConnection: close\r\n\r\n",
+				    answer, reason, extra);
+				(void)!send(c, resp, strlen(resp), 0);
+			}
 			close(c);
 		}
 		free(body);

@@ -33,3 +33,7 @@ tests_test_jpeg_LDADD = $(TEST_LDADD)
 TESTS += tests/test_jpeg
 TESTS += tests/info.sh
 EXTRA_DIST += tests/info.sh
+## issue 15: an op error is a sticky status of the context, never exit()
+check_PROGRAMS += tests/test_ctx_status
+tests_test_ctx_status_LDADD = $(TEST_LDADD)
+TESTS += tests/test_ctx_status

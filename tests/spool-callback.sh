@@ -120,9 +120,9 @@ job c7 "prompt: \"no secret\"
 callback: { url: \"$url\", secret_env: NOT_SET_ANYWHERE }"
 n_before=$(requests)
 run_once
-check "c7 is done" in_state c7 done
+check "c7 failed: its secret_env is not one the configuration lists" in_state c7 failed
 check "nothing was sent" [ "$(requests)" -eq "$n_before" ]
-check "the record says why" grep -q 'NOT_SET_ANYWHERE is not set' "$SPOOL/done/c7.json"
+check "the record says why" grep -q 'NOT_SET_ANYWHERE is not among' "$SPOOL/failed/c7.json"
 
 # 8. sdbatch run calls back too.
 job_file=$T/run.yaml

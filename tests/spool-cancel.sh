@@ -14,6 +14,9 @@ check "and says so" grep -q "q1: cancelled (it was queued)" "$T/cancel.out"
 check "the job is in failed/" in_state q1 failed
 check "its record says cancelled" [ "$(json_field "$SPOOL/failed/q1.json" status)" = cancelled ]
 check "the log says cancelled" has_event q1 cancelled
+check "no worker ran it: worker null, not the cancel command's pid" \
+    grep -q '"worker": null' "$SPOOL/failed/q1.json"
+check "and no exit code in its error" no grep -q '"code"' "$SPOOL/failed/q1.json"
 "$BIN" status "$SPOOL" q1 > "$T/status.out"
 check "status shows it cancelled" grep -q "^q1 .*cancelled" "$T/status.out"
 
@@ -52,4 +55,23 @@ check "and says it has finished" grep -q "finished already" "$T/e2"
 "$BIN" cancel "$SPOOL" 2> /dev/null; rc=$?
 check "cancel without an id is a usage error (got $rc)" [ $rc -eq 64 ]
 kill -TERM $wa; wait $wa
+
+# sdbatch retry (issue 15): a failed or cancelled job runs again under its
+# id; its old record is kept as history.
+"$BIN" retry "$SPOOL" q1 > "$T/retry.out"; rc=$?
+check "retry of a cancelled job exits 0 (got $rc)" [ $rc -eq 0 ]
+check "it is queued again" in_state q1 incoming
+check "its old record is kept in failed/.history/" \
+    [ -n "$(ls "$SPOOL/failed/.history/" 2>/dev/null | grep '^q1-.*\.json$')" ]
+"$BIN" watch --once --config "$CONF" "$SPOOL" 2> "$T/retry.err"
+check "and it runs" in_state q1 done
+check "the history survives the new run" \
+    [ -n "$(ls "$SPOOL/failed/.history/" 2>/dev/null | grep '^q1-.*\.json$')" ]
+"$BIN" retry "$SPOOL" q1 2> "$T/e3"; rc=$?
+check "retry of a done job exits 65 (got $rc)" [ $rc -eq 65 ]
+"$BIN" status "$SPOOL" q1 --json > "$T/perm.json" 2> "$T/perm.err"; rc=$?
+check "status SPOOL ID --json (options after operands, GNU style; rc $rc)" \
+    grep -q '"state": "done"' "$T/perm.json"
+"$BIN" retry "$SPOOL" nosuch 2> "$T/e4"; rc=$?
+check "retry of an unknown job exits 66 (got $rc)" [ $rc -eq 66 ]
 finish

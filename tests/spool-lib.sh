@@ -70,7 +70,8 @@ setup() {
 
 # write_conf [EXTRA YAML]: the test configuration (fast, small defaults:
 # euler_a, not the model's pndm, for one UNet call a step; $DEFAULTS
-# replaces the defaults mapping).
+# replaces the defaults mapping; $POLICY the trust policy, which allows
+# callbacks to 127.0.0.1 over http signed with $HOOK_SECRET).
 write_conf() {
 	cat > "$CONF.tmp" <<EOF
 model: $MODEL
@@ -81,6 +82,7 @@ stale_after: 4
 heartbeat_interval: 1
 defaults: ${DEFAULTS:-{ width: 64, height: 64, steps: 2, sampler: euler_a \}}
 callback: { attempts: 3, timeout: 1, total_time: 20, backoff: 0.1, backoff_max: 0.5 }
+${POLICY-policy: { callback_private: true, callback_http: true, secret_envs: [HOOK_SECRET] \}}
 ${1:-}
 EOF
 	mv "$CONF.tmp" "$CONF"

@@ -12,10 +12,16 @@ TESTS += tests/test_job tests/test_spool tests/test_params
 EXTRA_DIST += tests/strength-steps.txt
 SPOOL_SH_TESTS = tests/spool-cli.sh tests/spool-workers.sh tests/spool-kill.sh \
 	tests/spool-term.sh tests/spool-malformed.sh tests/spool-callback.sh \
-	tests/spool-cancel.sh tests/spool-once.sh tests/spool-params.sh
+	tests/spool-cancel.sh tests/spool-once.sh tests/spool-params.sh \
+	tests/spool-ownership.sh tests/spool-finish.sh tests/spool-escapes.sh \
+	tests/spool-policy.sh
 TESTS += $(SPOOL_SH_TESTS)
 EXTRA_DIST += $(SPOOL_SH_TESTS) tests/spool-lib.sh
 ## contrib/sdbatch-slurm.sh under a single-node Slurm that the test starts
 ## (slurm-wlm, munge; SKIP without root or the packages)
 TESTS += tests/slurm.sh
 EXTRA_DIST += tests/slurm.sh
+## issue 15: the configuration's trust policy
+check_PROGRAMS += tests/test_policy
+tests_test_policy_LDADD = $(TEST_LDADD)
+TESTS += tests/test_policy

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/jpeg.h"
@@ -59,6 +60,54 @@ main(void)
 		tap_ok(png_read_rgb(cut, &img, &err) < 0 && err.code == SD_EDATA && strstr(err.message, "cut.jpg"),
 		    "a truncated JPEG is an error naming the file (%s)", err.message);
 	image_free(&img);
+	/* Issue 15: cut in the scan data (libjpeg warns and fills grey). */
+	{
+		struct stat st;
+		long keep = stat(path, &st) == 0 ? (long)st.st_size * 7 / 10 : 0;
+		snprintf(cmd, sizeof cmd, "head -c %ld '%s' > '%s'", keep, path, cut);
+		if (keep > 0 && system(cmd) == 0)
+			tap_ok(png_read_rgb(cut, &img, &err) < 0 && err.code == SD_EDATA,
+			    "a JPEG cut in its pixels is an error, not grey (%s)", err.message);
+		image_free(&img);
+	}
+	/* A small file claiming 16384x16384: refused before decoding. */
+	{
+		char huge[600];
+		FILE *f = fopen(path, "rb");
+		unsigned char buf[1 << 16];
+		size_t n = f ? fread(buf, 1, sizeof buf, f) : 0, i;
+		if (f != NULL)
+			fclose(f);
+		for (i = 2; i + 9 < n; i++)
+			if (buf[i] == 0xFF && (buf[i + 1] == 0xC0 || buf[i + 1] == 0xC2)) {
+				buf[i + 5] = 0x40, buf[i + 6] = 0x00;	/* height 16384 */
+				buf[i + 7] = 0x40, buf[i + 8] = 0x00;	/* width 16384 */
+				break;
+			}
+		snprintf(huge, sizeof huge, "%s/huge.jpg", dir);
+		if ((f = fopen(huge, "wb")) != NULL) {
+			fwrite(buf, 1, n, f);
+			fclose(f);
+		}
+		png_set_max_pixels((uint64_t)4096 * 4096);
+		tap_ok(png_read_rgb(huge, &img, &err) < 0 && err.code == SD_EDATA &&
+		    strstr(err.message, "over the limit") != NULL, "a %zu-byte JPEG "
+		    "claiming 16384x16384 is refused before decoding (%s)", n, err.message);
+		png_set_max_pixels(0);
+		image_free(&img);
+	}
+	/* A FIFO never blocks the reader. */
+	{
+		char fifo[600];
+		snprintf(fifo, sizeof fifo, "%s/fifo.png", dir);
+		if (mkfifo(fifo, 0600) == 0) {
+			alarm(20);	/* a hang fails the test */
+			tap_ok(png_read_rgb(fifo, &img, &err) < 0 &&
+			    strstr(err.message, "not a regular file"),
+			    "a FIFO as an image: an error at once (%s)", err.message);
+			alarm(0);
+		}
+	}
 	image_free(&grey);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

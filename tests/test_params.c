@@ -476,8 +476,8 @@ model_defaults(void)
 	tap_ok(p.width == 0 && p.height == 0 && p.steps == 0 && p.guidance_scale < 0 &&
 	    p.sampler == SD_SAMPLER_AUTO && p.prediction == SD_PREDICTION_AUTO &&
 	    p.spacing == SD_SPACING_AUTO && strcmp(p.prompt, "a") == 0 &&
-	    strcmp(p.negative_prompt, "") == 0, "the engine gets the model-default "
-	    "markers");
+	    p.negative_prompt == NULL, "the engine gets the model-default "
+	    "markers (and no negative prompt: NULL)");
 	/* what sd_params_resolve does for an SD 2.x 768-v model */
 	p.width = p.height = 768;
 	p.steps = 20;

@@ -43,22 +43,33 @@ write_file(const char *path, const char *text)
 }
 
 /* A claim file as another worker would write it. */
+/* A claim as a worker of this boot and PID namespace (or of boot and
+ * ns when given) writes it. */
 static void
-fake_claim(const char *id, const char *host, long pid, double age)
+fake_claim_ns(const char *id, const char *host, long pid, double age,
+    const char *boot, const char *ns, int deaths)
 {
-	char p[1024], text[512];
+	char p[1024], text[1024];
 	struct timespec ts[2];
 
 	snprintf(p, sizeof p, "%s/running/%s.yaml", root, id);
 	write_file(p, "prompt: x\n");
 	snprintf(p, sizeof p, "%s/running/%s.claim", root, id);
-	snprintf(text, sizeof text, "{\"host\": \"%s\", \"pid\": %ld, \"pid_start\": 0, "
-	    "\"nonce\": \"n-%s\"}\n", host, pid, id);
+	snprintf(text, sizeof text, "{\"host\": \"%s\", \"boot_id\": \"%s\", "
+	    "\"pid_ns\": \"%s\", \"pid\": %ld, \"pid_start\": 0, "
+	    "\"nonce\": \"n-%s\", \"deaths\": %d}\n", host,
+	    boot ? boot : util_boot_id(), ns ? ns : util_pid_ns(), pid, id, deaths);
 	write_file(p, text);
 	clock_gettime(CLOCK_REALTIME, &ts[0]);
 	ts[0].tv_sec -= (time_t)age;
 	ts[1] = ts[0];
 	utimensat(AT_FDCWD, p, ts, 0);
+}
+
+static void
+fake_claim(const char *id, const char *host, long pid, double age)
+{
+	fake_claim_ns(id, host, pid, age, NULL, NULL, 0);
 }
 
 static void
@@ -123,7 +134,7 @@ basics(struct spool *s)
 	rec = spool_simple_record("a1", "done", 0, NULL);
 	{
 		char *text = json_dumps(rec, 0);
-		tap_ok(spool_finish(s, &c, 0, text, strlen(text), &err) == 0 &&
+		tap_ok(spool_finish(s, &c, 0, text, strlen(text), NULL, 0, &err) == 0 &&
 		    exists("%s/done/%s.yaml", "a1") && exists("%s/done/%s.json", "a1") &&
 		    !exists("%s/running/%s.claim", "a1") &&
 		    !exists("%s/running/%s.cancel", "a1"), "finish: done/ID.yaml + "
@@ -162,7 +173,7 @@ basics(struct spool *s)
 	spool_claim_free(&c);
 	/* drain it */
 	while (spool_claim_next(s, &c, &err) == 1) {
-		spool_finish(s, &c, 1, "{}", 2, &err);
+		spool_finish(s, &c, 1, "{}", 2, NULL, 0, &err);
 		spool_claim_free(&c);
 	}
 }
@@ -264,7 +275,7 @@ race(struct spool *s)
 			close(fds[0]);
 			while (spool_claim_next(s, &c, &e) == 1) {
 				dprintf(fds[1], "%s\n", c.id);
-				spool_finish(s, &c, 0, "{}", 2, &e);
+				spool_finish(s, &c, 0, "{}", 2, NULL, 0, &e);
 				spool_claim_free(&c);
 			}
 			_exit(0);
@@ -316,6 +327,163 @@ listing(struct spool *s)
 	spool_list_free(e, n);
 }
 
+static char *
+slurp(const char *fmt, const char *id)
+{
+	char p[1024];
+
+	snprintf(p, sizeof p, fmt, root, id);
+	return util_read_file(p, 1 << 20, 0, NULL, NULL);
+}
+
+static int
+contains(const char *fmt, const char *id, const char *what)
+{
+	char *t = slurp(fmt, id);
+	int r = t != NULL && strstr(t, what) != NULL;
+
+	free(t);
+	return r;
+}
+
+/* Issue 15: every step after the claim checks that the claim is still
+ * ours; pids are trusted only within one boot and PID namespace; a
+ * requeue never replaces a queued job; worker deaths are counted; a
+ * finish that cannot write its record never leaves the job claimed. */
+static void
+ownership(struct spool *s)
+{
+	struct spool_claim c;
+	struct sd_error err;
+	struct stat st;
+	char p[1024], q[1024], inst[33];
+	pid_t child;
+	int status, n;
+
+	sd_error_clear(&err);
+	/* 1. A claim taken over by another worker. */
+	spool_submit(s, "o1", "prompt: x\n", 10, &err);
+	tap_ok(spool_claim_id(s, "o1", &c, &err) == 1, "o1 claimed");
+	snprintf(p, sizeof p, "%s/running/o1.claim", root);
+	write_file(p, "{\"host\":\"elsewhere\",\"pid\":1,\"nonce\":\"theirs\"}\n");
+	{
+		struct timespec ts[2] = { { 1000, 0 }, { 1000, 0 } };
+		utimensat(AT_FDCWD, p, ts, 0);
+	}
+	tap_ok(spool_heartbeat(&c) < 0 && lstat(p, &st) == 0 &&
+	    st.st_mtim.tv_sec == 1000, "the heartbeat of a lost claim fails and "
+	    "touches the new owner's claim not");
+	tap_ok(!spool_claim_held(&c), "the claim is no longer held");
+	tap_ok(spool_finish(s, &c, 0, "{}", 2, NULL, 0, &err) < 0 &&
+	    err.code == SD_EREQUEUED && c.lost, "finish of a lost claim stands down");
+	tap_ok(exists("%s/running/%s.yaml", "o1") && !exists("%s/done/%s.json", "o1") &&
+	    contains("%s/running/%s.claim", "o1", "theirs"),
+	    "the job, the new claim and done/ are untouched");
+	sd_error_clear(&err);
+	tap_ok(spool_requeue(s, &c, &err) < 0 && err.code == SD_EREQUEUED &&
+	    exists("%s/running/%s.yaml", "o1") && !exists("%s/incoming/%s.yaml", "o1"),
+	    "requeue of a lost claim stands down too");
+	spool_claim_free(&c);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/running/o1.yaml", root);
+	unlink(p);
+
+	/* 2. Same host name, but another PID namespace or boot: the pid
+	 * proves nothing (our own pid is alive), the heartbeat's age tells. */
+	fake_claim_ns("n1", util_hostname(), (long)getpid(), 400, NULL,
+	    "pid:[1]", 0);
+	fake_claim_ns("n2", util_hostname(), (long)getpid(), 400, "another-boot",
+	    NULL, 0);
+	fake_claim_ns("n3", util_hostname(), (long)getpid(), 0, NULL, "pid:[1]", 0);
+	fake_claim_ns("n4", util_hostname(), (long)getpid(), 400, NULL, NULL, 0);
+	n = -1;
+	spool_recover(s, 300, &n, &err);
+	tap_ok(n == 2 && exists("%s/incoming/%s.yaml", "n1") &&
+	    exists("%s/incoming/%s.yaml", "n2"), "another PID namespace or boot "
+	    "with an old heartbeat: stale although the pid is alive here (%d)", n);
+	tap_ok(exists("%s/running/%s.claim", "n3"), "another PID namespace with a "
+	    "fresh heartbeat: kept");
+	tap_ok(exists("%s/running/%s.claim", "n4"), "this namespace and a live pid: "
+	    "kept whatever the heartbeat");
+	tap_ok(contains("%s/logs/%s.jsonl", "n1", "another boot or PID namespace"),
+	    "the reason names the namespace");
+
+	/* 4. A requeue never replaces a newer job of the same id. */
+	spool_submit(s, "rq1", "prompt: old\n", 12, &err);
+	spool_claim_id(s, "rq1", &c, &err);
+	snprintf(p, sizeof p, "%s/incoming/rq1.yaml", root);
+	write_file(p, "prompt: newer\n");
+	tap_ok(spool_requeue(s, &c, &err) < 0 && err.code == SD_EDATA,
+	    "requeue over a newer queued job of the id fails (%s)", err.message);
+	tap_ok(contains("%s/incoming/%s.yaml", "rq1", "newer") &&
+	    contains("%s/failed/%s.yaml", "rq1", "old") &&
+	    contains("%s/failed/%s.json", "rq1", "newer job rq1"),
+	    "the newer job stays queued; the old one is in failed/ with the reason");
+	spool_claim_free(&c);
+	child = fork();
+	if (child == 0)
+		_exit(0);
+	waitpid(child, &status, 0);
+	fake_claim("rq2", util_hostname(), (long)child, 0);
+	snprintf(p, sizeof p, "%s/incoming/rq2.yaml", root);
+	write_file(p, "prompt: newer\n");
+	spool_recover(s, 300, &n, &err);
+	tap_ok(contains("%s/incoming/%s.yaml", "rq2", "newer") &&
+	    exists("%s/failed/%s.yaml", "rq2") && !exists("%s/running/%s.yaml", "rq2"),
+	    "recovery does not replace a newer queued job either");
+
+	/* 5. Worker deaths are counted across requeues; at max_deaths the
+	 * job goes to failed/ with the reason. */
+	fake_claim_ns("d1", util_hostname(), (long)child, 0, NULL, NULL, 0);
+	spool_recover(s, 300, &n, &err);
+	tap_ok(exists("%s/incoming/%s.yaml", "d1") &&
+	    exists("%s/incoming/.%s.state", "d1"), "first death: requeued, with "
+	    "its count");
+	tap_ok(spool_claim_id(s, "d1", &c, &err) == 1 && c.deaths == 1 &&
+	    !exists("%s/incoming/.%s.state", "d1") &&
+	    contains("%s/running/%s.claim", "d1", "\"deaths\":1"),
+	    "the next claim carries it (deaths %d)", c.deaths);
+	memcpy(inst, c.instance, sizeof inst);
+	/* Its worker dies too. */
+	snprintf(p, sizeof p, "%s/running/d1.claim", root);
+	{
+		char *t = slurp("%s/running/%s.claim", "d1"), *pid, text[1200];
+		pid = t ? strstr(t, "\"pid\":") : NULL;
+		if (pid != NULL) {
+			snprintf(text, sizeof text, "%.*s\"pid\":%ld%s", (int)(pid - t), t,
+			    (long)child, strchr(pid, ','));
+			write_file(p, text);
+		}
+		free(t);
+	}
+	spool_claim_free(&c);
+	spool_recover(s, 300, &n, &err);
+	tap_ok(exists("%s/failed/%s.yaml", "d1") &&
+	    contains("%s/failed/%s.json", "d1", "died 2 times"),
+	    "second death (max_worker_deaths 2): failed/, saying why");
+	tap_ok(inst[0] != '\0', "the instance id survived the requeue");
+
+	/* 3. A finish that cannot write its record requeues the job, and
+	 * after max_deaths such failures fails it; never left claimed. */
+	spool_submit(s, "f1", "prompt: x\n", 10, &err);
+	spool_claim_id(s, "f1", &c, &err);
+	snprintf(p, sizeof p, "%s/done", root);
+	snprintf(q, sizeof q, "%s/done.away", root);
+	rename(p, q);
+	tap_ok(spool_finish(s, &c, 0, "{}", 2, NULL, 0, &err) < 0 &&
+	    err.code == SD_EIO && exists("%s/incoming/%s.yaml", "f1") &&
+	    !exists("%s/running/%s.yaml", "f1") && !exists("%s/running/%s.claim", "f1"),
+	    "record not writable: requeued, not left claimed (%s)", err.message);
+	spool_claim_free(&c);
+	spool_claim_id(s, "f1", &c, &err);
+	tap_ok(c.deaths == 1 && spool_finish(s, &c, 0, "{}", 2, NULL, 0, &err) < 0 &&
+	    exists("%s/failed/%s.yaml", "f1") &&
+	    contains("%s/failed/%s.json", "f1", "could not be written"),
+	    "the second time: failed/ with the reason");
+	spool_claim_free(&c);
+	rename(q, p);
+}
+
 int
 main(void)
 {
@@ -333,6 +501,7 @@ main(void)
 	recovery(&s);
 	race(&s);
 	listing(&s);
+	ownership(&s);
 	spool_close(&s);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
 	if (system(cmd) != 0)

@@ -20,6 +20,8 @@ int cmd_watch(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+/* `sdbatch retry SPOOL ID...`: a failed job back to incoming/. */
+int cmd_retry(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);

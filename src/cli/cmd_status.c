@@ -109,7 +109,7 @@ cmd_status(int argc, char **argv)
 	int counts[5] = { 0 };
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			status_usage(stdout);
@@ -163,13 +163,15 @@ cmd_status(int argc, char **argv)
 		if (n > 0)
 			printf("%-32s %-9s %s\n", "ID", "STATE", "DETAIL");
 		for (i = 0; i < n; i++) {
-			char d[512];
+			char d[512], safe[4 * 512 + 8];
 			const char *st = spool_state_name(e[i].state);
 			if (e[i].record != NULL &&
 			    strcmp(jstr(e[i].record, "status"), "cancelled") == 0)
 				st = "cancelled";
 			detail(&e[i], d, sizeof d);
-			printf("%-32s %-9s %s\n", e[i].id, st, d);
+			/* an error may quote job values: never raw to a terminal */
+			printf("%-32s %-9s %s\n", e[i].id, st,
+			    util_escape_controls(d, safe, sizeof safe));
 			counts[e[i].state]++;
 		}
 		if (id == NULL)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "spool/util.h"
 #include "spool/worker.h"
 
 volatile sig_atomic_t cli_stop, cli_reload;
@@ -19,13 +20,16 @@ static int wake_write_fd = -1;
 void
 cli_error(const char *command, const char *fmt, ...)
 {
+	char buf[4096], safe[4 * 4096 + 8];
 	va_list ap;
 
-	fprintf(stderr, "sdbatch%s%s: ", command ? " " : "", command ? command : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* messages quote job values and file names: control characters
+	 * escaped, never raw to a terminal */
+	fprintf(stderr, "sdbatch%s%s: %s\n", command ? " " : "",
+	    command ? command : "", util_escape_controls(buf, safe, sizeof safe));
 }
 
 int
@@ -193,6 +197,7 @@ cli_reload_config(void *user, struct sd_error *err)
 	}
 	config_free(&cc->cfg);
 	cc->cfg = fresh;
+	cc->cfg.callback.policy = &cc->cfg.policy;	/* not fresh's */
 	return 0;
 }
 

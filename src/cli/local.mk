@@ -8,3 +8,5 @@ src_sdbatch_LDADD = $(LDADD)
 src_sdbatch_SOURCES += src/cli/cmd_pull.c
 ## perf: `sdbatch bench`
 src_sdbatch_SOURCES += src/cli/cmd_bench.c
+## issue 15: `sdbatch retry`
+src_sdbatch_SOURCES += src/cli/cmd_retry.c

@@ -27,6 +27,7 @@ static const struct command commands[] = {
 	{ "submit", cmd_submit, "enqueue a job file into a spool; print its id" },
 	{ "status", cmd_status, "list a spool's jobs: queued, running, done, failed" },
 	{ "cancel", cmd_cancel, "cancel a queued or running job" },
+	{ "retry", cmd_retry, "run a failed job again under its id" },
 	{ "info", NULL, "say what a model file or folder is" },
 	{ "pull", NULL, "download a model from the Hugging Face Hub into its cache" },
 	{ "bench", NULL, "measure speed and memory" },

@@ -13,6 +13,10 @@ struct sd_backend {
 	const char *(*describe)(const struct sd_ctx *c);
 	/* Optional (NULL on the CPU): see sd_ctx_device_memory. */
 	void (*device_memory)(const struct sd_ctx *c, size_t *peak, size_t *base);
+	/* Optional: move an error met inside the last op (out of scratch
+	 * memory, a device error) into *status unless it holds one already,
+	 * and forget it. */
+	void (*take_error)(struct sd_ctx *c, struct sd_error *status);
 
 	/* Backend memory for the arena's chunks (NULL when out of memory). */
 	void *(*mem_alloc)(struct sd_ctx *c, size_t bytes);

@@ -268,20 +268,42 @@ cpu_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
 		memmove(y, x, n * sizeof *y);
 }
 
-/* Grow *buf to hold n floats (the old contents are lost). */
+/* The scratch memory a reserve could not get (0: none), kept until the op
+ * ends and cpu_take_error makes it the context's status.  Threads of one
+ * op may race to set it: any of their sizes will do. */
+static _Atomic size_t scratch_failed;
+
+/* Grow *buf to hold n floats (the old contents are lost).  NULL when out
+ * of memory (recorded for cpu_take_error): the caller skips its work. */
 static float *
 reserve(float **buf, size_t *cap, size_t n)
 {
 	if (n > *cap) {
 		free(*buf);
 		*buf = NULL;
+		*cap = 0;
 		if (posix_memalign((void **)buf, 64, n * sizeof(float)) != 0) {
-			fprintf(stderr, "sdbatch: out of memory (%zu MiB scratch)\n", (n * 4) >> 20);
-			exit(SD_EINTERNAL);
+			*buf = NULL;
+			scratch_failed = n * sizeof(float);
+			return NULL;
 		}
 		*cap = n;
 	}
 	return *buf;
+}
+
+static void
+cpu_take_error(struct sd_ctx *c, struct sd_error *status)
+{
+	size_t bytes = scratch_failed;
+
+	(void)c;
+	if (bytes == 0)
+		return;
+	scratch_failed = 0;
+	if (status->code == 0)
+		sd_fail(status, SD_EINTERNAL, "out of memory (%zu MiB of scratch "
+		    "memory for an op)", (bytes + ((size_t)1 << 20) - 1) >> 20);
 }
 
 static size_t
@@ -440,7 +462,8 @@ weight_f32(struct sd_ctx *c, const struct sd_tensor *t)
 	if (t->dtype == SD_F32)
 		return t->data;
 	n = (size_t)sd_tensor_numel(t);
-	reserve(&s->wbuf, &s->wcap, n);
+	if (reserve(&s->wbuf, &s->wcap, n) == NULL)
+		return NULL;	/* out of memory: the op does nothing */
 	widen(s->wbuf, t->data, t->dtype, n);
 	return s->wbuf;
 }
@@ -455,11 +478,13 @@ vectors_f32(struct sd_ctx *c, size_t cap, const struct sd_tensor *a, const float
 	const struct sd_tensor *t[2] = { a, b };
 	const float **out[2] = { pa, pb };
 
-	reserve(&s->vbuf, &s->vcap, 2 * cap);
+	int ok = reserve(&s->vbuf, &s->vcap, 2 * cap) != NULL;
+
 	for (int i = 0; i < 2; i++) {
 		if (out[i] == NULL)
 			continue;
-		if (t[i] == NULL) {
+		if (t[i] == NULL || (!ok && t[i]->dtype != SD_F32)) {
+			/* (out of memory: a wrong result that is never used) */
 			*out[i] = NULL;
 		} else if (t[i]->dtype == SD_F32) {
 			*out[i] = t[i]->data;
@@ -627,6 +652,9 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 	float *U = NULL;
 	float *V = reserve(&s->wv, &s->wvcap, (size_t)aa * cin * ld);
 	float *M = reserve(&s->wm, &s->wmcap, (size_t)aa * cout * ld);
+
+	if (V == NULL || M == NULL)
+		return;		/* out of memory (see cpu_take_error) */
 	/* the GEMMs: alpha^2 of them, split by output channels too when
 	 * there are not two a thread */
 	int msplit = (2 * nt + aa - 1) / aa, mblock;
@@ -639,7 +667,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		 * barriers, which cost much when other processes share the
 		 * cores), its transformed tiles in its own buffers. */
 		long nblk = (tiles + tb - 1) / tb;
-		U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
+		if ((U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin)) == NULL)
+			return;
 		#pragma omp parallel num_threads(nt)
 		{
 			#pragma omp for schedule(dynamic, 1) nowait
@@ -647,6 +676,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 				struct tscratch *ts = &s->ts[thread_id()];
 				float *tmp = weight->dtype == SD_F32 ? NULL :
 				    reserve(&ts->col, &ts->colcap, (size_t)9 * cin);
+				if (weight->dtype != SD_F32 && tmp == NULL)
+					continue;
 				wino_weights(U, weight->data, weight->dtype, cout, cin, co,
 				    cout - co < 8 ? cout : co + 8, m, tmp);
 			}
@@ -657,7 +688,10 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 				long t0 = bi * tb;
 				int nb = (int)(tiles - t0 < tb ? tiles - t0 : tb);
 				float *tv = reserve(&ts->col, &ts->colcap, (size_t)aa * (cin + cout) * ld);
-				float *tm = tv + (size_t)aa * cin * ld;
+				float *tm;
+				if (tv == NULL)
+					continue;
+				tm = tv + (size_t)aa * cin * ld;
 				for (int g = 0; g < nb; g += 16)
 					wino_input(tv + g, ld, x, cin, h, w, m, t0 + g,
 					    nb - g < 16 ? nb - g : 16, 0, cin);
@@ -703,6 +737,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 			#pragma omp for schedule(dynamic, 1)
 			for (int bi = 0; bi < nob; bi++) {
 				int co0 = bi * ob, cn = cout - co0 < ob ? cout - co0 : ob;
+				if (Ub == NULL || (weight->dtype != SD_F32 && tmp == NULL))
+					continue;
 				wino_weights(Ub, (const char *)weight->data + (size_t)co0 * cin * 9 * esz,
 				    weight->dtype, ob, cin, 0, cn, m, tmp);
 				for (int xi = 0; xi < aa; xi++)
@@ -714,7 +750,8 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 		}
 		return;
 	}
-	U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin);
+	if ((U = reserve(&s->wu, &s->wucap, (size_t)aa * cout * cin)) == NULL)
+		return;
 	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
 	{
 		struct tscratch *ts = &s->ts[thread_id()];
@@ -725,8 +762,9 @@ conv_winograd(struct cpu_state *s, float *y, const float *x, int n, int cin, int
 			tmp = reserve(&ts->col, &ts->colcap, (size_t)9 * cin);
 		#pragma omp for schedule(dynamic, 1)
 		for (int co = 0; co < cout; co += 8)
-			wino_weights(U, weight->data, weight->dtype, cout, cin, co,
-			    cout - co < 8 ? cout : co + 8, m, tmp);
+			if (weight->dtype == SD_F32 || tmp != NULL)
+				wino_weights(U, weight->data, weight->dtype, cout, cin, co,
+				    cout - co < 8 ? cout : co + 8, m, tmp);
 		for (long t0 = 0; t0 < tiles; t0 += tb) {
 			int nb = (int)(tiles - t0 < tb ? tiles - t0 : tb), ng = (nb + 15) / 16;
 
@@ -770,7 +808,8 @@ weight_block(struct tscratch *ts, const struct sd_tensor *t, size_t k, int m0, i
 		*ld = (int)k;
 		return (const float *)t->data + (size_t)m0 * k + k0;
 	}
-	dst = reserve(&ts->wc, &ts->wccap, (size_t)mn * kc);
+	if ((dst = reserve(&ts->wc, &ts->wccap, (size_t)mn * kc)) == NULL)
+		return NULL;
 	for (int r = 0; r < mn; r++) {
 		const void *src = (const char *)t->data + ((size_t)(m0 + r) * k + k0) * esz;
 		float *d = dst + (size_t)r * kc;
@@ -811,6 +850,9 @@ conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h,
 	float *col = direct ? NULL : reserve(&s->sbuf, &s->scap, (size_t)n * K * ohw);
 	/* cpu_smallgemm takes whole panels of 16, 32 or 64 pixels */
 	int sg = ohw % 16 == 0 && ohw <= SG_MAX_M && sg_available();
+
+	if (!direct && col == NULL)
+		return;		/* out of memory (see cpu_take_error) */
 
 	touch(s, weight);
 	#pragma omp parallel num_threads(nt) if (nt > 1 && flops >= PAR_MIN_FLOPS)
@@ -857,6 +899,8 @@ conv_small(struct cpu_state *s, float *y, const float *x, int n, int cin, int h,
 			for (size_t k0 = 0; k0 < K; k0 += SMALL_KC) {
 				int kc = (int)(K - k0 < SMALL_KC ? K - k0 : SMALL_KC);
 				const float *Wc = weight_block(ts, weight, K, m0, mn, k0, kc, &ldw);
+				if (Wc == NULL)
+					break;
 				for (int b = 0; b < n; b++) {
 					const float *Bm = direct ? x + (size_t)b * cin * ohw :
 					    col + (size_t)b * K * ohw;
@@ -904,7 +948,8 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 		conv_small(s, y, x, n, cin, h, w, weight, B, stride, pt, pl, oh, ow, direct, flops);
 		return;
 	}
-	W = weight_f32(c, weight);
+	if ((W = weight_f32(c, weight)) == NULL)
+		return;		/* out of memory (see cpu_take_error) */
 	/* Tiles of whole output rows, each at most COL_TILE_FLOATS of im2col
 	 * (and about 1024 pixels for 1x1: enough for the GEMM). */
 	if (direct)
@@ -945,6 +990,8 @@ cpu_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, in
 			ldb = (int)ohw;
 		} else {
 			float *col = reserve(&ts->col, &ts->colcap, K * np);
+			if (col == NULL)
+				continue;
 			im2col_rows(col, xb, cin, h, w, kh, kw, stride, pt, pl, ow, oy0, nr);
 			Bm = col;
 			ldb = (int)np;
@@ -983,6 +1030,9 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 			float *xt = reserve(&s->sgx, &s->sgxcap,
 			    (size_t)k * sg_panel_rows(mr));
 			int nkb = (k + 255) / 256, nnb = (nout + 63) / 64;
+
+			if (xt == NULL)
+				return;	/* out of memory (see cpu_take_error) */
 			#pragma omp parallel num_threads(nt) if (nt > 1)
 			{
 				#pragma omp for schedule(static)
@@ -1017,6 +1067,8 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 				int kc = k - k0 < SMALL_KC ? k - k0 : SMALL_KC;
 				const float *Wc = weight_block(ts, weight, (size_t)k, n0, nn,
 				    (size_t)k0, kc, &ldw);
+				if (Wc == NULL)
+					break;
 				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nn, kc,
 				    1.0f, x + k0, k, Wc, ldw, k0 == 0 ? 0.0f : 1.0f, y + n0, nout);
 			}
@@ -1029,7 +1081,8 @@ cpu_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
 		}
 		return;
 	}
-	W = weight_f32(c, weight);
+	if ((W = weight_f32(c, weight)) == NULL)
+		return;		/* out of memory (see cpu_take_error) */
 	/* Split the rows when there are enough, else the output features. */
 	byrows = m >= 32 * nt;
 	if (byrows) {
@@ -1129,8 +1182,14 @@ attention_block(struct tscratch *ts, float *out, int ldo, const float *qh, int l
 	int kb = lk <= 2 * ATTN_KBLOCK ? lk : ATTN_KBLOCK;
 	size_t need = (size_t)nq * kb + (size_t)nq * dh + 2 * (size_t)nq;
 	float *S = reserve(&ts->att, &ts->attcap, need);
-	float *O = S + (size_t)nq * kb, *mx = O + (size_t)nq * dh, *sum = mx + nq;
+	float *O, *mx, *sum;
 	int kend = causal ? (q0 + nq < lk ? q0 + nq : lk) : lk;
+
+	if (S == NULL)
+		return;		/* out of memory (see cpu_take_error) */
+	O = S + (size_t)nq * kb;
+	mx = O + (size_t)nq * dh;
+	sum = mx + nq;
 
 	for (int i = 0; i < nq; i++) {
 		mx[i] = -INFINITY;
@@ -1212,8 +1271,12 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 		const float *vh = v + (size_t)bi * lk * ldv + (size_t)hd * dh;
 
 		/* heads that run at once start on rows far apart */
+		float *att = fused ? reserve(&ts->att, &ts->attcap, need) : NULL;
+
+		if (fused && att == NULL)
+			continue;	/* out of memory (see cpu_take_error) */
 		if (fused)
-			cpu_attention_fused(reserve(&ts->att, &ts->attcap, need), ob, width,
+			cpu_attention_fused(att, ob, width,
 			    qh, ldq, kh, ldk, vh, ldv, q0, nq, lk, dh, scale, causal,
 			    (int)((long)hd * ((nq + unit - 1) / unit) / heads));
 		else
@@ -1378,6 +1441,7 @@ const struct sd_backend sd_backend_cpu = {
 	.init = cpu_init,
 	.fini = cpu_fini,
 	.describe = cpu_describe,
+	.take_error = cpu_take_error,
 	.mem_alloc = cpu_mem_alloc,
 	.mem_free = cpu_mem_free,
 	.upload = cpu_upload,

@@ -153,11 +153,41 @@ struct profile {
 
 /* ------------------------------------------------------------ errors */
 
-static void __attribute__((noreturn))
+/* The first error of the current op (code 0: none), made the context's
+ * sticky status by cuda_take_error when the op returns: the process goes
+ * on (the job fails with the message; no exit() below the command line). */
+static int cuda_failed_code;
+static char cuda_failed[512];
+
+static void
+fail_op(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cuda_failed_code != 0)
+		return;
+	cuda_failed_code = code;
+	va_start(ap, fmt);
+	vsnprintf(cuda_failed, sizeof cuda_failed, fmt, ap);
+	va_end(ap);
+}
+
+static void
 die(const char *op, const char *what)
 {
-	fprintf(stderr, "sdbatch: CUDA error in %s: %s\n", op, what);
-	exit(SD_EINTERNAL);
+	fail_op(SD_EUNAVAILABLE, "CUDA error in %s: %s", op, what);
+}
+
+static void
+cuda_take_error(struct sd_ctx *c, struct sd_error *status)
+{
+	(void)c;
+	if (cuda_failed_code == 0)
+		return;
+	if (status->code == 0)
+		sd_fail(status, cuda_failed_code, "%s", cuda_failed);
+	cuda_failed_code = 0;
+	cuda_failed[0] = '\0';
 }
 
 static void
@@ -284,12 +314,11 @@ done(struct cuda_state *s, const char *op)
 	}
 }
 
-static void __attribute__((noreturn))
+static void
 die_oom(const char *op, const char *what, size_t bytes)
 {
-	fprintf(stderr, "sdbatch: out of GPU memory in %s: %s needs %zu MiB more\n", op, what,
+	fail_op(SD_EINTERNAL, "out of GPU memory in %s: %s needs %zu MiB more", op, what,
 	    (bytes + ((size_t)1 << 20) - 1) >> 20);
-	exit(SD_EINTERNAL);
 }
 
 struct cuda_state;
@@ -298,7 +327,7 @@ static void note_usage(struct cuda_state *s);
  * in practice; with several, the last one made). */
 static struct cuda_state *usage_state;
 
-/* cudaMalloc that never returns NULL. */
+/* cudaMalloc; NULL (the op failed: see cuda_take_error) when out of memory. */
 static void *
 dmalloc(size_t bytes, const char *op, const char *what)
 {
@@ -1111,8 +1140,10 @@ wtab_rehash(struct cuda_state *s, size_t cap)
 
 	s->wtab = (struct wentry *)calloc(cap, sizeof *s->wtab);
 	if (s->wtab == NULL) {
-		fprintf(stderr, "sdbatch: out of memory (weight table)\n");
-		exit(SD_EINTERNAL);
+		/* Keep the old table (at most about half full): lookups go on. */
+		fail_op(SD_EINTERNAL, "out of memory (weight table)");
+		s->wtab = old;
+		return;
 	}
 	s->wcap = cap;
 	for (size_t i = 0; i < oldcap; i++) {
@@ -1141,6 +1172,7 @@ wlookup(struct cuda_state *s, const struct sd_tensor *t, const char *op)
 		snprintf(msg, sizeof msg, "weight %s is empty or has no data",
 		    t->name ? t->name : "(unnamed)");
 		die(op, msg);
+		return NULL;
 	}
 	print = fingerprint(t->data, (size_t)numel * esz);
 	if ((s->wcount + 1) * 2 > s->wcap)
@@ -1188,15 +1220,19 @@ stage_weight(struct cuda_state *s, const struct sd_tensor *t, size_t n, int *dty
 	}
 	float *h = (float *)malloc(n * sizeof *h);
 	if (h == NULL) {
-		fprintf(stderr, "sdbatch: out of memory (%zu MiB to widen weight %s)\n",
+		fail_op(SD_EINTERNAL, "out of memory (%zu MiB to widen weight %s)",
 		    (n * 4) >> 20, t->name ? t->name : "(unnamed)");
-		exit(SD_EINTERNAL);
+		*dtype = SD_F32;
+		return NULL;
 	}
 	if (sd_convert_to_f32(h, t->data, t->dtype, n) < 0) {
 		char msg[256];
 		snprintf(msg, sizeof msg, "weight %s has dtype %s, not a float type",
 		    t->name ? t->name : "(unnamed)", sd_dtype_name(t->dtype));
 		die(op, msg);
+		free(h);
+		*dtype = SD_F32;
+		return NULL;
 	}
 	p = grow(s, &s->stage, n * sizeof(float), op, "weight staging");
 	ck(cudaMemcpyAsync(p, h, n * sizeof(float), cudaMemcpyHostToDevice, s->stream), op);
@@ -1215,6 +1251,8 @@ dev_f32(struct cuda_state *s, const struct sd_tensor *t, const char *op)
 	if (t == NULL)
 		return NULL;
 	e = wlookup(s, t, op);
+	if (e == NULL)
+		return NULL;	/* failed: see cuda_take_error */
 	if (e->f32 == NULL) {
 		size_t n = (size_t)e->numel;
 		float *d = (float *)dmalloc(n * sizeof(float), op, t->name ? t->name : "a weight");
@@ -1239,6 +1277,8 @@ dev_f16(struct cuda_state *s, const struct sd_tensor *t, const char *op)
 {
 	struct wentry *e = wlookup(s, t, op);
 
+	if (e == NULL)
+		return NULL;	/* failed: see cuda_take_error */
 	if (e->f16 == NULL) {
 		size_t n = (size_t)e->numel;
 		__half *d = (__half *)dmalloc(n * sizeof(__half), op, t->name ? t->name : "a weight");
@@ -1938,6 +1978,7 @@ extern "C" const struct sd_backend sd_backend_cuda = {
 	.fini = cuda_fini,
 	.describe = cuda_describe,
 	.device_memory = cuda_device_memory,
+	.take_error = cuda_take_error,
 	.mem_alloc = cuda_mem_alloc,
 	.mem_free = cuda_mem_free,
 	.upload = cuda_upload,

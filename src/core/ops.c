@@ -223,9 +223,53 @@ arena_total(const struct sd_arena *a)
 	return total;
 }
 
+/* What sd_alloc returns after a failure (not NULL, so that the models'
+ * pointer arithmetic stays defined; no op reads or writes it). */
+static float oom_dummy[16] __attribute__((aligned(64)));
+
+void
+sd_ctx_fail(struct sd_ctx *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->status.code != 0)
+		return;		/* the first error is the one to report */
+	c->status.code = code;
+	va_start(ap, fmt);
+	vsnprintf(c->status.message, sizeof c->status.message, fmt, ap);
+	va_end(ap);
+}
+
+int
+sd_ctx_status(const struct sd_ctx *c, struct sd_error *err)
+{
+	if (c->status.code == 0)
+		return 0;
+	if (err != NULL)
+		*err = c->status;
+	return -1;
+}
+
+void
+sd_ctx_clear_status(struct sd_ctx *c)
+{
+	sd_error_clear(&c->status);
+}
+
+/* An error the backend met inside an op (out of scratch memory, a device
+ * error) becomes the context's status. */
+static void
+backend_check(struct sd_ctx *c)
+{
+	if (c->be->take_error != NULL)
+		c->be->take_error(c, &c->status);
+}
+
 float *
 sd_alloc(struct sd_ctx *c, size_t n)
 {
+	if (c->status.code != 0)
+		return oom_dummy;
 	struct sd_arena *a = c->arena;
 	size_t bytes = (n * sizeof(float) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
 
@@ -267,9 +311,10 @@ sd_alloc(struct sd_ctx *c, size_t n)
 			a->high_water = arena_total(a);
 	}
 oom:
-	fprintf(stderr, "sdbatch: out of %s memory allocating %zu MiB of activations\n",
-	    c->be->name, bytes >> 20);
-	exit(SD_EINTERNAL);
+	sd_ctx_fail(c, SD_EINTERNAL, "out of %s memory allocating %zu MiB of "
+	    "activations", c->be->name, bytes >> 20);
+	/* Never touched: every op is skipped once the status is set. */
+	return oom_dummy;
 }
 
 size_t
@@ -305,22 +350,31 @@ sd_arena_bytes(const struct sd_ctx *c)
 void
 sd_upload(struct sd_ctx *c, float *dst, const float *host, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	c->be->upload(c, dst, host, n);
+	backend_check(c);
 }
 
 void
 sd_download(struct sd_ctx *c, float *host, const float *src, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	c->be->download(c, host, src, n);
+	backend_check(c);
 }
 
 void
 op_conv2d(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h, int w,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride, int pad)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	count_conv(c, n, cin, h, w, weight, stride, pad, pad, pad, pad);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride, pad, pad, pad, pad);
+	backend_check(c);
 	PROF_END(c, "conv2d %dx%d%s n %d %dx%d cin %d cout %d", (int)weight->shape[2],
 	    (int)weight->shape[3], stride > 1 ? " s2" : "", n, h, w, cin, (int)weight->shape[0]);
 }
@@ -330,10 +384,13 @@ op_conv2d_pad(struct sd_ctx *c, float *y, const float *x, int n, int cin, int h,
     const struct sd_tensor *weight, const struct sd_tensor *bias, int stride,
     int pad_top, int pad_left, int pad_bottom, int pad_right)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	count_conv(c, n, cin, h, w, weight, stride, pad_top, pad_left, pad_bottom, pad_right);
 	c->be->conv2d(c, y, x, n, cin, h, w, weight, bias, stride,
 	    pad_top, pad_left, pad_bottom, pad_right);
+	backend_check(c);
 	PROF_END(c, "conv2d %dx%d%s n %d %dx%d cin %d cout %d", (int)weight->shape[2],
 	    (int)weight->shape[3], stride > 1 ? " s2" : "", n, h, w, cin, (int)weight->shape[0]);
 }
@@ -342,9 +399,12 @@ void
 op_linear(struct sd_ctx *c, float *y, const float *x, int m, int k,
     const struct sd_tensor *weight, const struct sd_tensor *bias)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->flops += 2.0 * m * (double)k * (double)weight->shape[0];
 	c->be->linear(c, y, x, m, k, weight, bias);
+	backend_check(c);
 	PROF_END(c, "linear m %d k %d n %d", m, k, (int)weight->shape[0]);
 }
 
@@ -352,8 +412,11 @@ void
 op_group_norm(struct sd_ctx *c, float *y, const float *x, int n, int ch, int hw,
     int groups, float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta, int silu)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->group_norm(c, y, x, n, ch, hw, groups, eps, gamma, beta, silu);
+	backend_check(c);
 	PROF_END(c, "group_norm%s ch %d hw %d", silu ? "+silu" : "", ch, hw);
 }
 
@@ -361,8 +424,11 @@ void
 op_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
     float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->layer_norm(c, y, x, rows, dim, eps, gamma, beta);
+	backend_check(c);
 	PROF_END(c, "layer_norm rows %d dim %d", rows, dim);
 }
 
@@ -371,17 +437,23 @@ op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
     int b, int lq, int lk, int heads, int dh, float scale, int causal)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->flops += 4.0 * b * heads * (double)lq * lk * dh;
 	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
+	backend_check(c);
 	PROF_END(c, "attention lq %d lk %d dh %d%s", lq, lk, dh, causal ? " causal" : "");
 }
 
 static void
 unary(struct sd_ctx *c, float *x, size_t n, int kind)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->unary(c, x, n, kind);
+	backend_check(c);
 	PROF_END(c, "%s", kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" : "quick_gelu");
 }
 
@@ -392,64 +464,88 @@ void op_quick_gelu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNA
 void
 op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->geglu(c, y, p, rows, d);
+	backend_check(c);
 	PROF_END(c, "geglu");
 }
 
 void
 op_add(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->add(c, y, a, b, n);
+	backend_check(c);
 	PROF_END(c, "add");
 }
 
 void
 op_lerp(struct sd_ctx *c, float *y, const float *a, const float *b, float s, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->lerp(c, y, a, b, s, n);
+	backend_check(c);
 	PROF_END(c, "lerp");
 }
 
 void
 op_scale(struct sd_ctx *c, float *x, float s, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->scale(c, x, s, n);
+	backend_check(c);
 	PROF_END(c, "scale");
 }
 
 void
 op_add_channel(struct sd_ctx *c, float *x, const float *v, int n, int ch, int hw)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->add_channel(c, x, v, n, ch, hw);
+	backend_check(c);
 	PROF_END(c, "add_channel");
 }
 
 void
 op_upsample2x(struct sd_ctx *c, float *y, const float *x, int n, int ch, int h, int w)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->upsample2x(c, y, x, n, ch, h, w);
+	backend_check(c);
 	PROF_END(c, "upsample2x");
 }
 
 void
 op_concat(struct sd_ctx *c, float *y, const float *a, int ca, const float *b, int cb, int n, int hw)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->concat(c, y, a, ca, b, cb, n, hw);
+	backend_check(c);
 	PROF_END(c, "concat");
 }
 
 void
 op_transpose(struct sd_ctx *c, float *y, const float *x, int n, int rows, int cols)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->transpose(c, y, x, n, rows, cols);
+	backend_check(c);
 	PROF_END(c, "transpose");
 }
 
@@ -457,15 +553,21 @@ void
 op_embed(struct sd_ctx *c, float *y, const int *ids, int count,
     const struct sd_tensor *table, const struct sd_tensor *pos, int npos)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->embed(c, y, ids, count, table, pos, npos);
+	backend_check(c);
 	PROF_END(c, "embed");
 }
 
 void
 op_copy(struct sd_ctx *c, float *y, const float *x, size_t n)
 {
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->be->copy(c, y, x, n);
+	backend_check(c);
 	PROF_END(c, "copy");
 }

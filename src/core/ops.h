@@ -30,7 +30,22 @@ struct sd_ctx {
 	int threads;
 	double flops;		/* multiply-adds x 2 of conv2d, linear, attention */
 	struct sd_profile *prof;	/* SDBATCH_CPU_PROFILE on the CPU, else NULL */
+	/* Sticky: the first error of an op (out of memory, a device error).
+	 * Once set, every op, sd_upload and sd_download does nothing and
+	 * sd_alloc returns memory no op touches, until cleared; callers check
+	 * it with sd_ctx_status after each network call. */
+	struct sd_error status;
 };
+
+/* 0 when every op so far succeeded, else -1 with the first error in err
+ * (code SD_EINTERNAL for out of memory, SD_EUNAVAILABLE for a device
+ * error). */
+int sd_ctx_status(const struct sd_ctx *c, struct sd_error *err);
+/* Set the status (the first error wins): for backends and tests. */
+void sd_ctx_fail(struct sd_ctx *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Forget a failure, to run again (the arena is as it was). */
+void sd_ctx_clear_status(struct sd_ctx *c);
 
 /* Make a context for "cpu", "cuda" or "cuda:N" (threads 0 = default). */
 struct sd_ctx *sd_ctx_new(const char *device, int threads, struct sd_error *err);
@@ -47,9 +62,10 @@ double sd_ctx_flops(const struct sd_ctx *c);
 int sd_ctx_device_memory(const struct sd_ctx *c, size_t *peak, size_t *base);
 
 /* ---- memory: a bump arena of backend memory ---- */
-/* n floats from the arena (never NULL: out of memory aborts the process
- * with a message naming the size; the arena grows in chunks and keeps them,
- * so a second forward at the same size allocates nothing new). */
+/* n floats from the arena (never NULL: out of memory sets the context's
+ * status, with a message naming the size, and returns memory that no op
+ * touches; the arena grows in chunks and keeps them, so a second forward
+ * at the same size allocates nothing new). */
 float *sd_alloc(struct sd_ctx *c, size_t n);
 /* Remember the arena's top, and free everything allocated since. */
 size_t sd_mark(struct sd_ctx *c);

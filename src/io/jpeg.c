@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "io/fileio.h"
 #include "io/jpeg.h"
+#include "io/png.h"
 
 int
 jpeg_signature(const unsigned char *buf, size_t n)
@@ -39,6 +42,7 @@ jpeg_write_rgb(const char *path, const uint8_t *rgb, int width, int height, int 
 #else
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct jerr {
 	struct jpeg_error_mgr pub;
@@ -58,7 +62,21 @@ on_error(j_common_ptr cinfo)
 static void
 on_message(j_common_ptr cinfo)
 {
-	(void)cinfo;	/* warnings (e.g. extraneous bytes) are not errors */
+	(void)cinfo;	/* messages are not printed */
+}
+
+/* A warning is an error (a truncated file is a warning to libjpeg, which
+ * then fills the rest with grey), except extraneous bytes between markers,
+ * after which every pixel is still decoded. */
+static void
+on_emit(j_common_ptr cinfo, int level)
+{
+	struct jerr *e = (struct jerr *)cinfo->err;
+
+	if (level >= 0 || cinfo->err->msg_code == JWRN_EXTRANEOUS_DATA)
+		return;
+	(*cinfo->err->format_message)(cinfo, e->msg);
+	longjmp(e->jump, 1);
 }
 
 /* The decoding proper; pixels into *data (malloc'd). */
@@ -73,6 +91,7 @@ decode(FILE *fp, const char *path, int channels, uint8_t **data, int *w, int *h,
 	cinfo.err = jpeg_std_error(&jerr.pub);
 	jerr.pub.error_exit = on_error;
 	jerr.pub.output_message = on_message;
+	jerr.pub.emit_message = on_emit;
 	if (setjmp(jerr.jump)) {
 		jpeg_destroy_decompress(&cinfo);
 		free(pixels);
@@ -85,10 +104,12 @@ decode(FILE *fp, const char *path, int channels, uint8_t **data, int *w, int *h,
 		jpeg_destroy_decompress(&cinfo);
 		return sd_fail(err, SD_EDATA, "%s: CMYK JPEG is not supported; convert to RGB", path);
 	}
-	if ((uint64_t)cinfo.image_width * cinfo.image_height > (uint64_t)16384 * 16384) {
+	/* Before decoding: a 1 KB file may claim 16384x16384 (1.6 GB). */
+	if ((uint64_t)cinfo.image_width * cinfo.image_height > png_max_pixels()) {
 		jpeg_destroy_decompress(&cinfo);
-		return sd_fail(err, SD_EDATA, "%s: %ux%u is too large", path,
-		    (unsigned)cinfo.image_width, (unsigned)cinfo.image_height);
+		return sd_fail(err, SD_EDATA, "%s: %ux%u is over the limit of %llu "
+		    "pixels", path, (unsigned)cinfo.image_width,
+		    (unsigned)cinfo.image_height, (unsigned long long)png_max_pixels());
 	}
 	cinfo.out_color_space = JCS_RGB;
 	jpeg_start_decompress(&cinfo);
@@ -120,8 +141,16 @@ jpeg_read(const char *path, int channels, struct sd_image_u8 *out, struct sd_err
 	int w = 0, h = 0, rc;
 
 	memset(out, 0, sizeof *out);
-	if ((fp = fopen(path, "rb")) == NULL)
-		return sd_fail(err, errno == ENOENT ? SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
+	{
+		/* never blocks on a FIFO */
+		int fd = sd_open_regular(path, err);
+		if (fd < 0)
+			return -1;
+		if ((fp = fdopen(fd, "rb")) == NULL) {
+			close(fd);
+			return sd_fail(err, SD_EINTERNAL, "out of memory");
+		}
+	}
 	rc = decode(fp, path, channels, &data, &w, &h, err);
 	fclose(fp);
 	if (rc < 0)

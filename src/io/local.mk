@@ -4,3 +4,4 @@ src_libsdbatch_a_SOURCES += src/io/png.c src/io/png.h src/io/image.c src/io/imag
 src_libsdbatch_a_SOURCES += src/io/http.c src/io/http.h
 src_libsdbatch_a_SOURCES += src/io/jpeg.c src/io/jpeg.h
 src_libsdbatch_a_SOURCES += src/io/fileio.c src/io/fileio.h
+src_libsdbatch_a_SOURCES += src/io/jsonerr.c src/io/jsonerr.h

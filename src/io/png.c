@@ -325,65 +325,6 @@ png_encode_rgb(const uint8_t *rgb, int width, int height,
 	return 0;
 }
 
-/* Write buf to path through a hidden temporary file in the same folder
- * (created with O_EXCL, mode 0666 & ~umask), fsync'd and renamed. */
-static int
-write_atomic(const char *path, const void *buf, size_t size, struct sd_error *err)
-{
-	const char *slash = strrchr(path, '/');
-	size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-	const char *base = path + dirlen;
-	size_t tmplen = dirlen + 200;
-	char *tmp = malloc(tmplen);
-	struct timespec ts;
-	int fd = -1, e;
-
-	if (tmp == NULL)
-		return sd_fail(err, SD_EINTERNAL, "out of memory");
-	if (*base == '\0') {
-		free(tmp);
-		return sd_fail(err, SD_EIO, "%s: not a file name", path);
-	}
-	for (int attempt = 0; attempt < 100; attempt++) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		snprintf(tmp, tmplen, "%.*s.%.120s.%ld.%lx%x.tmp", (int)dirlen, path, base,
-		    (long)getpid(), (unsigned long)ts.tv_nsec, (unsigned)attempt);
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd >= 0 || errno != EEXIST)
-			break;
-	}
-	if (fd < 0) {
-		sd_fail(err, SD_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-		free(tmp);
-		return -1;
-	}
-	if (sd_write_all(fd, buf, size) < 0 || fsync(fd) < 0) {
-		e = errno;
-		close(fd);
-		goto fail;
-	}
-	if (close(fd) < 0 || rename(tmp, path) < 0) {
-		e = errno;
-		goto fail;
-	}
-	/* Make the rename itself durable; some file systems refuse, that's fine. */
-	if (dirlen > 0) {
-		tmp[0] = '\0';
-		snprintf(tmp, tmplen, "%.*s", (int)dirlen, path);
-		fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	} else
-		fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		(void)fsync(fd);
-		close(fd);
-	}
-	free(tmp);
-	return 0;
-fail:
-	unlink(tmp);
-	free(tmp);
-	return sd_fail(err, SD_EIO, "%s: %s", path, strerror(e));
-}
 
 int
 png_write_rgb(const char *path, const uint8_t *rgb, int width, int height,
@@ -395,7 +336,7 @@ png_write_rgb(const char *path, const uint8_t *rgb, int width, int height,
 
 	if (png_encode_rgb(rgb, width, height, texts, ntexts, &buf, &size, err) < 0)
 		return sd_error_prefix(err, "%s", path);
-	rc = write_atomic(path, buf, size, err);
+	rc = sd_write_file_atomic(AT_FDCWD, path, buf, size, NULL, 0666, 0, err);
 	free(buf);
 	return rc;
 }
@@ -406,6 +347,12 @@ void
 png_set_max_pixels(uint64_t n)
 {
 	max_pixels = n ? n : PNG_DEFAULT_MAX_PIXELS;
+}
+
+uint64_t
+png_max_pixels(void)
+{
+	return max_pixels;
 }
 
 static void
@@ -505,13 +452,17 @@ read_png(const char *path, int channels, struct sd_image_u8 *out,
 	struct stat st;
 
 	memset(&c, 0, sizeof c);
-	if ((c.fp = fopen(path, "rb")) == NULL)
-		return sd_fail(err, errno == ENOENT || errno == EACCES || errno == ENOTDIR ?
-		    SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
-	if (fstat(fileno(c.fp), &st) < 0 || !S_ISREG(st.st_mode)) {
-		fclose(c.fp);
-		return sd_fail(err, SD_ENOINPUT, "%s: not a regular file", path);
+	{
+		/* never blocks on a FIFO */
+		int fd = sd_open_regular(path, err);
+		if (fd < 0)
+			return -1;
+		if ((c.fp = fdopen(fd, "rb")) == NULL) {
+			close(fd);
+			return sd_fail(err, SD_EINTERNAL, "out of memory");
+		}
 	}
+	(void)st;
 	n = fread(sig, 1, sizeof sig, c.fp);
 	if (channels > 0 && jpeg_signature(sig, n)) {
 		fclose(c.fp);

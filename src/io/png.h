@@ -43,6 +43,8 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int width, int height,
 
 /* Set the largest width*height png_read_* accept (0: the default). */
 void png_set_max_pixels(uint64_t max_pixels);
+/* The limit now (JPEG inputs are checked against it too, before decoding). */
+uint64_t png_max_pixels(void);
 
 /* Read path as 8-bit RGB (out->channels = 3).  Grey is replicated, palettes
  * are expanded, alpha (and tRNS) is dropped, 16-bit samples keep their high

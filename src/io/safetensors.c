@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "io/jsonerr.h"
 #include "io/fileio.h"
 #include "io/safetensors.h"
 
@@ -173,18 +174,21 @@ parse_header(struct st_file *f, const unsigned char *buf, size_t size, struct sd
 	for (int i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | buf[i];
 	if (hlen > ST_MAX_HEADER)
-		return sd_fail(err, SD_EDATA, "header length %" PRIu64 " is larger than %u bytes: not a safetensors file?",
-		    hlen, ST_MAX_HEADER);
+		/* (the length field's value is the file's first bytes: never
+		 * in a message) */
+		return sd_fail(err, SD_EDATA, "not a safetensors file (its header "
+		    "length is over %u bytes)", ST_MAX_HEADER);
 	if (hlen > size - 8)
-		return sd_fail(err, SD_EDATA, "header length %" PRIu64 " runs past the end of the file (%zu bytes): truncated?",
-		    hlen, size);
+		return sd_fail(err, SD_EDATA, "not a safetensors file, or a truncated "
+		    "one (its header runs past the end of the file, %zu bytes)", size);
 	if (hlen < 2 || buf[8] != '{')
 		return sd_fail(err, SD_EDATA, "not a safetensors file (the header is not a JSON object)");
 	f->data = buf + 8 + hlen;
 	f->data_size = size - 8 - hlen;
 	root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL)
-		return sd_fail(err, SD_EDATA, "bad JSON in the header at byte %d: %s", jerr.position, jerr.text);
+		return sd_fail(err, SD_EDATA, "bad JSON in the header at byte %d: %s",
+		    jerr.position, sd_json_error_kind(&jerr));
 	if (!json_is_object(root)) {
 		sd_fail(err, SD_EDATA, "the header is not a JSON object");
 		goto out;
@@ -251,11 +255,9 @@ st_open(const char *path, struct sd_error *err)
 	void *map;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		sd_fail(err, errno == ENOENT ? SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
+	/* never blocks on a FIFO (a job's model: could name one) */
+	if ((fd = sd_open_regular(path, err)) < 0)
 		return NULL;
-	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		sd_fail(err, SD_ENOINPUT, "%s: not a regular file", path);
 		close(fd);
@@ -341,10 +343,11 @@ st_write(const char *path, const struct sd_tensor *tensors, int n,
     struct sd_error *err)
 {
 	json_t *root = json_object(), *meta;
-	char *header = NULL, tmp[4096];
+	struct sd_atomic_file af;
+	char *header = NULL;
 	size_t hlen, padded, offset = 0;
 	unsigned char lenbuf[8];
-	int fd = -1, rc = -1;
+	int rc = -1;
 
 	if (root == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -374,33 +377,20 @@ st_write(const char *path, const struct sd_tensor *tensors, int n,
 	padded = (hlen + 7) & ~(size_t)7;
 	for (int i = 0; i < 8; i++)
 		lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		sd_fail(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+	if (sd_atomic_open(&af, AT_FDCWD, path, NULL, 0666, err) < 0)
 		goto out;
-	}
-	if (sd_write_all(fd, lenbuf, 8) < 0 || sd_write_all(fd, header, hlen) < 0 ||
-	    sd_write_all(fd, "        ", padded - hlen) < 0)
-		goto ioerr;
+	if (sd_atomic_write(&af, lenbuf, 8, err) < 0 ||
+	    sd_atomic_write(&af, header, hlen, err) < 0 ||
+	    sd_atomic_write(&af, "        ", padded - hlen, err) < 0)
+		goto out;
 	for (int i = 0; i < n; i++)
-		if (sd_write_all(fd, tensors[i].data, sd_tensor_nbytes(&tensors[i])) < 0)
-			goto ioerr;
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		fd = -1;
-		goto ioerr;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0)
-		goto ioerr;
+		if (sd_atomic_write(&af, tensors[i].data,
+		    sd_tensor_nbytes(&tensors[i]), err) < 0)
+			goto out;
+	if (sd_atomic_commit(&af, 0, err) < 0)
+		goto out;
 	rc = 0;
-	goto out;
-ioerr:
-	sd_fail(err, SD_EIO, "%s: %s", path, strerror(errno));
-	unlink(tmp);
 out:
-	if (fd >= 0)
-		close(fd);
 	free(header);
 	return rc;
 }

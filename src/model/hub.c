@@ -18,6 +18,8 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "io/fileio.h"
+#include "io/jsonerr.h"
 #include "io/http.h"
 #include "model/hub.h"
 
@@ -349,32 +351,15 @@ mkdir_parent(const char *path)
 	return mkdirs(buf);
 }
 
-/* Write data to path atomically (a temporary file renamed). */
+/* Write data to path with the one atomic writer (io/fileio.h). */
 static int
 write_atomic(const char *path, const char *data, struct sd_error *err)
 {
-	char tmp[HUB_PATH_MAX];
-	size_t n = strlen(data);
-	int fd;
-
-	if (pathf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) < 0)
-		return sd_fail(err, SD_EIO, "%s: path too long", path);
 	if (mkdir_parent(path) < 0)
 		return sd_fail(err, SD_EIO, "cannot create the folder of %s: %s",
 		    path, strerror(errno));
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0)
-		return sd_fail(err, SD_EIO, "cannot write %s: %s", tmp, strerror(errno));
-	if (write(fd, data, n) != (ssize_t)n || close(fd) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return sd_fail(err, SD_EIO, "cannot write %s: %s", tmp, strerror(e));
-	}
-	if (rename(tmp, path) < 0) {
-		int e = errno;
-		unlink(tmp);
-		return sd_fail(err, SD_EIO, "cannot rename %s: %s", tmp, strerror(e));
-	}
-	return 0;
+	return sd_write_file_atomic(AT_FDCWD, path, data, strlen(data), NULL, 0666,
+	    0, err);
 }
 
 /* The commit of refs/REVISION (or the revision itself when it is one). */
@@ -419,27 +404,28 @@ write_ref(const char *repo_dir, const char *revision, const char *commit,
 static int
 copy_file(const char *from, const char *to)
 {
+	struct sd_atomic_file af;
 	char buf[1 << 16];
-	int in, out;
 	ssize_t n;
+	int in;
 
-	if ((in = open(from, O_RDONLY)) < 0)
+	if ((in = open(from, O_RDONLY | O_CLOEXEC)) < 0)
 		return -1;
-	if ((out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644)) < 0) {
+	if (sd_atomic_open(&af, AT_FDCWD, to, NULL, 0666, NULL) < 0) {
 		close(in);
 		return -1;
 	}
 	while ((n = read(in, buf, sizeof buf)) > 0)
-		if (write(out, buf, (size_t)n) != n) {
-			n = -1;
-			break;
+		if (sd_atomic_write(&af, buf, (size_t)n, NULL) < 0) {
+			close(in);
+			return -1;
 		}
 	close(in);
-	if (close(out) < 0 || n < 0) {
-		unlink(to);
+	if (n < 0) {
+		sd_atomic_abort(&af);
 		return -1;
 	}
-	return 0;
+	return sd_atomic_commit(&af, 0, NULL);
 }
 
 /* snapshots/COMMIT/FILE -> ../../blobs/ETAG (one more ../ per folder in
@@ -1283,7 +1269,7 @@ pipeline_files(const char *path, int fp16, struct want_list *l, struct sd_error 
 	if (root == NULL || !json_is_object(root)) {
 		json_decref(root);
 		return sd_fail(err, SD_EDATA, "%s: not a model_index.json: %s", path,
-		    root == NULL ? je.text : "not a JSON object");
+		    root == NULL ? sd_json_error_kind(&je) : "not a JSON object");
 	}
 	json_object_foreach(root, key, v) {
 		const char *lib, *cls;

@@ -801,66 +801,43 @@ synth_checkpoint(const char *path, const struct synth_config *cfg,
     struct sd_error *err)
 {
 	struct specs s;
-	char *header, *tmp = NULL;
+	struct sd_atomic_file af;
+	char *header;
 	unsigned char lenbuf[8];
 	void *buf = NULL;
-	size_t hlen, tmplen;
-	int fd = -1, rc = -1;
+	size_t hlen;
+	int rc = -1;
 
 	if (layout(cfg, &s, &header, &hlen, err) < 0)
 		return sd_error_prefix(err, "%s", path);
-	tmplen = strlen(path) + 32;
-	tmp = malloc(tmplen);
 	buf = malloc((size_t)CHUNK * 8);
-	if (tmp == NULL || buf == NULL) {
+	if (buf == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		goto out;
 	}
-	snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0) {
-		sd_fail(err, SD_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+	if (sd_atomic_open(&af, AT_FDCWD, path, NULL, 0666, err) < 0)
 		goto out;
-	}
 	for (int i = 0; i < 8; i++)
 		lenbuf[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-	if (sd_write_all(fd, lenbuf, 8) < 0 || sd_write_all(fd, header, hlen) < 0)
-		goto ioerr;
+	if (sd_atomic_write(&af, lenbuf, 8, err) < 0 ||
+	    sd_atomic_write(&af, header, hlen, err) < 0)
+		goto out;
 	for (int i = 0; i < s.n; i++) {
 		const struct spec *t = &s.v[i];
 		uint64_t seed = tensor_seed(cfg->seed, t->name);
 		for (int64_t start = 0; start < t->numel; start += CHUNK) {
 			int64_t n = t->numel - start < CHUNK ? t->numel - start : CHUNK;
 			fill_chunk(t, seed, start, n, buf);
-			if (sd_write_all(fd, buf, (size_t)n * sd_dtype_size(t->dtype)) < 0)
-				goto ioerr;
+			if (sd_atomic_write(&af, buf, (size_t)n * sd_dtype_size(t->dtype),
+			    err) < 0)
+				goto out;
 		}
 	}
-	if (fsync(fd) < 0) {
-		goto ioerr;
-	}
-	if (close(fd) < 0) {
-		fd = -1;
-		goto ioerr;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0)
-		goto ioerr;
+	if (sd_atomic_commit(&af, 0, err) < 0)
+		goto out;
 	rc = 0;
-	goto out;
-ioerr:
-	sd_fail(err, SD_EIO, "%s: %s", path, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	fd = -1;
-	unlink(tmp);
 out:
-	if (fd >= 0) {
-		close(fd);
-		unlink(tmp);
-	}
 	free(buf);
-	free(tmp);
 	free(header);
 	specs_free(&s);
 	return rc;

@@ -33,6 +33,7 @@
 #include <jansson.h>
 #include <utf8proc.h>
 
+#include "io/jsonerr.h"
 #include "model/tokenizer.h"
 
 /* transformers reads lines 1 .. 49152 - 256 - 2 of merges.txt (line 0 is
@@ -515,7 +516,7 @@ load_vocab(struct sd_tokenizer *t, const char *path, struct sd_error *err)
 	root = json_load_file(path, 0, &jerr);
 	if (root == NULL)
 		return sd_fail(err, SD_EDATA, "%s: bad JSON at line %d, column %d: %s",
-		    path, jerr.line, jerr.column, jerr.text);
+		    path, jerr.line, jerr.column, sd_json_error_kind(&jerr));
 	if (!json_is_object(root) || json_object_size(root) == 0) {
 		sd_fail(err, SD_EDATA, "%s: not a JSON object of token -> id", path);
 		goto out;
@@ -707,7 +708,7 @@ load_pad(struct sd_tokenizer *t, const char *path, int32_t *pad, struct sd_error
 		return 0;
 	if ((root = json_load_file(path, 0, &jerr)) == NULL)
 		return sd_fail(err, SD_EDATA, "%s: bad JSON at line %d, column %d: %s",
-		    path, jerr.line, jerr.column, jerr.text);
+		    path, jerr.line, jerr.column, sd_json_error_kind(&jerr));
 	v = json_is_object(root) ? json_object_get(root, "pad_token") : NULL;
 	if (json_is_object(v))
 		v = json_object_get(v, "content");

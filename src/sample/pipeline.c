@@ -273,8 +273,10 @@ encode_text(struct run *r, struct sd_error *err)
 		}
 		r->conditioning.time_ids = r->time_ids;
 	}
-	return conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
-	    r->pooled, err);
+	if (conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
+	    r->pooled, err) < 0)
+		return -1;
+	return sd_ctx_status(m->ctx, err);	/* issue 15: an op failed */
 }
 
 /* scale * (mean + std*noise - shift) of the VAE encoding of image [3, 8h, 8w]
@@ -301,6 +303,11 @@ encode_image(struct run *r, const float *image, float *out, struct sd_error *err
 	vae_encode(r->m->vae, c, dmom, dimg, 1, r->h, r->w);
 	sd_download(c, moments, dmom, 2 * r->nlat);
 	sd_release(c, mark);
+	if (sd_ctx_status(c, err) < 0) {	/* issue 15: an op failed */
+		free(moments);
+		free(eps);
+		return -1;
+	}
 	sd_rng_randn(r->rng, eps, r->nlat);
 	vae_latent_sample(r->m->vae, out, moments, eps, 1, r->h, r->w);
 	for (size_t i = 0; i < r->nlat; i++)
@@ -426,6 +433,8 @@ denoise(struct run *r, struct sd_error *err)
 		    &r->conditioning, err) < 0)
 			goto out;
 		sd_download(c, eps, dout, (size_t)r->batch * r->nlat);
+		if (sd_ctx_status(c, err) < 0)	/* issue 15: an op failed */
+			goto out;
 		DEBUG(m, "unet_out", i, eps, (size_t)r->batch * r->nlat);
 		if (r->cfg) {
 			for (size_t k = 0; k < r->nlat; k++)
@@ -486,6 +495,13 @@ decode(struct run *r, struct sd_image *out, struct sd_error *err)
 	vae_decode(r->m->vae, c, dimg, dz, 1, r->h, r->w);
 	sd_download(c, img, dimg, npix);
 	sd_release(c, mark);
+	if (sd_ctx_status(c, err) < 0) {	/* issue 15: an op failed */
+		free(z);
+		free(img);
+		free(out->rgb);
+		out->rgb = NULL;
+		return -1;
+	}
 	DEBUG(r->m, "image_decoded", -1, img, npix);
 	vae_image_to_rgb8(out->rgb, img, 1, 8 * r->h, 8 * r->w);
 	out->width = 8 * r->w;

@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "io/jsonerr.h"
 #include "sample/scheduler.h"
 
 #if defined(__clang__)
@@ -193,7 +194,8 @@ sched_config_load(const char *path, struct sched_config *cfg,
 		    SD_ENOINPUT : SD_EIO, "%s: %s", path, strerror(errno));
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL)
-		return sd_fail(err, SD_EDATA, "%s:%d: %s", path, jerr.line, jerr.text);
+		return sd_fail(err, SD_EDATA, "%s:%d: %s", path, jerr.line,
+		    sd_json_error_kind(&jerr));
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return sd_fail(err, SD_EDATA, "%s: not a JSON object", path);

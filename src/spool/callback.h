@@ -29,12 +29,31 @@ struct callback_outcome {
 /* Initialise libcurl (once per process, before threads). */
 int callback_global_init(void);
 
-/* Deliver body (event "job.done" or "job.failed").  Gives up early when
- * *stop becomes nonzero.  Always fills out; returns 0 when delivered, -1
+/* Deliver body (event "job.done" or "job.failed") now, retrying in
+ * place (`sdbatch run`; the worker uses the outbox, spool/outbox.h).
+ * Gives up early when *stop becomes nonzero.  Always fills out; returns 0 when delivered, -1
  * otherwise. */
 int callback_deliver(const struct job_callback *cb,
     const struct callback_config *cfg, const char *event, const char *body,
     size_t len, const volatile sig_atomic_t *stop, struct callback_outcome *out);
+
+/* What one attempt came to. */
+enum {
+	CALLBACK_DELIVERED,	/* a 2xx (its body is not read) */
+	CALLBACK_RETRY,		/* worth another attempt later */
+	CALLBACK_GIVE_UP,	/* 410, a bad URL, a missing secret: never */
+	CALLBACK_INTERRUPTED	/* *stop became nonzero */
+};
+
+/* One POST of body with webhook-id delivery_id, within timeout seconds,
+ * if the policy (NULL: none) allows the URL, the secret and the address
+ * connected to (else CALLBACK_GIVE_UP with the reason).
+ * Updates out (status, attempts + 1, http_status, last_error);
+ * *retry_after gets the receiver's Retry-After in seconds, or -1. */
+int callback_attempt(const struct job_callback *cb, const struct sd_policy *pol,
+    const char *event, const char *delivery_id, const char *body, size_t len,
+    double timeout, const volatile sig_atomic_t *stop,
+    struct callback_outcome *out, double *retry_after);
 
 /* "v1,<base64 HMAC-SHA256(key, id "." timestamp "." body)>" (malloc'd). */
 char *callback_signature(const unsigned char *key, size_t keylen,

@@ -19,11 +19,15 @@ void
 config_init(struct sd_config *c)
 {
 	memset(c, 0, sizeof *c);
+	policy_init(&c->policy);
+	c->callback.policy = &c->policy;
 	c->device = strdup("cpu");
 	c->poll_s = 2;
 	c->stale_s = 300;
 	c->heartbeat_s = 15;
 	params_init(&c->defaults);
+	c->max_deaths = 2;
+	c->job_time_s = 4 * 3600;
 	c->limits.width = 2048;
 	c->limits.height = 2048;
 	c->limits.steps = 150;
@@ -42,6 +46,7 @@ config_free(struct sd_config *c)
 {
 	size_t i;
 
+	policy_free(&c->policy);
 	free(c->path);
 	free(c->model);
 	free(c->tokenizer);
@@ -431,6 +436,10 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = yget_number(&y, x, k, 1, 30 * 86400, &c->stale_s);
 		else if (strcmp(k, "heartbeat_interval") == 0)
 			r = yget_number(&y, x, k, 0.05, 86400, &c->heartbeat_s);
+		else if (strcmp(k, "max_worker_deaths") == 0)
+			r = geti(&y, x, k, 1, 1000, &c->max_deaths);
+		else if (strcmp(k, "job_time_limit") == 0)
+			r = yget_number(&y, x, k, 0, 365 * 86400, &c->job_time_s);
 		else if (strcmp(k, "defaults") == 0)
 			r = defaults_section(&y, c, x);
 		else if (strcmp(k, "limits") == 0)
@@ -439,10 +448,13 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = callback_section(&y, c, x);
 		else if (strcmp(k, "hub") == 0)
 			r = hub_section(&y, c, x, base);
+		else if (strcmp(k, "policy") == 0)
+			r = policy_parse(&y, &c->policy, x, base);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
 			    "tokenizer, device, threads, output_root, model_dirs, "
-			    "poll_interval, stale_after, heartbeat_interval, defaults, "
+			    "poll_interval, stale_after, heartbeat_interval, "
+			    "max_worker_deaths, job_time_limit, policy, defaults, "
 			    "limits, callback, hub)");
 		if (r < 0 && err != NULL && err->code != SD_EINTERNAL)
 			err->code = SD_ECONFIG;

@@ -14,6 +14,7 @@
 #include "model/hub.h"
 #include "sample/pipeline.h"
 #include "spool/params.h"
+#include "spool/policy.h"
 #include "spool/yamltree.h"
 
 /* What a job may ask for at most. */
@@ -29,6 +30,7 @@ struct callback_config {
 	double total_s;		/* give up after this long in all */
 	double backoff_s;	/* first delay; doubles each retry, with jitter */
 	double backoff_max_s;
+	const struct sd_policy *policy;	/* the configuration's (never NULL) */
 };
 
 /* Models named by Hugging Face Hub id (hub: in the file). */
@@ -52,12 +54,15 @@ struct sd_config {
 	double poll_s;		/* spool poll interval */
 	double stale_s;		/* claim heartbeat age that makes it stale */
 	double heartbeat_s;	/* how often a worker touches its claim */
+	int max_deaths;		/* worker deaths before a job goes to failed/ */
+	double job_time_s;	/* a job's longest run (0: no limit) */
 	/* job values used when a job does not give them: the table's
 	 * defaults (spool/params.h), then the file's defaults: section */
 	struct job_params defaults;
 	struct job_limits limits;
 	struct callback_config callback;
 	struct hub_config hub;
+	struct sd_policy policy;	/* the `policy:` section (policy.h) */
 };
 
 /* The hub options of c (strings point into c). */

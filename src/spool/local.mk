@@ -13,3 +13,5 @@ src_libsdbatch_a_SOURCES += \
 	src/spool/callback.c src/spool/callback.h \
 	src/spool/runjob.c src/spool/runjob.h \
 	src/spool/worker.c src/spool/worker.h
+src_libsdbatch_a_SOURCES += src/spool/outbox.c src/spool/outbox.h
+src_libsdbatch_a_SOURCES += src/spool/policy.c src/spool/policy.h

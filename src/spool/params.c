@@ -89,7 +89,7 @@ const struct param_def params_table[] = {
 	  .help = "what to render" },
 	{ .field = JF_NEGATIVE_PROMPT, .name = "negative_prompt", .type = PARAM_TEXT,
 	  .flags = PARAM_NULL_IS_EMPTY | PARAM_CONFIG, .max = 1 << 20,
-	  .limit = PARAM_LIMIT_PROMPT_LENGTH, .default_text = "",
+	  .limit = PARAM_LIMIT_PROMPT_LENGTH,	/* none: NULL (SDXL: zeros) */
 	  AT(negative_prompt), SD(negative_prompt),
 	  .flag = "negative", .short_flag = 'n', .flag_alias = "negative-prompt",
 	  .metavar = "TEXT", .help = "negative prompt" },

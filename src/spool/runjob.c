@@ -1,6 +1,7 @@
 /* runjob.c: run one job through the engine and write its PNGs. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -10,10 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fileio.h"
 #include "io/image.h"
 #include "io/png.h"
 #include "model/hub.h"
 #include "spool/metadata.h"
+#include "spool/policy.h"
 #include "spool/runjob.h"
 #include "spool/util.h"
 
@@ -344,47 +347,93 @@ fail:
 	return -1;
 }
 
-/* Write data as dirfd/name through a temporary name, fsync, rename. */
+/* Is dirfd/name a PNG that job id wrote (its sdbatch text chunk)? */
 static int
-write_at(int dfd, const char *dirpath, const char *name, const void *data,
-    size_t len, struct sd_error *err)
+written_by(int dfd, const char *dirpath, const char *name, const char *id)
 {
-	char tmp[300], hex[17];
-	const char *p = data;
-	size_t left = len;
-	int fd;
+	char *path = util_printf("%s/%s", dirpath, name), *text = NULL;
+	json_t *j = NULL;
+	int r = 0;
 
-	util_random_hex(hex, 8);
-	snprintf(tmp, sizeof tmp, ".%.200s.%s.tmp", name, hex);
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, tmp, strerror(errno));
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			goto fail;
-		p += w;
-		left -= (size_t)w;
+	(void)dfd;
+	if (path != NULL && png_read_text(path, "sdbatch", &text, NULL, NULL) == 1 &&
+	    text != NULL && (j = json_loads(text, 0, NULL)) != NULL) {
+		const char *v = json_string_value(json_object_get(j, "id"));
+		r = v != NULL && strcmp(v, id) == 0;
 	}
-	if (fsync(fd) < 0)
-		goto fail;
-	if (close(fd) < 0) {
-		fd = -1;
-		goto fail;
+	json_decref(j);
+	free(text);
+	free(path);
+	return r;
+}
+
+/* Write data as dirfd/NAME with the one atomic writer.  In a spool
+ * (unique set) an existing file of another job (or anyone's) is never
+ * replaced: a free name NAME-2.EXT, NAME-3.EXT, ... is taken instead and
+ * *name updated; a file an earlier run of the same job wrote is. */
+static int
+write_at(int dfd, const char *dirpath, char **name, const void *data,
+    size_t len, const char *id, int unique, struct sd_error *err)
+{
+	struct sd_atomic_file f;
+	char *try = NULL;
+	int k;
+
+	for (k = 1; k < 1000; k++) {
+		const char *n = *name;
+		if (k > 1) {
+			const char *dot = strrchr(*name, '.');
+			size_t stem = dot && dot != *name ? (size_t)(dot - *name) :
+			    strlen(*name);
+			free(try);
+			try = util_printf("%.*s-%d%s", (int)stem, *name, k,
+			    *name + stem);
+			if (try == NULL)
+				return sd_fail(err, SD_EINTERNAL, "out of memory");
+			n = try;
+		}
+		if (sd_atomic_open(&f, dfd, n, id, 0666, err) < 0 ||
+		    sd_atomic_write(&f, data, len, err) < 0) {
+			free(try);
+			return sd_error_prefix(err, "%s", dirpath);
+		}
+		if (!unique || written_by(dfd, dirpath, n, id)) {
+			if (sd_atomic_commit(&f, 0, err) < 0)
+				break;
+		} else if (sd_atomic_commit(&f, 1, err) < 0) {
+			if (errno == EEXIST)
+				continue;
+			break;
+		}
+		if (try != NULL) {
+			free(*name);
+			*name = try;
+		}
+		return 0;
 	}
-	fd = -1;
-	if (renameat(dfd, tmp, dfd, name) < 0)
-		goto fail;
-	(void)fsync(dfd);
-	return 0;
-fail:
-	sd_fail(err, SD_EIO, "%s/%s: %s", dirpath, name, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	unlinkat(dfd, tmp, 0);
-	return -1;
+	free(try);
+	if (k == 1000)
+		sd_fail(err, SD_EIO, "%s/%s: no free name for the image", dirpath, *name);
+	return sd_error_prefix(err, "%s", dirpath);
+}
+
+/* Remove what a killed write of this job left in its output folder. */
+static void
+clean_leftovers(int dfd, const char *id)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd = dup(dfd);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (sd_atomic_is_leftover(de->d_name, id))
+			unlinkat(dfd, de->d_name, 0);
+	closedir(d);
 }
 
 struct step_ctx {
@@ -393,7 +442,7 @@ struct step_ctx {
 	struct runjob_result *res;
 	int image;
 	double job_start, last_check, image_est;
-	int cancelled, interrupted;
+	int cancelled, interrupted, timed_out;
 };
 
 static int
@@ -401,8 +450,13 @@ should_stop(struct step_ctx *c)
 {
 	double now = util_now_mono();
 
-	if (c->env->stop != NULL && *c->env->stop) {
+	if ((c->env->stop != NULL && *c->env->stop) ||
+	    (c->env->claim != NULL && c->env->claim->lost)) {
 		c->interrupted = 1;
+		return 1;
+	}
+	if (c->env->cfg->job_time_s > 0 && now - c->job_start > c->env->cfg->job_time_s) {
+		c->timed_out = 1;
 		return 1;
 	}
 	if (c->env->claim != NULL && now - c->last_check >= 0.2) {
@@ -445,7 +499,12 @@ on_progress(void *user, const struct sd_progress *p)
 static int
 stop_status(struct step_ctx *c, struct runjob_result *res)
 {
-	if (c->cancelled) {
+	if (c->timed_out) {
+		res->status = RUNJOB_FAILED;
+		sd_fail(&res->err, SD_EDATA, "stopped after %.0f s: over the job time "
+		    "limit (job_time_limit: %g s in the configuration)",
+		    util_now_mono() - c->job_start, c->env->cfg->job_time_s);
+	} else if (c->cancelled) {
 		res->status = RUNJOB_CANCELLED;
 		sd_fail(&res->err, SD_EREQUEUED, "cancelled");
 	} else {
@@ -467,6 +526,10 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 
 	memset(&init, 0, sizeof init);
 	memset(&mask, 0, sizeof mask);
+	/* Input images may be up to 4 times the largest output (they are
+	 * resized), checked before decoding. */
+	png_set_max_pixels((uint64_t)4 * (uint64_t)env->cfg->limits.width *
+	    (uint64_t)env->cfg->limits.height);
 	if (job->init_image != NULL &&
 	    load_input(job, JF_INIT_IMAGE, job->init_image, 3, &init, res) < 0)
 		goto out;
@@ -474,6 +537,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		goto out;
 	if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
 		goto out;
+	if (env->claim != NULL)
+		clean_leftovers(dfd, job->id);
 	if (should_stop(ctx)) {
 		stop_status(ctx, res);
 		goto out;
@@ -513,12 +578,16 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		    &res->err) < 0) {
 			sd_image_free(&img);
 			if (res->err.code == SD_EREQUEUED || ctx->cancelled ||
-			    ctx->interrupted) {
+			    ctx->interrupted || ctx->timed_out) {
 				stop_status(ctx, res);
 				goto out;
 			}
 			if (res->err.code == 0)
 				res->err.code = SD_EINTERNAL;
+			/* Out of memory or a device error: the model's context
+			 * keeps it (sticky); the next job loads anew. */
+			if (res->err.code == SD_EINTERNAL || res->err.code == SD_EUNAVAILABLE)
+				model_cache_free(env->cache);
 			blame_by_message(job, res);
 			goto out;
 		}
@@ -537,8 +606,19 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		    2, &png, &pnglen, &res->err) == 0;
 		free(params);
 		free(json);
+		/* A paused worker whose claim was taken over writes nothing. */
+		if (w && env->claim != NULL && !spool_claim_held(env->claim)) {
+			((struct spool_claim *)env->claim)->lost = 1;
+			free(png);
+			free(name);
+			sd_image_free(&img);
+			ctx->interrupted = 1;
+			stop_status(ctx, res);
+			goto out;
+		}
 		if (w)
-			w = write_at(dfd, dirpath, name, png, pnglen, &res->err) == 0;
+			w = write_at(dfd, dirpath, &name, png, pnglen, job->id,
+			    env->claim != NULL, &res->err) == 0;
 		if (!w) {
 			free(png);
 			free(name);
@@ -636,6 +716,72 @@ on_download(void *user, const struct hub_progress *p)
 		env->download(env->download_user, d->job->id, p);
 }
 
+/* The configuration's trust policy (policy.h) on what the job names.
+ * given: paths as the job wrote them (before resolution: a path outside
+ * the input roots gets the same answer whether it exists or not), else
+ * the resolved ones (symbolic links followed). */
+static int
+check_policy(struct runjob_env *env, struct sd_job *job, int given,
+    struct runjob_result *res)
+{
+	const struct sd_policy *pol = &env->cfg->policy;
+	const char *paths[5] = { job->model, job->unet, job->vae, job->init_image,
+	    job->mask };
+	static const enum job_field fields[5] = { JF_MODEL, JF_UNET, JF_VAE,
+	    JF_INIT_IMAGE, JF_MASK };
+	char why[600];
+	int i;
+
+	if (given && job->callback.url != NULL) {
+		if (policy_check_url(pol, job->callback.url, why, sizeof why) < 0) {
+			sd_fail(&res->err, SD_EDATA, "callback: %s", why);
+			return blame(job, JF_CALLBACK, res);
+		}
+		if (job->callback.secret_env != NULL &&
+		    !policy_secret_allowed(pol, job->callback.secret_env)) {
+			sd_fail(&res->err, SD_EDATA, "callback: secret_env %.64s is not "
+			    "among the configuration's secret_envs (policy.secret_envs)",
+			    job->callback.secret_env);
+			return blame(job, JF_CALLBACK, res);
+		}
+	}
+	if (pol->n_input_roots == 0)
+		return 0;
+	for (i = 0; i < 5; i++) {
+		char *cand = NULL;
+		const char *p = paths[i];
+		int ok;
+		struct stat st;
+
+		/* what the configuration names itself is trusted */
+		if (p == NULL || job->line[fields[i]] == 0)
+			continue;
+		if (given && p[0] != '/') {
+			/* relative: against the job's folder when it is a path
+			 * there; else the model folders or the Hub decide */
+			if (job->dir == NULL)
+				continue;
+			cand = util_printf("%s/%s", job->dir, p);
+			if (cand == NULL)
+				return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+			if (p[0] != '.' && stat(cand, &st) < 0) {
+				free(cand);
+				continue;
+			}
+			p = cand;
+		}
+		ok = policy_input_allowed(pol, p);
+		free(cand);
+		if (!ok) {
+			sd_fail(&res->err, SD_EDATA, "%s: %s is outside the configuration's "
+			    "input roots (policy.input_roots)", job_field_name(fields[i]),
+			    paths[i]);
+			return blame(job, fields[i], res);
+		}
+	}
+	return 0;
+}
+
 int
 runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
 {
@@ -666,7 +812,11 @@ runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	hooks.notice = on_download_notice;
 	hooks.user = &dl;
 	hooks.stop = env->stop;
-	r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
+	r = check_policy(env, job, 1, res);
+	if (r == 0)
+		r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
+	if (r == 0)
+		r = check_policy(env, job, 0, res);
 	if (r < 0 && (res->err.code == SD_EREQUEUED ||
 	    (env->stop != NULL && *env->stop))) {
 		/* a signal while a model was downloading: requeue */

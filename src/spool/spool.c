@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/fileio.h"
 #include "spool/progress.h"
 #include "spool/spool.h"
 #include "spool/util.h"
@@ -37,6 +38,7 @@ spool_close(struct spool *s)
 	free(s->failed);
 	free(s->output);
 	free(s->logs);
+	free(s->callbacks);
 	memset(s, 0, sizeof *s);
 }
 
@@ -65,7 +67,9 @@ spool_open(struct spool *s, const char *root, int create, struct sd_error *err)
 	dirs[4] = &s->failed;
 	dirs[5] = &s->output;
 	dirs[6] = &s->logs;
-	if ((s->root = strdup(root)) == NULL)
+	s->max_deaths = 2;
+	if ((s->root = strdup(root)) == NULL ||
+	    (s->callbacks = util_join(root, "callbacks")) == NULL)
 		goto oom;
 	for (i = 0; i < 7; i++) {
 		if ((*dirs[i] = util_join(root, names[i])) == NULL)
@@ -106,6 +110,7 @@ spool_claim_free(struct spool_claim *c)
 	free(c->job_path);
 	free(c->claim_path);
 	free(c->cancel_path);
+	free(c->own_path);
 	memset(c, 0, sizeof *c);
 }
 
@@ -113,19 +118,7 @@ spool_claim_free(struct spool_claim *c)
 static int
 rename_noreplace(const char *from, const char *to)
 {
-	struct stat st;
-
-#ifdef RENAME_NOREPLACE
-	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
-		return -1;
-#endif
-	if (lstat(to, &st) == 0) {
-		errno = EEXIST;
-		return -1;
-	}
-	return rename(from, to);
+	return sd_rename_noreplace(AT_FDCWD, from, AT_FDCWD, to);
 }
 
 static char *
@@ -201,11 +194,12 @@ write_claim(struct spool *s, struct spool_claim *c, struct sd_error *err)
 	util_random_hex(c->nonce, 16);
 	c->started = util_now();
 	util_rfc3339(c->started, when, sizeof when);
-	o = json_pack("{s:s, s:i, s:I, s:s, s:f, s:s, s:s}",
-	    "host", util_hostname(), "pid", (int)getpid(),
+	o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:f, s:s, s:s, s:i, s:s}",
+	    "host", util_hostname(), "boot_id", util_boot_id(),
+	    "pid_ns", util_pid_ns(), "pid", (int)getpid(),
 	    "pid_start", (json_int_t)util_pid_start(getpid()),
 	    "started", when, "started_epoch", c->started, "nonce", c->nonce,
-	    "name", c->name);
+	    "name", c->name, "deaths", c->deaths, "instance", c->instance);
 	if (o == NULL || (text = json_dumps(o, SD_JSON_LINE)) == NULL) {
 		json_decref(o);
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -214,6 +208,70 @@ write_claim(struct spool *s, struct spool_claim *c, struct sd_error *err)
 	r = util_write_atomic(c->claim_path, s->tmp, text, strlen(text), 0644, err);
 	free(text);
 	return r;
+}
+
+static json_t *read_json(const char *path);
+
+/* incoming/.ID.state: what a queued job carries over from its earlier
+ * runs (worker deaths, the instance id of its callbacks), valid for the
+ * job file of that inode only. */
+static char *
+state_file(struct spool *s, const char *id)
+{
+	return util_printf("%s/.%s.state", s->incoming, id);
+}
+
+static void
+write_state(struct spool *s, const char *id, const char *job, int deaths,
+    const char *instance, const char *last)
+{
+	struct stat st;
+	char *path, *text = NULL;
+	json_t *o;
+
+	if (lstat(job, &st) < 0 || (path = state_file(s, id)) == NULL)
+		return;
+	o = json_pack("{s:I, s:i, s:s, s:s}", "ino", (json_int_t)st.st_ino,
+	    "deaths", deaths, "instance", instance, "last_error", last ? last : "");
+	if (o != NULL && (text = json_dumps(o, SD_JSON_LINE)) != NULL)
+		util_write_atomic(path, NULL, text, strlen(text), 0644, NULL);
+	free(text);
+	json_decref(o);
+	free(path);
+}
+
+/* Read the state of the job now at job (deaths, instance) into c. */
+static void
+read_state(struct spool *s, struct spool_claim *c, const char *job)
+{
+	struct stat st;
+	char *path = state_file(s, c->id);
+	json_t *o = path ? read_json(path) : NULL;
+	const char *inst;
+
+	c->deaths = 0;
+	util_random_hex(c->instance, 16);
+	if (o != NULL && lstat(job, &st) == 0 && json_integer_value(json_object_get(
+	    o, "ino")) == (json_int_t)st.st_ino) {
+		json_int_t d = json_integer_value(json_object_get(o, "deaths"));
+		c->deaths = d > 0 && d < 1000 ? (int)d : 0;
+		inst = json_string_value(json_object_get(o, "instance"));
+		if (inst != NULL && strlen(inst) == 32 && strspn(inst,
+		    "0123456789abcdef") == 32)
+			memcpy(c->instance, inst, 33);
+	}
+	json_decref(o);
+	free(path);
+}
+
+static void
+drop_state(struct spool *s, const char *id)
+{
+	char *path = state_file(s, id);
+
+	if (path != NULL)
+		unlink(path);
+	free(path);
 }
 
 /* Remove records of an earlier run of the same id: the job runs anew. */
@@ -274,12 +332,14 @@ claim_one(struct spool *s, const char *name, struct spool_claim *c,
 		goto out;
 	}
 	util_fsync_dir(s->running);
+	read_state(s, c, to);
 	if (write_claim(s, c, err) < 0) {
 		/* Without a claim file the job would look stale: put it back. */
-		rename(to, from);
+		rename_noreplace(to, from);
 		r = -1;
 		goto out;
 	}
+	drop_state(s, c->id);
 	drop_old_records(s, c->id);
 	free(from);
 	return 1;
@@ -371,10 +431,51 @@ spool_claim_id(struct spool *s, const char *id, struct spool_claim *c,
 	return claim_one(s, name, c, err);
 }
 
+/* Open the claim file and check that it holds our nonce: the descriptor,
+ * or -1 (errno ESTALE when it is another worker's). */
+static int
+open_own_claim(const char *path, const char *nonce)
+{
+	char buf[4096], want[64];
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, sizeof buf - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	snprintf(want, sizeof want, "\"nonce\":\"%s\"", nonce);
+	if (nonce[0] == '\0' || strstr(buf, want) == NULL) {
+		close(fd);
+		errno = ESTALE;
+		return -1;
+	}
+	return fd;
+}
+
 int
 spool_heartbeat(const struct spool_claim *c)
 {
-	return utimensat(AT_FDCWD, c->claim_path, NULL, 0);
+	int fd = open_own_claim(c->claim_path, c->nonce), r;
+
+	if (fd < 0)
+		return -1;
+	r = futimens(fd, NULL);
+	close(fd);
+	return r;
+}
+
+int
+spool_claim_held(const struct spool_claim *c)
+{
+	int fd;
+
+	if (c->lost)
+		return 0;
+	if ((fd = open_own_claim(c->claim_path, c->nonce)) < 0)
+		return 0;
+	close(fd);
+	return 1;
 }
 
 int
@@ -399,57 +500,173 @@ log_event(struct spool *s, const char *id, const char *event, const char *error)
 	free(log);
 }
 
-int
-spool_requeue(struct spool *s, struct spool_claim *c, struct sd_error *err)
+/* Take the claim file away (to tmp/) if it is still ours: from then on no
+ * other worker can take the job over.  0, or -1 (SD_EREQUEUED, c->lost)
+ * when another worker holds it now. */
+static int
+own_claim(struct spool *s, struct spool_claim *c, struct sd_error *err)
 {
-	char *to = state_path(s->incoming, c->id, ".yaml");
+	char hex[17], *moved;
+	struct stat st;
+	int fd;
+
+	if (c->own_path != NULL)
+		return 0;
+	if (c->lost)
+		goto lost;
+	util_random_hex(hex, 8);
+	if ((moved = util_printf("%s/.%s.claim.own-%s", s->tmp, c->id, hex)) == NULL)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	if (rename(c->claim_path, moved) < 0) {
+		free(moved);
+		goto lost;
+	}
+	if ((fd = open_own_claim(moved, c->nonce)) < 0) {
+		/* Another worker's claim: give it back. */
+		if (rename_noreplace(moved, c->claim_path) < 0)
+			unlink(moved);
+		free(moved);
+		goto lost;
+	}
+	close(fd);
+	c->own_path = moved;
+	/* A job file without a claim is recovered once its ctime is older
+	 * than stale_after: make it new. */
+	if (lstat(c->job_path, &st) == 0)
+		chmod(c->job_path, st.st_mode & 07777);
+	return 0;
+lost:
+	c->lost = 1;
+	return sd_fail(err, SD_EREQUEUED, "job %s: another worker took the claim "
+	    "over (this one was paused or cut off for longer than stale_after); "
+	    "standing down", c->id);
+}
+
+static void
+release_claim(struct spool_claim *c)
+{
+	if (c->own_path != NULL)
+		unlink(c->own_path);
+	unlink(c->cancel_path);
+	free(c->own_path);
+	c->own_path = NULL;
+}
+
+static void write_failed(struct spool *s, const char *id, const char *job,
+    const char *status, int code, const char *message, const char *event);
+
+/* Put the owned job back to incoming/ with its state; a job queued under
+ * the same id meanwhile is never replaced: this one goes to failed/. */
+static int
+put_back(struct spool *s, struct spool_claim *c, int deaths, const char *why,
+    struct sd_error *err)
+{
+	char *to = state_path(s->incoming, c->id, ".yaml"), msg[700];
 	int r = 0;
 
 	if (to == NULL)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
-	if (rename(c->job_path, to) < 0)
-		r = sd_fail(err, SD_EIO, "requeue %s: %s", c->job_path, strerror(errno));
-	else
+	write_state(s, c->id, c->job_path, deaths, c->instance, why);
+	if (rename_noreplace(c->job_path, to) == 0) {
 		util_fsync_dir(s->incoming);
-	unlink(c->claim_path);
-	unlink(c->cancel_path);
+	} else if (errno == EEXIST) {
+		drop_state(s, c->id);
+		snprintf(msg, sizeof msg, "not requeued: a newer job %s was queued "
+		    "while this one ran (%s)", c->id, why);
+		write_failed(s, c->id, c->job_path, "failed", SD_EDATA, msg, "failed");
+		r = sd_fail(err, SD_EDATA, "job %s: %s", c->id, msg);
+	} else
+		r = sd_fail(err, SD_EIO, "requeue %s: %s", c->job_path, strerror(errno));
 	free(to);
 	return r;
 }
 
 int
+spool_requeue(struct spool *s, struct spool_claim *c, struct sd_error *err)
+{
+	int r;
+
+	if (own_claim(s, c, err) < 0)
+		return -1;
+	r = put_back(s, c, c->deaths, "interrupted", err);
+	release_claim(c);
+	return r;
+}
+
+int
 spool_finish(struct spool *s, struct spool_claim *c, int failed,
-    const char *record, size_t len, struct sd_error *err)
+    const char *record, size_t len, const char *cbentry, size_t cblen,
+    struct sd_error *err)
 {
 	const char *dir = failed ? s->failed : s->done;
 	char *json = state_path(dir, c->id, ".json");
 	char *yaml = state_path(dir, c->id, ".yaml");
+	char *cbpath = NULL, why[SD_ERROR_MAX + 100];
+	struct sd_error e;
 	int r = 0;
 
+	sd_error_clear(&e);
 	if (json == NULL || yaml == NULL) {
 		r = sd_fail(err, SD_EINTERNAL, "out of memory");
 		goto out;
 	}
-	/* The record first: when the job file appears in done/ or failed/,
-	 * its record is there. */
-	if (util_write_atomic(json, s->tmp, record, len, 0644, err) < 0) {
+	if (own_claim(s, c, err) < 0) {
 		r = -1;
 		goto out;
 	}
+	/* The record first: when the job file appears in done/ or failed/,
+	 * its record is there; then the callback it owes. */
+	if (util_write_atomic(json, s->tmp, record, len, 0644, &e) < 0)
+		goto cannot;
+	if (cbentry != NULL) {
+		if ((cbpath = spool_callback_path(s, c->id)) == NULL) {
+			sd_fail(&e, SD_EINTERNAL, "out of memory");
+			goto cannot;
+		}
+		if (util_mkdirs(s->callbacks, &e) < 0 ||
+		    util_write_atomic(cbpath, NULL, cbentry, cblen, 0644, &e) < 0)
+			goto cannot;
+	}
 	if (rename(c->job_path, yaml) < 0) {
-		r = sd_fail(err, errno == ENOENT ? SD_EREQUEUED : SD_EIO,
-		    "finish %s: %s%s", c->job_path, strerror(errno),
-		    errno == ENOENT ? " (the claim was taken over: the job was "
-		    "requeued as stale while it ran)" : "");
-		goto out;
+		sd_fail(&e, SD_EIO, "%s: %s", yaml, strerror(errno));
+		goto cannot;
 	}
 	util_fsync_dir(dir);
-	unlink(c->claim_path);
-	unlink(c->cancel_path);
+	release_claim(c);
+	goto out;
+cannot:
+	/* Never leave the job claimed: run it again, or after max_deaths
+	 * such failures fail it (where failed/ can still be written). */
+	unlink(json);
+	if (cbpath != NULL)
+		unlink(cbpath);
+	snprintf(why, sizeof why, "the result record could not be written: %s",
+	    e.message);
+	if (c->deaths + 1 >= s->max_deaths) {
+		char msg[SD_ERROR_MAX + 200];
+		snprintf(msg, sizeof msg, "%s (%d times; not run again)", why,
+		    c->deaths + 1);
+		write_failed(s, c->id, c->job_path, "failed", SD_EIO, msg, "failed");
+	}
+	if (lstat(c->job_path, &(struct stat){0}) == 0) {
+		if (put_back(s, c, c->deaths + 1, why, NULL) == 0)
+			log_event(s, c->id, "requeued", why);
+	}
+	release_claim(c);
+	r = sd_fail(err, SD_EIO, "job %s: %s; %s", c->id, why,
+	    spool_find(s, c->id, NULL) == SPOOL_FAILED ? "moved to failed/" :
+	    "requeued");
 out:
+	free(cbpath);
 	free(json);
 	free(yaml);
 	return r;
+}
+
+char *
+spool_callback_path(struct spool *s, const char *id)
+{
+	return state_path(s->callbacks, id, ".json");
 }
 
 json_t *
@@ -460,6 +677,16 @@ spool_simple_record(const char *id, const char *status, int code,
 	json_t *o;
 
 	util_rfc3339(util_now(), when, sizeof when);
+	/* Cancelled while queued (code 0): no worker ran it (the cancelling
+	 * command is not one), and it is no error with an exit status. */
+	if (code == 0 && strcmp(status, "cancelled") == 0) {
+		o = json_pack("{s:s, s:s, s:[], s:n, s:s}", "id", id, "status",
+		    status, "images", "worker", "finished", when);
+		if (o != NULL && message != NULL)
+			json_object_set_new(o, "error", json_pack("{s:s}", "message",
+			    message));
+		return o;
+	}
 	o = json_pack("{s:s, s:s, s:[], s:{s:s, s:i}, s:s}", "id", id,
 	    "status", status, "images", "worker", "host", util_hostname(),
 	    "pid", (int)getpid(), "finished", when);
@@ -469,18 +696,24 @@ spool_simple_record(const char *id, const char *status, int code,
 	return o;
 }
 
-/* Is this claim stale?  why gets the reason. */
+/* Is this claim stale?  why gets the reason.  A pid means the same
+ * process only on the same host, boot and PID namespace (containers with
+ * host networking share a host name); elsewhere the heartbeat's age tells. */
 static int
 claim_stale(json_t *claim, const struct stat *st, double stale_s, char *why,
     size_t size)
 {
 	const char *host = json_string_value(json_object_get(claim, "host"));
+	const char *boot = json_string_value(json_object_get(claim, "boot_id"));
+	const char *ns = json_string_value(json_object_get(claim, "pid_ns"));
 	json_int_t pid = json_integer_value(json_object_get(claim, "pid"));
 	json_int_t start = json_integer_value(json_object_get(claim, "pid_start"));
 	double age = util_now() - ((double)st->st_mtim.tv_sec +
 	    (double)st->st_mtim.tv_nsec * 1e-9);
 
-	if (host != NULL && strcmp(host, util_hostname()) == 0) {
+	if (host != NULL && strcmp(host, util_hostname()) == 0 && boot != NULL &&
+	    strcmp(boot, util_boot_id()) == 0 && ns != NULL &&
+	    strcmp(ns, util_pid_ns()) == 0) {
 		unsigned long long now_start;
 		if (!util_pid_alive((pid_t)pid)) {
 			snprintf(why, size, "its worker (pid %lld on %s) is gone",
@@ -496,8 +729,10 @@ claim_stale(json_t *claim, const struct stat *st, double stale_s, char *why,
 		return 0;
 	}
 	if (age > stale_s) {
-		snprintf(why, size, "no heartbeat from %s (pid %lld) for %.0f s",
-		    host ? host : "an unknown host", (long long)pid, age);
+		snprintf(why, size, "no heartbeat from %s (pid %lld%s) for %.0f s",
+		    host ? host : "an unknown host", (long long)pid,
+		    host != NULL && strcmp(host, util_hostname()) == 0 ?
+		    ", another boot or PID namespace" : "", age);
 		return 1;
 	}
 	return 0;
@@ -517,48 +752,84 @@ read_json(const char *path)
 	return j;
 }
 
-/* Put a stale job back (or to failed/ when a cancel was asked for). */
-static int
-recover_job(struct spool *s, const char *id, const char *why)
+/* Move running/ID.yaml (job) to failed/ with a simple record; 0 when
+ * moved (the record written first). */
+static void
+write_failed(struct spool *s, const char *id, const char *job,
+    const char *status, int code, const char *message, const char *event)
 {
-	char *job = state_path(s->running, id, ".yaml");
-	char *cancel = state_path(s->running, id, ".cancel");
-	char *to = NULL, msg[600];
+	char *json = state_path(s->failed, id, ".json");
+	char *to = state_path(s->failed, id, ".yaml");
+	json_t *rec = spool_simple_record(id, status, code, message);
+	char *text = rec ? json_dumps(rec, SD_JSON_FILE) : NULL;
+
+	if (json != NULL && to != NULL && text != NULL &&
+	    util_write_atomic(json, s->tmp, text, strlen(text), 0644, NULL) == 0) {
+		if (rename(job, to) == 0) {
+			util_fsync_dir(s->failed);
+			log_event(s, id, event, message);
+		} else
+			unlink(json);
+	}
+	free(text);
+	free(json);
+	free(to);
+	json_decref(rec);
+}
+
+/* Put a stale job back (or to failed/ when a cancel was asked for, or
+ * when its workers died max_deaths times).  deaths: of the claim, -1 when
+ * there was none (then the queued state tells).  1 when requeued. */
+static int
+recover_job(struct spool *s, const char *id, const char *why, int deaths,
+    const char *instance)
+{
+	struct spool_claim c;
+	char msg[700];
 	struct stat st;
 	int r = 0;
 
-	if (job == NULL || cancel == NULL)
+	memset(&c, 0, sizeof c);
+	snprintf(c.id, sizeof c.id, "%s", id);
+	c.job_path = state_path(s->running, id, ".yaml");
+	c.cancel_path = state_path(s->running, id, ".cancel");
+	if (c.job_path == NULL || c.cancel_path == NULL)
 		goto out;
-	if (lstat(cancel, &st) == 0) {
-		json_t *rec;
-		char *text, *json = state_path(s->failed, id, ".json");
+	if (lstat(c.cancel_path, &st) == 0) {
 		snprintf(msg, sizeof msg, "cancelled (its worker stopped: %s)", why);
-		rec = spool_simple_record(id, "cancelled", SD_EREQUEUED, msg);
-		text = rec ? json_dumps(rec, SD_JSON_FILE) : NULL;
-		if (json != NULL && text != NULL)
-			util_write_atomic(json, s->tmp, text, strlen(text), 0644, NULL);
-		free(text);
-		free(json);
-		json_decref(rec);
-		to = state_path(s->failed, id, ".yaml");
-		if (to != NULL && rename(job, to) == 0) {
-			log_event(s, id, "cancelled", msg);
-			r = 0;
-		}
-		unlink(cancel);
+		write_failed(s, id, c.job_path, "cancelled", SD_EREQUEUED, msg,
+		    "cancelled");
+		unlink(c.cancel_path);
 		goto out;
 	}
-	to = state_path(s->incoming, id, ".yaml");
-	if (to != NULL && rename(job, to) == 0) {
-		util_fsync_dir(s->incoming);
-		snprintf(msg, sizeof msg, "stale claim: %s", why);
+	if (deaths < 0)
+		read_state(s, &c, c.job_path);
+	else {
+		c.deaths = deaths;
+		if (instance != NULL && strlen(instance) == 32)
+			memcpy(c.instance, instance, 33);
+		else
+			util_random_hex(c.instance, 16);
+	}
+	c.deaths++;
+	if (c.deaths >= s->max_deaths) {
+		snprintf(msg, sizeof msg, "its worker died %d times running it (last: "
+		    "%s); not run again (max_worker_deaths: %d)", c.deaths, why,
+		    s->max_deaths);
+		write_failed(s, id, c.job_path, "failed", SD_EINTERNAL, msg, "failed");
+		if (lstat(c.job_path, &st) < 0)
+			goto out;
+		/* failed/ cannot be written: requeue rather than lose it */
+	}
+	snprintf(msg, sizeof msg, "stale claim: %s", why);
+	if (put_back(s, &c, c.deaths, msg, NULL) == 0 &&
+	    lstat(c.job_path, &st) < 0) {
 		log_event(s, id, "requeued", msg);
 		r = 1;
 	}
 out:
-	free(job);
-	free(cancel);
-	free(to);
+	free(c.job_path);
+	free(c.cancel_path);
 	return r;
 }
 
@@ -630,7 +901,7 @@ spool_recover(struct spool *s, double stale_s, int *requeued,
 				if (now - (double)st.st_mtim.tv_sec > stale_s) {
 					unlink(claim);
 					if (has_job && recover_job(s, id,
-					    "its claim file is unreadable") == 1)
+					    "its claim file is unreadable", -1, NULL) == 1)
 						n++;
 				}
 				goto next;
@@ -638,7 +909,11 @@ spool_recover(struct spool *s, double stale_s, int *requeued,
 			if (claim_stale(c, &st, stale_s, why, sizeof why) &&
 			    take_claim(s, id, claim, json_string_value(
 			    json_object_get(c, "nonce")))) {
-				if (has_job && recover_job(s, id, why) == 1)
+				json_int_t d = json_integer_value(json_object_get(c,
+				    "deaths"));
+				if (has_job && recover_job(s, id, why, d > 0 && d < 1000 ?
+				    (int)d : 0, json_string_value(json_object_get(c,
+				    "instance"))) == 1)
 					n++;
 			}
 			json_decref(c);
@@ -652,7 +927,7 @@ spool_recover(struct spool *s, double stale_s, int *requeued,
 			    now - (double)jst.st_ctim.tv_sec > stale_s) {
 				snprintf(why, sizeof why, "claimed without a claim file "
 				    "for %.0f s", now - (double)jst.st_ctim.tv_sec);
-				if (recover_job(s, id, why) == 1)
+				if (recover_job(s, id, why, -1, NULL) == 1)
 					n++;
 			}
 			free(cl);
@@ -873,6 +1148,67 @@ spool_cancel(struct spool *s, const char *id, enum spool_state *state,
 		return sd_fail(err, SD_EIO, "job %s changed state while cancelling; "
 		    "try again", id);
 	return sd_fail(err, SD_ENOINPUT, "no job %s in %s", id, s->root);
+}
+
+int
+spool_retry(struct spool *s, const char *id, struct sd_error *err)
+{
+	char *yaml = NULL, *json = NULL, *hist = NULL, *to = NULL, when[40], stamp[40];
+	enum spool_state st;
+	size_t i, o = 0;
+	int r = -1;
+
+	if (!util_valid_id(id))
+		return sd_fail(err, SD_EUSAGE, "\"%.140s\" is not a valid job id", id);
+	st = spool_find(s, id, NULL);
+	if (st == SPOOL_NONE)
+		return sd_fail(err, SD_ENOINPUT, "no job %s in %s", id, s->root);
+	if (st != SPOOL_FAILED)
+		return sd_fail(err, SD_EDATA, "job %s is %s, not failed: nothing to "
+		    "retry", id, spool_state_name(st));
+	util_rfc3339(util_now(), when, sizeof when);
+	for (i = 0; when[i] != '\0' && o + 1 < sizeof stamp; i++)
+		if (when[i] != '-' && when[i] != ':' && when[i] != '.')
+			stamp[o++] = when[i];
+	stamp[o] = '\0';
+	yaml = state_path(s->failed, id, ".yaml");
+	json = state_path(s->failed, id, ".json");
+	hist = util_printf("%s/.history/%s-%s.json", s->failed, id, stamp);
+	to = state_path(s->incoming, id, ".yaml");
+	if (yaml == NULL || json == NULL || hist == NULL || to == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	{
+		char *dir = util_dirname(hist);
+		int m = dir != NULL ? util_mkdirs(dir, err) : -1;
+		free(dir);
+		if (m < 0)
+			goto out;
+	}
+	/* The old record first, as history: the claim would remove it. */
+	if (rename(json, hist) < 0 && errno != ENOENT) {
+		sd_fail(err, SD_EIO, "%s: %s", json, strerror(errno));
+		goto out;
+	}
+	if (rename_noreplace(yaml, to) < 0) {
+		int e = errno;
+		rename(hist, json);
+		if (e == EEXIST)
+			sd_fail(err, SD_EDATA, "job %s is queued already", id);
+		else
+			sd_fail(err, SD_EIO, "%s: %s", yaml, strerror(e));
+		goto out;
+	}
+	util_fsync_dir(s->incoming);
+	log_event(s, id, "requeued", "retry");
+	r = 0;
+out:
+	free(yaml);
+	free(json);
+	free(hist);
+	free(to);
+	return r;
 }
 
 json_t *

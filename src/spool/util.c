@@ -105,47 +105,9 @@ int
 util_write_atomic(const char *path, const char *tmpdir, const void *data,
     size_t len, mode_t mode, struct sd_error *err)
 {
-	char *dir = NULL, *tmp = NULL;
-	const char *base = strrchr(path, '/');
-	int fd, e;
-
-	base = base != NULL ? base + 1 : path;
-	if (tmpdir == NULL)
-		tmpdir = dir = util_dirname(path);
-	tmp = util_printf("%s/.%s.XXXXXX", tmpdir ? tmpdir : ".", base);
-	if (tmp == NULL) {
-		free(dir);
-		return sd_fail(err, SD_EINTERNAL, "out of memory");
-	}
-	if ((fd = mkstemp(tmp)) < 0) {
-		sd_fail(err, SD_EIO, "%s: cannot create a temporary file in %s: %s",
-		    path, tmpdir ? tmpdir : ".", strerror(errno));
-		goto fail;
-	}
-	if (fchmod(fd, mode & ~(mode_t)0) < 0 || sd_write_all(fd, data, len) < 0 ||
-	    fsync(fd) < 0) {
-		e = errno;
-		close(fd);
-		unlink(tmp);
-		sd_fail(err, SD_EIO, "%s: %s", path, strerror(e));
-		goto fail;
-	}
-	if (close(fd) < 0 || rename(tmp, path) < 0) {
-		e = errno;
-		unlink(tmp);
-		sd_fail(err, SD_EIO, "%s: %s", path, strerror(e));
-		goto fail;
-	}
-	free(tmp);
-	free(dir);
-	dir = util_dirname(path);
-	util_fsync_dir(dir);
-	free(dir);
-	return 0;
-fail:
-	free(tmp);
-	free(dir);
-	return -1;
+	(void)tmpdir;	/* the one atomic writer stages in the same folder */
+	return sd_write_file_atomic(AT_FDCWD, path, data, len, NULL, (unsigned)mode,
+	    0, err);
 }
 
 void
@@ -294,6 +256,38 @@ util_hostname(void)
 	return host;
 }
 
+const char *
+util_boot_id(void)
+{
+	static char id[64];
+
+	if (id[0] == '\0') {
+		int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, id, sizeof id - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		id[n > 0 ? n : 0] = '\0';
+		id[strcspn(id, "\r\n")] = '\0';
+		if (id[0] == '\0')
+			snprintf(id, sizeof id, "unknown");
+	}
+	return id;
+}
+
+const char *
+util_pid_ns(void)
+{
+	static char ns[64];
+
+	if (ns[0] == '\0') {
+		ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+		ns[n > 0 ? n : 0] = '\0';
+		if (ns[0] == '\0')
+			snprintf(ns, sizeof ns, "unknown");
+	}
+	return ns;
+}
+
 void
 util_sha256_hex(const void *data, size_t len, char out[65])
 {
@@ -432,6 +426,45 @@ util_utf8_length(const char *text, size_t len)
 		if (((unsigned char)text[i] & 0xc0) != 0x80)
 			n++;
 	return n;
+}
+
+char *
+util_escape_controls(const char *text, char *out, size_t size)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	size_t o = 0;
+
+	if (size == 0)
+		return out;
+	while (*p != '\0' && o + 5 < size) {
+		unsigned char c = *p;
+		size_t bad = 0;
+		if (c >= 0x80 && !util_utf8_valid((const char *)p, c >= 0xF0 ? 4 :
+		    c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1, &bad)) {
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+			p++;
+			continue;
+		}
+		if (c == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) {	/* C1 */
+			o += (size_t)snprintf(out + o, size - o, "\\x%02x", p[1]);
+			p += 2;
+			continue;
+		}
+		if (c < 0x20 || c == 0x7F) {
+			const char *e = c == '\n' ? "\\n" : c == '\t' ? "\\t" :
+			    c == '\r' ? "\\r" : c == 0x1B ? "\\e" : NULL;
+			if (e != NULL)
+				o += (size_t)snprintf(out + o, size - o, "%s", e);
+			else
+				o += (size_t)snprintf(out + o, size - o, "\\x%02x", c);
+			p++;
+			continue;
+		}
+		out[o++] = (char)c;
+		p++;
+	}
+	out[o < size ? o : size - 1] = '\0';
+	return out;
 }
 
 int

@@ -54,6 +54,13 @@ void util_random_hex(char *buf, size_t n);
 /* This host's name (gethostname, never empty). */
 const char *util_hostname(void);
 
+/* This boot's id (/proc/sys/kernel/random/boot_id; "unknown" when there
+ * is none) and this process's PID namespace ("pid:[4026531836]").  A pid
+ * means the same process only where host, boot id and PID namespace all
+ * match.  Computed on the first call (make it before starting threads). */
+const char *util_boot_id(void);
+const char *util_pid_ns(void);
+
 /* Lowercase hex SHA-256 of data; out >= 65 bytes. */
 void util_sha256_hex(const void *data, size_t len, char out[65]);
 
@@ -68,6 +75,13 @@ unsigned char *util_base64_decode(const char *text, size_t *len);
 int util_utf8_valid(const char *text, size_t len, size_t *bad);
 /* Number of code points of valid UTF-8 text. */
 size_t util_utf8_length(const char *text, size_t len);
+
+/* text with every control character escaped for a terminal: C0 controls
+ * and DEL as \n, \t, \e or \xNN, C1 controls (U+0080..U+009F, and
+ * bytes that are not UTF-8) as \xNN; a backslash stays.  Job values and
+ * file names in messages can then never move the cursor, change colours
+ * or set a window title.  Returns out (always NUL-terminated). */
+char *util_escape_controls(const char *text, char *out, size_t size);
 
 /* Is this a valid job id: [A-Za-z0-9][A-Za-z0-9._-]{0,127}? */
 int util_valid_id(const char *id);

@@ -40,6 +40,7 @@ struct worker {
 	struct spool spool;
 	struct model_cache cache;
 	int inotify_fd;
+	struct worker_outbox *outbox;	/* the callback delivery thread */
 };
 
 /* Run until *stop (or, with once, until nothing is queued).  Returns the
