@@ -17,7 +17,9 @@ trap 'rm -rf "$tmp"' EXIT
 "$bin" bench --help >"$tmp/help" 2>&1
 t $? "bench --help"
 "$bin" bench --size 100 >/dev/null 2>"$tmp/err"
-t $([ $? = 64 ] && grep -q "multiple of 64" "$tmp/err"; echo $?) "a size that is not a multiple of 64 is a usage error"
+t $([ $? = 64 ] && grep -q "multiple of 8" "$tmp/err"; echo $?) "a size that is not a multiple of 8 is a usage error"
+"$bin" bench --sampler warp >/dev/null 2>"$tmp/err"
+t $([ $? = 64 ] && grep -q 'unknown sampler "warp"' "$tmp/err"; echo $?) "an unknown sampler is a usage error"
 "$bin" bench --model "$tmp/missing.safetensors" --sgemm-size 0 >/dev/null 2>"$tmp/err"
 t $([ $? != 0 ] && grep -q "missing.safetensors" "$tmp/err"; echo $?) "a missing model is named"
 "$bin" bench --model "$model" --size 64 --steps 2 --threads 2 --sgemm-size 64 --json >"$tmp/out" 2>"$tmp/err"
@@ -33,6 +35,9 @@ t $? "the human-readable lines are there"
 "$bin" bench -q --model "$model" --size 64 --steps 2 --threads 2 --sgemm-size 64 >"$tmp/out" 2>"$tmp/err"
 t $([ $? = 0 ] && grep -q "^UNet step:" "$tmp/out" && grep -q "^VAE decode:" "$tmp/out" &&
     ! grep -q "^BLAS:" "$tmp/out"; echo $?) "bench -q prints the results, not the setup"
+"$bin" bench -q --model "$model" --size 72 --steps 2 --threads 2 --sgemm-size 64 --sampler Heun >"$tmp/out" 2>"$tmp/err"
+t $([ $? = 0 ] && grep -q "^sampler:        heun: 20 steps x 2 UNet calls = 39 calls" "$tmp/out" &&
+    grep -q "^image:.* 39 UNet calls" "$tmp/out"; echo $?) "bench --sampler heun: the image takes 20 steps x 2 calls (72x72)"
 "$bin" bench -q --model "$model" --size 64 --steps 2 --threads 2 --sgemm-size 64 --json >"$tmp/out" 2>"$tmp/err"
 t $([ $? = 0 ] && [ "$(wc -l <"$tmp/out")" -eq 1 ] && grep -q '"unet_step_s":' "$tmp/out"; echo $?) \
     "bench -q --json prints the JSON line alone"

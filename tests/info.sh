@@ -31,6 +31,9 @@ echo "$out" | grep -q "Stable Diffusion 1.x (sd15)" && echo "$out" | grep -q "te
 out=$("$bin" info --json "$td/diffusers")
 echo "$out" | grep -q '"layout":"diffusers"' && echo "$out" | grep -q '"supported":true' &&
     ok "a diffusers folder, as JSON" || notok "a diffusers folder: $out"
+echo "$out" | grep -q '{"name":"dpmpp_2m_sde","a1111":"DPM++ 2M SDE","karras":true' &&
+    echo "$out" | grep -q '{"name":"heun","a1111":"Heun","karras":true,"unet_calls_per_step":2' &&
+    ok "info --json lists the samplers" || notok "info --json lists the samplers: $out"
 out=$("$bin" info "$td/model-inpaint.safetensors")
 echo "$out" | grep -q "9 input channels, inpainting" && echo "$out" | grep -q "unet-only" &&
     ok "the inpainting UNet file" || notok "the inpainting UNet file: $out"

@@ -251,6 +251,18 @@ good_job(void)
 	job_free(&j);
 
 	job_init(&j, &cfg);
+	tap_ok(PARSE(&j, &cfg, "prompt: hi\nsampler: DPM++ 2M SDE Karras\n", "k.yaml", ".",
+	    "k", &err, NULL) == 0 && j.sampler == SD_SAMPLER_DPMPP_2M_SDE &&
+	    j.schedule == SD_SCHEDULE_KARRAS, "A1111's \"DPM++ 2M SDE Karras\": sampler "
+	    "and schedule");
+	job_free(&j);
+	job_init(&j, &cfg);
+	tap_ok(PARSE(&j, &cfg, "prompt: hi\nsampler: Euler a\n", "e.yaml", ".",
+	    "e", &err, NULL) == 0 && j.sampler == SD_SAMPLER_EULER_A &&
+	    j.schedule == SD_SCHEDULE_NORMAL, "\"Euler a\"");
+	job_free(&j);
+
+	job_init(&j, &cfg);
 	tap_ok(PARSE(&j, &cfg, "prompt: hi\nseed: -1\n", "r.yaml", ".", "r",
 	    &err, NULL) == 0 && j.seed_random && j.width == 0 && j.height == 0 &&
 	    j.steps == 0 && j.guidance_scale < 0 && j.sampler == SD_SAMPLER_AUTO &&

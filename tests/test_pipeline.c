@@ -111,13 +111,9 @@ parse_sampler(const char *name, struct sd_params *p)
 		p->spacing = SD_SPACING_TRAILING;
 		return 0;
 	}
-	if (strcmp(name, "dpmpp_2m_karras") == 0) {
-		p->sampler = SD_SAMPLER_DPMPP_2M;
-		p->schedule = SD_SCHEDULE_KARRAS;
-		return 0;
-	}
+	/* "dpmpp_2m_sde_karras": the sampler and the karras schedule */
 	p->schedule = SD_SCHEDULE_NORMAL;
-	return sd_sampler_parse(name, &p->sampler);
+	return sd_sampler_parse_full(name, &p->sampler, &p->schedule) < 0 ? -1 : 0;
 }
 
 /* Compare the stacked per-step tensors of the golden with the capture. */

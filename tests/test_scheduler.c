@@ -92,6 +92,29 @@ test_common(void)
 	st_close(g);
 }
 
+/* check_close, where NaN in want (DPM2's unused sigma_interpol[0],
+ * DPM2 a's last sigmas_up) must be NaN in got too. */
+static int
+check_close_nan(const char *what, const float *got, const float *want,
+    size_t n, double atol, double rtol)
+{
+	float *g = malloc(n * sizeof *g), *w = malloc(n * sizeof *w);
+	int ok;
+
+	if (g == NULL || w == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		g[i] = got[i];
+		w[i] = want[i];
+		if (isnan(w[i]) && isnan(g[i]))
+			g[i] = w[i] = 0.0f;
+	}
+	ok = check_close(what, g, w, n, atol, rtol);
+	free(g);
+	free(w);
+	return ok;
+}
+
 /* One sched_* case at S steps: schedule, model inputs, every step. */
 /* The golden set and the config the sched_* cases were made with: SD 1.5's,
  * or (sd21-tiny) SD 2.1's with its prediction type and spacing. */
@@ -101,7 +124,7 @@ static enum sched_spacing set_spacing = SCHED_SPACING_DEFAULT;
 
 static void
 test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sampler,
-    enum sd_schedule schedule, int S, int noise_seed)
+    enum sd_schedule schedule, int S, int noise_seed, double tol)
 {
 	struct sched_config cfg;
 	struct sd_error err = {0};
@@ -109,7 +132,8 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 	struct sd_rng *rng;
 	char key[256], what[160];
 	float *x_T, *model_in, *model_out, *samples, *pred = NULL, *noise = NULL;
-	float *my_in, *my_samples, *my_pred, *want;
+	float *my_in, *my_samples, *my_pred, *want, *zeros = NULL;
+	float **call_noise = NULL;
 	size_t n, nin, nsamples, nw;
 	int calls, nfull;
 	const float *ts;
@@ -133,20 +157,40 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 		const float *sig = sd_scheduler_sigmas_full(s);
 
 		want = golden_f32(g, KEY("sigmas"), &nw);
-		if (sig != NULL && nw == (size_t)nfull + 1) {
+		if (sig != NULL && nw == (size_t)sd_scheduler_nsigmas(s)) {
 			char w2[200];
 
 			snprintf(w2, sizeof w2, "%s sigmas", what);
-			check_close(w2, sig, want, nw, ATOL, RTOL);
+			check_close(w2, sig, want, nw, tol, tol);
 			diag_exact(w2, sig, want, nw);
 		} else {
-			tap_ok(0, "%s: %zu sigmas expected", what, nw);
+			tap_ok(0, "%s: %zu sigmas expected (got %d)", what, nw,
+			    sd_scheduler_nsigmas(s));
 		}
 		free(want);
 	}
+	{
+		static const char *const extra[] = {"sigmas_interpol", "sigmas_up",
+		    "sigmas_down"};
+
+		for (size_t e = 0; e < sizeof extra / sizeof extra[0]; e++) {
+			const float *x = sd_scheduler_sigmas_extra(s, extra[e]);
+			char w2[200];
+
+			if (st_find(g, KEY(extra[e])) == NULL)
+				continue;
+			want = golden_f32(g, KEY(extra[e]), &nw);
+			snprintf(w2, sizeof w2, "%s %s", what, extra[e]);
+			if (x != NULL && nw == (size_t)sd_scheduler_nsigmas(s))
+				check_close_nan(w2, x, want, nw, tol, tol);
+			else
+				tap_ok(0, "%s: %zu values expected", w2, nw);
+			free(want);
+		}
+	}
 	want = golden_f32(g, KEY("init_noise_sigma"), &nw);
 	tap_ok(nw == 1 && fabsf(sd_scheduler_init_noise_sigma(s) - want[0]) <=
-	    ATOL + RTOL * fabsf(want[0]), "%s: init_noise_sigma %.9g (want %.9g)",
+	    tol + tol * fabsf(want[0]), "%s: init_noise_sigma %.9g (want %.9g)",
 	    what, sd_scheduler_init_noise_sigma(s), want[0]);
 	free(want);
 
@@ -162,6 +206,36 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 		tap_ok(0, "%s: %d calls of %zu values (golden %zu inputs)", what,
 		    calls, n, nin);
 		goto out;
+	}
+	/* the recorded draws by call (noise_step; Euler a's older cases
+	 * have one per call and no noise_step) */
+	call_noise = calloc((size_t)calls, sizeof *call_noise);
+	zeros = calloc(n, sizeof *zeros);
+	if (call_noise == NULL || zeros == NULL)
+		abort();
+	if (noise != NULL) {
+		float *ns = NULL;
+		size_t nd = 0;
+
+		if (st_find(g, KEY("noise_step")) != NULL)
+			ns = golden_f32(g, KEY("noise_step"), &nd);
+		else
+			nd = (size_t)calls;
+		for (size_t d = 0; d < nd; d++) {
+			int c = ns != NULL ? (int)ns[d] : (int)d;
+
+			if (c >= 0 && c < calls)
+				call_noise[c] = noise + d * n;
+		}
+		{
+			int draws = 0;
+
+			for (int i = 0; i < calls; i++)
+				draws += sd_scheduler_draws(s, i);
+			tap_ok((size_t)draws == nd, "%s: %d calls draw noise "
+			    "(golden %zu draws)", what, draws, nd);
+		}
+		free(ns);
 	}
 	my_in = malloc(nin * sizeof *my_in);
 	my_samples = malloc(nsamples * sizeof *my_samples);
@@ -193,7 +267,8 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 		memcpy(next, cur, n * sizeof *next);
 		if (noise != NULL) {
 			if (sd_scheduler_step_noise(s, i, model_out + (size_t)i * n,
-			    next, n, noise + (size_t)i * n, &err) < 0)
+			    next, n, call_noise[i] != NULL ? call_noise[i] : zeros,
+			    &err) < 0)
 				break;
 		} else if (sd_scheduler_step(s, i, model_out + (size_t)i * n, next,
 		    n, rng, &err) < 0) {
@@ -205,13 +280,13 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 	}
 	tap_ok(err.message[0] == '\0', "%s: %d steps ran %s", what, calls, err.message);
 	snprintf(key, sizeof key, "%s model_in", what);
-	check_close(key, my_in, model_in, nin, ATOL, RTOL);
+	check_close(key, my_in, model_in, nin, tol, tol);
 	snprintf(key, sizeof key, "%s samples", what);
-	check_close(key, my_samples, samples, nsamples, ATOL, RTOL);
+	check_close(key, my_samples, samples, nsamples, tol, tol);
 	diag_exact(key, my_samples, samples, nsamples);
 	if (pred != NULL) {
 		snprintf(key, sizeof key, "%s pred_x0", what);
-		check_close(key, my_pred, pred, nin, ATOL, RTOL);
+		check_close(key, my_pred, pred, nin, tol, tol);
 	}
 
 	/* 2. Euler a with its noise drawn from the generator (seed 601) */
@@ -232,7 +307,7 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 		    "(seed %d)", what, noise_seed);
 		if (ok)
 			check_close(key, my_samples + n, samples + n, nsamples - n,
-			    ATOL, RTOL);
+			    tol, tol);
 		else
 			tap_ok(0, "%s: %s", key, err.message);
 		free(x);
@@ -244,6 +319,8 @@ test_sched_steps(struct st_file *g, const char *casename, enum sd_sampler sample
 	free(my_pred);
 	sd_rng_free(rng);
 out:
+	free(call_noise);
+	free(zeros);
 	free(x_T);
 	free(model_in);
 	free(model_out);
@@ -254,9 +331,10 @@ out:
 #undef KEY
 }
 
+/* tol: the manifest's atol = rtol of the case. */
 static void
-test_sched_case(const char *file, enum sd_sampler sampler,
-    enum sd_schedule schedule)
+test_sched_case_tol(const char *file, enum sd_sampler sampler,
+    enum sd_schedule schedule, double tol)
 {
 	static const int steps[] = {1, 2, 4, 10, 20, 25};
 	struct st_file *g = golden_open_in(golden_set, file);
@@ -266,29 +344,33 @@ test_sched_case(const char *file, enum sd_sampler sampler,
 		tap_skip("%s: golden not found", file);
 		return;
 	}
+	/* the samplers that draw: the noise from the generator (seed 601)
+	 * too, which checks how many draws each call takes */
 	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+		char nkey[32];
+
 		snprintf(key, sizeof key, "n%d.timesteps", steps[i]);
+		snprintf(nkey, sizeof nkey, "n%d.noise", steps[i]);
 		if (st_find(g, key) != NULL)
 			test_sched_steps(g, file, sampler, schedule, steps[i],
-			    sampler == SD_SAMPLER_EULER_A ? 601 : -1);
+			    st_find(g, nkey) != NULL ? 601 : -1, tol);
 	}
 	st_close(g);
+}
+
+static void
+test_sched_case(const char *file, enum sd_sampler sampler,
+    enum sd_schedule schedule)
+{
+	test_sched_case_tol(file, sampler, schedule, ATOL);
 }
 
 /* The case's params.sched, e.g. "dpmpp_2m_karras". */
 static int
 parse_sched(const char *name, enum sd_sampler *sampler, enum sd_schedule *schedule)
 {
-	char buf[64];
-	size_t len = strlen(name);
-
 	*schedule = SD_SCHEDULE_NORMAL;
-	snprintf(buf, sizeof buf, "%s", name);
-	if (len > 7 && strcmp(name + len - 7, "_karras") == 0) {
-		buf[len - 7] = '\0';
-		*schedule = SD_SCHEDULE_KARRAS;
-	}
-	return sd_sampler_parse(buf, sampler);
+	return sd_sampler_parse_full(name, sampler, schedule) < 0 ? -1 : 0;
 }
 
 static json_t *
@@ -318,10 +400,11 @@ test_img2img_loop(struct st_file *g, struct sd_scheduler *s, const char *name,
 	float *x = malloc(n * sizeof *x), *e = malloc(n * sizeof *e);
 	float *in = malloc((size_t)calls * n * sizeof *in);
 	float *out = malloc((size_t)calls * n * sizeof *out);
+	float *zeros = calloc(n, sizeof *zeros);
 	struct sd_error err = {0};
 	char what[200];
 
-	if (x == NULL || e == NULL || in == NULL || out == NULL)
+	if (x == NULL || e == NULL || in == NULL || out == NULL || zeros == NULL)
 		abort();
 	sd_scheduler_add_noise(s, 0, x0, noise, x, n);
 	snprintf(what, sizeof what, "%s latents_0 = add_noise(init_latents, noise)", name);
@@ -336,8 +419,8 @@ test_img2img_loop(struct st_file *g, struct sd_scheduler *s, const char *name,
 		if (anc != NULL)
 			ok = sd_scheduler_step_noise(s, i, e, x, n, anc + (size_t)i * n,
 			    &err) == 0;
-		else
-			ok = sd_scheduler_step(s, i, e, x, n, NULL, &err) == 0;
+		else	/* Euler's draws are unused: zeros stand for them */
+			ok = sd_scheduler_step_noise(s, i, e, x, n, zeros, &err) == 0;
 		memcpy(out + (size_t)i * n, x, n * sizeof *x);
 	}
 	tap_ok(ok, "%s: %d steps ran %s", name, calls, err.message);
@@ -358,6 +441,7 @@ test_img2img_loop(struct st_file *g, struct sd_scheduler *s, const char *name,
 	free(e);
 	free(in);
 	free(out);
+	free(zeros);
 }
 
 /* The scheduler half of a pipeline case: timesteps, sigmas, add_noise
@@ -426,7 +510,7 @@ test_pipeline_case(const char *name)
 		sd_scheduler_timesteps_full(s, &nfull);
 		want = golden_f32(g, key, &nw);
 		snprintf(what, sizeof what, "%s %s", name, key);
-		if (sig != NULL && nw == (size_t)nfull + 1)
+		if (sig != NULL && nw == (size_t)sd_scheduler_nsigmas(s))
 			check_close(what, sig, want, nw, ATOL, RTOL);
 		else
 			tap_ok(0, "%s: %zu values", what, nw);
@@ -612,6 +696,7 @@ test_spacings(void)
 	static const float ddim_linspace10[] = {999, 888, 777, 666, 555, 444, 333, 222, 111, 0};
 	static const float euler_leading4[] = {751, 501, 251, 1};
 	static const float dpm_trailing4[] = {999, 749, 499, 249};
+	static const float heun_trailing4[] = {999, 749, 749, 499, 499, 249, 249};
 	static const float pndm1[] = {1}, pndm2[] = {501, 1, 1};
 	struct sched_config cfg;
 	struct sd_error err = {0};
@@ -621,6 +706,11 @@ test_spacings(void)
 	cfg.timestep_spacing = SCHED_SPACING_TRAILING;
 	spacing_case("DDIM trailing 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_trailing10, 10);
 	spacing_case("DPM++ trailing 4", SD_SAMPLER_DPMPP_2M, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("UniPC trailing 4", SD_SAMPLER_UNIPC, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("DEIS trailing 4", SD_SAMPLER_DEIS, &cfg, 4, dpm_trailing4, 4);
+	spacing_case("DPM++ 2M SDE trailing 4", SD_SAMPLER_DPMPP_2M_SDE, &cfg, 4,
+	    dpm_trailing4, 4);
+	spacing_case("Heun trailing 4", SD_SAMPLER_HEUN, &cfg, 4, heun_trailing4, 7);
 	cfg.timestep_spacing = SCHED_SPACING_LINSPACE;
 	spacing_case("DDIM linspace 10", SD_SAMPLER_DDIM, &cfg, 10, ddim_linspace10, 10);
 	cfg.timestep_spacing = SCHED_SPACING_LEADING;
@@ -699,14 +789,16 @@ test_errors_and_runs(void)
 	    "euler_a without a generator is refused (%s)", err.message);
 	sd_scheduler_free(s);
 
-	/* every sampler and schedule runs to a finite end; PNDM's PRK mode */
+	/* every sampler and schedule runs to a finite end, with 1, 2 and 7
+	 * steps, epsilon and v-prediction; PNDM's PRK mode */
 	for (int smp = 0; smp < SD_SAMPLER_COUNT; smp++) {
 		for (int sch = 0; sch < 2; sch++) {
 			for (int prk = 0; prk < 2; prk++) {
+			for (int nst = 1; nst <= 7; nst += nst == 2 ? 5 : 1) {
 				struct sd_rng *r;
 				int calls;
 
-				if (prk && smp != SD_SAMPLER_PNDM)
+				if (prk && (smp != SD_SAMPLER_PNDM || nst != 7))
 					continue;
 				r = sd_rng_new(SD_RNG_CPU, 7);
 				sched_config_sd15(&cfg);
@@ -714,10 +806,11 @@ test_errors_and_runs(void)
 				cfg.prediction_type = sch ? SCHED_PRED_V : SCHED_PRED_EPSILON;
 				sd_error_clear(&err);
 				s = sd_scheduler_new((enum sd_sampler)smp,
-				    (enum sd_schedule)sch, &cfg, 7, &err);
+				    (enum sd_schedule)sch, &cfg, nst, &err);
 				if (s == NULL) {
 					tap_ok(sch == 1 && (smp == SD_SAMPLER_DDIM ||
-					    smp == SD_SAMPLER_PNDM), "%s %s: %s",
+					    smp == SD_SAMPLER_PNDM || smp == SD_SAMPLER_LCM),
+					    "%s %s: %s",
 					    sd_sampler_name(smp), sd_schedule_name(sch),
 					    err.message);
 					sd_rng_free(r);
@@ -735,15 +828,18 @@ test_errors_and_runs(void)
 				}
 				for (int k = 0; ok && k < 64; k++)
 					ok = isfinite(x[k]);
-				tap_ok(ok, "%s %s%s%s: %d calls, finite %s",
+				tap_ok(ok && calls == (prk ? calls :
+				    sd_sampler_model_calls(smp, nst)),
+				    "%s %s%s%s, %d steps: %d calls, finite %s",
 				    sd_sampler_name(smp), sd_schedule_name(sch),
 				    prk ? " (PRK warm-up)" : "",
-				    sch ? " v_prediction" : "", calls, err.message);
+				    sch ? " v_prediction" : "", nst, calls, err.message);
 				if (prk)
 					tap_ok(calls == 12 + 7 - 3, "PNDM with PRK: 12 + "
 					    "steps - 3 calls (%d)", calls);
 				sd_scheduler_free(s);
 				sd_rng_free(r);
+			}
 			}
 		}
 	}
@@ -764,13 +860,47 @@ test_names(void)
 		ok &= sd_sampler_parse(sd_sampler_name(i), &smp) == 0 &&
 		    smp == (enum sd_sampler)i;
 	tap_ok(ok, "every sampler name parses back");
-	tap_ok(sd_sampler_parse("euler-a", &smp) < 0 && sd_sampler_parse("", &smp) < 0 &&
+	ok = 1;
+	for (int i = 0; i < SD_SAMPLER_COUNT; i++)
+		ok &= sd_sampler_parse(sd_sampler_a1111_name(i), &smp) == 0 &&
+		    smp == (enum sd_sampler)i;
+	tap_ok(ok, "every A1111 name parses to its sampler");
+	tap_ok(sd_sampler_parse("eulera", &smp) < 0 && sd_sampler_parse("", &smp) < 0 &&
+	    sd_sampler_parse("  ", &smp) < 0 && sd_sampler_parse("euler\xc3\xa0", &smp) < 0 &&
+	    sd_sampler_parse("dpmpp_2m_karras", &smp) < 0 &&
+	    sd_sampler_parse("dpm+ 2m", &smp) < 0 &&
 	    sd_sampler_parse(NULL, &smp) < 0, "unknown sampler names fail");
+	tap_ok(sd_sampler_parse("Euler a", &smp) == 0 && smp == SD_SAMPLER_EULER_A &&
+	    sd_sampler_parse("EULER-A", &smp) == 0 && smp == SD_SAMPLER_EULER_A &&
+	    sd_sampler_parse("euler_ancestral", &smp) == 0 && smp == SD_SAMPLER_EULER_A &&
+	    sd_sampler_parse("DPM2 a", &smp) == 0 && smp == SD_SAMPLER_DPM2_A &&
+	    sd_sampler_parse("dpm_2_ancestral", &smp) == 0 && smp == SD_SAMPLER_DPM2_A &&
+	    sd_sampler_parse("dpm_2", &smp) == 0 && smp == SD_SAMPLER_DPM2 &&
+	    sd_sampler_parse("uni_pc_bh2", &smp) == 0 && smp == SD_SAMPLER_UNIPC &&
+	    sd_sampler_parse("DPM++ 2M SDE", &smp) == 0 && smp == SD_SAMPLER_DPMPP_2M_SDE &&
+	    sd_sampler_parse("PLMS", &smp) == 0 && smp == SD_SAMPLER_PNDM &&
+	    sd_sampler_parse("lcm", &smp) == 0 && smp == SD_SAMPLER_LCM,
+	    "names as users type them (A1111, diffusers, ComfyUI), any case");
+	sch = SD_SCHEDULE_NORMAL;
+	tap_ok(sd_sampler_parse_full("DPM++ 2M SDE Karras", &smp, &sch) == 1 &&
+	    smp == SD_SAMPLER_DPMPP_2M_SDE && sch == SD_SCHEDULE_KARRAS,
+	    "\"DPM++ 2M SDE Karras\": the sampler and the karras schedule");
+	sch = SD_SCHEDULE_NORMAL;
+	tap_ok(sd_sampler_parse_full("dpmpp_2m_sde_karras", &smp, &sch) == 1 &&
+	    smp == SD_SAMPLER_DPMPP_2M_SDE && sch == SD_SCHEDULE_KARRAS &&
+	    sd_sampler_parse_full("Heun", &smp, &sch) == 0 && smp == SD_SAMPLER_HEUN &&
+	    sch == SD_SCHEDULE_KARRAS && sd_sampler_parse_full("karras", &smp, &sch) < 0 &&
+	    sd_sampler_parse_full("_karras", &smp, &sch) < 0 &&
+	    sd_sampler_parse_full("foo karras", &smp, &sch) < 0,
+	    "dpmpp_2m_sde_karras; a name without a schedule leaves it alone");
 	tap_ok(strcmp(sd_sampler_a1111_name(SD_SAMPLER_EULER_A), "Euler a") == 0 &&
-	    strcmp(sd_sampler_a1111_name(SD_SAMPLER_DPMPP_2M), "DPM++ 2M") == 0,
+	    strcmp(sd_sampler_a1111_name(SD_SAMPLER_DPMPP_2M), "DPM++ 2M") == 0 &&
+	    strcmp(sd_sampler_a1111_name(SD_SAMPLER_DPMPP_2M_SDE), "DPM++ 2M SDE") == 0 &&
+	    strcmp(sd_sampler_a1111_name(SD_SAMPLER_DPM2_A), "DPM2 a") == 0,
 	    "A1111 names");
 	tap_ok(sd_schedule_parse("karras", &sch) == 0 && sch == SD_SCHEDULE_KARRAS &&
-	    sd_schedule_parse("Karras", &sch) < 0 &&
+	    sd_schedule_parse("Karras", &sch) == 0 && sch == SD_SCHEDULE_KARRAS &&
+	    sd_schedule_parse("exponential", &sch) < 0 &&
 	    strcmp(sd_schedule_name(SD_SCHEDULE_NORMAL), "normal") == 0, "schedule names");
 	tap_ok(sd_rng_parse("cuda", &rk) == 0 && rk == SD_RNG_CUDA &&
 	    sd_rng_parse("gpu", &rk) < 0 && strcmp(sd_rng_name(SD_RNG_CPU), "cpu") == 0,
@@ -804,6 +934,14 @@ main(void)
 		"inpaint4_ddim_s10_str08_64x128", "inpaint4_euler_a_s10_str08_64x128",
 		"inpaint9_ddim_s10_str1", "inpaint9_euler_a_s10_str1_64x128",
 		"inpaint9_ddim_s10_str08_64x128", "inpaint9_euler_a_s10_str08_64x128",
+		"txt2img_heun_s4", "txt2img_dpm2_s4_64x128", "txt2img_dpm2_a_s4_64x128",
+		"txt2img_unipc_s4", "txt2img_dpmpp2m_sde_s4_64x128",
+		"txt2img_dpmpp2m_sde_karras_s4", "txt2img_deis_s4_64x128",
+		"txt2img_lcm_s4_nocfg_64x128", "txt2img_euler_karras_s4_64x128",
+		"txt2img_lms_karras_s4_64x128", "txt2img_ddim_s4_72x104",
+		"txt2img_euler_a_s4_120x88", "img2img_dpmpp2m_karras_s10_str06",
+		"img2img_euler_karras_s10_str08_64x128",
+		"inpaint4_dpmpp2m_karras_s8_str075_64x128",
 	};
 
 	test_names();
@@ -822,6 +960,18 @@ main(void)
 	test_sched_case("sched_lms", SD_SAMPLER_LMS, SD_SCHEDULE_NORMAL);
 	test_sched_case("sched_dpmpp_2m", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_NORMAL);
 	test_sched_case("sched_dpmpp_2m_karras", SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS);
+	test_sched_case("sched_heun", SD_SAMPLER_HEUN, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpm2", SD_SAMPLER_DPM2, SD_SCHEDULE_NORMAL);
+	/* the manifest's tolerance for DPM2 a is 5e-5 (see its note) */
+	test_sched_case_tol("sched_dpm2_a", SD_SAMPLER_DPM2_A, SD_SCHEDULE_NORMAL, 5e-5);
+	test_sched_case("sched_unipc", SD_SAMPLER_UNIPC, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m_sde", SD_SAMPLER_DPMPP_2M_SDE, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_dpmpp_2m_sde_karras", SD_SAMPLER_DPMPP_2M_SDE,
+	    SD_SCHEDULE_KARRAS);
+	test_sched_case("sched_deis", SD_SAMPLER_DEIS, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_lcm", SD_SAMPLER_LCM, SD_SCHEDULE_NORMAL);
+	test_sched_case("sched_euler_karras", SD_SAMPLER_EULER, SD_SCHEDULE_KARRAS);
+	test_sched_case("sched_lms_karras", SD_SAMPLER_LMS, SD_SCHEDULE_KARRAS);
 	for (size_t i = 0; i < sizeof pipeline_cases / sizeof pipeline_cases[0]; i++)
 		test_pipeline_case(pipeline_cases[i]);
 

@@ -444,8 +444,10 @@ main(void)
 		    "reads in %d, out %d, base %d, time %d, context %d, %d downsamplers, "
 		    "%d+%d blocks", u->in_channels, u->out_channels, u->model_channels,
 		    u->time_embed_dim, u->context_dim, u->downsamples, u->ninput, u->noutput);
-		tap_ok(unet_check_size(u, 8, 12, &err) < 0 && strstr(err.message, "multiples of 8"),
-		    "a size that does not divide is refused (%s)", err.message);
+		tap_ok(unet_check_size(u, 9, 13, &err) == 0 && unet_check_size(u, 1, 1, &err) == 0,
+		    "any latent size goes through (9x13, 1x1) %s", err.message);
+		tap_ok(unet_check_size(u, 0, 12, &err) < 0 && strstr(err.message, "0x12"),
+		    "an empty size is refused (%s)", err.message);
 		/* Tolerances of the manifest.  unet_b2_t981's 8x8 latents make
 		 * 1x1 maps at the bottom, where GroupNorm normalises 1 or 2
 		 * values: "mid" then moves by ~1e-5 when "down2" moves by half
@@ -458,6 +460,10 @@ main(void)
 		run_case(u, c, "unet_b1_t1_8x16", 2e-4, 1, NULL);
 		run_case(u, c, "unet_b2_tvec", 2e-4, 0, NULL);
 		run_case(u, c, "unet_b1_t500_16x16", 2e-4, 0, NULL);
+		/* sizes that are not multiples of 8: odd levels (9x13 -> 5x7 ->
+		 * 3x4 -> 2x2, 15x11 -> 8x6 -> 4x3 -> 2x2) */
+		run_case(u, c, "unet_b1_t500_9x13", 2e-4, 1, NULL);
+		run_case(u, c, "unet_b2_t800_15x11", 2e-4, 0, NULL);
 		test_load_errors(f);
 	}
 	unet_free(u);

@@ -32,14 +32,15 @@
 #include "model/unet.h"
 #include "model/vae.h"
 #include "sample/description.h"
+#include "sample/pipeline.h"
 
-enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH };
+enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH, OPT_SAMPLER };
 
 static void
 bench_usage(FILE *out)
 {
-	fputs("Usage: sdbatch bench [--model FILE | --arch ARCH] [--size N] [--steps N] [--threads N]\n"
-	    "                     [--json]\n"
+	fputs("Usage: sdbatch bench [--model FILE | --arch ARCH] [--size N] [--steps N]\n"
+	    "                     [--sampler NAME] [--threads N] [--json]\n"
 	    "\n"
 	    "Measure the speed and memory of rendering: text encoder time, seconds\n"
 	    "per sampling step with classifier-free guidance (median), VAE decode time,\n"
@@ -54,8 +55,10 @@ bench_usage(FILE *out)
 	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
 	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v),\n"
 	    "                      sdxl (base 1.0, 6.9 GB)\n"
-	    "      --size N        image width and height in pixels, a multiple of 64\n"
+	    "      --size N        image width and height in pixels, a multiple of 8\n"
 	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
+	    "      --sampler NAME  the sampler of the \"image\" estimate (default euler_a):\n"
+	    "                      heun, dpm2 and dpm2_a evaluate the UNet twice a step\n"
 	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
 	    "      --threads N     CPU threads (default: one per physical core)\n"
 	    "      --device DEV    cpu, cuda or cuda:N\n"
@@ -202,6 +205,7 @@ cmd_bench(int argc, char **argv)
 		{"cache", required_argument, NULL, OPT_CACHE},
 		{"sgemm-size", required_argument, NULL, OPT_PEAK},
 		{"arch", required_argument, NULL, OPT_ARCH},
+		{"sampler", required_argument, NULL, OPT_SAMPLER},
 		{NULL, 0, NULL, 0},
 	};
 	struct sd_error err = {0};
@@ -221,6 +225,9 @@ cmd_bench(int argc, char **argv)
 	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
 	double *times = NULL, t, f0;
 	float *host = NULL;
+	enum sd_sampler sampler = SD_SAMPLER_EULER_A;
+	enum sd_schedule schedule = SD_SCHEDULE_NORMAL;
+	int calls;
 
 	r.size = 0;	/* the model's */
 	r.steps = 4;
@@ -246,8 +253,8 @@ cmd_bench(int argc, char **argv)
 		case OPT_SIZE:
 			if (cli_int("bench", "--size", optarg, 64, 4096, &val) != 0)
 				return SD_EUSAGE;
-			if (val % 64 != 0) {
-				cli_error("bench", "--size: %lld is not a multiple of 64", val);
+			if (val % 8 != 0) {
+				cli_error("bench", "--size: %lld is not a multiple of 8", val);
 				return SD_EUSAGE;
 			}
 			r.size = (int)val;
@@ -264,6 +271,13 @@ cmd_bench(int argc, char **argv)
 			break;
 		case OPT_CACHE:
 			cache = optarg;
+			break;
+		case OPT_SAMPLER:
+			if (sd_sampler_parse_full(optarg, &sampler, &schedule) < 0) {
+				cli_error("bench", "--sampler: unknown sampler \"%s\" (see "
+				    "sdbatch run --list-samplers)", optarg);
+				return SD_EUSAGE;
+			}
 			break;
 		case OPT_ARCH:
 			arch = optarg;
@@ -491,8 +505,12 @@ cmd_bench(int argc, char **argv)
 	{
 		double ug = r.unet_step_flops > 0 ? r.unet_step_flops / r.unet_step_s / 1e9 : 0;
 		double vg = r.vae_flops > 0 ? r.vae_flops / r.vae_decode_s / 1e9 : 0;
-		/* one image of IMAGE_STEPS steps from the parts measured */
-		double image_s = r.text_encoder_s + r.unet_context_s + IMAGE_STEPS * r.unet_step_s +
+		/* one image of IMAGE_STEPS steps from the parts measured: each
+		 * step one UNet call, two for heun and dpm2 (but the last) */
+		double image_s;
+
+		calls = sd_sampler_model_calls(sampler, IMAGE_STEPS);
+		image_s = r.text_encoder_s + r.unet_context_s + calls * r.unet_step_s +
 		    r.vae_decode_s;
 
 		/* -q: the results alone (with --json, the JSON line alone) */
@@ -521,9 +539,12 @@ cmd_bench(int argc, char **argv)
 				printf("peak GPU mem:   %.0f MiB (%.0f MiB of it in use once the device "
 				    "was set up: CUDA context, cuBLAS)\n", (double)r.gpu_peak / (1 << 20),
 				    (double)r.gpu_base / (1 << 20));
-			printf("image:          %.*f s for text encoder + keys and values + %d steps + VAE decode "
-			    "(from the figures above): %.3g images/s\n", image_s < 10 ? 3 : 1,
-			    image_s, IMAGE_STEPS, 1.0 / image_s);
+			printf("sampler:        %s: %d steps x %d UNet calls = %d calls\n",
+			    sd_sampler_name(sampler), IMAGE_STEPS, calls > IMAGE_STEPS + 1 ? 2 : 1,
+			    calls);
+			printf("image:          %.*f s for text encoder + keys and values + %d UNet calls + "
+			    "VAE decode (from the figures above): %.3g images/s\n", image_s < 10 ? 3 : 1,
+			    image_s, calls, 1.0 / image_s);
 		}
 		if (json) {
 			json_t *o = json_object();
@@ -544,6 +565,9 @@ cmd_bench(int argc, char **argv)
 			json_object_set_new(o, "unet_gflops", json_real(ug));
 			json_object_set_new(o, "vae_gflops", json_real(vg));
 			json_object_set_new(o, "sgemm_peak_gflops", json_real(r.sgemm_peak));
+			json_object_set_new(o, "sampler", json_string(sd_sampler_name(sampler)));
+			json_object_set_new(o, "image_steps", json_integer(IMAGE_STEPS));
+			json_object_set_new(o, "image_unet_calls", json_integer(calls));
 			json_object_set_new(o, "image_s", json_real(image_s));
 			json_object_set_new(o, "images_per_s", json_real(1.0 / image_s));
 			if (r.gpu) {

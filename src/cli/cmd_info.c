@@ -16,6 +16,7 @@
 #include "model/checkpoint.h"
 #include "sample/description.h"
 #include "model/hub.h"
+#include "sample/pipeline.h"
 
 /* The model description of a whole model (1), or 0 when path is a part or
  * not something sdbatch renders. */
@@ -147,6 +148,19 @@ cmd_info(int argc, char **argv)
 		json_object_set_new(o, "bytes", json_integer((json_int_t)d.bytes));
 		char blas[256];
 		json_object_set_new(o, "blas", json_string(blas_describe(blas, sizeof blas)));
+		/* the samplers a job can name (sdbatch run --list-samplers) */
+		json_t *smp = json_array();
+		for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
+			json_t *e = json_object();
+			json_object_set_new(e, "name", json_string(sd_sampler_name(i)));
+			json_object_set_new(e, "a1111", json_string(sd_sampler_a1111_name(i)));
+			json_object_set_new(e, "karras", json_boolean(sd_sampler_karras_ok(i)));
+			json_object_set_new(e, "unet_calls_per_step",
+			    json_integer(sd_sampler_model_calls(i, 10) >= 19 ? 2 : 1));
+			json_object_set_new(e, "diffusers", json_string(sd_sampler_diffusers_class(i)));
+			json_array_append_new(smp, e);
+		}
+		json_object_set_new(o, "samplers", smp);
 		char *s = json_dumps(o, JSON_COMPACT);
 		puts(s);
 		free(s);

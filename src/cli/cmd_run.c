@@ -34,6 +34,7 @@ run_usage(FILE *out)
 	    "                          file name are replaced; with several images and\n"
 	    "                          no {index}, -N is added before the extension;\n"
 	    "                          a PATH ending in / is a folder\n"
+	    "      --list-samplers     print the samplers and their other names, and exit\n"
 	    "\n" CLI_COMMON_HELP
 	    "\n"
 	    "Exit status: 0 ok, 64 usage, 65 bad job data, 66 missing input,\n"
@@ -43,7 +44,27 @@ run_usage(FILE *out)
 
 /* getopt_long values of the parameters' flags without a short one:
  * OPT_PARAM + their index in the parameters table. */
-enum { OPT_PARAM = 2000 };
+enum { OPT_PARAM = 2000, OPT_LIST_SAMPLERS = 1999 };
+
+/* --list-samplers: one line a sampler. */
+static void
+list_samplers(FILE *out)
+{
+	fprintf(out, "%-13s %-13s %-6s %-10s %-46s %s\n", "NAME", "A1111", "KARRAS",
+	    "UNET CALLS", "DIFFUSERS", "ALSO ACCEPTED");
+	for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
+		enum sd_sampler s = (enum sd_sampler)i;
+		char calls[32];
+
+		snprintf(calls, sizeof calls, "%s", sd_sampler_model_calls(s, 10) >= 19 ?
+		    "2/step" : "1/step");
+		fprintf(out, "%-13s %-13s %-6s %-10s %-46s %s\n", sd_sampler_name(s),
+		    sd_sampler_a1111_name(s), sd_sampler_karras_ok(s) ? "yes" : "no", calls,
+		    sd_sampler_diffusers_class(s), sd_sampler_aliases(s));
+	}
+	fputs("\nNames are case-insensitive; spaces, '-' and '_' are alike; a \"Karras\"\n"
+	    "suffix (\"DPM++ 2M Karras\", dpmpp_2m_karras) sets the karras schedule.\n", out);
+}
 
 /* The job given by flags: the values, and which were given. */
 struct job_flags {
@@ -64,7 +85,7 @@ run_options(char *shortopts, size_t size)
 
 	if (params_count > sizeof ((struct job_flags *)0)->given)
 		return NULL;	/* struct job_flags needs more room */
-	if ((o = calloc(nc + 2 * params_count + 2, sizeof *o)) == NULL)
+	if ((o = calloc(nc + 2 * params_count + 3, sizeof *o)) == NULL)
 		return NULL;
 	so += (size_t)snprintf(shortopts + so, size - so, "+");
 	for (i = 0; i < nc; i++)
@@ -86,6 +107,7 @@ run_options(char *shortopts, size_t size)
 			so += (size_t)snprintf(shortopts + so, size - so, "%c:", d->short_flag);
 	}
 	o[n++] = (struct option){ "output", required_argument, NULL, 'o' };
+	o[n++] = (struct option){ "list-samplers", no_argument, NULL, OPT_LIST_SAMPLERS };
 	snprintf(shortopts + so, size - so, "o:qvh");
 	return o;
 }
@@ -255,6 +277,11 @@ cmd_run(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		if (ch == OPT_HELP || ch == 'h') {
 			run_usage(stdout);
+			status = 0;
+			goto out;
+		}
+		if (ch == OPT_LIST_SAMPLERS) {
+			list_samplers(stdout);
 			status = 0;
 			goto out;
 		}

@@ -576,15 +576,47 @@ fail:
 	return NULL;
 }
 
+/* The most skips a forward pass keeps sizes for (SD has 13, SDXL 10). */
+#define MAX_SKIPS 64
+
 int
 unet_check_size(const struct unet *u, int h, int w, struct sd_error *err)
 {
-	int m = 1 << u->downsamples;
-
-	if (h < 1 || w < 1 || h % m != 0 || w % m != 0)
-		return sd_fail(err, SD_EDATA, "latents of %dx%d cannot go through the UNet: height "
-		    "and width must be multiples of %d (%d pixels)", h, w, m, 8 * m);
+	/* any size: each downsampler pads to ceil(n/2), each upsampler
+	 * follows the size of the skip connection it meets (diffusers'
+	 * forward_upsample_size) */
+	if (h < 1 || w < 1 || h > 65536 / 8 || w > 65536 / 8)
+		return sd_fail(err, SD_EDATA, "latents of %dx%d cannot go through the UNet: "
+		    "height and width must be 1 to %d (8 to 65536 pixels)", h, w, 65536 / 8);
+	if (u->ninput + 1 > MAX_SKIPS)
+		return sd_fail(err, SD_EDATA, "a UNet with %d input blocks is not supported",
+		    u->ninput);
 	return 0;
+}
+
+/* y[p, 0:r2, 0:c2] = x[p, 0:r, 0:c] for np planes of r x c (r2 <= r,
+ * c2 <= c): the crop of a nearest upsampling to an odd size, by
+ * transposes (each backend has them), through tmp (np*r*c floats). */
+static void
+crop_planes(struct sd_ctx *c, float *y, float *x, float *tmp, int np, int r, int cc,
+    int r2, int c2)
+{
+	if (c2 < cc) {
+		/* columns become rows; the planes' first c2*r values are the
+		 * first c2*r rows of the [r*c, np] transpose */
+		op_transpose(c, tmp, x, np, r, cc);		/* [np][cc][r] */
+		op_transpose(c, x, tmp, 1, np, cc * r);		/* [cc*r][np] */
+		op_transpose(c, tmp, x, 1, c2 * r, np);		/* [np][c2*r] */
+		op_transpose(c, x, tmp, np, c2, r);		/* [np][r][c2] */
+		cc = c2;
+	}
+	if (r2 < r) {
+		op_transpose(c, tmp, x, 1, np, r * cc);		/* [r*cc][np] */
+		op_transpose(c, x, tmp, 1, r2 * cc, np);	/* [np][r2*cc] */
+		r = r2;
+	}
+	if (y != x)
+		op_copy(c, y, x, (size_t)np * r * cc);
 }
 
 /* ---- the forward pass ---- */
@@ -839,6 +871,7 @@ unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x,
 	const struct unet_block *blk;
 	float *cur, *next, *temb, *host, *buf[2], *cat, *t;
 	int ch, nskip = 0, level, j, which = 0;
+	int skip_h[MAX_SKIPS], skip_w[MAX_SKIPS];
 
 	if (unet_check_size(u, h, w, err) < 0)
 		return -1;
@@ -863,6 +896,8 @@ unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x,
 	cur = sd_alloc(c, (size_t)b * ch * h * w);
 	op_conv2d(c, cur, x, b, u->in_channels, h, w, u->conv_in_w, u->conv_in_b, 1, 1);
 	debug(u, cur, (size_t)b * ch * h * w, "conv_in");
+	skip_h[nskip] = h;
+	skip_w[nskip] = w;
 	u->skips[nskip++] = cur;
 
 	/* 3. Down: resblocks (+ transformers), and a downsampler ending each
@@ -871,10 +906,11 @@ unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x,
 	for (int i = 0; i < u->ninput; i++) {
 		blk = &u->input[i];
 		if (blk->down_w != NULL) {
-			next = sd_alloc(c, (size_t)b * ch * (h / 2) * (w / 2));
+			/* 3x3, stride 2, padding 1: ceil(n/2) */
+			next = sd_alloc(c, (size_t)b * ch * ((h + 1) / 2) * ((w + 1) / 2));
 			op_conv2d(c, next, cur, b, ch, h, w, blk->down_w, blk->down_b, 2, 1);
-			h /= 2;
-			w /= 2;
+			h = (h + 1) / 2;
+			w = (w + 1) / 2;
 		} else {
 			next = sd_alloc(c, (size_t)b * blk->cout * h * w);
 			resblock_forward(u, c, &blk->res, next, cur, b, h, w, temb);
@@ -889,6 +925,8 @@ unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x,
 			j++;
 		}
 		cur = next;
+		skip_h[nskip] = h;
+		skip_w[nskip] = w;
 		u->skips[nskip++] = cur;
 		if (blk->down_w != NULL || i == u->ninput - 1)
 			debug(u, cur, (size_t)b * ch * h * w, "down%d", level);
@@ -945,10 +983,26 @@ unet_forward_added(struct unet *u, struct sd_ctx *c, float *out, const float *x,
 		}
 		j++;
 		if (blk->up_w != NULL) {
+			/* nearest to the size of the next skip: 2n, or 2n - 1
+			 * (the last row or column dropped) after an odd size */
 			float *big = sd_alloc(c, (size_t)b * ch * h * w * 4);
+			int th = nskip > 0 ? skip_h[nskip - 1] : 2 * h;
+			int tw = nskip > 0 ? skip_w[nskip - 1] : 2 * w;
+
+			if (th > 2 * h || th < 2 * h - 1 || tw > 2 * w || tw < 2 * w - 1) {
+				sd_release(c, mark);
+				return sd_fail(err, SD_EINTERNAL, "UNet: an upsampler from "
+				    "%dx%d meets a skip of %dx%d", h, w, th, tw);
+			}
+
 			op_upsample2x(c, big, res_out, b, ch, h, w);
-			h *= 2;
-			w *= 2;
+			if (th < 2 * h || tw < 2 * w) {
+				float *tmp = sd_alloc(c, (size_t)b * ch * h * w * 4);
+
+				crop_planes(c, big, big, tmp, b * ch, 2 * h, 2 * w, th, tw);
+			}
+			h = th;
+			w = tw;
 			op_conv2d(c, next, big, b, ch, h, w, blk->up_w, blk->up_b, 1, 1);
 		}
 		sd_release(c, m);

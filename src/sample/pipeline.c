@@ -602,7 +602,8 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 		goto out;
 	}
 	t = now();
-	if (encode_text(&r, err) < 0 || prepare_latents(&r, err) < 0)
+	if (encode_text(&r, err) < 0 || prepare_latents(&r, err) < 0 ||
+	    sd_scheduler_prepare(r.sched, r.nlat, err) < 0)	/* no allocation in the loop */
 		goto out;
 	tm.encode_s = now() - t;
 	/* Each phase keeps only its own weights resident (CPU backend). */

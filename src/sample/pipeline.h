@@ -18,6 +18,8 @@ enum sd_sampler {
 	SD_SAMPLER_AUTO = -1,
 	SD_SAMPLER_EULER_A, SD_SAMPLER_EULER, SD_SAMPLER_DDIM,
 	SD_SAMPLER_DPMPP_2M, SD_SAMPLER_LMS, SD_SAMPLER_PNDM,
+	SD_SAMPLER_HEUN, SD_SAMPLER_DPM2, SD_SAMPLER_DPM2_A, SD_SAMPLER_UNIPC,
+	SD_SAMPLER_DPMPP_2M_SDE, SD_SAMPLER_DEIS, SD_SAMPLER_LCM,
 	SD_SAMPLER_COUNT
 };
 enum sd_schedule { SD_SCHEDULE_NORMAL, SD_SCHEDULE_KARRAS };
@@ -29,9 +31,28 @@ enum sd_spacing {
 	SD_SPACING_AUTO, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING
 };
 
-/* "euler_a" <-> SD_SAMPLER_EULER_A ...; parse returns -1 when unknown. */
+/* "euler_a" <-> SD_SAMPLER_EULER_A ...; parse returns -1 when unknown.
+ * It accepts the names users type, case-insensitively, with spaces, '-'
+ * or '_' between the words: sdbatch's ("dpmpp_2m"), A1111's ("DPM++ 2M",
+ * "Euler a", "DPM2 a"), diffusers'/ComfyUI's ("euler_ancestral",
+ * "uni_pc", "dpm_2_ancestral"). */
 const char *sd_sampler_name(enum sd_sampler s);
 int sd_sampler_parse(const char *name, enum sd_sampler *out);
+/* The same, also accepting a "Karras" suffix ("DPM++ 2M SDE Karras",
+ * "dpmpp_2m_sde_karras"): returns 1 and sets *schedule to karras when the
+ * name had it, 0 (schedule untouched) when not, -1 when unknown. */
+int sd_sampler_parse_full(const char *name, enum sd_sampler *sampler,
+    enum sd_schedule *schedule);
+/* The diffusers class a sampler computes ("HeunDiscreteScheduler"), and
+ * its other accepted spellings (space-separated, normalised). */
+const char *sd_sampler_diffusers_class(enum sd_sampler s);
+const char *sd_sampler_aliases(enum sd_sampler s);
+/* UNet evaluations of a txt2img run of this many steps (each one batch-2
+ * under guidance): heun, dpm2 and dpm2_a 2 steps - 1, pndm steps + 1
+ * (its PLMS warm-up; 1 for 1 step), the others steps. */
+int sd_sampler_model_calls(enum sd_sampler s, int steps);
+/* Whether the sampler takes the karras schedule (all but ddim, pndm, lcm). */
+int sd_sampler_karras_ok(enum sd_sampler s);
 /* A1111's display name ("Euler a", "DPM++ 2M", ...) for PNG metadata. */
 const char *sd_sampler_a1111_name(enum sd_sampler s);
 const char *sd_schedule_name(enum sd_schedule s);

@@ -1,5 +1,6 @@
-/* scheduler.c: diffusers 0.30.3's DDIM, Euler, Euler ancestral, DPM++ 2M,
- * LMS and PNDM schedulers, operation for operation.
+/* scheduler.c: diffusers 0.30.3's DDIM, Euler, Euler ancestral, DPM++ 2M
+ * (and its SDE variant), LMS, PNDM, Heun, DPM2, DPM2 ancestral, UniPC, DEIS
+ * and LCM schedulers, operation for operation.
  *
  * diffusers computes the schedules with numpy in double and rounds them to
  * float32 tensors; the steps are torch float32 tensor operations, each one
@@ -10,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +31,12 @@
 #define MAX_TRAIN_TIMESTEPS 100000
 #define LMS_ORDER 4
 
-enum family { FAM_DDIM, FAM_PNDM, FAM_EULER, FAM_EULER_A, FAM_LMS, FAM_DPM };
+static float sleef_expf(float d);
+
+enum family {
+	FAM_DDIM, FAM_PNDM, FAM_EULER, FAM_EULER_A, FAM_LMS, FAM_DPM,
+	FAM_HEUN, FAM_DPM2, FAM_DPM2_A, FAM_UNIPC, FAM_DEIS, FAM_LCM
+};
 
 struct sd_scheduler {
 	enum sd_sampler sampler;
@@ -44,7 +51,11 @@ struct sd_scheduler {
 
 	int nfull;			/* timesteps of set_timesteps */
 	float *timesteps;		/* nfull */
-	float *sigmas;			/* nfull + 1, k-diffusion families */
+	float *sigmas;			/* nsigmas, k-diffusion families */
+	int nsigmas;			/* nfull + 1; Heun 2S, DPM2 (a) 2S + 2 */
+	/* DPM2 and DPM2 ancestral, expanded like sigmas (nsigmas each) */
+	float *sigmas_interpol, *sigmas_up, *sigmas_down;
+	int sde;			/* DPM++ 2M SDE (sde-dpmsolver++) */
 	int nprk;			/* PNDM: PRK calls before the PLMS ones */
 	float init_noise_sigma;
 
@@ -58,8 +69,11 @@ struct sd_scheduler {
 	float *hist[LMS_ORDER];		/* LMS derivatives, DPM x0, PNDM ets */
 	int nhist;			/* entries in hist, newest last */
 	float *cur_sample, *cur_model_output;
+	float *deriv;			/* Heun: the first call's derivative */
+	float heun_dt;			/* Heun: its sigma step */
 	int have_cur_sample, have_cur_model_output;
-	int lower_order_nums;		/* DPM */
+	int lower_order_nums;		/* DPM, UniPC, DEIS */
+	int this_order;			/* UniPC: the last predictor's order */
 	int counter;			/* PNDM */
 	int have_pred_x0;
 };
@@ -459,8 +473,10 @@ karras_sigmas(double sigma_min, double sigma_max, int steps, double *out)
 		out[i] = pow(max_inv_rho + out[i] * (min_inv_rho - max_inv_rho), rho);
 }
 
-/* _sigma_to_t: the fractional training timestep of a sigma, interpolating
- * log sigmas (float32, as numpy 1.x computes with a float32 array). */
+/* _sigma_to_t: the fractional training timestep of a sigma (a numpy
+ * float64), interpolating log sigmas (float32, as numpy 1.x computes with a
+ * float32 array; the weights' products with the int64 indices in
+ * double). */
 static double
 sigma_to_t(double sigma, const float *log_sigmas, int n)
 {
@@ -482,6 +498,84 @@ sigma_to_t(double sigma, const float *log_sigmas, int n)
 	if (w > 1)
 		w = 1;
 	return (double)(1.0f - w) * low_idx + (double)w * high_idx;
+}
+
+/* The same for a sigma that is a float32 torch scalar (DPM2's
+ * interpolated sigmas): torch keeps the arithmetic after the log float32,
+ * the products with the indices too. */
+static float
+sigma_to_t_f32(float sigma, const float *log_sigmas, int n)
+{
+	float log_sigma = (float)log((double)sigma > 1e-10 ? (double)sigma : 1e-10);
+	int low_idx = 0, high_idx;
+	float low, high, w;
+
+	if (isnan(sigma))
+		return sigma;
+	for (int i = 0; i < n; i++)
+		if (log_sigma - log_sigmas[i] >= 0)
+			low_idx = i;
+	if (low_idx > n - 2)
+		low_idx = n - 2;
+	high_idx = low_idx + 1;
+	low = log_sigmas[low_idx];
+	high = log_sigmas[high_idx];
+	w = (low - log_sigma) / (low - high);
+	if (w < 0)
+		w = 0;
+	if (w > 1)
+		w = 1;
+	return (1.0f - w) * (float)low_idx + w * (float)high_idx;
+}
+
+/* np.log of a float32 array on x86-64 (numpy >= 1.18, AVX2+FMA3 or
+ * AVX512F): a rational approximation of log(1 + x) on the mantissa, not
+ * the correctly rounded logf; the interpolated timesteps of the Karras and
+ * DPM2 schedules depend on its last bit.  Positive normal x only (the
+ * others take logf's value, which is the same special value). */
+static float
+np_logf(float x)
+{
+	uint32_t bits;
+	float e, m, num, den;
+
+	if (!(x >= FLT_MIN) || isinf(x))
+		return logf(x);
+	memcpy(&bits, &x, sizeof bits);
+	e = (float)((int32_t)(bits >> 23) - 0x7e);
+	bits = (bits & 0x7fffffu) | (126u << 23);
+	memcpy(&m, &bits, sizeof m);
+	if (m <= 0.707106781186547524400844362104849039f) {
+		m = m + m;
+		e = e - 1.0f;
+	}
+	m = m - 1.0f;
+	num = fmaf(2.589979117907922693523e-02f, m, 3.808837741388407920751e-01f);
+	num = fmaf(num, m, 1.480000633576506585156e+00f);
+	num = fmaf(num, m, 2.112677543073053063722e+00f);
+	num = fmaf(num, m, 9.999999999999998702752e-01f);
+	num = fmaf(num, m, 0.0f);
+	den = fmaf(5.875095403124574342950e-03f, m, 1.546476374983906719538e-01f);
+	den = fmaf(den, m, 9.864942958519418960339e-01f);
+	den = fmaf(den, m, 2.453006071784736363091e+00f);
+	den = fmaf(den, m, 2.612677543073109236779e+00f);
+	den = fmaf(den, m, 1.0f);
+	return fmaf(e, 0.693147180559945309417232121458176568f, num / den);
+}
+
+/* log of the training sigmas (float32, np.log of a float32 array). */
+static float *
+make_log_sigmas(const struct sd_scheduler *s, struct sd_error *err)
+{
+	float *ls = malloc((size_t)s->ntrain * sizeof *ls);
+
+	if (ls == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	for (int i = 0; i < s->ntrain; i++)
+		ls[i] = np_logf(s->train_sigmas[i]);
+	return ls;
 }
 
 /* ------------------------------------------------------- set_timesteps */
@@ -667,15 +761,24 @@ set_timesteps_euler(struct sd_scheduler *s, double *t, struct sd_error *err)
 
 		if (log_sigmas == NULL)
 			return sd_fail(err, SD_EINTERNAL, "out of memory");
-		if (s->fam != FAM_LMS && s->cfg.sigma_min > 0)
+		/* only the Euler classes have sigma_min/sigma_max keys */
+		int euler = s->fam == FAM_EULER || s->fam == FAM_EULER_A;
+
+		if (euler && s->cfg.sigma_min > 0)
 			lo = s->cfg.sigma_min;
-		if (s->fam != FAM_LMS && s->cfg.sigma_max > 0)
+		if (euler && s->cfg.sigma_max > 0)
 			hi = s->cfg.sigma_max;
 		for (int i = 0; i < N; i++)
-			log_sigmas[i] = logf(s->train_sigmas[i]);
+			log_sigmas[i] = np_logf(s->train_sigmas[i]);
 		karras_sigmas(lo, hi, S, sig);
-		for (int i = 0; i < S; i++)
-			s->timesteps[i] = (float)sigma_to_t(sig[i], log_sigmas, N);
+		for (int i = 0; i < S; i++) {
+			double ts = sigma_to_t(sig[i], log_sigmas, N);
+
+			/* KDPM2 rounds them, the others keep them fractional */
+			if (s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A)
+				ts = rint(ts);
+			s->timesteps[i] = (float)ts;
+		}
 		free(log_sigmas);
 	}
 	smax = 0;
@@ -686,6 +789,7 @@ set_timesteps_euler(struct sd_scheduler *s, double *t, struct sd_error *err)
 	}
 	s->sigmas[S] = 0.0f;
 	s->nfull = S;
+	s->nsigmas = S + 1;
 	/* init_noise_sigma: the max sigma for linspace and trailing spacing,
 	 * else (max^2 + 1)^0.5 */
 	if (s->cfg.timestep_spacing == SCHED_SPACING_LEADING)
@@ -736,7 +840,7 @@ set_timesteps_dpm(struct sd_scheduler *s, double *t, struct sd_error *err)
 		if (log_sigmas == NULL)
 			return sd_fail(err, SD_EINTERNAL, "out of memory");
 		for (int i = 0; i < N; i++)
-			log_sigmas[i] = logf(s->train_sigmas[i]);
+			log_sigmas[i] = np_logf(s->train_sigmas[i]);
 		karras_sigmas(s->train_sigmas[0], s->train_sigmas[N - 1], S, sig);
 		for (int i = 0; i < S; i++)
 			s->timesteps[i] = (float)rint(sigma_to_t(sig[i], log_sigmas, N));
@@ -748,7 +852,146 @@ set_timesteps_dpm(struct sd_scheduler *s, double *t, struct sd_error *err)
 	for (int i = 0; i < S; i++)
 		s->sigmas[i] = (float)sig[i];
 	s->sigmas[S] = 0.0f;		/* final_sigmas_type "zero" */
+	if (s->fam == FAM_DEIS) {
+		/* DEIS ends at sigma_min (the last Karras sigma with karras) */
+		s->sigmas[S] = s->schedule == SD_SCHEDULE_KARRAS ?
+		    (float)sig[S - 1] : s->train_sigmas[0];
+	}
 	s->nfull = S;
+	s->nsigmas = S + 1;
+	s->init_noise_sigma = 1.0f;
+	return 0;
+}
+
+/* torch.lerp(a, b, 0.5) of float32 values (the weight >= 0.5 branch). */
+static float
+lerp_half(float a, float b)
+{
+	return b - (b - a) * 0.5f;
+}
+
+/* torch.cat([x[:1], x[1:].repeat_interleave(2), x[-1:]]) of n values (or
+ * of x[1:-1] when keep_last is 0, as Heun does): the count written. */
+static int
+expand2(const float *x, int n, int interleave_last, float *out)
+{
+	int m = 0;
+
+	out[m++] = x[0];
+	for (int j = 1; j < (interleave_last ? n : n - 1); j++) {
+		out[m++] = x[j];
+		out[m++] = x[j];
+	}
+	out[m++] = x[n - 1];
+	return m;
+}
+
+/* Heun, DPM2 and DPM2 ancestral: the Euler schedule of S steps, then each
+ * step's second model call interleaved (2S - 1 calls). */
+static int
+expand_second_order(struct sd_scheduler *s, struct sd_error *err)
+{
+	int S = s->nfull, N = s->ntrain, n;
+	size_t sz = (size_t)S + 1;
+	float *t = malloc(sz * sizeof *t), *b = malloc(sz * sizeof *b);
+	float *ip = calloc(sz, sizeof *ip), *up = calloc(sz, sizeof *up);
+	float *down = calloc(sz, sizeof *down), *ls = NULL;
+	int rc = -1;
+
+	if (t == NULL || b == NULL || ip == NULL || up == NULL || down == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	memcpy(t, s->timesteps, (size_t)S * sizeof *t);
+	memcpy(b, s->sigmas, sz * sizeof *b);
+	if (s->fam == FAM_HEUN) {
+		n = 0;
+		s->timesteps[n++] = t[0];
+		for (int j = 1; j < S; j++) {
+			s->timesteps[n++] = t[j];
+			s->timesteps[n++] = t[j];
+		}
+		s->nfull = n;
+		s->nsigmas = expand2(b, S + 1, 0, s->sigmas);
+		rc = 0;
+		goto out;
+	}
+	if ((ls = make_log_sigmas(s, err)) == NULL)
+		goto out;
+	if (s->fam == FAM_DPM2) {
+		/* sigmas.log().lerp(sigmas.roll(1).log(), 0.5).exp() */
+		for (int j = 0; j <= S; j++)
+			ip[j] = sleef_expf(lerp_half(logf(b[j]), logf(b[j > 0 ? j - 1 : S])));
+	} else {
+		for (int j = 0; j <= S; j++) {
+			float nx = j < S ? b[j + 1] : 0.0f;
+			float nx2 = nx * nx, b2 = b[j] * b[j];
+
+			up[j] = sqrtf(nx2 * (b2 - nx2) / b2);
+			down[j] = j < S ? sqrtf(nx2 - up[j] * up[j]) : 0.0f;
+		}
+		for (int j = 0; j <= S; j++)
+			ip[j] = sleef_expf(lerp_half(logf(b[j]), logf(down[j])));
+		ip[S] = 0.0f;
+		if (S >= 1)
+			ip[S - 1] = 0.0f;
+	}
+	s->nsigmas = expand2(b, S + 1, 1, s->sigmas);
+	expand2(ip, S + 1, 1, s->sigmas_interpol);
+	if (s->fam == FAM_DPM2_A) {
+		expand2(up, S + 1, 1, s->sigmas_up);
+		expand2(down, S + 1, 1, s->sigmas_down);
+	}
+	/* [t0, ti, t1, ti, t2, ...]: DPM2 takes the midpoint timesteps of
+	 * sigmas_interpol[1:-1], DPM2 a those of [:-2] */
+	n = 0;
+	s->timesteps[n++] = t[0];
+	for (int j = 1; j < S; j++) {
+		int q = s->fam == FAM_DPM2 ? j : j - 1;
+
+		s->timesteps[n++] = sigma_to_t_f32(ip[q], ls, N);
+		s->timesteps[n++] = t[j];
+	}
+	s->nfull = n;
+	rc = 0;
+out:
+	free(t);
+	free(b);
+	free(ip);
+	free(up);
+	free(down);
+	free(ls);
+	return rc;
+}
+
+/* LCM: the steps picked from the 50-step distillation schedule
+ * (original_inference_steps 50, strength 1). */
+static int
+set_timesteps_lcm(struct sd_scheduler *s, struct sd_error *err)
+{
+	const int orig = 50;
+	int S = s->steps, N = s->ntrain, k;
+
+	if (N < orig)
+		return sd_fail(err, SD_ECONFIG, "LCM needs num_train_timesteps "
+		    "of %d or more (got %d)", orig, N);
+	if (S > orig) {
+		sd_fail(err, SD_EDATA, "steps: LCM runs at most %d steps (its "
+		    "distillation schedule has %d; got %d)", orig, orig, S);
+		if (err != NULL)
+			snprintf(err->field, sizeof err->field, "steps");
+		return -1;
+	}
+	k = N / orig;
+	for (int i = 0; i < S; i++) {
+		/* np.floor(np.linspace(0, 50, S, endpoint=False)) */
+		int idx = (int)floor((double)i * ((double)orig / S));
+
+		/* origin[::-1][idx], origin = arange(1, 51) * k - 1 */
+		s->timesteps[i] = (float)((orig - idx) * k - 1);
+	}
+	s->nfull = S;
+	s->nsigmas = 0;
 	s->init_noise_sigma = 1.0f;
 	return 0;
 }
@@ -767,6 +1010,18 @@ family_class(enum family fam)
 		return "EulerAncestralDiscreteScheduler";
 	case FAM_LMS:
 		return "LMSDiscreteScheduler";
+	case FAM_HEUN:
+		return "HeunDiscreteScheduler";
+	case FAM_DPM2:
+		return "KDPM2DiscreteScheduler";
+	case FAM_DPM2_A:
+		return "KDPM2AncestralDiscreteScheduler";
+	case FAM_UNIPC:
+		return "UniPCMultistepScheduler";
+	case FAM_DEIS:
+		return "DEISMultistepScheduler";
+	case FAM_LCM:
+		return "LCMScheduler";
 	default:
 		return "DPMSolverMultistepScheduler";
 	}
@@ -821,6 +1076,28 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 	case SD_SAMPLER_DPMPP_2M:
 		s->fam = FAM_DPM;
 		break;
+	case SD_SAMPLER_DPMPP_2M_SDE:
+		s->fam = FAM_DPM;
+		s->sde = 1;
+		break;
+	case SD_SAMPLER_HEUN:
+		s->fam = FAM_HEUN;
+		break;
+	case SD_SAMPLER_DPM2:
+		s->fam = FAM_DPM2;
+		break;
+	case SD_SAMPLER_DPM2_A:
+		s->fam = FAM_DPM2_A;
+		break;
+	case SD_SAMPLER_UNIPC:
+		s->fam = FAM_UNIPC;
+		break;
+	case SD_SAMPLER_DEIS:
+		s->fam = FAM_DEIS;
+		break;
+	case SD_SAMPLER_LCM:
+		s->fam = FAM_LCM;
+		break;
 	default:
 		sd_fail(err, SD_EDATA, "sampler: unknown sampler");
 		goto fail;
@@ -829,6 +1106,7 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 	if (s->cfg.timestep_spacing == SCHED_SPACING_DEFAULT)
 		s->cfg.timestep_spacing = s->fam == FAM_DDIM || s->fam == FAM_PNDM ?
 		    SCHED_SPACING_LEADING : SCHED_SPACING_LINSPACE;
+	/* LCMScheduler has timestep_spacing but never reads it */
 	if (s->cfg.set_alpha_to_one < 0)
 		s->cfg.set_alpha_to_one = s->fam == FAM_DDIM;
 	if (s->cfg.skip_prk_steps < 0)
@@ -837,18 +1115,20 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 		s->cfg.clip_sample = s->fam == FAM_DDIM;
 
 	if (schedule == SD_SCHEDULE_KARRAS &&
-	    (s->fam == FAM_DDIM || s->fam == FAM_PNDM)) {
+	    (s->fam == FAM_DDIM || s->fam == FAM_PNDM || s->fam == FAM_LCM)) {
 		sd_fail(err, SD_EDATA, "schedule: karras is not available with "
 		    "sampler %s (diffusers' %s steps on the training timesteps "
 		    "and has no Karras sigmas); use normal, or a sampler among "
-		    "euler, euler_a, lms, dpmpp_2m", sd_sampler_name(sampler),
+		    "euler, euler_a, lms, heun, dpm2, dpm2_a, dpmpp_2m, "
+		    "dpmpp_2m_sde, unipc, deis", sd_sampler_name(sampler),
 		    family_class(s->fam));
 		if (err != NULL)
 			snprintf(err->field, sizeof err->field, "schedule");
 		goto fail;
 	}
 	if (cfg->prediction_type == SCHED_PRED_SAMPLE &&
-	    (s->fam == FAM_EULER_A || s->fam == FAM_PNDM)) {
+	    (s->fam == FAM_EULER_A || s->fam == FAM_PNDM ||
+	    s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A)) {
 		sd_fail(err, SD_ECONFIG, "prediction_type \"sample\" is not "
 		    "supported by %s", family_class(s->fam));
 		goto fail;
@@ -856,9 +1136,22 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 
 	s->alphas_cumprod = malloc((size_t)N * sizeof *s->alphas_cumprod);
 	s->train_sigmas = malloc((size_t)N * sizeof *s->train_sigmas);
-	/* PNDM with PRK: 12 + steps - 3 calls; the others at most steps + 1 */
-	s->timesteps = malloc(((size_t)steps + 16) * sizeof *s->timesteps);
-	s->sigmas = malloc(((size_t)steps + 2) * sizeof *s->sigmas);
+	/* PNDM with PRK: 12 + steps - 3 calls; Heun and DPM2 2 steps - 1;
+	 * the others at most steps + 1 */
+	s->timesteps = malloc((2 * (size_t)steps + 16) * sizeof *s->timesteps);
+	s->sigmas = malloc((2 * (size_t)steps + 4) * sizeof *s->sigmas);
+	if (s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A) {
+		size_t m = 2 * (size_t)steps + 4;
+
+		s->sigmas_interpol = malloc(m * sizeof *s->sigmas_interpol);
+		s->sigmas_up = malloc(m * sizeof *s->sigmas_up);
+		s->sigmas_down = malloc(m * sizeof *s->sigmas_down);
+		if (s->sigmas_interpol == NULL || s->sigmas_up == NULL ||
+		    s->sigmas_down == NULL) {
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+			goto fail;
+		}
+	}
 	work = malloc(((size_t)steps + 2) * 2 * sizeof *work);
 	if (s->alphas_cumprod == NULL || s->train_sigmas == NULL ||
 	    s->timesteps == NULL || s->sigmas == NULL || work == NULL) {
@@ -878,7 +1171,19 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 		rc = set_timesteps_pndm(s, work, err);
 		break;
 	case FAM_DPM:
+	case FAM_UNIPC:
+	case FAM_DEIS:
 		rc = set_timesteps_dpm(s, work, err);
+		break;
+	case FAM_LCM:
+		rc = set_timesteps_lcm(s, err);
+		break;
+	case FAM_HEUN:
+	case FAM_DPM2:
+	case FAM_DPM2_A:
+		rc = set_timesteps_euler(s, work, err);
+		if (rc == 0)
+			rc = expand_second_order(s, err);
 		break;
 	default:
 		rc = set_timesteps_euler(s, work, err);
@@ -886,7 +1191,7 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 	}
 	if (rc < 0)
 		goto fail;
-	if (s->fam == FAM_DDIM || s->fam == FAM_PNDM) {
+	if (s->fam == FAM_DDIM || s->fam == FAM_PNDM || s->fam == FAM_LCM) {
 		free(s->sigmas);
 		s->sigmas = NULL;
 	}
@@ -907,6 +1212,9 @@ sd_scheduler_free(struct sd_scheduler *s)
 	free(s->train_sigmas);
 	free(s->timesteps);
 	free(s->sigmas);
+	free(s->sigmas_interpol);
+	free(s->sigmas_up);
+	free(s->sigmas_down);
 	free(s->block);
 	free(s);
 }
@@ -933,6 +1241,9 @@ sd_scheduler_set_strength(struct sd_scheduler *s, double strength,
 	t_start = s->steps - init_timestep;
 	if (t_start < 0)
 		t_start = 0;
+	/* timesteps[t_start * scheduler.order:]: Heun and DPM2 have order 2 */
+	if (s->fam == FAM_HEUN || s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A)
+		t_start *= 2;
 	if (init_timestep < 1 || t_start >= s->nfull) {
 		sd_fail(err, SD_EDATA, "strength: %g with %d steps leaves no step "
 		    "to run (steps*strength must be 1 or more)", strength, s->steps);
@@ -981,6 +1292,30 @@ sd_scheduler_sigmas_full(const struct sd_scheduler *s)
 }
 
 int
+sd_scheduler_nsigmas(const struct sd_scheduler *s)
+{
+	return s->sigmas != NULL ? s->nsigmas : 0;
+}
+
+const float *
+sd_scheduler_sigmas_extra(const struct sd_scheduler *s, const char *name)
+{
+	if (strcmp(name, "sigmas_interpol") == 0)
+		return s->sigmas_interpol;
+	if (strcmp(name, "sigmas_up") == 0 && s->fam == FAM_DPM2_A)
+		return s->sigmas_up;
+	if (strcmp(name, "sigmas_down") == 0 && s->fam == FAM_DPM2_A)
+		return s->sigmas_down;
+	return NULL;
+}
+
+int
+sd_scheduler_model_calls_per_step(const struct sd_scheduler *s)
+{
+	return s->fam == FAM_HEUN || s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A ? 2 : 1;
+}
+
+int
 sd_scheduler_begin_index(const struct sd_scheduler *s)
 {
 	return s->begin;
@@ -995,11 +1330,26 @@ sd_scheduler_init_noise_sigma(const struct sd_scheduler *s)
 float
 sd_scheduler_input_divisor(const struct sd_scheduler *s, int i)
 {
+	int k = s->begin + clamp_call(s, i);
 	float sigma;
 
-	if (s->fam != FAM_EULER && s->fam != FAM_EULER_A && s->fam != FAM_LMS)
+	switch (s->fam) {
+	case FAM_EULER:
+	case FAM_EULER_A:
+	case FAM_LMS:
+	case FAM_HEUN:
+		sigma = s->sigmas[k];
+		break;
+	case FAM_DPM2:
+		/* the second call of a step is at the interpolated sigma */
+		sigma = k % 2 == 0 ? s->sigmas[k] : s->sigmas_interpol[k];
+		break;
+	case FAM_DPM2_A:
+		sigma = k % 2 == 0 ? s->sigmas[k] : s->sigmas_interpol[k - 1];
+		break;
+	default:
 		return 1.0f;
-	sigma = s->sigmas[s->begin + clamp_call(s, i)];
+	}
 	return sqrtf(sigma * sigma + 1.0f);
 }
 
@@ -1028,11 +1378,14 @@ sd_scheduler_add_noise_coef(const struct sd_scheduler *s, int i, float *a,
 	switch (s->fam) {
 	case FAM_DDIM:
 	case FAM_PNDM:
+	case FAM_LCM:
 		ac = s->alphas_cumprod[(int)s->timesteps[k]];
 		*a = sqrtf(ac);
 		*b = sqrtf(1.0f - ac);
 		break;
 	case FAM_DPM:
+	case FAM_UNIPC:
+	case FAM_DEIS:
 		sigma = s->sigmas[k];
 		*a = 1.0f / sqrtf(sigma * sigma + 1.0f);
 		*b = sigma * *a;
@@ -1066,7 +1419,7 @@ sd_scheduler_pred_x0(const struct sd_scheduler *s)
 static int
 reserve(struct sd_scheduler *s, size_t n, struct sd_error *err)
 {
-	size_t count = 3 + LMS_ORDER + 2;
+	size_t count = 3 + LMS_ORDER + 3;
 
 	if (s->block != NULL) {
 		if (n != s->n)
@@ -1087,7 +1440,14 @@ reserve(struct sd_scheduler *s, size_t n, struct sd_error *err)
 		s->hist[i] = s->block + (3 + (size_t)i) * n;
 	s->cur_sample = s->block + (3 + LMS_ORDER) * n;
 	s->cur_model_output = s->block + (4 + LMS_ORDER) * n;
+	s->deriv = s->block + (5 + LMS_ORDER) * n;
 	return 0;
+}
+
+int
+sd_scheduler_prepare(struct sd_scheduler *s, size_t n, struct sd_error *err)
+{
+	return reserve(s, n, err);
 }
 
 /* Append to the history ring (newest last), keeping at most max entries;
@@ -1303,7 +1663,8 @@ dpm_alpha_sigma(float sigma, float *alpha_t, float *sigma_t)
 }
 
 static void
-step_dpm(struct sd_scheduler *s, int k, const float *mo, float *sample)
+step_dpm(struct sd_scheduler *s, int k, const float *mo, float *sample,
+    const float *noise)
 {
 	float alpha_t, sigma_t, alpha_s0, sigma_s0, lambda_t, lambda_s0, h;
 	float *x0 = hist_push(s, 2);
@@ -1330,7 +1691,31 @@ step_dpm(struct sd_scheduler *s, int k, const float *mo, float *sample)
 	lambda_t = logf(alpha_t) - logf(sigma_t);
 	lambda_s0 = logf(alpha_s0) - logf(sigma_s0);
 	h = lambda_t - lambda_s0;
-	if (s->lower_order_nums < 1 || k == s->nfull - 1) {
+	if (s->sde) {
+		/* sde-dpmsolver++, midpoint: the noise enters every step */
+		float e2 = 1.0f - sleef_expf(-2.0f * h);
+		float a = sigma_t / sigma_s0 * sleef_expf(-h);
+		float b = alpha_t * e2, c = sigma_t * sqrtf(e2);
+
+		if (s->lower_order_nums < 1 || k == s->nfull - 1) {
+			for (size_t j = 0; j < n; j++)
+				sample[j] = a * sample[j] + b * x0[j] + c * noise[j];
+		} else {
+			float alpha_s1, sigma_s1, lambda_s1, r0, rinv, b2 = 0.5f * b;
+			const float *m1 = hist_back(s, 1);
+
+			dpm_alpha_sigma(s->sigmas[k - 1], &alpha_s1, &sigma_s1);
+			lambda_s1 = logf(alpha_s1) - logf(sigma_s1);
+			r0 = (lambda_s0 - lambda_s1) / h;
+			rinv = 1.0f / r0;
+			for (size_t j = 0; j < n; j++) {
+				float d1 = rinv * (x0[j] - m1[j]);
+
+				sample[j] = a * sample[j] + b * x0[j] + b2 * d1 +
+				    c * noise[j];
+			}
+		}
+	} else if (s->lower_order_nums < 1 || k == s->nfull - 1) {
 		/* DPM-Solver++ first order (the last step always: the final
 		 * sigma is zero) */
 		float a = sigma_t / sigma_s0;
@@ -1516,6 +1901,364 @@ step_pndm_plms(struct sd_scheduler *s, int k, const float *mo, float *sample,
 	return pndm_prev_sample(s, src, t, prev, m, sample, err);
 }
 
+static void
+clip_x0(const struct sd_scheduler *s, float *x0)
+{
+	float range = (float)s->cfg.clip_sample_range;
+
+	if (!s->cfg.clip_sample)
+		return;
+	for (size_t j = 0; j < s->n; j++)
+		x0[j] = x0[j] < -range ? -range : x0[j] > range ? range : x0[j];
+}
+
+/* Heun: an Euler step, then (second call, the model evaluated at the
+ * Euler prediction) the trapezoid from the remembered sample. */
+static void
+step_heun(struct sd_scheduler *s, int k, const float *mo, float *sample)
+{
+	float *x0 = s->pred_x0, *d1 = s->deriv, *x = s->cur_sample;
+	size_t n = s->n;
+
+	if (!s->have_cur_sample) {
+		float sigma = s->sigmas[k], next = s->sigmas[k + 1];
+		float dt = next - sigma;
+
+		k_pred_x0(s, sigma, mo, sample, x0);
+		clip_x0(s, x0);
+		for (size_t j = 0; j < n; j++) {
+			d1[j] = (sample[j] - x0[j]) / sigma;
+			x[j] = sample[j];
+			sample[j] = sample[j] + d1[j] * dt;
+		}
+		s->heun_dt = dt;
+		s->have_cur_sample = 1;
+	} else {
+		float next = s->sigmas[k], dt = s->heun_dt;
+
+		k_pred_x0(s, next, mo, sample, x0);
+		clip_x0(s, x0);
+		for (size_t j = 0; j < n; j++) {
+			float d2 = (sample[j] - x0[j]) / next;
+			float d = (d1[j] + d2) / 2.0f;
+
+			sample[j] = x[j] + d * dt;
+		}
+		s->have_cur_sample = 0;
+	}
+}
+
+/* DPM2 (KDPM2): Euler to the log-midpoint sigma, then from the remembered
+ * sample with the midpoint's derivative.  The ancestral variant aims at
+ * sigma_down and adds sigma_up * noise after the second call. */
+static void
+step_dpm2(struct sd_scheduler *s, int k, const float *mo, float *sample,
+    const float *noise)
+{
+	float *x0 = s->pred_x0, *x = s->cur_sample;
+	int anc = s->fam == FAM_DPM2_A;
+	size_t n = s->n;
+
+	if (!s->have_cur_sample) {
+		float sigma = s->sigmas[k];
+		float si = anc ? s->sigmas_interpol[k] : s->sigmas_interpol[k + 1];
+		float dt = si - sigma;
+
+		k_pred_x0(s, sigma, mo, sample, x0);
+		for (size_t j = 0; j < n; j++) {
+			float d = (sample[j] - x0[j]) / sigma;
+
+			x[j] = sample[j];
+			sample[j] = sample[j] + d * dt;
+		}
+		s->have_cur_sample = 1;
+	} else {
+		float sigma = s->sigmas[k - 1];
+		float si = anc ? s->sigmas_interpol[k - 1] : s->sigmas_interpol[k];
+		float dt = (anc ? s->sigmas_down[k - 1] : s->sigmas[k]) - sigma;
+		float up = anc ? s->sigmas_up[k - 1] : 0.0f;
+
+		k_pred_x0(s, si, mo, sample, x0);
+		for (size_t j = 0; j < n; j++) {
+			float d = (sample[j] - x0[j]) / si;
+			float prev = x[j] + d * dt;
+
+			sample[j] = anc ? prev + noise[j] * up : prev;
+		}
+		s->have_cur_sample = 0;
+	}
+}
+
+/* The x0 prediction of the multistep solvers (DPM++, UniPC, DEIS) at
+ * sigmas[k]. */
+static void
+ms_convert_x0(const struct sd_scheduler *s, int k, const float *mo,
+    const float *sample, float *x0)
+{
+	float alpha, sigma;
+	size_t n = s->n;
+
+	dpm_alpha_sigma(s->sigmas[k], &alpha, &sigma);
+	switch (s->cfg.prediction_type) {
+	case SCHED_PRED_EPSILON:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = (sample[j] - sigma * mo[j]) / alpha;
+		break;
+	case SCHED_PRED_V:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = alpha * sample[j] - sigma * mo[j];
+		break;
+	default:
+		memcpy(x0, mo, n * sizeof *x0);
+		break;
+	}
+}
+
+static float
+lambda_of(float sigma)
+{
+	float alpha, sig;
+
+	dpm_alpha_sigma(sigma, &alpha, &sig);
+	return logf(alpha) - logf(sig);
+}
+
+/* torch.linalg.solve of [[1, 1], [r, 1]] x = b in float32 (LU with
+ * partial pivoting, as LAPACK's sgesv). */
+static void
+solve2(float r, const float b[2], float x[2])
+{
+	float a11 = 1.0f, a12 = 1.0f, a21 = r, a22 = 1.0f, b1 = b[0], b2 = b[1];
+
+	if (fabsf(a21) > fabsf(a11)) {
+		float t;
+
+		t = a11, a11 = a21, a21 = t;
+		t = a12, a12 = a22, a22 = t;
+		t = b1, b1 = b2, b2 = t;
+	}
+	{
+		float l = a21 * (1.0f / a11);
+		float u22 = a22 - l * a12;
+		float y2 = b2 - l * b1;
+
+		x[1] = y2 / u22;
+		x[0] = (b1 - a12 * x[1]) / a11;
+	}
+}
+
+/* UniPC (bh2, predict_x0, order <= 2): the corrector UniC for the sample
+ * received (when a previous step exists), then the predictor UniP. */
+static void
+step_unipc(struct sd_scheduler *s, int k, const float *mo, float *sample)
+{
+	float *x0 = s->pred_x0, *last = s->cur_sample;
+	size_t n = s->n;
+	int order;
+
+	ms_convert_x0(s, k, mo, sample, x0);
+	if (k > 0 && s->have_cur_sample) {
+		/* UniC: this_sample = sample, last_sample, m0 = the previous
+		 * x0, model_t = x0; order = the last predictor's */
+		const float *m0 = hist_back(s, 0);
+		float alpha_t, sigma_t, alpha_s0, sigma_s0, lt, ls0, h, hh;
+		float h_phi_1, h_phi_k, B_h, a, c, rho1, rhos[2] = {0.5f, 0.0f};
+		float rk = 0.0f;
+		int p = s->this_order;
+
+		dpm_alpha_sigma(s->sigmas[k], &alpha_t, &sigma_t);
+		dpm_alpha_sigma(s->sigmas[k - 1], &alpha_s0, &sigma_s0);
+		lt = logf(alpha_t) - logf(sigma_t);
+		ls0 = logf(alpha_s0) - logf(sigma_s0);
+		h = lt - ls0;
+		hh = -h;
+		h_phi_1 = expm1f(hh);
+		h_phi_k = h_phi_1 / hh - 1.0f;
+		B_h = expm1f(hh);
+		a = sigma_t / sigma_s0;
+		c = alpha_t * h_phi_1;
+		if (p == 2) {
+			float b[2];
+
+			rk = (lambda_of(s->sigmas[k - 2]) - ls0) / h;
+			b[0] = h_phi_k * 1.0f / B_h;
+			h_phi_k = h_phi_k / hh - 0.5f;
+			b[1] = h_phi_k * 2.0f / B_h;
+			solve2(rk, b, rhos);
+		}
+		rho1 = p == 2 ? rhos[1] : rhos[0];
+		{
+			float ab = alpha_t * B_h;
+			const float *m1 = p == 2 ? hist_back(s, 1) : NULL;
+
+			for (size_t j = 0; j < n; j++) {
+				float xt_ = a * last[j] - c * m0[j];
+				float d1t = x0[j] - m0[j];
+				float corr = rho1 * d1t;
+
+				if (m1 != NULL)
+					corr = rhos[0] * ((m1[j] - m0[j]) / rk) + corr;
+				sample[j] = xt_ - ab * corr;
+			}
+		}
+	}
+	memcpy(hist_push(s, 2), x0, n * sizeof *x0);
+	order = 2 < s->nfull - k ? 2 : s->nfull - k;
+	if (order > s->lower_order_nums + 1)
+		order = s->lower_order_nums + 1;
+	s->this_order = order;
+	memcpy(last, sample, n * sizeof *last);
+	s->have_cur_sample = 1;
+	{
+		/* UniP from the (corrected) sample */
+		const float *m0 = hist_back(s, 0);
+		float alpha_t, sigma_t, alpha_s0, sigma_s0, lt, ls0, h, hh;
+		float h_phi_1, a, c, rk = 0.0f, ab;
+		const float *m1 = order == 2 ? hist_back(s, 1) : NULL;
+
+		dpm_alpha_sigma(s->sigmas[k + 1], &alpha_t, &sigma_t);
+		dpm_alpha_sigma(s->sigmas[k], &alpha_s0, &sigma_s0);
+		lt = logf(alpha_t) - logf(sigma_t);
+		ls0 = logf(alpha_s0) - logf(sigma_s0);
+		h = lt - ls0;
+		hh = -h;
+		h_phi_1 = expm1f(hh);
+		a = sigma_t / sigma_s0;
+		c = alpha_t * h_phi_1;
+		ab = alpha_t * expm1f(hh);
+		if (m1 != NULL)
+			rk = (lambda_of(s->sigmas[k - 1]) - ls0) / h;
+		for (size_t j = 0; j < n; j++) {
+			float xt_ = a * sample[j] - c * m0[j];
+
+			if (m1 != NULL) {
+				float pred_res = 0.5f * ((m1[j] - m0[j]) / rk);
+
+				xt_ = xt_ - ab * pred_res;
+			}
+			sample[j] = xt_;
+		}
+	}
+	if (s->lower_order_nums < 2)
+		s->lower_order_nums++;
+}
+
+/* DEIS's log-rho integral (order 2): Integrate[(log t - log c) /
+ * (log b - log c), t]. */
+static float
+deis_ind(float t, float b, float c)
+{
+	return t * (-logf(c) + logf(t) - 1.0f) / (logf(b) - logf(c));
+}
+
+/* DEIS (logrho, order <= 2) on the noise prediction. */
+static void
+step_deis(struct sd_scheduler *s, int k, const float *mo, float *sample)
+{
+	float *x0 = s->pred_x0, *eps = hist_push(s, 2);
+	float alpha_t, sigma_t, alpha_s0, sigma_s0;
+	int final = k == s->nfull - 1 && s->nfull < 15;
+	size_t n = s->n;
+
+	ms_convert_x0(s, k, mo, sample, x0);
+	dpm_alpha_sigma(s->sigmas[k], &alpha_s0, &sigma_s0);
+	for (size_t j = 0; j < n; j++)
+		eps[j] = (sample[j] - alpha_s0 * x0[j]) / sigma_s0;
+	dpm_alpha_sigma(s->sigmas[k + 1], &alpha_t, &sigma_t);
+	if (s->lower_order_nums < 1 || final) {
+		float lt = logf(alpha_t) - logf(sigma_t);
+		float ls = logf(alpha_s0) - logf(sigma_s0);
+		float h = lt - ls;
+		float a = alpha_t / alpha_s0;
+		float b = sigma_t * (sleef_expf(h) - 1.0f);
+
+		for (size_t j = 0; j < n; j++)
+			sample[j] = a * sample[j] - b * eps[j];
+	} else {
+		float alpha_s1, sigma_s1, rt, r0, r1, c1, c2;
+		const float *m1 = hist_back(s, 1);
+
+		dpm_alpha_sigma(s->sigmas[k - 1], &alpha_s1, &sigma_s1);
+		rt = sigma_t / alpha_t;
+		r0 = sigma_s0 / alpha_s0;
+		r1 = sigma_s1 / alpha_s1;
+		c1 = deis_ind(rt, r0, r1) - deis_ind(r0, r0, r1);
+		c2 = deis_ind(rt, r1, r0) - deis_ind(r0, r1, r0);
+		for (size_t j = 0; j < n; j++)
+			sample[j] = alpha_t * (sample[j] / alpha_s0 + c1 * eps[j] +
+			    c2 * m1[j]);
+	}
+	if (s->lower_order_nums < 2)
+		s->lower_order_nums++;
+}
+
+/* LCM: the consistency-model denoised sample, noised again to the next
+ * timestep with a fresh draw (none after the last step). */
+static void
+step_lcm(struct sd_scheduler *s, int k, const float *mo, float *sample,
+    const float *noise)
+{
+	int t = (int)s->timesteps[k];
+	int prev = k + 1 < s->nfull ? (int)s->timesteps[k + 1] : t;
+	float ac = s->alphas_cumprod[t];
+	float ac_prev = prev >= 0 ? s->alphas_cumprod[prev] : s->final_alpha_cumprod;
+	float sa = sqrtf(ac), sb = sqrtf(1.0f - ac);
+	float sp = sqrtf(ac_prev), sbp = sqrtf(1.0f - ac_prev);
+	float st = (float)t * 10.0f;		/* timestep_scaling */
+	float c_skip = 0.25f / (st * st + 0.25f);
+	float c_out = st / sqrtf(st * st + 0.25f);
+	float *x0 = s->tmp, *den = s->pred_x0;
+	size_t n = s->n;
+
+	switch (s->cfg.prediction_type) {
+	case SCHED_PRED_EPSILON:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = (sample[j] - sb * mo[j]) / sa;
+		break;
+	case SCHED_PRED_V:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = sa * sample[j] - sb * mo[j];
+		break;
+	default:
+		memcpy(x0, mo, n * sizeof *x0);
+		break;
+	}
+	clip_x0(s, x0);
+	for (size_t j = 0; j < n; j++)
+		den[j] = c_out * x0[j] + c_skip * sample[j];
+	if (k != s->steps - 1) {
+		for (size_t j = 0; j < n; j++)
+			sample[j] = sp * den[j] + sbp * noise[j];
+	} else {
+		memcpy(sample, den, n * sizeof *sample);
+	}
+}
+
+/* Whether step k draws a randn of the sample's shape (diffusers draws it
+ * whether or not the formula uses it). */
+static int
+step_draws(const struct sd_scheduler *s, int k)
+{
+	switch (s->fam) {
+	case FAM_EULER:
+	case FAM_EULER_A:
+	case FAM_DPM2_A:
+		return 1;
+	case FAM_DPM:
+		return s->sde;
+	case FAM_LCM:
+		return k != s->steps - 1;
+	default:
+		return 0;
+	}
+}
+
+int
+sd_scheduler_draws(const struct sd_scheduler *s, int i)
+{
+	return step_draws(s, s->begin + clamp_call(s, i));
+}
+
 static int
 do_step(struct sd_scheduler *s, int i, const float *mo, float *sample,
     size_t n, struct sd_rng *rng, const float *noise, struct sd_error *err)
@@ -1528,17 +2271,37 @@ do_step(struct sd_scheduler *s, int i, const float *mo, float *sample,
 	if (reserve(s, n, err) < 0)
 		return -1;
 	k = s->begin + i;
+	if (step_draws(s, k) && noise == NULL) {
+		if (rng == NULL)
+			return sd_fail(err, SD_EINTERNAL, "scheduler step: "
+			    "%s needs a generator", sd_sampler_name(s->sampler));
+		sd_rng_randn(rng, s->noise, n);
+		noise = s->noise;
+	}
 	switch (s->fam) {
+	case FAM_HEUN:
+		step_heun(s, k, mo, sample);
+		s->have_pred_x0 = 1;
+		break;
+	case FAM_DPM2:
+	case FAM_DPM2_A:
+		step_dpm2(s, k, mo, sample, noise);
+		s->have_pred_x0 = 1;
+		break;
+	case FAM_UNIPC:
+		step_unipc(s, k, mo, sample);
+		s->have_pred_x0 = 1;
+		break;
+	case FAM_DEIS:
+		step_deis(s, k, mo, sample);
+		s->have_pred_x0 = 1;
+		break;
+	case FAM_LCM:
+		step_lcm(s, k, mo, sample, noise);
+		s->have_pred_x0 = 1;
+		break;
 	case FAM_EULER:
 	case FAM_EULER_A:
-		/* one randn of the sample's shape per step, used or not */
-		if (noise == NULL) {
-			if (rng == NULL)
-				return sd_fail(err, SD_EINTERNAL, "scheduler step: "
-				    "%s needs a generator", sd_sampler_name(s->sampler));
-			sd_rng_randn(rng, s->noise, n);
-			noise = s->noise;
-		}
 		if (s->fam == FAM_EULER)
 			step_euler(s, k, mo, sample);
 		else
@@ -1550,7 +2313,7 @@ do_step(struct sd_scheduler *s, int i, const float *mo, float *sample,
 		s->have_pred_x0 = 1;
 		break;
 	case FAM_DPM:
-		step_dpm(s, k, mo, sample);
+		step_dpm(s, k, mo, sample, noise);
 		s->have_pred_x0 = 1;
 		break;
 	case FAM_DDIM:
@@ -1579,7 +2342,5 @@ int
 sd_scheduler_step_noise(struct sd_scheduler *s, int i, const float *model_out,
     float *sample, size_t n, const float *noise, struct sd_error *err)
 {
-	if (noise == NULL)
-		return sd_fail(err, SD_EINTERNAL, "scheduler step: no noise given");
 	return do_step(s, i, model_out, sample, n, NULL, noise, err);
 }

@@ -5,13 +5,20 @@
  * euler (EulerDiscreteScheduler), euler_a (EulerAncestralDiscreteScheduler),
  * dpmpp_2m (DPMSolverMultistepScheduler, dpmsolver++, order 2, midpoint),
  * lms (LMSDiscreteScheduler, order 4), pndm (PNDMScheduler: PLMS, with PRK
- * warm-up steps when the config does not set skip_prk_steps).
+ * warm-up steps when the config does not set skip_prk_steps), heun
+ * (HeunDiscreteScheduler: two model calls a step but the last), dpm2
+ * (KDPM2DiscreteScheduler) and dpm2_a (KDPM2AncestralDiscreteScheduler),
+ * both with two calls a step but the last, unipc (UniPCMultistepScheduler:
+ * bh2, order 2, predict_x0), dpmpp_2m_sde (DPMSolverMultistepScheduler,
+ * sde-dpmsolver++, order 2, midpoint), deis (DEISMultistepScheduler,
+ * logrho, order 2) and lcm (LCMScheduler, at most 50 steps).
  *
- * `schedule: karras` means use_karras_sigmas=True (rho 7) for euler, lms
- * and dpmpp_2m.  diffusers 0.30.3's Euler ancestral has no Karras option;
+ * `schedule: karras` means use_karras_sigmas=True (rho 7) for every class
+ * that has it: euler, lms, heun, dpm2, dpm2_a, dpmpp_2m, dpmpp_2m_sde,
+ * unipc, deis.  diffusers 0.30.3's Euler ancestral has no Karras option;
  * sdbatch gives euler_a Karras sigmas the way EulerDiscreteScheduler
- * computes them (what later diffusers releases do too).  DDIM and PNDM
- * step on integer training timesteps and have no sigmas to space:
+ * computes them (what later diffusers releases do too).  DDIM, PNDM and
+ * LCM step on integer training timesteps and have no sigmas to space:
  * sd_scheduler_new rejects karras for them.
  *
  * A scheduler is built for one image: its steps are called in order,
@@ -118,6 +125,21 @@ float sd_scheduler_timestep(const struct sd_scheduler *s, int i);
 const float *sd_scheduler_timesteps_full(const struct sd_scheduler *s,
     int *nfull);
 const float *sd_scheduler_sigmas_full(const struct sd_scheduler *s);
+/* How many values sd_scheduler_sigmas_full has: nfull + 1 for the
+ * one-call samplers, 2 steps for heun, 2 steps + 2 for dpm2 and dpm2_a (as
+ * diffusers expands them); 0 when it returns NULL. */
+int sd_scheduler_nsigmas(const struct sd_scheduler *s);
+/* dpm2 and dpm2_a: "sigmas_interpol" (both), "sigmas_up", "sigmas_down"
+ * (dpm2_a), expanded like the sigmas; NULL for other names or samplers. */
+const float *sd_scheduler_sigmas_extra(const struct sd_scheduler *s,
+    const char *name);
+/* UNet calls a sampling step costs: 2 for heun, dpm2, dpm2_a (each step
+ * but the last evaluates the model twice), 1 for the others. */
+int sd_scheduler_model_calls_per_step(const struct sd_scheduler *s);
+/* Whether call i draws a randn of the sample's shape from the generator
+ * (euler, euler_a, dpm2_a every call; dpmpp_2m_sde every step; lcm every
+ * step but the last). */
+int sd_scheduler_draws(const struct sd_scheduler *s, int i);
 /* The index of the first call to run in the full schedule (t_start). */
 int sd_scheduler_begin_index(const struct sd_scheduler *s);
 
@@ -141,16 +163,23 @@ void sd_scheduler_add_noise_coef(const struct sd_scheduler *s, int i,
 void sd_scheduler_add_noise(const struct sd_scheduler *s, int i,
     const float *x0, const float *noise, float *out, size_t n);
 
+/* Allocate the step buffers for samples of n floats now, so that the
+ * sampling loop allocates nothing (sd_scheduler_step does it at the first
+ * step otherwise).  Returns 0, or -1 (SD_EINTERNAL) out of memory. */
+int sd_scheduler_prepare(struct sd_scheduler *s, size_t n, struct sd_error *err);
+
 /* scheduler.step for call i (calls must come in order 0, 1, ...):
  * model_out is the (guided) UNet output for sample / divisor; sample
  * (n floats, the same n every call) becomes the latents after the step.
- * euler and euler_a draw one randn of n elements from rng per step (euler
- * does not use it, exactly like diffusers); the others ignore rng.
+ * The samplers that draw (sd_scheduler_draws) take one randn of n elements
+ * from rng in that call, used or not, exactly like diffusers; the others
+ * ignore rng.
  * Buffers are allocated at the first step, never later.  Returns 0, or -1
  * (SD_EINTERNAL) when called out of order or out of memory. */
 int sd_scheduler_step(struct sd_scheduler *s, int i, const float *model_out,
     float *sample, size_t n, struct sd_rng *rng, struct sd_error *err);
-/* The same with the step's noise given (n values) instead of drawn. */
+/* The same with the step's noise given (n values) instead of drawn; noise
+ * is not read in calls that draw nothing. */
 int sd_scheduler_step_noise(struct sd_scheduler *s, int i,
     const float *model_out, float *sample, size_t n, const float *noise,
     struct sd_error *err);

@@ -498,6 +498,19 @@ params_parse_yaml(const struct param_def *d, struct yctx *y,
 				free(s);
 				return set_int(d, v, k);
 			}
+		if (d->field == JF_SAMPLER) {
+			/* A1111's and diffusers' names, any case; a "Karras"
+			 * suffix ("DPM++ 2M Karras") sets the schedule too */
+			enum sd_sampler smp;
+			enum sd_schedule sch;
+			int r = sd_sampler_parse_full(s, &smp, &sch);
+			if (r >= 0) {
+				free(s);
+				if (r == 1 && set_int(params_by_field(JF_SCHEDULE), v, (int64_t)sch) < 0)
+					return -1;
+				return set_int(d, v, (int64_t)smp);
+			}
+		}
 		free(s);
 		choices_text(d, choices, sizeof choices);
 		return yfail(y, n, f, "unknown value \"%.40s\" (one of: %s)", n->value,
