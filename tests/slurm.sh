@@ -49,7 +49,7 @@ SLURM_CONF=$SL/slurm.conf
 SDBATCH=$BIN
 SDBATCH_CONFIG=$CONF
 export SLURM_CONF SDBATCH SDBATCH_CONFIG
-DEFAULTS='{ width: 64, height: 64, steps: 30 }' write_conf 'limits: { steps: 1000 }'
+DEFAULTS='{ width: 64, height: 64, steps: 30, sampler: euler_a }' write_conf 'limits: { steps: 1000 }'
 
 # ---- the cluster ------------------------------------------------------------
 # free_port [NOT]: a free TCP port between 20000 and 59999 (not listed in
