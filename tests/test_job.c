@@ -141,7 +141,7 @@ hostile_jobs(void)
 	bad("negative guidance", "prompt: a\nguidance_scale: -1\n", 0, "out of range",
 	    "guidance_scale", 2);
 	bad("an unknown sampler", "prompt: a\nsampler: turbo9000\n", 0,
-	    "unknown value \"turbo9000\"", "sampler", 2);
+	    "unknown sampler \"turbo9000\"", "sampler", 2);
 	bad("an unknown schedule", "prompt: a\nschedule: cosine\n", 0, "unknown value",
 	    "schedule", 2);
 	bad("an unknown rng", "prompt: a\nrng: gpu\n", 0, "unknown value", "rng", 2);
@@ -444,7 +444,7 @@ config(void)
 } while (0)
 	BADCONF("unknown key", "modle: x\n", "c.yaml:1: modle: unknown key");
 	BADCONF("bad type", "threads: many\n", "expected an integer");
-	BADCONF("bad default", "defaults: {sampler: fast}\n", "unknown value");
+	BADCONF("bad default", "defaults: {sampler: fast}\n", "unknown sampler");
 	BADCONF("bad limit", "limits: {widht: 5}\n", "limits.widht: unknown key");
 	BADCONF("heartbeat vs stale", "stale_after: 10\nheartbeat_interval: 6\n",
 	    "at most half");

@@ -330,13 +330,13 @@ flags(void)
 		{ "strength", "1.5", "out of range" },
 		{ "seed", "-2", "out of range" },
 		{ "seed", "auto", "expected an integer" },
-		{ "sampler", "Euler a", "unknown value \"Euler a\" (one of: auto, " },
+		{ "sampler", "Euler b", "unknown sampler \"Euler b\" (one of: auto, " },
 		{ "rng", "auto", "unknown value \"auto\" (one of: cpu, cuda)" },
 		{ "clip_skip", "13", "out of range (1..12)" },
 		{ "init_image", "a\tb.png", "control characters" },
 		{ "sampler", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-		    "unknown value \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"" },
+		    "unknown sampler \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"" },
 	};
 	struct job_params v;
 	char why[SD_ERROR_MAX];

@@ -292,6 +292,14 @@ cmd_run(int argc, char **argv)
 				goto out;
 			}
 			f.given[pd - params_table] = 1;
+			/* "DPM++ 2M Karras" gave the schedule too */
+			if (pd->field == JF_SAMPLER) {
+				enum sd_sampler smp;
+				enum sd_schedule sch;
+				const struct param_def *sd = params_by_field(JF_SCHEDULE);
+				if (sd_sampler_parse_full(optarg, &smp, &sch) == 1 && sd != NULL)
+					f.given[sd - params_table] = 1;
+			}
 			continue;
 		}
 		if ((r = cli_common_option(&cc, ch, optarg)) == 1)

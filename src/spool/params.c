@@ -719,6 +719,9 @@ params_parse_yaml(const struct param_def *d, struct yctx *y,
 		}
 		free(s);
 		choices_text(d, choices, sizeof choices);
+		if (d->field == JF_SAMPLER)
+			return yfail(y, n, f, "unknown sampler \"%.40s\" (one of: %s; A1111's names "
+			    "too: sdbatch run --list-samplers)", n->value, choices);
 		return yfail(y, n, f, "unknown value \"%.40s\" (one of: %s)", n->value,
 		    choices);
 	case PARAM_SEED:
