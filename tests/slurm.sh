@@ -224,11 +224,12 @@ LONG='prompt: "a long job"
 width: 128
 height: 128
 steps: 1000
-count: 3'
+count: 12'
 
 # ---- time limits: submitted first, they run while the rest goes on ----------
 # slurmctld checks time limits every 30 s: a 1-minute limit ends a task 60 to
-# 90 s after its start.  The job (3 images of 1000 steps) needs far longer.
+# 90 s after its start.  The job (12 images of 1000 steps, 2 minutes or more
+# on a quiet 2-core machine) needs far longer.
 section "time limits submitted"
 SPOOL=$T/spool-limit
 job long "$LONG"
@@ -271,7 +272,8 @@ SPOOL=$T/spool-cancel
 job slow 'prompt: "a slow job"
 width: 128
 height: 128
-steps: 150'
+steps: 1000
+count: 3'
 s1=$(submit "$SPOOL")
 tasks=$((tasks + 1))
 check "a task runs the slow job" wait_for 90 running_step slow 2
@@ -368,7 +370,7 @@ check "the job was requeued at its next step, before the SIGKILL (the log says s
     [ "$(nevents long requeued)" -eq 1 ]
 check "sdbatch exited 75 and the script saw it (no SIGKILL)" eval 'out "$tl" | grep -q "exited with 75"'
 check "the job is back in incoming/ with no claim" one_state long incoming
-check "it stopped long before its 3000 steps" [ "$(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl")" -lt 3000 ]
+check "it stopped long before its 12000 steps" [ "$(grep -c '"event":"step"' "$SPOOL/logs/long.jsonl")" -lt 12000 ]
 
 # ---- preemption ---------------------------------------------------------------------
 # A job of a higher partition needs the node that a task holds: Slurm
@@ -379,7 +381,8 @@ SPOOL=$T/spool-preempt
 job slow 'prompt: "a slow job"
 width: 128
 height: 128
-steps: 150'
+steps: 1000
+count: 3'
 p1=$(submit "$SPOOL" --exclusive)
 tasks=$((tasks + 1))
 check "an exclusive task runs the slow job" wait_for 90 running_step slow 2
