@@ -119,16 +119,16 @@ diag "screenshots: $ART/serve-gallery.png $ART/gallery-static.png"
 CDP=$BUILDDIR/tests/cdp
 if [ -x "$CDP" ]; then
 	job live 'prompt: "followed live"
-width: 128
-height: 128
-steps: 40'
+width: 256
+height: 256
+steps: 150'
 	start_worker w1
 	livestep() { grep -q '"event":"step"' "$SPOOL/logs/live.jsonl" 2>/dev/null; }
 	check "the live job runs" wait_for 120 livestep
 	moving='(function(){var p=document.querySelector("li.running[data-job=live] progress");
 if(!p)return "no bar";if(window.v0===undefined)window.v0=p.value;
 var t=document.querySelector("li.running[data-job=live] .state").textContent;
-return p.value>=window.v0+3&&/^step [0-9]+\/40$/.test(t);})()'
+return p.value>=window.v0+3&&/^step [0-9]+\/150$/.test(t);})()'
 	v=$("$CDP" "$CHROMIUM" "$T/cdp1" "$URL/" "$moving" 120); rc=$?
 	check "the page's progress bar follows the job live (got $v)" [ $rc -eq 0 ]
 	"$CDP" "$CHROMIUM" "$T/cdp2" "$URL/" \
