@@ -39,7 +39,7 @@ printf 'width: 64\n' | bad noprompt "missing" prompt
 printf 'prompt: a\nwidth: wide\n' | bad widthword "expected an integer" width 2
 printf 'prompt: a\nheight: 100\n' | bad height100 "100 is not a multiple of 8" height 2
 printf 'prompt: a\nsteps: 100000\n' | bad steps "out of range" steps 2
-printf 'prompt: a\nsampler: warp_drive\n' | bad sampler 'unknown value "warp_drive"' sampler 2
+printf 'prompt: a\nsampler: warp_drive\n' | bad sampler 'unknown sampler "warp_drive"' sampler 2
 printf 'prompt: a\ncount: -1\n' | bad count "out of range" count 2
 printf 'prompt: a\nseed: 1.5\n' | bad seed "expected an integer" seed 2
 printf 'prompt: a\nguidance_scale: .inf\n' | bad guidance "expected a number" guidance_scale 2
