@@ -272,8 +272,7 @@ SPOOL=$T/spool-cancel
 job slow 'prompt: "a slow job"
 width: 128
 height: 128
-steps: 1000
-count: 3'
+steps: 1000'
 s1=$(submit "$SPOOL")
 tasks=$((tasks + 1))
 check "a task runs the slow job" wait_for 90 running_step slow 2
@@ -308,7 +307,7 @@ check "the task is COMPLETED" [ "$(field "$s2" JobState)" = COMPLETED ]
 
 s3=$(submit "$SPOOL")
 tasks=$((tasks + 1))
-check "a third task finishes the job" wait_for 120 ended "$s3"
+check "a third task finishes the job" wait_for 400 ended "$s3"
 check "the job is done" one_state slow done
 check "its log: claimed 3 times, requeued twice, done once" \
     [ "$(nevents slow claimed) $(nevents slow requeued) $(nevents slow done)" = "3 2 1" ]
@@ -381,8 +380,7 @@ SPOOL=$T/spool-preempt
 job slow 'prompt: "a slow job"
 width: 128
 height: 128
-steps: 1000
-count: 3'
+steps: 1000'
 p1=$(submit "$SPOOL" --exclusive)
 tasks=$((tasks + 1))
 check "an exclusive task runs the slow job" wait_for 90 running_step slow 2
@@ -395,7 +393,7 @@ check "sdbatch requeued its job (the log says so)" [ "$(nevents slow requeued)" 
 check "and the job is back in incoming/" one_state slow incoming
 # A requeued task waits 2 minutes (BeginTime): start it now.
 scontrol update JobId="$p1" StartTime=now 2>> "$T/sbatch.err"
-check "the task, run again, ends" wait_for 120 eval 'ended "$p1"'
+check "the task, run again, ends" wait_for 400 eval 'ended "$p1"'
 check "it is COMPLETED" [ "$(field "$p1" JobState) $(field "$p1" ExitCode)" = "COMPLETED 0:0" ]
 check "the job is done" one_state slow done
 check "its log: claimed twice, requeued once, done once" \
