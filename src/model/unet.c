@@ -680,7 +680,7 @@ time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, 
 		/* [text_embeds | 6 sinusoids of the time ids] -> label_emb */
 		int a = (u->adm_in - add->text_dim) / 6;
 		size_t n = (size_t)b * u->adm_in;
-		float *y = malloc(n * sizeof *y), *dy = sd_alloc(c, n), *te = sd_alloc(c, (size_t)b * 6 * a);
+		float *y = malloc(n * sizeof *y), *dy = sd_alloc(c, n), *te;
 		float *aug = sd_alloc(c, (size_t)b * t);
 		if (y != NULL) {
 			for (int i = 0; i < b; i++) {
@@ -691,7 +691,8 @@ time_embedding(struct unet *u, struct sd_ctx *c, const float *timesteps, int b, 
 					sinusoid(row + add->text_dim + k * a, add->time_ids[i * 6 + k], a);
 			}
 			sd_upload(c, dy, y, n);
-			if (u->debug != NULL) {
+			if (u->debug != NULL) {	/* the time ids' embeddings alone */
+				te = sd_alloc(c, (size_t)b * 6 * a);
 				for (int i = 0; i < b; i++)
 					sd_upload(c, te + (size_t)i * 6 * a, y + (size_t)i * u->adm_in + add->text_dim,
 					    (size_t)6 * a);
