@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "model/checkpoint.h"
 #include "model/clip.h"
+#include "model/t5.h"
 #include "model/unet.h"
 #include "sample/pipeline.h"
 #include "sample/scheduler.h"
@@ -34,15 +35,28 @@ enum model_family {
 /* The most text encoders a model conditions on (SDXL: 2, SD3: 3). */
 #define MODEL_MAX_TEXT 3
 
+/* What a text encoder is. */
+enum text_encoder_kind {
+	TEXT_CLIP,		/* a CLIP text model (model/clip.h), BPE tokenizer
+				 * (vocab.json, merges.txt), 77 tokens */
+	TEXT_T5,		/* a T5 encoder (model/t5.h), SentencePiece tokenizer
+				 * (spiece.model), max_len tokens (SD3's third) */
+};
+
 /* One text encoder and its tokenizer. */
 struct text_encoder_desc {
+	enum text_encoder_kind kind;	/* TEXT_CLIP (0) unless set */
 	char prefix[64];		/* its weights' names start with this */
-	struct clip_config clip;	/* heads, layers used, activation */
-	char pad_token[16];		/* "<|endoftext|>" or "!" */
+	struct clip_config clip;	/* TEXT_CLIP: heads, layers used, activation */
+	struct t5_config t5;		/* TEXT_T5: heads, max distance, eps */
+	int max_len;			/* TEXT_T5: tokens (0: SPM_T5_MAX_LEN, 256) */
+	char pad_token[16];		/* TEXT_CLIP: "<|endoftext|>" or "!" */
 	int pooled;			/* its pooled, projected output conditions
-					 * the UNet too (SDXL's second) */
+					 * the denoiser too (SDXL's second, SD3's
+					 * two CLIPs: joined in encoder order) */
 	char tokenizer_sub[16];		/* its tokenizer's folder in a diffusers
-					 * model: "tokenizer", "tokenizer_2" */
+					 * model: "tokenizer", "tokenizer_2",
+					 * "tokenizer_3" */
 };
 
 struct model_desc {
@@ -54,6 +68,10 @@ struct model_desc {
 
 	int ntext;
 	struct text_encoder_desc text[MODEL_MAX_TEXT];
+	/* SD3: the width of the joint context (joint_attention_dim = T5's
+	 * d_model): the CLIP contexts side by side are zero-padded to it and
+	 * the T5 tokens follow them.  0: the CLIP widths side by side. */
+	int context_width;
 
 	char unet_prefix[64];		/* the denoiser's: UNet or MMDiT */
 	struct unet_config unet;
