@@ -91,16 +91,23 @@ int conditioner_reload(struct conditioner *c, const struct model_desc *d, const 
     struct sd_error *err);
 
 /* AUTOMATIC1111's prompt syntax (sample/prompt.h): the most 77-token chunks
- * any of the n prompts needs (at least 1), or -1 with err. */
+ * any of the n prompts needs (at least 1), or -1 with err (also when the
+ * two tokenizers of SDXL split a prompt into different numbers of chunks). */
 int conditioner_a1111_chunks(struct conditioner *c, const char *const *prompts, int n,
     struct sd_error *err);
 /* Encode n prompts in A1111's syntax into context [n, 77*chunks, width]
  * (backend memory, allocated by the caller; chunks from
- * conditioner_a1111_chunks): each chunk encoded on its own, emphasis with
- * the mean restored, chunks joined along the tokens; a prompt with fewer
- * chunks is padded with the empty prompt's chunk (A1111's "pad prompt /
- * negative prompt to the same length").  -1 with err. */
+ * conditioner_a1111_chunks) and, when the model has one and pooled is not
+ * NULL, the pooled vectors pooled [n, pooled_dim] (host memory).  Each text
+ * encoder on its own (as A1111 wraps each of SDXL's): each chunk encoded
+ * alone, its pad id after the first EOS, emphasis with the mean restored
+ * per chunk and encoder; SDXL's two contexts side by side along the width,
+ * chunks joined along the tokens, the pooled vector that of the FIRST
+ * chunk (A1111's zs[0].pooled).  A prompt with fewer chunks is padded with
+ * the empty prompt's chunk (A1111's "pad prompt / negative prompt to the
+ * same length"); a NULL prompt is zeros in every chunk and pooled where
+ * the description says so (SDXL), else "".  -1 with err. */
 int conditioner_encode_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *const *prompts,
-    int n, int chunks, int clip_skip, float *context, struct sd_error *err);
+    int n, int chunks, int clip_skip, float *context, float *pooled, struct sd_error *err);
 
 #endif

@@ -426,7 +426,7 @@ encode_text(struct run *r, const char *prompt, const char *negative, struct sd_e
 	}
 	if (r->p->prompt_syntax == SD_PROMPT_A1111) {
 		if (conditioner_encode_a1111(m->cond, m->ctx, prompts, n, len / PROMPT_CHUNK_LEN,
-		    r->p->clip_skip, r->context, err) < 0)
+		    r->p->clip_skip, r->context, r->pooled, err) < 0)
 			return -1;
 	} else if (conditioner_encode(m->cond, m->ctx, prompts, n, r->p->clip_skip, r->context,
 	    r->pooled, err) < 0) {
