@@ -531,8 +531,8 @@ job_resolve_model_part(struct sd_job *j, const struct sd_config *c,
 	if (line != NULL)
 		*line = 0;
 	if (given == NULL && part == JF_MODEL)
-		given = c->model;
-	if (given == NULL)
+		given = c->model;	/* none: model_resolve says so */
+	else if (given == NULL)
 		return 0;
 	/* Relative to the job file when the job names it, else to the
 	 * current folder (the configuration's are absolute). */

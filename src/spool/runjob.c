@@ -17,6 +17,7 @@
 #include "model/checkpoint.h"
 #include "model/hub.h"
 #include "sample/description.h"
+#include "sample/scheduler.h"
 #include "spool/metadata.h"
 #include "spool/policy.h"
 #include "spool/runjob.h"
@@ -901,6 +902,52 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 			explain_model_default(job, err);
 			return pd != NULL ? blame_err(job, pd->field, err, line) : -1;
 		}
+	}
+	{
+		/* the sampler, schedule, steps and strength as the engine
+		 * will take them (sd_generate) */
+		struct sched_config sc = d.sched;
+		struct sd_scheduler *sched;
+		enum sd_sampler sampler = job->sampler == SD_SAMPLER_AUTO ?
+		    d.default_sampler : job->sampler;
+		int steps = job->steps > 0 ? job->steps : d.default_steps;
+
+		if (job->prediction == SD_PREDICTION_V)
+			sc.prediction_type = SCHED_PRED_V;
+		else if (job->prediction == SD_PREDICTION_EPSILON)
+			sc.prediction_type = SCHED_PRED_EPSILON;
+		else if (sc.prediction_type == SCHED_PRED_SAMPLE) {
+			sd_fail(err, SD_EDATA, "the model's scheduler config predicts "
+			    "the sample, which sdbatch does not support");
+			return blame_err(job, JF_MODEL, err, line);
+		}
+		if (job->spacing != SD_SPACING_AUTO)
+			sc.timestep_spacing = job->spacing == SD_SPACING_LEADING ?
+			    SCHED_SPACING_LEADING : job->spacing == SD_SPACING_LINSPACE ?
+			    SCHED_SPACING_LINSPACE : SCHED_SPACING_TRAILING;
+		sched = sd_scheduler_new(sampler, job->schedule, &sc, steps, err);
+		if (sched != NULL && job->init_image != NULL &&
+		    sd_scheduler_set_strength(sched, job->strength, err) < 0) {
+			sd_scheduler_free(sched);
+			sched = NULL;
+		}
+		if (sched == NULL) {
+			const struct param_def *pd = params_find(err->field);
+			if (err->code == 0)
+				err->code = SD_EDATA;
+			if (pd == NULL) {
+				/* the engine's messages start with the field */
+				size_t k;
+				for (k = 0; k < params_count && pd == NULL; k++) {
+					size_t n = strlen(params_table[k].name);
+					if (strncmp(err->message, params_table[k].name, n) == 0 &&
+					    err->message[n] == ':')
+						pd = &params_table[k];
+				}
+			}
+			return pd != NULL ? blame_err(job, pd->field, err, line) : -1;
+		}
+		sd_scheduler_free(sched);
 	}
 	if (strstr(d.arch, "inpaint") != NULL && job->mask == NULL) {
 		sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): "
