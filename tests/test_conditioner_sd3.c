@@ -665,6 +665,71 @@ done:
 		st_close(g);
 }
 
+/* F16 weights (model-f16.safetensors): the encoders read them in place; the
+ * context and pooled vector must equal those of the same values widened to
+ * F32 (the goldens are of the F32 model, so this is the F16 check). */
+static void
+test_f16(const struct model_desc *d, struct sd_ctx *ctx)
+{
+	struct model m16, m32 = { .label = "F16 widened" };
+	struct sd_tensor *wide = NULL;
+	struct conditioner *c16 = NULL, *c32 = NULL;
+	struct sd_error err = {0};
+	int count = 0;
+
+	if (open_single(&m16, "testdata/sd3-tiny/model-f16.safetensors") < 0)
+		goto done;
+	m16.label = "F16 single file";
+	m32.w = weights_new();
+	count = st_count(m16.f[0]);
+	wide = calloc((size_t)count, sizeof *wide);
+	for (int i = 0; i < count && wide != NULL; i++) {
+		const struct sd_tensor *t = st_tensor(m16.f[0], i);
+		if (strncmp(t->name, "text_encoders.", strlen("text_encoders.")) != 0)
+			continue;
+		wide[i] = *t;
+		wide[i].dtype = SD_F32;
+		wide[i].data = malloc((size_t)sd_tensor_numel(t) * sizeof(float));
+		sd_convert_to_f32(wide[i].data, t->data, t->dtype, (size_t)sd_tensor_numel(t));
+		weights_put(m32.w, t->name, &wide[i]);
+	}
+	memcpy(m32.tokdir, m16.tokdir, sizeof m32.tokdir);
+	c16 = load(&m16, d, &err);
+	if (c16 != NULL)
+		c32 = load(&m32, d, &err);
+	if (tap_ok(c16 != NULL && c32 != NULL && c16->has_t5 &&
+	    c16->encoder[0]->token_embedding->dtype == SD_F16 && c16->t5[2]->embedding->dtype == SD_F16,
+	    "F16 single file: the three encoders load on F16 weights %s", err.message)) {
+		const char *p[2] = { NULL, "a photo of an astronaut riding a horse on mars" };
+		size_t n = (size_t)2 * c16->ctx_len * c16->width, mark = sd_mark(ctx);
+		float *out = sd_alloc(ctx, n), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+		float pa[2 * POOLED], pb[2 * POOLED];
+		if (tap_ok(conditioner_encode(c16, ctx, p, 2, 1, out, pa, &err) == 0,
+		    "F16: encode %s", err.message)) {
+			sd_download(ctx, a, out, n);
+			if (tap_ok(conditioner_encode(c32, ctx, p, 2, 1, out, pb, &err) == 0,
+			    "F16 widened: encode %s", err.message)) {
+				sd_download(ctx, b, out, n);
+				check_close("F16 weights: context = on the same weights widened", a, b, n,
+				    ATOL, RTOL);
+				check_close("F16 weights: pooled = on the same weights widened", pa, pb,
+				    2 * POOLED, ATOL, RTOL);
+			}
+		}
+		free(a);
+		free(b);
+		sd_release(ctx, mark);
+	}
+done:
+	conditioner_free(c16);
+	conditioner_free(c32);
+	weights_free(m32.w);
+	close_model(&m16);
+	for (int i = 0; i < count && wide != NULL; i++)
+		free(wide[i].data);
+	free(wide);
+}
+
 static void
 run_model(struct model *m, const struct model_desc *d, struct sd_ctx *ctx)
 {
@@ -704,6 +769,7 @@ main(void)
 		run_model(&m, &d, ctx);
 	close_model(&m);
 	test_without_t5(&d, ctx);
+	test_f16(&d, ctx);
 	sd_ctx_free(ctx);
 	return tap_done();
 }
