@@ -42,8 +42,10 @@ load_t5(struct conditioner *c, const struct model_desc *d, const struct sd_weigh
 	if (tokdir == NULL || !t5_present(w, t->prefix))
 		return 0;	/* absent: zeros in its place */
 	snprintf(path, sizeof path, "%s/spiece.model", tokdir);
-	if ((c->spm[i] = spm_load(path, err)) == NULL)
+	if ((c->spm[i] = spm_load(path, err)) == NULL) {
+		sd_error_prefix(err, "the T5 tokenizer");
 		return -1;
+	}
 	if ((c->t5[i] = t5_load(w, t->prefix, &t->t5, err)) == NULL)
 		return -1;
 	if (spm_size(c->spm[i]) + SPM_T5_EXTRA_IDS > c->t5[i]->vocab) {
