@@ -428,7 +428,7 @@ conditioner_encode_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *
 	float *weights = malloc(tokens * sizeof *weights);
 	float *z = NULL, *zeros = NULL, *part[MODEL_MAX_TEXT] = {0}, *dpooled = NULL;
 	float *hpooled = NULL;
-	int rc = -1;
+	int rc = -1, pooled_from = -1;
 
 	if (ids == NULL || weights == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -439,7 +439,11 @@ conditioner_encode_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *
 		    "positions", PROMPT_CHUNK_LEN);
 		goto out;
 	}
-	if (c->pooled_from >= 0 && pooled != NULL) {
+	/* SDXL: the one encoder whose pooled vector conditions the UNet */
+	for (int e = 0; e < c->ntext; e++)
+		if (c->pooled[e])
+			pooled_from = e;
+	if (pooled_from >= 0 && pooled != NULL) {
 		dpooled = sd_alloc(ctx, total * c->pooled_dim);
 		if ((hpooled = malloc(total * c->pooled_dim * sizeof *hpooled)) == NULL) {
 			sd_fail(err, SD_EINTERNAL, "out of memory");
@@ -458,7 +462,7 @@ conditioner_encode_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *
 		if (a1111_ids(c, e, prompts, n, chunks, ids, weights, err) < 0)
 			goto out;
 		if (clip_text_forward_pooled(enc, ctx, ids, (int)total, clip_skip, part[e],
-		    e == c->pooled_from ? dpooled : NULL, err) < 0)
+		    e == pooled_from ? dpooled : NULL, err) < 0)
 			goto out;
 		if ((zz = realloc(z, total * per * sizeof *z)) == NULL) {
 			sd_fail(err, SD_EINTERNAL, "out of memory");
