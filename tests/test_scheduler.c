@@ -1378,6 +1378,7 @@ test_names(void)
 	    p.prediction == SD_PREDICTION_AUTO && p.spacing == SD_SPACING_AUTO &&
 	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
 	    p.clip_skip == 1 && p.strength == 0.75f && p.negative_prompt == NULL &&
+	    p.shift == 0 && p.t5 == 1 &&
 	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
 }
 

@@ -129,6 +129,13 @@ struct sd_params {
 	enum sd_schedule schedule;
 	enum sd_prediction prediction;	/* AUTO: the model's */
 	enum sd_spacing spacing;	/* AUTO: the model's scheduler config */
+	double shift;			/* flow-matching models (SD3): the sigma
+					 * shift; <= 0: the model's (its
+					 * scheduler config's, SD3 3.0); other
+					 * models leave it 0 */
+	int t5;				/* SD3: 1 (default) encodes with T5 when
+					 * the model has it, 0 renders without
+					 * it (zeros in its place) */
 	uint64_t seed;			/* image i uses seed + i */
 	enum sd_rng_kind rng;
 	int clip_skip;			/* A1111 meaning: 1 = last layer */
