@@ -38,7 +38,7 @@ heads='model:
 '
 mkdir "$tmp/file"
 for f in model model-f16; do
-	ln -s "$td/$f.safetensors" "$tmp/file/sd3_tiny_$f.safetensors"
+	cp "$td/$f.safetensors" "$tmp/file/sd3_tiny_$f.safetensors"
 	printf '%s' "$heads" > "$tmp/file/sd3_tiny_$f.yaml"
 done
 ln -s "$td/diffusers/tokenizer_3" "$tmp/file/tokenizer_3"

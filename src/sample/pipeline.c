@@ -139,8 +139,7 @@ find_spiece(const struct sd_model_spec *spec, const char *given, int split, char
 	hub_options_init(&ho);
 	ho.cache = spec->hub_cache;
 	if (hub_cached(&ho, "stabilityai/stable-diffusion-3-medium-diffusers", snap, sizeof snap, &e) == 0) {
-		snprintf(out, size, "%s/tokenizer_3", snap);
-		if (has_spiece(out))
+		if ((size_t)snprintf(out, size, "%s/tokenizer_3", snap) < size && has_spiece(out))
 			return 0;
 	}
 	return -1;
