@@ -545,7 +545,7 @@ model_defaults(void)
 	c.limits.width = 512;
 	sd_error_clear(&err);
 	tap_ok(job_check(&j, &c, &err) < 0 && strcmp(err.field, "width") == 0 &&
-	    strstr(err.message, "width: 768 must be a multiple of 8 in 64..512"),
+	    strstr(err.message, "width: 768 is out of range (64..512)"),
 	    "the model's size over the configured limit fails naming the field: %s",
 	    err.message);
 	config_free(&c);

@@ -50,6 +50,7 @@ static const char *const predictions[] = {
 	[SD_PREDICTION_AUTO] = "auto",
 	[SD_PREDICTION_EPSILON] = "epsilon",
 	[SD_PREDICTION_V] = "v",
+	[SD_PREDICTION_FLOW] = "flow",
 };
 
 static const char *const spacings[] = {

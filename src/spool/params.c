@@ -879,13 +879,11 @@ params_check(const struct param_def *d, const struct job_params *v,
 			return BAD("%s: %s", d->name, why);
 		return 0;
 	case PARAM_INT:
-		if ((d->flags & PARAM_MULTIPLE_OF_8) &&
-		    (x.i < d->min || x.i > max || x.i % 8 != 0))
-			return BAD("%s: %" PRId64 " must be a multiple of 8 in %g..%g",
-			    d->name, x.i, d->min, max);
 		if (x.i < d->min || x.i > max)
 			return BAD("%s: %" PRId64 " is out of range (%g..%g)", d->name,
 			    x.i, d->min, max);
+		if ((d->flags & PARAM_MULTIPLE_OF_8) && x.i % 8 != 0)
+			return BAD("%s: %" PRId64 " is not a multiple of 8", d->name, x.i);
 		return 0;
 	case PARAM_NUMBER:
 		if ((d->flags & PARAM_ABOVE_MIN) && !(x.x > d->min && x.x <= max))
