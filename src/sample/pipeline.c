@@ -204,6 +204,13 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 			dp[i] = dirs[i];
 			own[i] = 0;
 			if (m->desc.text[i].kind == TEXT_T5) {
+				char probe_t5[128];
+				snprintf(probe_t5, sizeof probe_t5, "%sencoder.final_layer_norm.weight",
+				    m->desc.text[i].prefix);
+				if (weights_get(m->ck.weights, probe_t5) == NULL) {
+					dp[i] = NULL;	/* no T5 in this model: zeros */
+					continue;
+				}
 				if (find_spiece(spec, given, split, dirs[i], sizeof dirs[i]) < 0) {
 					dp[i] = NULL;	/* absent: zeros, or the job fails */
 					snprintf(m->t5_missing, sizeof m->t5_missing, "this model's T5 encoder "
