@@ -134,6 +134,11 @@ expect_fail "inpainting on SD3" "inpaint" --model "$td/diffusers" --steps 1 --wi
     --init-image "$td/goldens/img2img_s10_str075_init.png" --mask "$td/goldens/img2img_s10_str075_init.png"
 expect_fail "--text-encoders without the CLIP files" "clip_l" --model "$td/diffusers" \
     --text-encoders "$tmp/not-t5-tok" --steps 1 --width 64 --height 64
+# --tokenizer DIR holding tokenizer/, tokenizer_2/ and tokenizer_3/ (the
+# folder's): the file with no tokenizer beside it
+check txt2img_s4_g7_128x128 "$tmp/not-t5-tok/sd3.safetensors" --tokenizer "$td/diffusers" --steps 4 \
+    --guidance 7 --seed 1000 --width 128 --height 128
+
 # the tiny file without the config of its heads
 if "$bin" run --quiet --progress none --model "$td/model.safetensors" --tokenizer "$tok" --no-t5 \
     --prompt "$prompt" --steps 1 --width 64 --height 64 -o "$tmp/y.png" > /dev/null 2> "$tmp/stderr"; then
