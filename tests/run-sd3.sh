@@ -6,25 +6,10 @@
 # the diffusers folder, with and without T5 (--no-t5, and a folder without
 # text_encoder_3/), with the text encoders from another folder
 # (--text-encoders), txt2img and img2img; then what a user gets wrong.
-set -u
-bin=${SDBATCH_BIN:-src/sdbatch}
-shared=${SDBATCH_SHARED:-../shared}
-pngcmp=${PNGCMP:-tests/pngcmp}
-td=$shared/testdata/sd3-tiny
-if [ ! -d "$td" ]; then
-	echo "1..0 # SKIP ../shared is absent: no reference images"
-	exit 0
-fi
-td=$(cd "$td" && pwd)
-tmp=$(mktemp -d /tmp/sdbatch-sd3.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
+set_name=sd3-tiny
+. "$(dirname "$0")/run-lib.sh"
+td=$(cd "$td" && pwd)	# the symlinks below point into it
 
-prompt="a photo of an astronaut riding a horse on mars"
-tok="$shared/data/clip-tokenizer"
 heads='model:
   params:
     network_config:
@@ -159,5 +144,4 @@ else
 	ok "the tiny file without its config fails cleanly: $(head -c 160 "$tmp/stderr")"
 fi
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+run_done
