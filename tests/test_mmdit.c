@@ -203,6 +203,21 @@ check_shape(const struct mmdit *m, const char *label, int heads)
 	    m->pooled_dim, m->freq_dim, m->mlp_dim);
 }
 
+/* The folder's names without a prefix load the same (prefix NULL = ""). */
+static void
+test_no_prefix(const struct st_file *fd, const struct mmdit_config *cfg)
+{
+	struct sd_weights *w = weights_subset(fd, "", NULL, NULL);
+	struct sd_error err = {0};
+	struct mmdit *m = mmdit_load(w, NULL, cfg, &err);
+
+	if (tap_ok(m != NULL && m->diffusers, "diffusers folder, no prefix: the MMDiT loads %s",
+	    err.message))
+		check_shape(m, "diffusers folder, no prefix", cfg->heads);
+	mmdit_free(m);
+	weights_free(w);
+}
+
 /* A load that must fail with a message containing each of want[] (NULL
  * ends). */
 static void
@@ -319,6 +334,7 @@ main(void)
 	    "\": the MMDiT loads %s", err.message))
 		check_shape(md, "diffusers folder", cfg.heads);
 
+	test_no_prefix(fd, &cfg);
 	cases = json_object_get(manifest, "cases");
 	json_array_foreach(cases, i, jc) {
 		const char *name = json_string_value(json_object_get(jc, "name"));
