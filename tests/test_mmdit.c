@@ -251,6 +251,11 @@ test_load_errors(const struct st_file *f, const struct st_file *fd, int heads)
 	load_fails(weights_subset(f, MMDIT_SD3_PREFIX, qkv, &wrong), MMDIT_SD3_PREFIX, &cfg,
 	    "single file: a misshapen tensor is named with its shape",
 	    (const char *[]){ qkv, "[95, 32]", "[96, 32]", NULL });
+	wrong = *st_find(f, MMDIT_SD3_PREFIX "context_embedder.weight");
+	wrong.shape[1] = 0;
+	load_fails(weights_subset(f, MMDIT_SD3_PREFIX, MMDIT_SD3_PREFIX "context_embedder.weight",
+	    &wrong), MMDIT_SD3_PREFIX, &cfg, "an empty context embedder is refused",
+	    (const char *[]){ MMDIT_SD3_PREFIX "context_embedder.weight", "empty", NULL });
 	load_fails(folder_weights(fd, fmissing), FOLDER_PREFIX, &cfg,
 	    "diffusers folder: a missing tensor is named",
 	    (const char *[]){ "missing", FOLDER_PREFIX "transformer_blocks.2.attn.add_v_proj.bias",
