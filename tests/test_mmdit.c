@@ -203,6 +203,21 @@ check_shape(const struct mmdit *m, const char *label, int heads)
 	    m->pooled_dim, m->freq_dim, m->mlp_dim);
 }
 
+/* The folder's names without a prefix load the same (prefix NULL = ""). */
+static void
+test_no_prefix(const struct st_file *fd, const struct mmdit_config *cfg)
+{
+	struct sd_weights *w = weights_subset(fd, "", NULL, NULL);
+	struct sd_error err = {0};
+	struct mmdit *m = mmdit_load(w, NULL, cfg, &err);
+
+	if (tap_ok(m != NULL && m->diffusers, "diffusers folder, no prefix: the MMDiT loads %s",
+	    err.message))
+		check_shape(m, "diffusers folder, no prefix", cfg->heads);
+	mmdit_free(m);
+	weights_free(w);
+}
+
 /* A load that must fail with a message containing each of want[] (NULL
  * ends). */
 static void
@@ -236,6 +251,11 @@ test_load_errors(const struct st_file *f, const struct st_file *fd, int heads)
 	load_fails(weights_subset(f, MMDIT_SD3_PREFIX, qkv, &wrong), MMDIT_SD3_PREFIX, &cfg,
 	    "single file: a misshapen tensor is named with its shape",
 	    (const char *[]){ qkv, "[95, 32]", "[96, 32]", NULL });
+	wrong = *st_find(f, MMDIT_SD3_PREFIX "context_embedder.weight");
+	wrong.shape[1] = 0;
+	load_fails(weights_subset(f, MMDIT_SD3_PREFIX, MMDIT_SD3_PREFIX "context_embedder.weight",
+	    &wrong), MMDIT_SD3_PREFIX, &cfg, "an empty context embedder is refused",
+	    (const char *[]){ MMDIT_SD3_PREFIX "context_embedder.weight", "empty", NULL });
 	load_fails(folder_weights(fd, fmissing), FOLDER_PREFIX, &cfg,
 	    "diffusers folder: a missing tensor is named",
 	    (const char *[]){ "missing", FOLDER_PREFIX "transformer_blocks.2.attn.add_v_proj.bias",
@@ -319,6 +339,7 @@ main(void)
 	    "\": the MMDiT loads %s", err.message))
 		check_shape(md, "diffusers folder", cfg.heads);
 
+	test_no_prefix(fd, &cfg);
 	cases = json_object_get(manifest, "cases");
 	json_array_foreach(cases, i, jc) {
 		const char *name = json_string_value(json_object_get(jc, "name"));

@@ -197,6 +197,17 @@ load_stream(struct loader *ld, struct mmdit_stream *st, const char *block, int s
 	return 0;
 }
 
+/* -1 with err when a layer's input width (from the tensor module.weight)
+ * is 0. */
+static int
+empty(struct loader *ld, const char *module, int width)
+{
+	if (width >= 1)
+		return 0;
+	return sd_fail(ld->err, SD_EDATA, "MMDiT tensor \"%s%s.weight\" is empty (an input "
+	    "width of 0)", ld->prefix, module);
+}
+
 struct mmdit *
 mmdit_load(const struct sd_weights *w, const char *prefix, const struct mmdit_config *cfg,
     struct sd_error *err)
@@ -274,6 +285,8 @@ mmdit_load(const struct sd_weights *w, const char *prefix, const struct mmdit_co
 	if ((m->context_w = need(&ld, "", ld.l->context, "weight", d, -1, 0, 0)) == NULL)
 		goto fail;
 	m->ctx_dim = (int)m->context_w->shape[1];
+	if (empty(&ld, ld.l->y1, m->pooled_dim) < 0 || empty(&ld, ld.l->context, m->ctx_dim) < 0)
+		goto fail;
 	if (m->freq_dim < 2 || m->freq_dim % 2 != 0) {
 		sd_fail(err, SD_EDATA, "MMDiT tensor \"%s%s.weight\": a timestep embedding of %d "
 		    "channels (an even count is needed)", ld.prefix, ld.l->t1, m->freq_dim);
@@ -301,6 +314,11 @@ mmdit_load(const struct sd_weights *w, const char *prefix, const struct mmdit_co
 	if ((t = need(&ld, block, ld.l->fc1[0], "weight", -1, d, 0, 0)) == NULL)
 		goto fail;
 	m->mlp_dim = (int)t->shape[0];
+	if (m->mlp_dim < 1) {
+		sd_fail(err, SD_EDATA, "MMDiT tensor \"%s%s%s.weight\" is empty", ld.prefix, block,
+		    ld.l->fc1[0]);
+		goto fail;
+	}
 	if ((m->block = calloc((size_t)m->depth, sizeof *m->block)) == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		goto fail;
@@ -320,7 +338,7 @@ mmdit_load(const struct sd_weights *w, const char *prefix, const struct mmdit_co
 		goto fail;
 	m->final_shift_at = ld.l->swapped ? (int)d : 0;
 	m->final_scale_at = ld.l->swapped ? 0 : (int)d;
-	if (m->final_w->shape[0] % ((int64_t)m->patch * m->patch) != 0) {
+	if (m->final_w->shape[0] < 1 || m->final_w->shape[0] % ((int64_t)m->patch * m->patch) != 0) {
 		sd_fail(err, SD_EDATA, "MMDiT tensor \"%s%s.weight\": %lld outputs are not a whole "
 		    "number of channels of %dx%d patches", ld.prefix, ld.l->final_linear,
 		    (long long)m->final_w->shape[0], m->patch, m->patch);
