@@ -38,7 +38,7 @@ heads='model:
 '
 mkdir "$tmp/file"
 for f in model model-f16; do
-	ln -s "$td/$f.safetensors" "$tmp/file/sd3_tiny_$f.safetensors"
+	cp "$td/$f.safetensors" "$tmp/file/sd3_tiny_$f.safetensors"
 	printf '%s' "$heads" > "$tmp/file/sd3_tiny_$f.yaml"
 done
 ln -s "$td/diffusers/tokenizer_3" "$tmp/file/tokenizer_3"
@@ -114,8 +114,18 @@ expect_fail() {	# expect_fail WHAT PATTERN args...
 	fi
 }
 mkdir "$tmp/not-t5-tok"
-expect_fail "T5 weights but no T5 tokenizer" "spiece.model" --model "$td/model.safetensors" \
+cp "$file" "$tmp/not-t5-tok/sd3.safetensors"
+printf '%s' "$heads" > "$tmp/not-t5-tok/sd3.yaml"
+expect_fail "T5 weights but no T5 tokenizer" "spiece.model" --model "$tmp/not-t5-tok/sd3.safetensors" \
     --tokenizer "$tok" --steps 1 --width 64 --height 64
+if "$bin" run --quiet --progress none --model "$tmp/not-t5-tok/sd3.safetensors" --tokenizer "$tok" \
+    --no-t5 --prompt "$prompt" --steps 4 --guidance 5 --seed 1003 --width 96 --height 96 \
+    -o "$tmp/noT5b.png" > /dev/null 2> "$tmp/stderr" &&
+    msg=$("$pngcmp" "$tmp/noT5b.png" "sd3-tiny/txt2img_s4_noT5_96x96" image_u8); then
+	ok "no T5 tokenizer but --no-t5: renders diffusers' image without T5 ($msg)"
+else
+	notok "no T5 tokenizer but --no-t5: $(cat "$tmp/stderr") ${msg:-}"
+fi
 expect_fail "prediction epsilon on SD3" "flow" --model "$td/diffusers" --prediction epsilon --steps 1 \
     --width 64 --height 64
 expect_fail "a size past the position table" "pos" --model "$td/diffusers" --steps 1 --width 256 \
@@ -124,7 +134,7 @@ expect_fail "inpainting on SD3" "inpaint" --model "$td/diffusers" --steps 1 --wi
     --init-image "$td/goldens/img2img_s10_str075_init.png" --mask "$td/goldens/img2img_s10_str075_init.png"
 expect_fail "--text-encoders without the CLIP files" "clip_l" --model "$td/diffusers" \
     --text-encoders "$tmp/not-t5-tok" --steps 1 --width 64 --height 64
-# the single file without T5's tokenizer runs with --no-t5
+# the tiny file without the config of its heads
 if "$bin" run --quiet --progress none --model "$td/model.safetensors" --tokenizer "$tok" --no-t5 \
     --prompt "$prompt" --steps 1 --width 64 --height 64 -o "$tmp/y.png" > /dev/null 2> "$tmp/stderr"; then
 	notok "a file without its heads' config renders with the wrong heads"

@@ -139,8 +139,7 @@ find_spiece(const struct sd_model_spec *spec, const char *given, int split, char
 	hub_options_init(&ho);
 	ho.cache = spec->hub_cache;
 	if (hub_cached(&ho, "stabilityai/stable-diffusion-3-medium-diffusers", snap, sizeof snap, &e) == 0) {
-		snprintf(out, size, "%s/tokenizer_3", snap);
-		if (has_spiece(out))
+		if ((size_t)snprintf(out, size, "%s/tokenizer_3", snap) < size && has_spiece(out))
 			return 0;
 	}
 	return -1;
@@ -205,6 +204,13 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 			dp[i] = dirs[i];
 			own[i] = 0;
 			if (m->desc.text[i].kind == TEXT_T5) {
+				char probe_t5[128];
+				snprintf(probe_t5, sizeof probe_t5, "%sencoder.final_layer_norm.weight",
+				    m->desc.text[i].prefix);
+				if (weights_get(m->ck.weights, probe_t5) == NULL) {
+					dp[i] = NULL;	/* no T5 in this model: zeros */
+					continue;
+				}
 				if (find_spiece(spec, given, split, dirs[i], sizeof dirs[i]) < 0) {
 					dp[i] = NULL;	/* absent: zeros, or the job fails */
 					snprintf(m->t5_missing, sizeof m->t5_missing, "this model's T5 encoder "
