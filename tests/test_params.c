@@ -408,7 +408,7 @@ flags(void)
 	    "--no-t5 takes no argument and sets t5: false");
 	params_free(&v);
 	tap_ok(params_choices(params_find("sampler")) == SD_SAMPLER_COUNT &&
-	    params_choices(params_find("prediction")) == 3 &&
+	    params_choices(params_find("prediction")) == SD_PREDICTION_FLOW + 1 &&
 	    params_choices(params_find("width")) == 0, "the choices come from the "
 	    "engine's name functions");
 }
@@ -573,7 +573,7 @@ model_defaults(void)
 	tap_ok(parse(&j, &cfg, "prompt: a\nprediction: x0\n", &err) < 0 &&
 	    strcmp(err.field, "prediction") == 0 &&
 	    strstr(err.message, "p.yaml:2: prediction: unknown value \"x0\" (one of: "
-	    "auto, epsilon, v)"), "a bad prediction: %s", err.message);
+	    "auto, epsilon, v, flow)"), "a bad prediction: %s", err.message);
 	job_free(&j);
 	tap_ok(parse(&j, &cfg, "prompt: a\nspacing: even\n", &err) < 0 &&
 	    strcmp(err.field, "spacing") == 0 && strstr(err.message, "leading, "
