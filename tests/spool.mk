@@ -25,3 +25,6 @@ EXTRA_DIST += tests/slurm.sh
 check_PROGRAMS += tests/test_policy
 tests_test_policy_LDADD = $(TEST_LDADD)
 TESTS += tests/test_policy
+## issue 15: the tokenizer message, and make install --with-tokenizer (DESTDIR)
+TESTS += tests/install-tokenizer.sh
+EXTRA_DIST += tests/install-tokenizer.sh
