@@ -28,3 +28,6 @@ TESTS += tests/test_policy
 ## issue 15: the tokenizer message, and make install --with-tokenizer (DESTDIR)
 TESTS += tests/install-tokenizer.sh
 EXTRA_DIST += tests/install-tokenizer.sh
+## issue 15: the README's spool walk-through as written; the examples' files
+TESTS += tests/readme-walkthrough.sh
+EXTRA_DIST += tests/readme-walkthrough.sh
