@@ -444,6 +444,25 @@ write_at(int dfd, const char *dirpath, char **name, const void *data,
 	return sd_error_prefix(err, "%s", dirpath);
 }
 
+/* The PNG to standard output (run -o -), all of it. */
+static int
+write_stdout(const void *data, size_t len, struct sd_error *err)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(STDOUT_FILENO, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return sd_fail(err, SD_EIO, "writing the PNG to standard output: %s",
+			    n < 0 ? strerror(errno) : "nothing written");
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 /* Remove what a killed write of this job left in its output folder. */
 static void
 clean_leftovers(int dfd, const char *id)
@@ -571,9 +590,15 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		goto out;
 	if (job->mask != NULL && load_input(job, JF_MASK, job->mask, 1, &mask, res) < 0)
 		goto out;
-	if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
+	if (env->output_stdout) {
+		if (job->count != 1) {
+			sd_fail(&res->err, SD_EUSAGE, "standard output takes one image "
+			    "(count is %d)", job->count);
+			goto out;
+		}
+	} else if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
 		goto out;
-	if (env->claim != NULL)
+	if (env->claim != NULL && dfd >= 0)
 		clean_leftovers(dfd, job->id);
 	if (should_stop(ctx)) {
 		stop_status(ctx, res);
@@ -640,7 +665,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		res->encode_s += t.encode_s;
 		res->sample_s += t.sample_s;
 		res->decode_s += t.decode_s;
-		name = job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
+		name = env->output_stdout ? strdup("-") :
+		    job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
 		params = metadata_parameters(job, img.seed, model_name);
 		{
 			int nused;
@@ -667,7 +693,9 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			stop_status(ctx, res);
 			goto out;
 		}
-		if (w)
+		if (w && env->output_stdout)
+			w = write_stdout(png, pnglen, &res->err) == 0;
+		else if (w)
 			w = write_at(dfd, dirpath, &name, png, pnglen, job->id,
 			    env->claim != NULL, &res->err) == 0;
 		if (!w) {
@@ -676,7 +704,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			sd_image_free(&img);
 			goto out;
 		}
-		path = strcmp(dirpath, ".") == 0 && env->output_path != NULL ?
+		path = env->output_stdout ? strdup("-") :
+		    strcmp(dirpath, ".") == 0 && env->output_path != NULL ?
 		    strdup(name) : util_printf("%s/%s", dirpath, name);
 		free(name);
 		res->images[i].path = path;
