@@ -477,8 +477,9 @@ cmd_run(int argc, char **argv)
 		if (body != NULL && callback_deliver(&job.callback, &cc.cfg.callback,
 		    res.status == RUNJOB_DONE ? "job.done" : "job.failed", body, blen,
 		    &cli_stop, &o) < 0)
-			cli_error("run", "callback to %s failed after %d attempts: %s",
-			    job.callback.url, o.attempts, o.last_error);
+			cli_error("run", "callback to %s failed after %d attempt%s: %s",
+			    job.callback.url, o.attempts, o.attempts == 1 ? "" : "s",
+			    o.last_error);
 		else if (body != NULL && cc.verbose)
 			cli_error("run", "callback delivered");
 		free(body);
