@@ -31,3 +31,7 @@ EXTRA_DIST += tests/install-tokenizer.sh
 ## issue 15: the README's spool walk-through as written; the examples' files
 TESTS += tests/readme-walkthrough.sh
 EXTRA_DIST += tests/readme-walkthrough.sh
+## issue 15: -o -, option permutation, a full standard output, long prompts,
+## "Euler a", cancelled counted apart
+TESTS += tests/run-stdout.sh
+EXTRA_DIST += tests/run-stdout.sh
