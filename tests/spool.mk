@@ -35,3 +35,7 @@ EXTRA_DIST += tests/readme-walkthrough.sh
 ## "Euler a", cancelled counted apart
 TESTS += tests/run-stdout.sh
 EXTRA_DIST += tests/run-stdout.sh
+## issue 15: contrib's units and cron file name the installed binary and the
+## one configuration path; the worker unit followed as its comments say
+TESTS += tests/contrib-units.sh
+EXTRA_DIST += tests/contrib-units.sh
