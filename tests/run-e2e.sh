@@ -3,26 +3,11 @@
 # diffusers made for the same model, prompt, seed and sampler (within one
 # level of 255 per value), for txt2img, img2img and inpainting, with both
 # checkpoint layouts; the PNG carries the parameters text chunk.
-set -u
-bin=${SDBATCH_BIN:-src/sdbatch}
-shared=${SDBATCH_SHARED:-../shared}
+set_name=sd15-tiny
+. "$(dirname "$0")/run-lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
-pngcmp=${PNGCMP:-tests/pngcmp}
-td=$shared/testdata/sd15-tiny
-if [ ! -d "$td" ]; then
-	echo "1..0 # SKIP ../shared is absent: no reference images"
-	exit 0
-fi
-tmp=$(mktemp -d /tmp/sdbatch-e2e.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
 
-prompt="a photo of an astronaut riding a horse on mars"
 negative="blurry, low quality"
-tok="$shared/data/clip-tokenizer"
 
 # case model sampler schedule steps guidance seed width height [extra args...]
 check() {
@@ -87,5 +72,4 @@ if "$bin" run --quiet --progress none --model "$td/model.safetensors" --tokenize
 else
 	notok "count 2: sdbatch run failed: $(tail -1 "$tmp/stderr")"
 fi
-echo "1..$n"
-[ "$fails" -eq 0 ]
+run_done

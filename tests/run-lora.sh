@@ -158,6 +158,43 @@ out=$("$bin" info --json "$attn")
 echo "$out" | grep -q '"type":"lora","format":"kohya","layers":128' && echo "$out" | grep -q '"alpha":3' &&
     ok "info --json on a LoRA" || notok "info --json on a LoRA: $out"
 
+# A1111's syntax on SDXL (sdxl-tiny's diffusers folder): a prompt without
+# weights or BREAK gives the plain conditioning, so diffusers' image, with a
+# negative prompt and without one (zeros: force_zeros_for_empty_prompt).
+xl=$shared/testdata/sdxl-tiny
+if [ -d "$xl/diffusers" ]; then
+	xl=$(cd "$xl" && pwd)
+	# xlcheck CASE OUT [ARGS...]: the run's PNG equals the case's image
+	xlcheck() {
+		xcase=$1 xout=$2
+		shift 2
+		if "$bin" run --quiet --progress none --model "$xl/diffusers" --prompt "$prompt" \
+		    --prompt-syntax a1111 -o "$tmp/$xout.png" "$@" > /dev/null 2> "$tmp/err" &&
+		    msg=$("$pngcmp" "$tmp/$xout.png" "sdxl-tiny/$xcase" image_u8); then
+			ok "SDXL a1111 $xout: diffusers' image ($msg)"
+		else
+			notok "SDXL a1111 $xout: $(cat "$tmp/err") ${msg:-}"
+		fi
+	}
+	xlcheck txt2img_euler_s4 xl-negative --negative "$negative" --sampler euler --steps 4 \
+	    --guidance 5 --seed 1000 --width 128 --height 128
+	xlcheck txt2img_dpmpp2m_karras_s6 xl-zeros --sampler dpmpp_2m --schedule karras --steps 6 \
+	    --guidance 7 --seed 1020 --width 128 --height 128
+	# weights and BREAK render (two chunks beside a one-chunk negative)
+	if "$bin" run --quiet --progress none --model "$xl/diffusers" --sampler euler --steps 2 \
+	    --prompt "a (red:1.3) robot [on] mars BREAK an oil painting" --negative "blurry" \
+	    --seed 1 --width 64 --height 64 --prompt-syntax a1111 -o "$tmp/xl-break.png" > /dev/null 2> "$tmp/err" &&
+	    [ -s "$tmp/xl-break.png" ] && "$bin" run --quiet --progress none --model "$xl/diffusers" \
+	    --sampler euler --steps 2 --prompt "a red robot on mars an oil painting" --negative "blurry" \
+	    --seed 1 --width 64 --height 64 -o "$tmp/xl-plain.png" > /dev/null 2>> "$tmp/err" &&
+	    ! "$pngcmp" --same "$tmp/xl-break.png" "$tmp/xl-plain.png" > /dev/null 2>&1 &&
+	    grep -aq "parameters.a (red:1.3) robot \[on\] mars BREAK an oil painting" "$tmp/xl-break.png"; then
+		ok "SDXL a1111 with weights and BREAK renders (another image than plain's; the PNG keeps the prompt)"
+	else
+		notok "SDXL a1111 with weights and BREAK: $(cat "$tmp/err")"
+	fi
+fi
+
 # Through a spool: two LoRAs (one by <lora:>) and a BREAK prompt.
 mkdir -p "$tmp/spool/incoming" "$tmp/spool/tmp"
 cat > "$tmp/spool.yaml" <<EOF

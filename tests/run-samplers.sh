@@ -7,25 +7,10 @@
 # img2img / inpainting with Karras sigmas at strength < 1.  Sampler names
 # are given as users type them (A1111's, diffusers'); the PNG's parameters
 # text carries A1111's name.
-set -u
-bin=${SDBATCH_BIN:-src/sdbatch}
-shared=${SDBATCH_SHARED:-../shared}
-pngcmp=${PNGCMP:-tests/pngcmp}
-td=$shared/testdata/sd15-tiny
-if [ ! -d "$td" ]; then
-	echo "1..0 # SKIP ../shared is absent: no reference images"
-	exit 0
-fi
-tmp=$(mktemp -d /tmp/sdbatch-samplers.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
+set_name=sd15-tiny
+. "$(dirname "$0")/run-lib.sh"
 
-prompt="a photo of an astronaut riding a horse on mars"
 negative="blurry, low quality"
-tok="$shared/data/clip-tokenizer"
 model="$td/model.safetensors"
 
 # case sampler schedule(- = none given) steps guidance seed width height [args...]
@@ -117,5 +102,4 @@ if "$bin" run --list-samplers > "$tmp/list" && grep -q "^dpmpp_2m_sde  *DPM++ 2M
 else
 	notok "run --list-samplers lists the samplers with A1111's names"
 fi
-echo "1..$n"
-[ "$fails" -eq 0 ]
+run_done

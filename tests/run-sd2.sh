@@ -4,24 +4,9 @@
 # 768-v, base and SD-Turbo conventions, from the single file (with an LDM
 # config beside it, as A1111 keeps one) and from the diffusers folder, with
 # the model's own defaults where a case uses them.
-set -u
-bin=${SDBATCH_BIN:-src/sdbatch}
-shared=${SDBATCH_SHARED:-../shared}
-pngcmp=${PNGCMP:-tests/pngcmp}
-td=$shared/testdata/sd21-tiny
-if [ ! -d "$td" ]; then
-	echo "1..0 # SKIP ../shared is absent: no reference images"
-	exit 0
-fi
-tmp=$(mktemp -d /tmp/sdbatch-sd2.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
+set_name=sd21-tiny
+. "$(dirname "$0")/run-lib.sh"
 
-prompt="a photo of an astronaut riding a horse on mars"
-tok="$shared/data/clip-tokenizer"
 
 # The single file under the names users have (the tiny model has 8-channel
 # heads, which its LDM config says; real SD 2.x files need none).  Copies,
@@ -89,5 +74,4 @@ else
 	notok "info on the 768-v file: $(cat "$tmp/info")"
 fi
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+run_done

@@ -4,24 +4,9 @@
 # value), from the single file (an LDM config beside it gives the tiny
 # model's 4-channel heads; real SDXL files need none) and from the diffusers
 # folder (its tokenizer_2 pads with "!"), txt2img and img2img.
-set -u
-bin=${SDBATCH_BIN:-src/sdbatch}
-shared=${SDBATCH_SHARED:-../shared}
-pngcmp=${PNGCMP:-tests/pngcmp}
-td=$shared/testdata/sdxl-tiny
-if [ ! -d "$td" ]; then
-	echo "1..0 # SKIP ../shared is absent: no reference images"
-	exit 0
-fi
-tmp=$(mktemp -d /tmp/sdbatch-sdxl.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-notok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $*"; }
+set_name=sdxl-tiny
+. "$(dirname "$0")/run-lib.sh"
 
-prompt="a photo of an astronaut riding a horse on mars"
-tok="$shared/data/clip-tokenizer"
 neg="blurry, low quality"
 ldm() {	# ldm NAME
 	cp "$td/model.safetensors" "$tmp/$1.safetensors"
@@ -73,5 +58,4 @@ else
 	notok "info on SDXL-Turbo: $(cat "$tmp/info")"
 fi
 
-echo "1..$n"
-[ "$fails" -eq 0 ]
+run_done

@@ -152,7 +152,7 @@ prompt_cases(struct conditioner *c, struct sd_ctx *ctx)
 		size_t mark = sd_mark(ctx);
 		float *dctx = sd_alloc(ctx, per), *got = malloc(per * sizeof *got);
 		const char *prompts[1] = {text};
-		if (conditioner_encode_a1111(c, ctx, prompts, 1, ch.n, 1, dctx, &err) < 0) {
+		if (conditioner_encode_a1111(c, ctx, prompts, 1, ch.n, 1, dctx, NULL, &err) < 0) {
 			tap_ok(0, "%s: encode: %s", key, err.message);
 		} else {
 			sd_download(ctx, got, dctx, per);
@@ -240,6 +240,243 @@ run_cases(const char *model)
 	sd_model_free(m);
 }
 
+/* ------------------------------------------------ A1111's syntax on SDXL */
+
+/* No golden exists for SDXL in A1111's syntax: these check it by
+ * construction against the plain encoding (itself checked against
+ * diffusers in test_conditioner) and A1111's rules. */
+#define XL_W0 12	/* sdxl-tiny: CLIP-L 12 wide, OpenCLIP 20 wide */
+#define XL_W 32
+#define XL_POOLED 20
+#define XL_ROW ((size_t)PROMPT_CHUNK_LEN * XL_W)
+
+static struct conditioner *
+sdxl_conditioner(struct st_file **fp, struct sd_weights **wp)
+{
+	struct model_desc d;
+	struct sd_error err = {0};
+	const char *dirs[2] = {shared_path("data/clip-tokenizer"), NULL};
+	int own[2] = {0, 0};
+	struct conditioner *c;
+
+	dirs[1] = dirs[0];
+	*wp = NULL;
+	if ((*fp = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err)) == NULL) {
+		tap_ok(0, "open sdxl-tiny: %s", err.message);
+		return NULL;
+	}
+	*wp = weights_new();
+	weights_add_file(*wp, *fp, NULL);
+	model_describe_arch("sdxl", &d);
+	d.text[0].clip.head_channels = d.text[1].clip.head_channels = 4;	/* the tiny model's */
+	c = conditioner_load(&d, *wp, dirs, own, &err);
+	if (!tap_ok(c != NULL && c->width == XL_W && c->pooled_dim == XL_POOLED &&
+	    c->encoder[0]->width == XL_W0, "SDXL conditioner %s", c ? "" : err.message)) {
+		conditioner_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* The plain encoding of one prompt: context [77, 32] and pooled [20]. */
+static int
+xl_plain(struct conditioner *c, struct sd_ctx *ctx, const char *text, float *out, float *pooled)
+{
+	struct sd_error err = {0};
+	size_t mark = sd_mark(ctx);
+	float *d = sd_alloc(ctx, XL_ROW);
+	const char *prompts[1] = {text};
+	int rc = conditioner_encode(c, ctx, prompts, 1, 1, d, pooled, &err);
+
+	if (rc == 0)
+		sd_download(ctx, out, d, XL_ROW);
+	else
+		tap_diag("plain %s: %s", text ? text : "(null)", err.message);
+	sd_release(ctx, mark);
+	return rc;
+}
+
+/* n prompts in A1111's syntax: *chunks, context [n, 77*chunks, 32] and
+ * pooled [n, 20] (malloc'd). */
+static int
+xl_a1111(struct conditioner *c, struct sd_ctx *ctx, const char *const *prompts, int n, int *chunks,
+    float **out, float *pooled, struct sd_error *err)
+{
+	size_t mark = sd_mark(ctx), size;
+	float *d;
+	int rc = -1;
+
+	*out = NULL;
+	if ((*chunks = conditioner_a1111_chunks(c, prompts, n, err)) < 0)
+		return -1;
+	size = (size_t)n * *chunks * XL_ROW;
+	d = sd_alloc(ctx, size);
+	*out = malloc(size * sizeof **out);
+	if (conditioner_encode_a1111(c, ctx, prompts, n, *chunks, 1, d, pooled, err) == 0) {
+		sd_download(ctx, *out, d, size);
+		rc = 0;
+	}
+	sd_release(ctx, mark);
+	return rc;
+}
+
+static double
+max_diff(const float *a, const float *b, size_t n)
+{
+	double m = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (fabs((double)a[i] - b[i]) > m)
+			m = fabs((double)a[i] - b[i]);
+	return m;
+}
+
+static int
+all_zero(const float *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != 0.0f)
+			return 0;
+	return 1;
+}
+
+/* A1111's "Original" emphasis of one encoder's columns [c0, c0+w) of a
+ * plain context [77, 32], in double: z *= weight, then the mean restored
+ * over that encoder's 77 x w values. */
+static void
+emphasize(float *z, const double *weight, int c0, int w)
+{
+	double before = 0, after = 0;
+
+	for (int t = 0; t < PROMPT_CHUNK_LEN; t++)
+		for (int k = c0; k < c0 + w; k++) {
+			before += z[t * XL_W + k];
+			after += z[t * XL_W + k] * weight[t];
+		}
+	for (int t = 0; t < PROMPT_CHUNK_LEN; t++)
+		for (int k = c0; k < c0 + w; k++)
+			z[t * XL_W + k] = (float)(z[t * XL_W + k] * weight[t] * (before / after));
+}
+
+static void
+sdxl_cases(struct sd_ctx *ctx)
+{
+	struct st_file *f;
+	struct sd_weights *w;
+	struct sd_error err = {0};
+	struct conditioner *c = sdxl_conditioner(&f, &w);
+	float plain[XL_ROW], plain2[XL_ROW], want[XL_ROW], pp[XL_POOLED], pp2[XL_POOLED];
+	float pooled[3 * XL_POOLED], *got = NULL;
+	int chunks;
+
+	if (c == NULL) {
+		weights_free(w);
+		st_close(f);
+		return;
+	}
+	/* 1. no weights, no BREAK, under 75 tokens: the plain encoding */
+	const char *simple[1] = {"a red robot, oil painting"};
+	if (xl_plain(c, ctx, simple[0], plain, pp) == 0 &&
+	    xl_a1111(c, ctx, simple, 1, &chunks, &got, pooled, &err) == 0)
+		tap_ok(chunks == 1 && max_diff(got, plain, XL_ROW) <= 1e-6 &&
+		    max_diff(pooled, pp, XL_POOLED) <= 1e-6,
+		    "SDXL a1111 without weights = plain: 1 chunk, context within %.1g, pooled within %.1g",
+		    max_diff(got, plain, XL_ROW), max_diff(pooled, pp, XL_POOLED));
+	else
+		tap_ok(0, "SDXL a1111 without weights: %s", err.message);
+	free(got);
+
+	/* 2. weights: each token's state scaled, the mean restored per
+	 * encoder (A1111 wraps each encoder on its own); pooled untouched */
+	const char *weighted[1] = {"a (red robot:1.5), [oil] painting"};
+	double wt[PROMPT_CHUNK_LEN];
+	for (int t = 0; t < PROMPT_CHUNK_LEN; t++)
+		wt[t] = 1.0;
+	wt[2] = wt[3] = 1.5;	/* BOS a red robot , oil painting EOS */
+	wt[5] = 1 / 1.1;
+	if (xl_plain(c, ctx, simple[0], plain, pp) == 0 &&
+	    xl_a1111(c, ctx, weighted, 1, &chunks, &got, pooled, &err) == 0) {
+		memcpy(want, plain, sizeof want);
+		emphasize(want, wt, 0, XL_W0);
+		emphasize(want, wt, XL_W0, XL_W - XL_W0);
+		tap_ok(chunks == 1 && max_diff(got, want, XL_ROW) <= 1e-5,
+		    "SDXL a1111 weights: scaled, mean restored per encoder (within %.1g)",
+		    max_diff(got, want, XL_ROW));
+		/* the same weights with one mean over both encoders differ */
+		memcpy(want, plain, sizeof want);
+		emphasize(want, wt, 0, XL_W);
+		tap_ok(max_diff(got, want, XL_ROW) > 1e-4,
+		    "  (one mean over the whole width would differ by %.2g)", max_diff(got, want, XL_ROW));
+		tap_ok(max_diff(pooled, pp, XL_POOLED) <= 1e-6, "SDXL a1111 weights: the pooled vector "
+		    "is the plain one (within %.1g)", max_diff(pooled, pp, XL_POOLED));
+	} else {
+		tap_ok(0, "SDXL a1111 weights: %s", err.message);
+	}
+	free(got);
+
+	/* 3. BREAK: two chunks, each the plain encoding of its text, joined
+	 * along the tokens; the pooled vector from the FIRST chunk */
+	const char *brk[1] = {"a red robot BREAK oil painting"};
+	if (xl_plain(c, ctx, "a red robot", plain, pp) == 0 &&
+	    xl_plain(c, ctx, "oil painting", plain2, pp2) == 0 &&
+	    xl_a1111(c, ctx, brk, 1, &chunks, &got, pooled, &err) == 0) {
+		tap_ok(chunks == 2 && max_diff(got, plain, XL_ROW) <= 1e-6 &&
+		    max_diff(got + XL_ROW, plain2, XL_ROW) <= 1e-6,
+		    "SDXL a1111 BREAK: 2 chunks, each the encoding of its text (within %.1g, %.1g)",
+		    max_diff(got, plain, XL_ROW), chunks == 2 ? max_diff(got + XL_ROW, plain2, XL_ROW) : 0);
+		tap_ok(max_diff(pooled, pp, XL_POOLED) <= 1e-6 && max_diff(pooled, pp2, XL_POOLED) > 1e-4,
+		    "SDXL a1111 BREAK: the pooled vector is the first chunk's");
+	} else {
+		tap_ok(0, "SDXL a1111 BREAK: %s", err.message);
+	}
+	free(got);
+
+	/* 4. a missing negative prompt beside a 2-chunk prompt: zeros in
+	 * every chunk and in the pooled vector (force_zeros_for_empty_prompt);
+	 * "" given is encoded, and padded with the empty prompt's chunk */
+	const char *pair[3] = {NULL, "", brk[0]};
+	float empty[XL_ROW], pe[XL_POOLED];
+	if (xl_plain(c, ctx, "", empty, pe) == 0 &&
+	    xl_a1111(c, ctx, pair, 3, &chunks, &got, pooled, &err) == 0) {
+		tap_ok(chunks == 2 && all_zero(got, 2 * XL_ROW) && all_zero(pooled, XL_POOLED),
+		    "SDXL a1111: no negative prompt is zeros in both chunks and the pooled vector");
+		tap_ok(max_diff(got + 2 * XL_ROW, empty, XL_ROW) <= 1e-5 &&
+		    max_diff(got + 3 * XL_ROW, empty, XL_ROW) <= 1e-5 &&
+		    max_diff(pooled + XL_POOLED, pe, XL_POOLED) <= 1e-5,
+		    "SDXL a1111: \"\" is encoded, its second chunk the empty prompt's");
+		/* (a batch of 6 chunks rounds a little differently from 1) */
+		tap_ok(max_diff(got + 4 * XL_ROW, plain, XL_ROW) <= 1e-5 &&
+		    max_diff(pooled + 2 * XL_POOLED, pp, XL_POOLED) <= 1e-5,
+		    "SDXL a1111: the prompt beside them is encoded as alone (within %.1g, %.1g)",
+		    max_diff(got + 4 * XL_ROW, plain, XL_ROW), max_diff(pooled + 2 * XL_POOLED, pp, XL_POOLED));
+	} else {
+		tap_ok(0, "SDXL a1111 with a missing negative: %s", err.message);
+	}
+	free(got);
+
+	/* 5. a long prompt without commas: two chunks from both tokenizers;
+	 * the first is the plain encoding (cut at 75 tokens), so is the pooled */
+	const char *longp[1] = {"a very highly detailed oil painting of an old stone lighthouse "
+	    "standing on a rocky cliff above a stormy sea at dusk with dramatic clouds and crashing "
+	    "waves and seagulls circling the lantern room and warm glowing windows and wet rocks "
+	    "reflecting the light and a small wooden boat struggling against the swell with spray in "
+	    "the air in cinematic light with fog over the water and a pale moon rising over the hills "
+	    "far behind the old town"};
+	if (xl_plain(c, ctx, longp[0], plain, pp) == 0 &&
+	    xl_a1111(c, ctx, longp, 1, &chunks, &got, pooled, &err) == 0) {
+		tap_ok(chunks == 2 && max_diff(got, plain, XL_ROW) <= 1e-6 &&
+		    max_diff(pooled, pp, XL_POOLED) <= 1e-6,
+		    "SDXL a1111 long prompt: %d chunks, the first and the pooled vector as plain's cut "
+		    "prompt", chunks);
+	} else {
+		tap_ok(0, "SDXL a1111 long prompt: %s", err.message);
+	}
+	free(got);
+	conditioner_free(c);
+	weights_free(w);
+	st_close(f);
+}
+
 int
 main(void)
 {
@@ -265,6 +502,7 @@ main(void)
 	if (!tap_ok(base != NULL && ln != NULL, "model files: %s", base && ln ? "ok" : err.message))
 		return tap_done();
 	ctx = test_ctx_new();
+	sdxl_cases(ctx);
 	c = a1111_conditioner(base, ln, &w);
 	if (c != NULL)
 		prompt_cases(c, ctx);

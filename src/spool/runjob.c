@@ -139,11 +139,12 @@ load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	spec.unet = job->unet;
 	spec.vae = job->vae;
 	spec.tokenizer = cfg->tokenizer;
+	spec.text_encoders = cfg->text_encoders;
 	spec.device = cfg->device;
 	spec.threads = cfg->threads;
 	spec.hub_cache = cfg->hub.cache;
-	key = util_printf("%s|%s|%s|%s|%s|%d|%s", str(spec.model), str(spec.unet),
-	    str(spec.vae), str(spec.tokenizer), str(spec.device), spec.threads,
+	key = util_printf("%s|%s|%s|%s|%s|%s|%d|%s", str(spec.model), str(spec.unet),
+	    str(spec.vae), str(spec.tokenizer), str(spec.text_encoders), str(spec.device), spec.threads,
 	    str(spec.hub_cache));
 	if (key == NULL)
 		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
