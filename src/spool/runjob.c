@@ -872,7 +872,7 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 	struct sd_config c = *cfg;	/* the same, but nothing downloads here */
 	struct sd_checkpoint ck;
 	struct model_desc d;
-	int i, r, later = 0;
+	int i, r, later = 0, inpaint;
 
 	if (line != NULL)
 		*line = 0;
@@ -906,7 +906,15 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 	 * configs; no weight is read): its defaults against the limits. */
 	memset(&ck, 0, sizeof ck);
 	if (checkpoint_load(&ck, job->model, job->unet, job->vae, err) < 0 ||
-	    model_describe(&ck, &d, err) < 0) {
+	    (cfg->text_encoders != NULL && *cfg->text_encoders != '\0' &&
+	    checkpoint_add_text_encoders(&ck, cfg->text_encoders, err) < 0) ||
+	    model_describe(&ck, &d, err) < 0 ||
+	    (d.family == MODEL_SD3 && !ck.detect.has_text_encoder &&
+	    sd_fail(err, SD_ENOINPUT, "this SD3 file holds no text encoders (as "
+	    "sd3_medium.safetensors): give them with --text-encoders DIR (a folder "
+	    "of clip_l.safetensors, clip_g.safetensors and t5xxl_fp16.safetensors, "
+	    "or a diffusers SD3 folder), or use a file that includes them") < 0)) {
+		/* (the last: sd_model_load's message, as the worker says it) */
 		checkpoint_free(&ck);
 		if (err->code == 0)
 			err->code = SD_EDATA;
@@ -914,6 +922,8 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		    JF_UNET : job->vae && strstr(err->message, job->vae) ?
 		    JF_VAE : JF_MODEL, err, line);
 	}
+	inpaint = strstr(ck.detect.arch, "inpaint") != NULL ||
+	    strstr(d.arch, "inpaint") != NULL;
 	checkpoint_free(&ck);
 	{
 		int w = job->width, h = job->height, st = job->steps;
@@ -979,7 +989,7 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		}
 		sd_scheduler_free(sched);
 	}
-	if (strstr(d.arch, "inpaint") != NULL && job->mask == NULL) {
+	if (inpaint && job->mask == NULL) {
 		sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): "
 		    "it needs an init_image and a mask");
 		return blame_err(job, job->line[JF_UNET] ? JF_UNET : JF_MODEL, err, line);
