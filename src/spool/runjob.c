@@ -952,6 +952,28 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		    d.default_sampler : job->sampler;
 		int steps = job->steps > 0 ? job->steps : d.default_steps;
 
+		/* (sd_params_resolve's rules, without a loaded model) */
+		if (d.sched.prediction_type == SCHED_PRED_FLOW &&
+		    job->prediction != SD_PREDICTION_AUTO &&
+		    job->prediction != SD_PREDICTION_FLOW) {
+			sd_fail(err, SD_EDATA, "prediction: %s is a flow-matching model: "
+			    "prediction must be auto or flow, not %s", d.name,
+			    sd_prediction_name(job->prediction));
+			return blame_err(job, JF_PREDICTION, err, line);
+		}
+		if (d.sched.prediction_type != SCHED_PRED_FLOW &&
+		    job->prediction == SD_PREDICTION_FLOW) {
+			sd_fail(err, SD_EDATA, "prediction: %s is not a flow-matching "
+			    "model: prediction flow is for SD3", d.name);
+			return blame_err(job, JF_PREDICTION, err, line);
+		}
+		if (d.family == MODEL_SD3 && job->mask != NULL) {
+			sd_fail(err, SD_EDATA, "mask: inpainting is not supported on %s",
+			    d.name);
+			return blame_err(job, JF_MASK, err, line);
+		}
+		if (sc.prediction_type == SCHED_PRED_FLOW && job->shift > 0)
+			sc.shift = job->shift;
 		if (job->prediction == SD_PREDICTION_V)
 			sc.prediction_type = SCHED_PRED_V;
 		else if (job->prediction == SD_PREDICTION_EPSILON)
