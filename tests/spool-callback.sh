@@ -130,4 +130,24 @@ printf 'prompt: "from run"\ncallback: { url: "%s", secret_env: HOOK_SECRET }\n' 
 n_before=$(requests)
 "$BIN" run --config "$CONF" -o "$T/run.png" "$job_file" > /dev/null 2>&1
 check "run delivers the callback" [ "$(requests)" -eq $((n_before + 1)) ]
+
+# 9. A job whose workers died max_worker_deaths times goes to failed/ by
+# recovery, and still calls back (job.failed, through the outbox).
+write_conf 'max_worker_deaths: 1'
+mkdir -p "$SPOOL/running"
+printf 'prompt: "crashed its worker"\ncallback: { url: "%s", secret_env: HOOK_SECRET }\n' \
+    "$url" > "$SPOOL/running/d1.yaml"
+printf '{"host": "node-that-died", "pid": 4242, "nonce": "z"}\n' > "$SPOOL/running/d1.claim"
+touch -d '1 hour ago' "$SPOOL/running/d1.claim"
+n_before=$(requests)
+run_once
+check "d1 is failed by recovery" in_state d1 failed
+check "its record says its worker died" grep -q "its worker died 1 time running it" "$SPOOL/failed/d1.json"
+check "it called back once" [ "$(requests)" -eq $((n_before + 1)) ]
+check "with job.failed, signed" \
+    grep -q "id=msg_[0-9a-f]* ts=[0-9]* event=job.failed sig=ok" "$hdir/requests.log"
+check "the body is its record" grep -q '"id":"d1","status":"failed"' "$hdir/body-$((n_before + 1)).json"
+check "the record says delivered" cb_status "$SPOOL/failed/d1.json" delivered
+check "nothing is owed any more" [ -z "$(ls "$SPOOL/callbacks" 2>/dev/null | grep d1)" ]
+write_conf
 finish

@@ -25,3 +25,17 @@ EXTRA_DIST += tests/slurm.sh
 check_PROGRAMS += tests/test_policy
 tests_test_policy_LDADD = $(TEST_LDADD)
 TESTS += tests/test_policy
+## issue 15: the tokenizer message, and make install --with-tokenizer (DESTDIR)
+TESTS += tests/install-tokenizer.sh
+EXTRA_DIST += tests/install-tokenizer.sh
+## issue 15: the README's spool walk-through as written; the examples' files
+TESTS += tests/readme-walkthrough.sh
+EXTRA_DIST += tests/readme-walkthrough.sh
+## issue 15: -o -, option permutation, a full standard output, long prompts,
+## "Euler a", cancelled counted apart
+TESTS += tests/run-stdout.sh
+EXTRA_DIST += tests/run-stdout.sh
+## issue 15: contrib's units and cron file name the installed binary and the
+## one configuration path; the worker unit followed as its comments say
+TESTS += tests/contrib-units.sh
+EXTRA_DIST += tests/contrib-units.sh

@@ -15,6 +15,7 @@
 #include "spool/submit.h"
 #include "spool/util.h"
 #include "tap.h"
+#include "testutil.h"
 
 static char root[] = "/tmp/sdbatch-test-submit-XXXXXX";
 
@@ -76,12 +77,23 @@ main(void)
 		{ "- a list\n", "" },
 	};
 
+	const char *model = shared_path("testdata/sd15-tiny/model.safetensors");
+
+	if (model == NULL || access(model, R_OK) != 0)
+		return tap_skip_all("no tiny model in ../shared/testdata");
 	if (mkdtemp(root) == NULL)
 		return tap_skip_all("mkdtemp failed");
 	config_init(&cfg);
 	sd_error_clear(&err);
 	if (spool_open(&s, root, 1, &err) < 0)
 		return tap_skip_all("spool_open: %s", err.message);
+
+	/* A job that can never run is refused: no model given nor
+	 * configured (then the tiny model is the configured one). */
+	tap_ok(submit(&s, &cfg, "prompt: a\n", NULL, root, 0, id, &err, &line) < 0 &&
+	    err.code == SD_ENOINPUT && strcmp(err.field, "model") == 0,
+	    "no model at all: SD_ENOINPUT naming model (%s)", err.message);
+	cfg.model = strdup(model);
 
 	/* A good job with a new id. */
 	tap_ok(submit(&s, &cfg, "{\"prompt\": \"a cat\", \"steps\": 2}", NULL, root, 0,
@@ -120,6 +132,16 @@ main(void)
 		    "a document over limits.job_size is rejected (%s)", err.message);
 		free(big);
 	}
+	n = submit(&s, &cfg, "prompt: a\nwidth: 64\nheight: 64\ninit_image: nope.png\n",
+	    NULL, root, 0, id, &err, &line);
+	tap_ok(n < 0 && err.code == SD_ENOINPUT && strcmp(err.field, "init_image") == 0 &&
+	    line == 4, "a missing init_image: SD_ENOINPUT, field and line (%s)", err.message);
+	cfg.limits.width = 256;
+	n = submit(&s, &cfg, "prompt: a\nheight: 64\n", NULL, root, 0, id, &err, &line);
+	tap_ok(n < 0 && err.code == SD_EDATA && strcmp(err.field, "width") == 0 &&
+	    strstr(err.message, "the model's default") != NULL,
+	    "the model's default width over limits.width (%s)", err.message);
+	cfg.limits.width = 2048;
 	tap_ok(files_in("incoming") == 2, "incoming/ holds the two good jobs only (%d)",
 	    files_in("incoming"));
 	tap_ok(files_in("tmp") == 0, "tmp/ is empty (%d)", files_in("tmp"));
@@ -138,8 +160,17 @@ main(void)
 	tap_ok(text != NULL && strstr(text, p) != NULL,
 	    "absolute_paths: made absolute, the comment kept");
 	free(text);
+	/* without absolute_paths (serve), a relative path is where the
+	 * worker looks: against SPOOL/running/ */
 	tap_ok(submit(&s, &cfg, "prompt: x\ninit_image: in.png\nstrength: 0.5\n",
-	    "rel2", root, 0, id, &err, NULL) == 0, "without absolute_paths");
+	    "rel2", root, 0, id, &err, NULL) < 0 && err.code == SD_ENOINPUT,
+	    "without absolute_paths: not found in running/ (%s)", err.message);
+	snprintf(p, sizeof p, "%s/running/in.png", root);
+	if ((f = fopen(p, "w")) != NULL)
+		fclose(f);
+	tap_ok(submit(&s, &cfg, "prompt: x\ninit_image: in.png\nstrength: 0.5\n",
+	    "rel2", root, 0, id, &err, NULL) == 0, "without absolute_paths (%s)",
+	    err.message);
 	snprintf(p, sizeof p, "%s/incoming/rel2.yaml", root);
 	text = util_read_file(p, 1 << 20, 1, &len, NULL);
 	tap_ok(text != NULL && strstr(text, "init_image: in.png\n") != NULL,

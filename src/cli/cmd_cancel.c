@@ -44,7 +44,7 @@ cmd_cancel(int argc, char **argv)
 	int ch, wait = 0, quiet = 0, i, status = 0;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+wqh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "wqh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			cancel_usage(stdout);

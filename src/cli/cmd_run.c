@@ -33,7 +33,8 @@ run_usage(FILE *out)
 	fputs("  -o, --output PATH       where to write: {id}, {index} and {seed} in the\n"
 	    "                          file name are replaced; with several images and\n"
 	    "                          no {index}, -N is added before the extension;\n"
-	    "                          a PATH ending in / is a folder\n"
+	    "                          a PATH ending in / is a folder; - writes the\n"
+	    "                          PNG to standard output (one image only)\n"
 	    "      --list-samplers     print the samplers and their other names, and exit\n"
 	    "\n" CLI_COMMON_HELP
 	    "\n"
@@ -87,7 +88,6 @@ run_options(char *shortopts, size_t size)
 		return NULL;	/* struct job_flags needs more room */
 	if ((o = calloc(nc + 2 * params_count + 3, sizeof *o)) == NULL)
 		return NULL;
-	so += (size_t)snprintf(shortopts + so, size - so, "+");
 	for (i = 0; i < nc; i++)
 		o[n++] = common[i];
 	for (i = 0; i < params_count; i++) {
@@ -189,12 +189,18 @@ show_download(void *user, const char *job, const struct hub_progress *p)
 	}
 }
 
+/* The errno of a failed write of the paths to standard output, or 0. */
+static int stdout_errno;
+
 static void
 print_path(void *user, const char *path)
 {
 	(void)user;
-	printf("%s\n", path);
-	fflush(stdout);
+	if (stdout_errno != 0)
+		return;
+	errno = 0;
+	if (printf("%s\n", path) < 0 || fflush(stdout) != 0)
+		stdout_errno = errno ? errno : EIO;
 }
 
 /* Read a whole stream (standard input), at most max bytes. */
@@ -384,6 +390,21 @@ cmd_run(int argc, char **argv)
 		status = cli_status(&err);
 		goto out;
 	}
+	if (f.output != NULL && strcmp(f.output, "-") == 0) {
+		if (job.count != 1) {
+			cli_error("run", "-o -: standard output takes one image, and "
+			    "this job has count %d (give -o with {index}, e.g. "
+			    "-o out-{index}.png)", job.count);
+			status = SD_EUSAGE;
+			goto out;
+		}
+		if (isatty(STDOUT_FILENO)) {
+			cli_error("run", "-o -: standard output is a terminal; not "
+			    "writing a PNG there (redirect it: -o - > out.png)");
+			status = SD_EUSAGE;
+			goto out;
+		}
+	}
 	job_ready = 1;
 	cli_signals_install();
 	callback_global_init();
@@ -409,16 +430,30 @@ cmd_run(int argc, char **argv)
 	env.output_path = f.output;
 	env.output_root = cc.cfg.output_root;
 	env.default_name = "{id}.png";
-	env.on_image = print_path;
+	stdout_errno = 0;
+	if (f.output != NULL && strcmp(f.output, "-") == 0) {
+		env.output_path = NULL;
+		env.output_stdout = 1;	/* the PNG itself, no path */
+	} else
+		env.on_image = print_path;
 	if (!cc.quiet) {
 		env.notice = print_notice;
 		env.notice_user = &disp;
 	}
 	runjob_run(&env, &job, &res);
 	progress_bar_clear(&disp.bar);
+	if (stdout_errno == 0 && fflush(stdout) != 0)
+		stdout_errno = errno ? errno : EIO;
 	switch (res.status) {
 	case RUNJOB_DONE:
 		status = 0;
+		if (stdout_errno != 0) {
+			/* the images are there, but who reads stdout cannot
+			 * know where */
+			cli_error("run", "writing the paths to standard output: %s",
+			    strerror(stdout_errno));
+			status = SD_EIO;
+		}
 		break;
 	case RUNJOB_INTERRUPTED:
 		cli_error("run", "interrupted");
@@ -444,8 +479,9 @@ cmd_run(int argc, char **argv)
 		if (body != NULL && callback_deliver(&job.callback, &cc.cfg.callback,
 		    res.status == RUNJOB_DONE ? "job.done" : "job.failed", body, blen,
 		    &cli_stop, &o) < 0)
-			cli_error("run", "callback to %s failed after %d attempts: %s",
-			    job.callback.url, o.attempts, o.last_error);
+			cli_error("run", "callback to %s failed after %d attempt%s: %s",
+			    job.callback.url, o.attempts, o.attempts == 1 ? "" : "s",
+			    o.last_error);
 		else if (body != NULL && cc.verbose)
 			cli_error("run", "callback delivered");
 		free(body);

@@ -65,7 +65,7 @@ cmd_serve(int argc, char **argv)
 
 	cli_common_init(&cc, "serve");
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+qvh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "qvh", longopts, NULL)) != -1) {
 		if (ch == 'h') {
 			serve_usage(stdout);
 			return 0;

@@ -106,7 +106,7 @@ cmd_status(int argc, char **argv)
 	struct sd_error err;
 	const char *id = NULL;
 	int ch, json = 0, n, i, status = 0;
-	int counts[5] = { 0 };
+	int counts[5] = { 0 }, ncancelled = 0;
 
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -165,19 +165,23 @@ cmd_status(int argc, char **argv)
 		for (i = 0; i < n; i++) {
 			char d[512], safe[4 * 512 + 8];
 			const char *st = spool_state_name(e[i].state);
-			if (e[i].record != NULL &&
-			    strcmp(jstr(e[i].record, "status"), "cancelled") == 0)
+			int cancelled = e[i].record != NULL &&
+			    strcmp(jstr(e[i].record, "status"), "cancelled") == 0;
+			if (cancelled)
 				st = "cancelled";
 			detail(&e[i], d, sizeof d);
 			/* an error may quote job values: never raw to a terminal */
 			printf("%-32s %-9s %s\n", e[i].id, st,
 			    util_escape_controls(d, safe, sizeof safe));
-			counts[e[i].state]++;
+			if (cancelled)
+				ncancelled++;
+			else
+				counts[e[i].state]++;
 		}
 		if (id == NULL)
-			printf("%d queued, %d running, %d done, %d failed\n",
+			printf("%d queued, %d running, %d done, %d failed, %d cancelled\n",
 			    counts[SPOOL_QUEUED], counts[SPOOL_RUNNING], counts[SPOOL_DONE],
-			    counts[SPOOL_FAILED]);
+			    counts[SPOOL_FAILED], ncancelled);
 	}
 	spool_list_free(e, n);
 	spool_close(&s);

@@ -87,7 +87,7 @@ cmd_submit(int argc, char **argv)
 
 	cli_common_init(&cc, "submit");
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+qvh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "qvh", longopts, NULL)) != -1) {
 		if (ch == 'h') {
 			submit_usage(stdout);
 			return 0;

@@ -55,7 +55,7 @@ cmd_watch(int argc, char **argv)
 
 	cli_common_init(&cc, "watch");
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+1qvh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "1qvh", longopts, NULL)) != -1) {
 		if (ch == OPT_HELP || ch == 'h') {
 			watch_usage(stdout);
 			return 0;

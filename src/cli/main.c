@@ -142,7 +142,8 @@ main(int argc, char **argv)
 			return 0;
 		}
 		/* `sdbatch help run` = `sdbatch run --help` */
-		char *args[3] = { argv[2], "--help", NULL };
+		char prog[64], *args[3] = { prog, "--help", NULL };
+		snprintf(prog, sizeof prog, "sdbatch %.50s", argv[2]);
 		for (i = 0; i < NCOMMANDS; i++)
 			if (strcmp(argv[2], commands[i].name) == 0 &&
 			    command_fn(&commands[i]) != NULL)
@@ -159,6 +160,10 @@ main(int argc, char **argv)
 			fprintf(stderr, "sdbatch: '%s' is not built into this sdbatch\n", name);
 			return SD_EUNAVAILABLE;
 		}
+		/* getopt's own messages start with argv[0]: "sdbatch run:" */
+		char prog[64];
+		snprintf(prog, sizeof prog, "sdbatch %s", commands[i].name);
+		argv[1] = prog;
 		return fn(argc - 1, argv + 1);
 	}
 	if (name[0] == '-')

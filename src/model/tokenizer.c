@@ -1293,6 +1293,10 @@ tokenizer_encode(const struct sd_tokenizer *t, const char *utf8,
 
 #define HUB_REPO "models--openai--clip-vit-large-patch14"
 
+#ifndef SDBATCH_PKGDATADIR
+#define SDBATCH_PKGDATADIR "/usr/local/share/sdbatch"
+#endif
+
 struct looked {
 	char text[SD_ERROR_MAX];
 	size_t n;
@@ -1499,7 +1503,13 @@ tokenizer_find_in(const char *model_path, const char *configured_dir,
 			return found(dir, out, outsize, err);
 	} else
 		looked_add(&l, "the Hugging Face Hub cache", "$HOME is not set");
+	/* the one `make install` installs (./configure --with-tokenizer=DIR) */
+	pathf(dir, sizeof dir, "%s/clip-tokenizer", SDBATCH_PKGDATADIR);
+	if ((why = check_dir(dir)) == NULL)
+		return found(dir, out, outsize, err);
+	looked_add(&l, dir, why);
 	return sd_fail(err, SD_ENOINPUT,
 	    "no CLIP tokenizer found (a folder with vocab.json and merges.txt); looked at: %s; "
-	    "name one with --tokenizer DIR", l.text);
+	    "fetch one into the Hub cache with `sdbatch pull openai/clip-vit-large-patch14`, "
+	    "or name a folder with --tokenizer DIR (tokenizer: in the configuration)", l.text);
 }

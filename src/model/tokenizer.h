@@ -65,10 +65,13 @@ int32_t tokenizer_max_id(const struct sd_tokenizer *t);
  *   the Hugging Face Hub cache snapshot of openai/clip-vit-large-patch14
  *   ($HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else
  *   ${XDG_CACHE_HOME:-$HOME/.cache}/huggingface/hub; the commit of refs/main,
- *   else any complete snapshot).
+ *   else any complete snapshot);
+ *   PKGDATADIR/clip-tokenizer (what `make install` installs when configured
+ *   --with-tokenizer=DIR).
  * A folder counts only when it holds both vocab.json and merges.txt.
  * model_path may be NULL.  Writes the folder to out.  Nothing found:
- * SD_ENOINPUT with a message that lists every place looked at. */
+ * SD_ENOINPUT with a message that lists every place looked at and names
+ * the `sdbatch pull` command that fetches one. */
 int tokenizer_find(const char *model_path, const char *configured_dir,
     char *out, size_t outsize, struct sd_error *err);
 

@@ -480,6 +480,7 @@ resolve_input(struct sd_job *j, enum job_field f, char **path,
 {
 	struct stat st;
 	char *p;
+	int r, e;
 
 	if (*path == NULL)
 		return 0;
@@ -490,16 +491,18 @@ resolve_input(struct sd_job *j, enum job_field f, char **path,
 		*line = j->line[f];
 	if (err != NULL)
 		snprintf(err->field, sizeof err->field, "%s", job_field_name(f));
-	if (stat(p, &st) < 0) {
-		sd_fail(err, SD_ENOINPUT, "%s:%d: %s: %s: %s", j->file ? j->file : "job",
-		    j->line[f], job_field_name(f), p, errno == ENOENT ? "no such file" :
-		    strerror(errno));
-		free(p);
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		sd_fail(err, SD_EDATA, "%s:%d: %s: %s: not a regular file",
-		    j->file ? j->file : "job", j->line[f], job_field_name(f), p);
+	r = stat(p, &st);
+	e = errno;
+	if (r < 0 || !S_ISREG(st.st_mode)) {
+		if (r < 0)
+			sd_fail(err, SD_ENOINPUT, "%s: %s: %s", job_field_name(f), p,
+			    e == ENOENT ? "no such file" : strerror(e));
+		else
+			sd_fail(err, SD_EDATA, "%s: %s: not a regular file",
+			    job_field_name(f), p);
+		/* the file and line where the job names it (not a flag's) */
+		if (j->line[f] > 0)
+			sd_error_prefix(err, "%s:%d", j->file ? j->file : "job", j->line[f]);
 		free(p);
 		return -1;
 	}

@@ -445,6 +445,25 @@ write_at(int dfd, const char *dirpath, char **name, const void *data,
 	return sd_error_prefix(err, "%s", dirpath);
 }
 
+/* The PNG to standard output (run -o -), all of it. */
+static int
+write_stdout(const void *data, size_t len, struct sd_error *err)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(STDOUT_FILENO, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return sd_fail(err, SD_EIO, "writing the PNG to standard output: %s",
+			    n < 0 ? strerror(errno) : "nothing written");
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 /* Remove what a killed write of this job left in its output folder. */
 static void
 clean_leftovers(int dfd, const char *id)
@@ -572,9 +591,15 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		goto out;
 	if (job->mask != NULL && load_input(job, JF_MASK, job->mask, 1, &mask, res) < 0)
 		goto out;
-	if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
+	if (env->output_stdout) {
+		if (job->count != 1) {
+			sd_fail(&res->err, SD_EUSAGE, "standard output takes one image "
+			    "(count is %d)", job->count);
+			goto out;
+		}
+	} else if (open_output(env, job, &dfd, &dirpath, &pattern, res) < 0)
 		goto out;
-	if (env->claim != NULL)
+	if (env->claim != NULL && dfd >= 0)
 		clean_leftovers(dfd, job->id);
 	if (should_stop(ctx)) {
 		stop_status(ctx, res);
@@ -641,7 +666,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 		res->encode_s += t.encode_s;
 		res->sample_s += t.sample_s;
 		res->decode_s += t.decode_s;
-		name = job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
+		name = env->output_stdout ? strdup("-") :
+		    job_output_name(pattern, job->id, i, img.seed, job->count, &res->err);
 		params = metadata_parameters(job, img.seed, model_name);
 		{
 			int nused;
@@ -668,7 +694,9 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			stop_status(ctx, res);
 			goto out;
 		}
-		if (w)
+		if (w && env->output_stdout)
+			w = write_stdout(png, pnglen, &res->err) == 0;
+		else if (w)
 			w = write_at(dfd, dirpath, &name, png, pnglen, job->id,
 			    env->claim != NULL, &res->err) == 0;
 		if (!w) {
@@ -677,7 +705,8 @@ render(struct runjob_env *env, struct sd_job *job, struct runjob_result *res,
 			sd_image_free(&img);
 			goto out;
 		}
-		path = strcmp(dirpath, ".") == 0 && env->output_path != NULL ?
+		path = env->output_stdout ? strdup("-") :
+		    strcmp(dirpath, ".") == 0 && env->output_path != NULL ?
 		    strdup(name) : util_printf("%s/%s", dirpath, name);
 		free(name);
 		res->images[i].path = path;
@@ -843,7 +872,7 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 	struct sd_config c = *cfg;	/* the same, but nothing downloads here */
 	struct sd_checkpoint ck;
 	struct model_desc d;
-	int i, r, later = 0;
+	int i, r, later = 0, inpaint;
 
 	if (line != NULL)
 		*line = 0;
@@ -877,7 +906,15 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 	 * configs; no weight is read): its defaults against the limits. */
 	memset(&ck, 0, sizeof ck);
 	if (checkpoint_load(&ck, job->model, job->unet, job->vae, err) < 0 ||
-	    model_describe(&ck, &d, err) < 0) {
+	    (cfg->text_encoders != NULL && *cfg->text_encoders != '\0' &&
+	    checkpoint_add_text_encoders(&ck, cfg->text_encoders, err) < 0) ||
+	    model_describe(&ck, &d, err) < 0 ||
+	    (d.family == MODEL_SD3 && !ck.detect.has_text_encoder &&
+	    sd_fail(err, SD_ENOINPUT, "this SD3 file holds no text encoders (as "
+	    "sd3_medium.safetensors): give them with --text-encoders DIR (a folder "
+	    "of clip_l.safetensors, clip_g.safetensors and t5xxl_fp16.safetensors, "
+	    "or a diffusers SD3 folder), or use a file that includes them") < 0)) {
+		/* (the last: sd_model_load's message, as the worker says it) */
 		checkpoint_free(&ck);
 		if (err->code == 0)
 			err->code = SD_EDATA;
@@ -885,6 +922,8 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		    JF_UNET : job->vae && strstr(err->message, job->vae) ?
 		    JF_VAE : JF_MODEL, err, line);
 	}
+	inpaint = strstr(ck.detect.arch, "inpaint") != NULL ||
+	    strstr(d.arch, "inpaint") != NULL;
 	checkpoint_free(&ck);
 	{
 		int w = job->width, h = job->height, st = job->steps;
@@ -913,6 +952,28 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		    d.default_sampler : job->sampler;
 		int steps = job->steps > 0 ? job->steps : d.default_steps;
 
+		/* (sd_params_resolve's rules, without a loaded model) */
+		if (d.sched.prediction_type == SCHED_PRED_FLOW &&
+		    job->prediction != SD_PREDICTION_AUTO &&
+		    job->prediction != SD_PREDICTION_FLOW) {
+			sd_fail(err, SD_EDATA, "prediction: %s is a flow-matching model: "
+			    "prediction must be auto or flow, not %s", d.name,
+			    sd_prediction_name(job->prediction));
+			return blame_err(job, JF_PREDICTION, err, line);
+		}
+		if (d.sched.prediction_type != SCHED_PRED_FLOW &&
+		    job->prediction == SD_PREDICTION_FLOW) {
+			sd_fail(err, SD_EDATA, "prediction: %s is not a flow-matching "
+			    "model: prediction flow is for SD3", d.name);
+			return blame_err(job, JF_PREDICTION, err, line);
+		}
+		if (d.family == MODEL_SD3 && job->mask != NULL) {
+			sd_fail(err, SD_EDATA, "mask: inpainting is not supported on %s",
+			    d.name);
+			return blame_err(job, JF_MASK, err, line);
+		}
+		if (sc.prediction_type == SCHED_PRED_FLOW && job->shift > 0)
+			sc.shift = job->shift;
 		if (job->prediction == SD_PREDICTION_V)
 			sc.prediction_type = SCHED_PRED_V;
 		else if (job->prediction == SD_PREDICTION_EPSILON)
@@ -950,7 +1011,7 @@ runjob_check(const struct sd_config *cfg, struct sd_job *job,
 		}
 		sd_scheduler_free(sched);
 	}
-	if (strstr(d.arch, "inpaint") != NULL && job->mask == NULL) {
+	if (inpaint && job->mask == NULL) {
 		sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): "
 		    "it needs an init_image and a mask");
 		return blame_err(job, job->line[JF_UNET] ? JF_UNET : JF_MODEL, err, line);

@@ -37,6 +37,7 @@ struct runjob_env {
 	 * output_root (NULL root: no restriction, relative to the current
 	 * folder). */
 	const char *output_path;
+	int output_stdout;	/* or the PNG to standard output (one image) */
 	const char *output_root;
 	const char *default_dir;	/* NULL: the root itself */
 	const char *default_name;	/* NULL: "{id}.png" */

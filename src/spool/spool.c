@@ -578,8 +578,9 @@ release_claim(struct spool_claim *c)
 	c->own_path = NULL;
 }
 
-static void write_failed(struct spool *s, const char *id, const char *job,
-    const char *status, int code, const char *message, const char *event);
+static void write_failed(struct spool *s, const struct spool_claim *c,
+    const char *id, const char *job, const char *status, int code,
+    const char *message, const char *event);
 
 /* Put the owned job back to incoming/ with its state; a job queued under
  * the same id meanwhile is never replaced: this one goes to failed/. */
@@ -599,7 +600,7 @@ put_back(struct spool *s, struct spool_claim *c, int deaths, const char *why,
 		drop_state(s, c->id);
 		snprintf(msg, sizeof msg, "not requeued: a newer job %s was queued "
 		    "while this one ran (%s)", c->id, why);
-		write_failed(s, c->id, c->job_path, "failed", SD_EDATA, msg, "failed");
+		write_failed(s, c, c->id, c->job_path, "failed", SD_EDATA, msg, "failed");
 		r = sd_fail(err, SD_EDATA, "job %s: %s", c->id, msg);
 	} else
 		r = sd_fail(err, SD_EIO, "requeue %s: %s", c->job_path, strerror(errno));
@@ -670,9 +671,9 @@ cannot:
 	    e.message);
 	if (c->deaths + 1 >= s->max_deaths) {
 		char msg[SD_ERROR_MAX + 200];
-		snprintf(msg, sizeof msg, "%s (%d times; not run again)", why,
-		    c->deaths + 1);
-		write_failed(s, c->id, c->job_path, "failed", SD_EIO, msg, "failed");
+		snprintf(msg, sizeof msg, "%s (%d time%s; not run again)", why,
+		    c->deaths + 1, c->deaths + 1 == 1 ? "" : "s");
+		write_failed(s, c, c->id, c->job_path, "failed", SD_EIO, msg, "failed");
 	}
 	if (lstat(c->job_path, &(struct stat){0}) == 0) {
 		if (put_back(s, c, c->deaths + 1, why, NULL) == 0)
@@ -781,22 +782,41 @@ read_json(const char *path)
 /* Move running/ID.yaml (job) to failed/ with a simple record; 0 when
  * moved (the record written first). */
 static void
-write_failed(struct spool *s, const char *id, const char *job,
-    const char *status, int code, const char *message, const char *event)
+write_failed(struct spool *s, const struct spool_claim *c, const char *id,
+    const char *job, const char *status, int code, const char *message,
+    const char *event)
 {
 	char *json = state_path(s->failed, id, ".json");
 	char *to = state_path(s->failed, id, ".yaml");
+	char *cbpath = NULL, *entry = NULL, *text;
 	json_t *rec = spool_simple_record(id, status, code, message);
-	char *text = rec ? json_dumps(rec, SD_JSON_FILE) : NULL;
+	size_t elen = 0;
 
+	/* the callback the job owes (its job.failed), as a finished job's:
+	 * written with the record, before the job file moves */
+	if (rec != NULL && c != NULL && s->owed_callback != NULL &&
+	    (entry = s->owed_callback(s->owed_callback_user, c, job, rec,
+	    &elen)) != NULL)
+		cbpath = spool_callback_path(s, id);
+	text = rec ? json_dumps(rec, SD_JSON_FILE) : NULL;
 	if (json != NULL && to != NULL && text != NULL &&
 	    util_write_atomic(json, s->tmp, text, strlen(text), 0644, NULL) == 0) {
+		if (cbpath != NULL && (util_mkdirs(s->callbacks, NULL) < 0 ||
+		    util_write_atomic(cbpath, NULL, entry, elen, 0644, NULL) < 0)) {
+			free(cbpath);
+			cbpath = NULL;	/* the record says pending: no better */
+		}
 		if (rename(job, to) == 0) {
 			util_fsync_dir(s->failed);
 			log_event(s, id, event, message);
-		} else
+		} else {
 			unlink(json);
+			if (cbpath != NULL)
+				unlink(cbpath);
+		}
 	}
+	free(entry);
+	free(cbpath);
 	free(text);
 	free(json);
 	free(to);
@@ -823,7 +843,11 @@ recover_job(struct spool *s, const char *id, const char *why, int deaths,
 		goto out;
 	if (lstat(c.cancel_path, &st) == 0) {
 		snprintf(msg, sizeof msg, "cancelled (its worker stopped: %s)", why);
-		write_failed(s, id, c.job_path, "cancelled", SD_EREQUEUED, msg,
+		if (instance != NULL && strlen(instance) == 32)
+			memcpy(c.instance, instance, 33);
+		else
+			util_random_hex(c.instance, 16);
+		write_failed(s, &c, id, c.job_path, "cancelled", SD_EREQUEUED, msg,
 		    "cancelled");
 		unlink(c.cancel_path);
 		goto out;
@@ -839,10 +863,10 @@ recover_job(struct spool *s, const char *id, const char *why, int deaths,
 	}
 	c.deaths++;
 	if (c.deaths >= s->max_deaths) {
-		snprintf(msg, sizeof msg, "its worker died %d times running it (last: "
-		    "%s); not run again (max_worker_deaths: %d)", c.deaths, why,
-		    s->max_deaths);
-		write_failed(s, id, c.job_path, "failed", SD_EINTERNAL, msg, "failed");
+		snprintf(msg, sizeof msg, "its worker died %d time%s running it (last: "
+		    "%s); not run again (max_worker_deaths: %d)", c.deaths,
+		    c.deaths == 1 ? "" : "s", why, s->max_deaths);
+		write_failed(s, &c, id, c.job_path, "failed", SD_EINTERNAL, msg, "failed");
 		if (lstat(c.job_path, &st) < 0)
 			goto out;
 		/* failed/ cannot be written: requeue rather than lose it */

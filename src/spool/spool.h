@@ -28,6 +28,8 @@
 
 #include "core/error.h"
 
+struct spool_claim;
+
 struct spool {
 	char *root;
 	char *tmp, *incoming, *running, *done, *failed, *output, *logs;
@@ -36,6 +38,16 @@ struct spool {
 	 * not be written this many times) goes to failed/ instead of being
 	 * run again (the configuration's max_worker_deaths; 2 by default). */
 	int max_deaths;
+	/* Called as a claimed job goes to failed/ without a worker's result
+	 * (worker deaths, a cancel its dead worker never saw, a record that
+	 * could not be written): c the claim (id, instance), job_path the job
+	 * file, record its result record.  Returns the outbox entry the job
+	 * owes (callbacks/ID.json, written before the job file moves), or
+	 * NULL for none; *len its length.  NULL: no callbacks (the worker
+	 * sets it). */
+	char *(*owed_callback)(void *user, const struct spool_claim *c,
+	    const char *job_path, json_t *record, size_t *len);
+	void *owed_callback_user;
 };
 
 /* Open (and, with create, make the missing folders of) the spool at root.

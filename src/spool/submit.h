@@ -2,8 +2,11 @@
  * `sdbatch serve`'s POST /v1/jobs.
  *
  * The document is checked exactly as a worker will check it (job_parse:
- * every field, type, range and configured limit), then staged in SPOOL/tmp/
- * and linked into SPOOL/incoming/ without replacing anything. */
+ * every field, type, range and configured limit; then runjob_check on the
+ * job as the worker will read it from SPOOL/running/: its model and files,
+ * the trust policy, the model's defaults against the limits, the engine's
+ * sampler/strength rules), then staged in SPOOL/tmp/ and linked into
+ * SPOOL/incoming/ without replacing anything. */
 #ifndef SD_SPOOL_SUBMIT_H
 #define SD_SPOOL_SUBMIT_H
 
@@ -32,7 +35,8 @@ void submit_new_id(char id[JOB_ID_MAX + 1]);
  * id_out gets the job id.  On error -1 with err: SD_EDATA for a bad job
  * (err->field names the field, *line its line when line is not NULL), a
  * document over the configured size limit or an id that exists already;
- * SD_ENOINPUT, SD_EIO, SD_EINTERNAL otherwise.  The spool is left
+ * SD_ENOINPUT for a model or input file that is not there (field and line
+ * too); SD_EIO, SD_EINTERNAL otherwise.  The spool is left
  * untouched by a rejected job. */
 int spool_submit_job(struct spool *s, const struct sd_config *cfg,
     const struct submit_request *r, char id_out[JOB_ID_MAX + 1],

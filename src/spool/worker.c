@@ -338,6 +338,33 @@ finish(struct worker *w, struct spool_claim *c, json_t *record, int failed,
 	return 0;
 }
 
+/* The spool's owed_callback: the job.failed a job owes that goes to
+ * failed/ without a result of this worker (its workers died, a cancel a
+ * dead worker never saw, a record that could not be written). */
+static char *
+owed_failed_callback(void *user, const struct spool_claim *c,
+    const char *job_path, json_t *record, size_t *len)
+{
+	struct worker *w = user;
+	struct job_callback cb;
+	size_t blen;
+	char *buf, *entry = NULL;
+
+	buf = util_read_file(job_path, w->cfg->limits.yaml.max_document, 1, &blen,
+	    NULL);
+	if (buf == NULL)
+		return NULL;
+	memset(&cb, 0, sizeof cb);
+	if (job_parse_callback(buf, blen, w->cfg, &cb) == 0) {
+		if (cb.url != NULL &&
+		    (entry = outbox_entry(record, c, "job.failed", 1, &cb, len)) != NULL)
+			w->owed = 1;
+		job_callback_free(&cb);
+	}
+	free(buf);
+	return entry;
+}
+
 /* A job that could not run (bad name, unreadable, invalid). */
 static void
 reject(struct worker *w, struct spool_claim *c, struct progress_sink *sink,
@@ -560,6 +587,8 @@ worker_run(struct worker *w, struct sd_error *err)
 	if (spool_open(&w->spool, w->spool_dir, 1, err) < 0)
 		return err->code ? err->code : SD_EIO;
 	w->spool.max_deaths = w->cfg->max_deaths;
+	w->spool.owed_callback = owed_failed_callback;
+	w->spool.owed_callback_user = w;
 	/* Known before any thread starts. */
 	(void)util_boot_id();
 	(void)util_pid_ns();
@@ -603,6 +632,11 @@ worker_run(struct worker *w, struct sd_error *err)
 				say(w, 0, "%s", err->message);
 			if (n > 0)
 				say(w, 0, "requeued %d stale job%s", n, n == 1 ? "" : "s");
+			/* a job failed by recovery may owe a callback */
+			if (w->owed) {
+				w->owed = 0;
+				outbox_kick(w);
+			}
 		}
 		r = spool_claim_next(&w->spool, &c, err);
 		if (r < 0) {

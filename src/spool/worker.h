@@ -41,6 +41,7 @@ struct worker {
 	struct model_cache cache;
 	int inotify_fd;
 	struct worker_outbox *outbox;	/* the callback delivery thread */
+	int owed;			/* recovery failed a job owing a callback */
 };
 
 /* Run until *stop (or, with once, until nothing is queued).  Returns the
