@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -887,4 +889,54 @@ out:
 	free(buf);
 	fclose(f);
 	return rc;
+}
+
+/* Is path (resolved) inside dir (resolved)? */
+static int
+inside_dir(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (n == 1 && dir[0] == '/')
+		return 1;
+	return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+int
+lora_find(const char *const *dirs, int ndirs, const char *name, char *out, size_t size,
+    struct sd_error *err)
+{
+	char looked[512] = "", shown[64];
+	size_t off = 0;
+
+	printable(name, shown, sizeof shown);
+	if (strchr(name, '/') != NULL || strchr(name, '\\') != NULL || name[0] == '.' ||
+	    name[0] == '\0')
+		return sd_fail(err, SD_EDATA, "<lora:%s>: a LoRA name may not contain '/' or start "
+		    "with '.'", shown);
+	for (int i = 0; i < ndirs; i++) {
+		static const char *const ext[] = {".safetensors", ""};
+		for (int e = 0; e < 2; e++) {
+			char real[PATH_MAX], realdir[PATH_MAX];
+			struct stat st;
+			if ((size_t)snprintf(out, size, "%s/%s%s", dirs[i], name, ext[e]) >= size)
+				return sd_fail(err, SD_EDATA, "<lora:%s>: the name is too long", shown);
+			if (lstat(out, &st) < 0)
+				continue;
+			if (S_ISLNK(st.st_mode) && (realpath(out, real) == NULL ||
+			    realpath(dirs[i], realdir) == NULL || !inside_dir(real, realdir)))
+				return sd_fail(err, SD_EDATA, "<lora:%s>: %s/%s%s is a symbolic link that does "
+				    "not lead to a file inside its lora_dir", shown, dirs[i], shown, ext[e]);
+			if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
+				return 0;
+		}
+		if (off < sizeof looked)
+			off += (size_t)snprintf(looked + off, sizeof looked - off, "%s%s", i ? ", " : "",
+			    dirs[i]);
+	}
+	if (ndirs == 0)
+		return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no lora_dirs are configured to look "
+		    "for it in", shown);
+	return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no %s.safetensors in the lora_dirs (%s)", shown,
+	    shown, looked);
 }

@@ -115,4 +115,14 @@ size_t lora_merge_bytes(const struct lora_merge *mg);
  * in `Lora hashes`.  out gets 64 hex digits.  -1 with err. */
 int lora_file_hash(const char *path, char out[65], struct sd_error *err);
 
+/* The file of a prompt's <lora:NAME>: DIR/NAME.safetensors, else DIR/NAME
+ * (a regular file), in the first of the ndirs folders that has it, into
+ * out.  NAME may not hold '/' or '\\' nor start with '.', and what is found
+ * must lie inside its folder with symbolic links resolved: a link out of it
+ * gets one error whether its target exists or not.  0, or -1 with err
+ * (SD_EDATA: a bad name, a link out; SD_ENOINPUT: no folder has it, naming
+ * where it looked). */
+int lora_find(const char *const *dirs, int ndirs, const char *name, char *out, size_t size,
+    struct sd_error *err);
+
 #endif

@@ -741,6 +741,39 @@ on_download(void *user, const struct hub_progress *p)
 		env->download(env->download_user, d->job->id, p);
 }
 
+/* The job's LoRA files (loras:) inside the input roots: relative ones
+ * against the job's folder (else the current one), as written and where
+ * they lead; one answer whether a file outside exists or not.  (<lora:NAME>
+ * reads from lora_dirs, which the configuration keeps inside the roots.) */
+static int
+check_policy_loras(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
+{
+	struct sd_lora *l;
+	char cwd[4096];
+	int n, i, ok = 1;
+
+	if (job->line[JF_LORAS] == 0)
+		return 0;
+	if (params_loras(&job->params, &l, &n) < 0)
+		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+	for (i = 0; ok && i < n; i++) {
+		const char *dir = job->dir;
+		char *cand = NULL;
+		if (l[i].path[0] != '/') {
+			if (dir == NULL)
+				dir = getcwd(cwd, sizeof cwd);
+			cand = dir != NULL ? util_join(dir, l[i].path) : NULL;
+		}
+		ok = policy_input_allowed(&env->cfg->policy, cand ? cand : l[i].path);
+		free(cand);
+		if (!ok)
+			sd_fail(&res->err, SD_EDATA, "loras: %s is outside the configuration's input "
+			    "roots (policy.input_roots)", l[i].path);
+	}
+	params_loras_free(l, n);
+	return ok ? 0 : blame(job, JF_LORAS, res);
+}
+
 /* The configuration's trust policy (policy.h) on what the job names.
  * given: paths as the job wrote them (before resolution: a path outside
  * the input roots gets the same answer whether it exists or not), else
@@ -804,7 +837,7 @@ check_policy(struct runjob_env *env, struct sd_job *job, int given,
 			return blame(job, fields[i], res);
 		}
 	}
-	return 0;
+	return check_policy_loras(env, job, res);
 }
 
 int
