@@ -5,7 +5,9 @@
 # one level of 255; <lora:NAME:SCALE> is found in the configured lora_dirs;
 # the PNG carries A1111's Lora hashes; `sdbatch info` describes a LoRA; a
 # LoRA for another model is a clear error; a job with two LoRAs and a BREAK
-# prompt renders through a spool.
+# prompt renders through a spool; A1111's syntax on SDXL renders (diffusers'
+# images when the prompt has no weights); warnings (a LoRA that matches in
+# part, a plain prompt cut) reach a spool job's log and result record.
 set -u
 bin=${SDBATCH_BIN:-src/sdbatch}
 shared=${SDBATCH_SHARED:-../shared}
@@ -78,11 +80,12 @@ fi
 
 # A1111's prompt syntax; the a1111 cases' text encoder has another final
 # LayerNorm (see the set's README).
+long="a very highly detailed oil painting of an ancient stone lighthouse standing on a rocky cliff above a stormy sea at dusk, dramatic clouds, crashing waves, seagulls circling the lantern room, warm glowing windows, wet rocks reflecting the light, a small wooden boat struggling against the swell, spray in the air, cinematic lighting, volumetric fog, masterpiece, trending on artstation, oil on canvas, golden hour, rim light, by a renowned maritime painter, museum quality"
 if "$streplace" "$tmp/a1111.safetensors" "$model" "$td/a1111/final_layer_norm.safetensors"; then
 	MODEL=$tmp/a1111.safetensors PROMPT="a (red:1.3) car on a [wet] road" \
 	    NEGATIVE="a [[blurry]] photo of a (dog:0.5) and a ((cat:1.5)) in a (garden)" \
 	    check a1111_t2i_emphasis_ddim_s4_64x128 ddim 4 7300 --prompt-syntax a1111
-	long="a very highly detailed oil painting of an ancient stone lighthouse standing on a rocky cliff above a stormy sea at dusk, dramatic clouds, crashing waves, seagulls circling the lantern room, warm glowing windows, wet rocks reflecting the light, a small wooden boat struggling against the swell, spray in the air, cinematic lighting, volumetric fog, masterpiece, trending on artstation, oil on canvas, golden hour, rim light, by a renowned maritime painter, museum quality"
+
 	MODEL=$tmp/a1111.safetensors PROMPT="$long" NEGATIVE="a castle on a hill BREAK a dragon in the sky" \
 	    check a1111_t2i_long_break_euler_a_s4_64x128 euler_a 4 7310 --prompt-syntax a1111
 	p="$tmp/a1111_t2i_emphasis_ddim_s4_64x128.png"
@@ -224,6 +227,56 @@ if [ -f "$tmp/spool/done/two.json" ] && [ -n "$png" ] &&
 	ok "a spool job with two LoRAs and a BREAK prompt is done; its PNG has the prompt and both hashes"
 else
 	notok "a spool job with two LoRAs and BREAK: $(cat "$tmp/watch.err" "$tmp"/spool/failed/two.json 2>/dev/null | head -5)"
+fi
+
+# Warnings in the spool: a LoRA whose layers match in part (one layer of
+# the model, one of no model: a safetensors file written here) and a plain
+# prompt cut at 77 tokens go to stderr, the progress log and the record.
+le64() {
+	_n=$1 _i=0
+	while [ "$_i" -lt 8 ]; do
+		printf "\\$(printf '%03o' $((_n & 255)))"
+		_n=$((_n >> 8)) _i=$((_i + 1))
+	done
+}
+k1=lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k
+k2=lora_unet_down_blocks_9_attentions_0_transformer_blocks_0_attn1_to_k
+hdr="{\"$k1.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[1,32],\"data_offsets\":[0,128]},\"$k1.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,1],\"data_offsets\":[128,256]},\"$k2.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[1,32],\"data_offsets\":[256,384]},\"$k2.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,1],\"data_offsets\":[384,512]}}"
+{ le64 ${#hdr}; printf '%s' "$hdr"; head -c 512 /dev/zero; } > "$tmp/partial.safetensors"
+cat > "$tmp/spool/tmp/warn.yaml" <<EOF
+prompt: "$long"
+loras: [$tmp/partial.safetensors]
+width: 64
+height: 64
+steps: 1
+count: 2
+EOF
+mv "$tmp/spool/tmp/warn.yaml" "$tmp/spool/incoming/warn.yaml"
+OMP_NUM_THREADS=1 "$bin" watch --once --config "$tmp/spool.yaml" "$tmp/spool" 2> "$tmp/watch.err"
+log=$tmp/spool/logs/warn.jsonl
+rec=$tmp/spool/done/warn.json
+if [ -f "$rec" ] && grep -q "warning: LoRA $tmp/partial.safetensors: 1 of its 2 layers match no layer of this model (the first: $k2)" "$tmp/watch.err" &&
+    grep -q "warning: the prompt is [0-9]* tokens long" "$tmp/watch.err"; then
+	ok "spool warnings: the worker prints both on stderr"
+else
+	notok "spool warnings on stderr: $(cat "$tmp/watch.err" "$tmp"/spool/failed/warn.json 2>/dev/null | head -5)"
+fi
+if [ "$(grep -c '"event":"warning"' "$log" 2>/dev/null)" = 2 ] &&
+    grep -q '"event":"warning".*"message":"LoRA [^"]*partial.safetensors: 1 of its 2 layers match no layer' "$log" &&
+    grep -q '"event":"warning".*"message":"the prompt is [0-9]* tokens long: the text encoder reads the first 75' "$log"; then
+	ok "spool warnings: two warning events in the progress log (once, not per image)"
+else
+	notok "spool warnings in the log: $(grep warning "$log" 2>/dev/null)"
+fi
+if tr -d '\n' < "$rec" | grep -q '"warnings": \[ *"LoRA [^"]*partial.safetensors: 1 of its 2 layers[^"]*", *"the prompt is [0-9]* tokens long[^"]*" *\]'; then
+	ok "spool warnings: the result record lists them"
+else
+	notok "spool warnings in the record: $(grep -A4 warnings "$rec" 2>/dev/null)"
+fi
+if ! grep -q '"warnings"' "$tmp/spool/done/two.json"; then
+	ok "a job without a warning has no warnings list"
+else
+	notok "a job without a warning has a warnings list"
 fi
 
 echo "1..$n"

@@ -50,6 +50,9 @@ runjob_result_free(struct runjob_result *res)
 	free(res->images);
 	free(res->model_path);
 	free(res->arch);
+	for (i = 0; i < res->nwarnings; i++)
+		free(res->warnings[i]);
+	free(res->warnings);
 	memset(res, 0, sizeof *res);
 }
 
@@ -478,12 +481,23 @@ on_progress(void *user, const struct sd_progress *p)
 	if (should_stop(c))
 		return 1;
 	if (p->event != NULL && strcmp(p->event, "warning") == 0 && p->message != NULL &&
-	    c->env->notice != NULL && c->image == 0) {
-		/* a LoRA that matched in part, a plain prompt cut at 77 tokens */
+	    c->image == 0) {
+		/* a LoRA that matched in part, a plain prompt cut at 77 tokens:
+		 * on stderr, in the progress log and the result record */
 		char *m = util_printf("%s: warning: %s", c->job->id, p->message);
-		if (m != NULL)
+		char **w = realloc(c->res->warnings, (size_t)(c->res->nwarnings + 1) *
+		    sizeof *w);
+		if (m != NULL && c->env->notice != NULL)
 			c->env->notice(c->env->notice_user, m);
 		free(m);
+		if (w != NULL) {
+			c->res->warnings = w;
+			if ((w[c->res->nwarnings] = strdup(p->message)) != NULL)
+				c->res->nwarnings++;
+		}
+		progress_event_init(&ev, "warning", c->job->id);
+		ev.message = p->message;
+		progress_emit(c->env->sink, &ev);
 	}
 	if (p->event == NULL || strcmp(p->event, "step") != 0)
 		return 0;
