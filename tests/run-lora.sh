@@ -198,6 +198,18 @@ if [ -d "$xl/diffusers" ]; then
 	fi
 fi
 
+# sdbatch bench --lora-rank: a random LoRA made for the model, its merge timed.
+out=$("$bin" bench --model "$model" --lora-rank 4 --steps 2 --json -q 2> "$tmp/err")
+if echo "$out" | grep -q '"lora":"random","lora_layers":204,"lora_merge_s":[0-9.e-]*,' &&
+    echo "$out" | grep -q '"lora_merges_s":\[[0-9.e-]*,[0-9.e-]*\],"lora_merged_tensors":204,'; then
+	ok "bench --lora-rank 4: 204 layers merged, timed twice"
+else
+	notok "bench --lora-rank: $out $(cat "$tmp/err")"
+fi
+"$bin" bench --model "$model" --lora "$attn" --steps 1 -q > "$tmp/out" 2> "$tmp/err" &&
+    grep -q "^LoRA merge:     best [0-9.]* s (CPU [0-9.]* s), median [0-9.]* s of 1; 128 tensors" "$tmp/out" &&
+    ok "bench --lora FILE: $(grep 'LoRA merge' "$tmp/out")" || notok "bench --lora FILE: $(cat "$tmp/out" "$tmp/err")"
+
 # Through a spool: two LoRAs (one by <lora:>) and a BREAK prompt.
 mkdir -p "$tmp/spool/incoming" "$tmp/spool/tmp"
 cat > "$tmp/spool.yaml" <<EOF
