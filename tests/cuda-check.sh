@@ -12,7 +12,8 @@
 # and prints one table: a row per test, a column per mode, "ok" or "FAIL"
 # with the max abs diff.  Then, when the shared test data are found
 # (SDBATCH_SHARED, else ../shared beside the source), the engine's
-# reference tests (test_clip, test_unet, test_vae, test_pipeline) run on
+# reference tests (test_clip, test_unet, test_vae, test_t5, test_mmdit,
+# test_pipeline) run on
 # the device in fp32 mode and must pass at the manifest tolerances, and
 # test_pipeline runs once more in fp16 mode, for information: how many
 # 8-bit images are within 1 level of diffusers'.  fp32 and gemm-attn must pass everything.  In fp16
@@ -36,7 +37,8 @@ device=${SDBATCH_TEST_DEVICE:-cuda}
 if [ -n "${BUILD:-}" ]; then
 	build=$(cd "$BUILD" && pwd) || exit 1
 	cd "$build" || exit 1
-	for p in tests/test_ops tests/test_clip tests/test_unet tests/test_vae tests/test_pipeline; do
+	for p in tests/test_ops tests/test_clip tests/test_unet tests/test_vae tests/test_t5 \
+	    tests/test_mmdit tests/test_pipeline; do
 		if [ ! -x "$p" ]; then
 			echo "cuda-check: $build/$p is not built (make check TESTS=)" >&2
 			exit 1
@@ -67,7 +69,7 @@ if [ -z "${BUILD:-}" ]; then
 	fi
 	jobs=$(nproc 2>/dev/null || echo 4)
 	if ! make -j"$jobs" tests/test_ops tests/test_clip tests/test_unet tests/test_vae \
-	    tests/test_pipeline >make.log 2>&1; then
+	    tests/test_t5 tests/test_mmdit tests/test_pipeline >make.log 2>&1; then
 		tail -40 make.log
 		echo "cuda-check: build failed" >&2
 		exit 1
@@ -185,7 +187,7 @@ shared=${SDBATCH_SHARED:-$srcdir/../shared}
 if [ -d "$shared/testdata/sd15-tiny" ]; then
 	shared=$(cd "$shared" && pwd)
 	echo "engine reference tests on $device (fp32, manifest tolerances):"
-	for t in clip unet vae pipeline; do
+	for t in clip unet vae t5 mmdit pipeline; do
 		env SDBATCH_SHARED="$shared" SDBATCH_TEST_DEVICE="$device" \
 		    SDBATCH_CUDA_PRECISION=fp32 "./tests/test_$t" >"engine-$t.tap" 2>&1
 		rc=$?

@@ -10,3 +10,6 @@ check_PROGRAMS += tests/test_spm tests/test_t5
 tests_test_spm_LDADD = $(TEST_LDADD)
 tests_test_t5_LDADD = $(TEST_LDADD)
 TESTS += tests/test_spm tests/test_t5
+check_PROGRAMS += tests/test_mmdit
+tests_test_mmdit_LDADD = $(TEST_LDADD)
+TESTS += tests/test_mmdit

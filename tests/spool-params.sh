@@ -34,7 +34,7 @@ check "the sdbatch chunk too" grep -aq '"steps":20,"guidance_scale":7.5,' "$png"
 DEFAULTS='{ steps: 1 }' write_conf 'limits: { width: 256, height: 256 }'
 "$BIN" run --config "$CONF" -p "too big" -o big.png > /dev/null 2> big.err; rc=$?
 check "the model's 512 over a limit of 256: exit 65 (got $rc)" [ $rc -eq 65 ]
-check "the message names the field and the limit" grep -q "width: 512 must be a multiple of 8 in 64..256" big.err
+check "the message names the field and the limit" grep -q "width: 512 is out of range (64..256) (the model.s default; give width" big.err
 check "no PNG" [ ! -e big.png ]
 job m2 'prompt: "too big"'
 "$BIN" watch --once --config "$CONF" "$SPOOL" 2> /dev/null

@@ -14,7 +14,7 @@ SPOOL_SH_TESTS = tests/spool-cli.sh tests/spool-workers.sh tests/spool-kill.sh \
 	tests/spool-term.sh tests/spool-malformed.sh tests/spool-callback.sh \
 	tests/spool-cancel.sh tests/spool-once.sh tests/spool-params.sh \
 	tests/spool-ownership.sh tests/spool-finish.sh tests/spool-escapes.sh \
-	tests/spool-policy.sh
+	tests/spool-policy.sh tests/spool-submit.sh
 TESTS += $(SPOOL_SH_TESTS)
 EXTRA_DIST += $(SPOOL_SH_TESTS) tests/spool-lib.sh
 ## contrib/sdbatch-slurm.sh under a single-node Slurm that the test starts

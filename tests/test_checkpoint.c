@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "model/checkpoint.h"
 #include "testutil.h"
@@ -69,12 +70,63 @@ main(void)
 	const char *junk[] = {"foo.bar"};
 	expect_arch("an SDXL file", fake_file("sdxl.safetensors", sdxl, 3, NULL), "sdxl", 1);
 	expect_arch("an SD 2.x file", fake_file("sd2.safetensors", sd2, 2, NULL), "sd2", 1);
-	expect_arch("an SD3 file", fake_file("sd3.safetensors", sd3, 1, NULL), "sd3", 0);
+	expect_arch("an SD3 file", fake_file("sd3.safetensors", sd3, 1, NULL), "sd3", 1);
 	expect_arch("a FLUX file", fake_file("flux.safetensors", flux, 1, NULL), "flux", 0);
 	expect_arch("a file of unknown tensors", fake_file("junk.safetensors", junk, 1, NULL), "unknown", 0);
-	tap_ok(checkpoint_load(&a, fake_file("sd3.safetensors", sd3, 1, NULL), NULL, NULL, &err) < 0 &&
-	    strstr(err.message, "Stable Diffusion 3") && strstr(err.message, "not supported yet"),
-	    "loading SD3 says it is not supported yet (%s)", err.message);
+	tap_ok(checkpoint_load(&a, fake_file("flux.safetensors", flux, 1, NULL), NULL, NULL, &err) < 0 &&
+	    strstr(err.message, "FLUX") && strstr(err.message, "not supported yet"),
+	    "loading FLUX says it is not supported yet (%s)", err.message);
+	if (shared_dir() != NULL) {
+		/* SD3 from a folder whose T5 is sharded (an index of
+		 * .safetensors shards), the other parts the tiny model's */
+		static const char *parts[] = {"transformer", "vae", "text_encoder", "text_encoder_2",
+		    "tokenizer", "tokenizer_2", "scheduler", "model_index.json"};
+		const char *sh1[] = {"shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight"};
+		const char *sh2[] = {"encoder.final_layer_norm.weight"};
+		char dir[600], from[600], to[700], *abs;
+		FILE *f;
+		snprintf(dir, sizeof dir, "%s/sd3-sharded", tmpdir);
+		mkdir(dir, 0777);
+		for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+			snprintf(from, sizeof from, "testdata/sd3-tiny/diffusers/%s", parts[i]);
+			abs = realpath(shared_path(from), NULL);
+			snprintf(to, sizeof to, "%s/%s", dir, parts[i]);
+			if (abs == NULL || symlink(abs, to) < 0)
+				tap_diag("cannot link %s", to);
+			free(abs);
+		}
+		snprintf(to, sizeof to, "%s/text_encoder_3", dir);
+		mkdir(to, 0777);
+		fake_file("sd3-sharded/text_encoder_3/model-00001-of-00002.safetensors", sh1, 2, NULL);
+		fake_file("sd3-sharded/text_encoder_3/model-00002-of-00002.safetensors", sh2, 1, NULL);
+		snprintf(to, sizeof to, "%s/text_encoder_3/model.safetensors.index.json", dir);
+		if ((f = fopen(to, "w")) != NULL) {
+			fputs("{\"metadata\": {}, \"weight_map\": {\"shared.weight\": \"model-00001-of-00002.safetensors\", "
+			    "\"encoder.block.0.layer.0.SelfAttention.q.weight\": \"model-00001-of-00002.safetensors\", "
+			    "\"encoder.final_layer_norm.weight\": \"model-00002-of-00002.safetensors\"}}", f);
+			fclose(f);
+		}
+		int rc = checkpoint_load(&a, dir, NULL, NULL, &err);
+		tap_ok(rc == 0 && strcmp(a.detect.arch, "sd3") == 0 &&
+		    weights_get(a.weights, SD_PREFIX_SD3_T5 "shared.weight") != NULL &&
+		    weights_get(a.weights, SD_PREFIX_SD3_T5 "encoder.final_layer_norm.weight") != NULL &&
+		    weights_get(a.weights, SD_PREFIX_SD3_CLIP_G "text_projection.weight") != NULL &&
+		    weights_get(a.weights, SD_PREFIX_UNET "pos_embed.pos_embed") != NULL,
+		    "an SD3 folder with a sharded text_encoder_3: every shard read, the parts under the "
+		    "single file's prefixes (%s)", rc == 0 ? "loaded" : err.message);
+		if (rc == 0)
+			checkpoint_free(&a);
+		/* a shard outside the folder is refused */
+		if ((f = fopen(to, "w")) != NULL) {
+			fputs("{\"weight_map\": {\"shared.weight\": \"../../x.safetensors\"}}", f);
+			fclose(f);
+		}
+		rc = checkpoint_load(&a, dir, NULL, NULL, &err);
+		tap_ok(rc < 0 && strstr(err.message, "same folder") != NULL,
+		    "a shard named outside its folder is refused (%s)", err.message);
+		if (rc == 0)
+			checkpoint_free(&a);
+	}
 	expect_arch("an SDXL refiner file", fake_file("refiner.safetensors", (const char *[]){
 	    "conditioner.embedders.0.model.token_embedding.weight",
 	    "model.diffusion_model.input_blocks.0.0.weight"}, 2, NULL), "sdxl-refiner", 0);

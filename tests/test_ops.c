@@ -324,6 +324,141 @@ test_attention(struct sd_ctx *c, int b, int lq, int lk, int heads, int dh, int c
 	free(q); free(k); free(v); free(ref); free(sc); free(got);
 }
 
+/* op_attention_bias: scores q.k * scale + bias[head, i, j] (the same bias
+ * for every batch item), against the plain loop. */
+static void
+test_attention_bias(struct sd_ctx *c, int b, int lq, int lk, int heads, int dh, float scale)
+{
+	int width = heads * dh;
+	size_t nq = (size_t)b * lq * width, nk = (size_t)b * lk * width;
+	size_t nb = (size_t)heads * lq * lk;
+	float *q = randv(nq), *k = randv(nk), *v = randv(nk), *bias = randv(nb);
+	float *ref = malloc(nq * sizeof *ref);
+	double *sc = malloc((size_t)lk * sizeof *sc);
+	size_t mark = sd_mark(c);
+
+	for (size_t i = 0; i < nb; i++)
+		bias[i] *= 4.0f;	/* T5's biases move the softmax a lot */
+	for (int bi = 0; bi < b; bi++)
+		for (int h = 0; h < heads; h++)
+			for (int i = 0; i < lq; i++) {
+				double mx = -1e30, sum = 0;
+				for (int j = 0; j < lk; j++) {
+					double s = 0;
+					for (int d = 0; d < dh; d++)
+						s += (double)q[((size_t)bi * lq + i) * width + h * dh + d] *
+						    k[((size_t)bi * lk + j) * width + h * dh + d];
+					sc[j] = s * scale + bias[((size_t)h * lq + i) * lk + j];
+					if (sc[j] > mx)
+						mx = sc[j];
+				}
+				for (int j = 0; j < lk; j++)
+					sum += exp(sc[j] - mx);
+				for (int d = 0; d < dh; d++) {
+					double o = 0;
+					for (int j = 0; j < lk; j++)
+						o += exp(sc[j] - mx) / sum * v[((size_t)bi * lk + j) * width + h * dh + d];
+					ref[((size_t)bi * lq + i) * width + h * dh + d] = (float)o;
+				}
+			}
+	float *dq = to_dev(c, q, nq), *dk = to_dev(c, k, nk), *dv = to_dev(c, v, nk);
+	float *db = to_dev(c, bias, nb), *dout = sd_alloc(c, nq);
+	op_attention_bias(c, dout, dq, width, dk, width, dv, width, b, lq, lk, heads, dh, scale, db);
+	float *got = from_dev(c, dout, nq);
+	char what[128];
+	snprintf(what, sizeof what, "attention + bias b%d lq%d lk%d heads%d dh%d scale %g", b, lq, lk,
+	    heads, dh, scale);
+	check_close(what, got, ref, nq, att_atol, att_rtol);
+	sd_release(c, mark);
+	free(q); free(k); free(v); free(bias); free(ref); free(sc); free(got);
+}
+
+/* op_rms_norm (with and without a weight, F16 weight too), in place. */
+static void
+test_rms_norm(struct sd_ctx *c, enum sd_dtype dt, int rows, int dim, int weighted)
+{
+	size_t total = (size_t)rows * dim;
+	float *x = randv(total), *g = randv((size_t)dim), *ref = malloc(total * sizeof *ref);
+	struct sd_tensor G = mkweight(dt, g, 1, dim, 0, 0, 0);
+	size_t mark = sd_mark(c);
+
+	for (size_t i = 0; i < total / 5; i++)
+		x[i] *= 30.0f;	/* rows of very different scales */
+	for (int r = 0; r < rows; r++) {
+		double ss = 0;
+		for (int i = 0; i < dim; i++)
+			ss += (double)x[(size_t)r * dim + i] * x[(size_t)r * dim + i];
+		double inv = 1.0 / sqrt(ss / dim + 1e-6);
+		for (int i = 0; i < dim; i++)
+			ref[(size_t)r * dim + i] = (float)(x[(size_t)r * dim + i] * inv *
+			    (weighted ? g[i] : 1.0));
+	}
+	float *dx = to_dev(c, x, total);
+	op_rms_norm(c, dx, dx, rows, dim, 1e-6f, weighted ? &G : NULL);
+	float *got = from_dev(c, dx, total);
+	char what[96];
+	snprintf(what, sizeof what, "rms_norm %dx%d%s%s (in place)", rows, dim,
+	    weighted ? " weight " : "", weighted ? sd_dtype_name(dt) : "");
+	check_close(what, got, ref, total, 1e-5, 1e-5);
+	sd_release(c, mark);
+	if (dt != SD_F32)
+		free(G.data);
+	free(x); free(g); free(ref); free(got);
+}
+
+/* op_layer_norm_modulate and op_gated_add: the modulation vectors are
+ * slices of one [b, 6 * dim] buffer (shift at 0, scale at dim, gate at
+ * 2 dim), as SD3's adaLN-Zero gives them. */
+static void
+test_modulate(struct sd_ctx *c, int b, int tokens, int dim)
+{
+	size_t total = (size_t)b * tokens * dim, nm = (size_t)b * 6 * dim;
+	float *x = randv(total), *y = randv(total), *mod = randv(nm);
+	float *ref = malloc(total * sizeof *ref), *got;
+	int ldm = 6 * dim;
+	size_t mark = sd_mark(c);
+
+	for (size_t i = 0; i < total / 3; i++)
+		x[i] = x[i] * 5.0f + 2.0f;	/* an offset mean */
+	for (int r = 0; r < b * tokens; r++) {
+		const float *xr = x + (size_t)r * dim, *m = mod + (size_t)(r / tokens) * ldm;
+		double s = 0, sq = 0;
+		for (int i = 0; i < dim; i++)
+			s += xr[i];
+		double mean = s / dim;
+		for (int i = 0; i < dim; i++)
+			sq += (xr[i] - mean) * (xr[i] - mean);
+		double inv = 1.0 / sqrt(sq / dim + 1e-6);
+		for (int i = 0; i < dim; i++)
+			ref[(size_t)r * dim + i] = (float)((xr[i] - mean) * inv * (1.0 + m[dim + i]) + m[i]);
+	}
+	float *dx = to_dev(c, x, total), *dy = to_dev(c, y, total), *dm = to_dev(c, mod, nm);
+	float *dn = sd_alloc(c, total);
+	op_layer_norm_modulate(c, dn, dx, b, tokens, dim, 1e-6f, dm, dm + dim, ldm);
+	got = from_dev(c, dn, total);
+	char what[96];
+	snprintf(what, sizeof what, "layer_norm_modulate b%d tokens%d dim%d", b, tokens, dim);
+	check_close(what, got, ref, total, 1e-5, 1e-5);
+	free(got);
+	/* in place */
+	op_layer_norm_modulate(c, dx, dx, b, tokens, dim, 1e-6f, dm, dm + dim, ldm);
+	got = from_dev(c, dx, total);
+	snprintf(what, sizeof what, "layer_norm_modulate b%d tokens%d dim%d in place", b, tokens, dim);
+	check_close(what, got, ref, total, 1e-5, 1e-5);
+	free(got);
+	/* x += gate * y, gate the third slice */
+	sd_upload(c, dx, x, total);
+	for (size_t i = 0; i < total; i++)
+		ref[i] = x[i] + mod[(i / dim / tokens) * ldm + 2 * dim + i % dim] * y[i];
+	op_gated_add(c, dx, dm + 2 * dim, ldm, dy, b, tokens, dim);
+	got = from_dev(c, dx, total);
+	snprintf(what, sizeof what, "gated_add b%d tokens%d dim%d", b, tokens, dim);
+	check_close(what, got, ref, total, 1e-6, 1e-6);
+	free(got);
+	sd_release(c, mark);
+	free(x); free(y); free(mod); free(ref);
+}
+
 static void
 test_elementwise(struct sd_ctx *c)
 {
@@ -352,6 +487,25 @@ test_elementwise(struct sd_ctx *c)
 	op_quick_gelu(c, d2, n);
 	got = from_dev(c, d2, n);
 	check_close("quick_gelu", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	/* gelu_tanh over a wide range (the tails of the tanh) */
+	float *wide = malloc(n * sizeof *wide);
+	for (size_t i = 0; i < n; i++) {
+		wide[i] = x[i] * 12.0f;
+		double v = wide[i];
+		ref[i] = (float)(0.5 * v * (1 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v))));
+	}
+	sd_upload(c, d2, wide, n);
+	op_gelu_tanh(c, d2, n);
+	got = from_dev(c, d2, n);
+	check_close("gelu_tanh", got, ref, n, 1e-6, 1e-6);
+	free(got);
+	free(wide);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = x[i] * y[i];
+	op_mul(c, d2, dx, dy, n);
+	got = from_dev(c, d2, n);
+	check_close("mul", got, ref, n, 0, 0);
 	free(got);
 	for (size_t i = 0; i < n; i++)
 		ref[i] = x[i] + 2.5f * (y[i] - x[i]);
@@ -429,6 +583,33 @@ test_layout(struct sd_ctx *c)
 	free(got);
 	sd_release(c, mark);
 	free(x); free(v); free(bb); free(ref);
+
+	/* unpatchify: patches of 2 (SD3) and 3, non-square, batch of 2 */
+	for (int p = 2; p <= 3; p++) {
+		int uh = 3 * p, uw = 5 * p, uc = 4;
+		size_t nu = (size_t)n * uc * uh * uw;
+		float *tok = randv(nu), *want = malloc(nu * sizeof *want);
+		mark = sd_mark(c);
+		for (int b = 0; b < n; b++)
+			for (int i = 0; i < uh / p; i++)
+				for (int j = 0; j < uw / p; j++)
+					for (int u = 0; u < p; u++)
+						for (int q = 0; q < p; q++)
+							for (int ci = 0; ci < uc; ci++)
+								want[(((size_t)b * uc + ci) * uh + p * i + u) * uw + p * j + q] =
+								    tok[(((size_t)b * (uh / p) + i) * (uw / p) + j) * p * p * uc +
+								    (size_t)(u * p + q) * uc + ci];
+		float *dt = to_dev(c, tok, nu), *du = sd_alloc(c, nu);
+		op_unpatchify(c, du, dt, n, uc, uh, uw, p);
+		got = from_dev(c, du, nu);
+		char what[64];
+		snprintf(what, sizeof what, "unpatchify p%d %dx%d", p, uh, uw);
+		check_close(what, got, want, nu, 0, 0);
+		free(got);
+		sd_release(c, mark);
+		free(tok);
+		free(want);
+	}
 }
 
 /* SDBATCH_CPU_PROFILE=1: the table a CPU context prints on stderr when it
@@ -543,6 +724,17 @@ main(void)
 	/* causal beyond the first blocks of 128 keys, and lq != lk */
 	test_attention(c, 1, 300, 300, 2, 64, 1, 0);
 	test_attention(c, 1, 1, 1, 3, 13, 0, 0);
+	/* T5: unscaled scores plus the position bias; more keys than a block */
+	test_attention_bias(c, 2, 20, 20, 6, 8, 1.0f);
+	test_attention_bias(c, 1, 77, 600, 3, 16, 0.25f);
+	test_attention_bias(c, 3, 256, 256, 2, 64, 1.0f / 8);
+	test_rms_norm(c, SD_F32, 7, 48, 1);
+	test_rms_norm(c, SD_F16, 300, 1000, 1);
+	test_rms_norm(c, SD_F32, 5, 33, 0);
+	/* SD3's adaLN: few and many tokens, odd widths */
+	test_modulate(c, 2, 5, 32);
+	test_modulate(c, 1, 333, 47);
+	test_modulate(c, 2, 700, 160);
 	test_elementwise(c);
 	test_layout(c);
 	test_winograd(c);

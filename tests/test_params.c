@@ -55,6 +55,7 @@ storage_fits(const struct param_def *d)
 		return d->storage == PARAM_S_STRING;
 	case PARAM_INT:
 	case PARAM_CHOICE:
+	case PARAM_BOOL:
 		return d->storage == PARAM_S_INT;
 	case PARAM_NUMBER:
 		return d->storage == PARAM_S_DOUBLE;
@@ -189,6 +190,10 @@ sample_text(const struct param_def *d, char *buf, size_t size)
 	case PARAM_LORAS:
 		snprintf(buf, size, "/data/%s.safetensors:0.5", d->name);
 		break;
+	case PARAM_BOOL:
+		snprintf(buf, size, "%s", d->default_text != NULL &&
+		    strcmp(d->default_text, "true") == 0 ? "false" : "true");
+		break;
 	}
 }
 
@@ -247,7 +252,9 @@ round_trip(void)
 		    (d->type == PARAM_NUMBER && json_real_value(a) != atof(val)) ||
 		    ((d->type == PARAM_CHOICE || d->type == PARAM_TEXT ||
 		    d->type == PARAM_PATH) && strcmp(json_string_value(a), val) != 0) ||
-		    (d->type == PARAM_SEED && json_integer_value(a) != 1234567)) {
+		    (d->type == PARAM_SEED && json_integer_value(a) != 1234567) ||
+		    (d->type == PARAM_BOOL && (!json_is_boolean(a) ||
+		    json_is_true(a) != (strcmp(val, "true") == 0)))) {
 			tap_diag("%s: JSON %s", d->name, aj ? aj : "missing");
 			ok_json = 0;
 		}
@@ -257,6 +264,9 @@ round_trip(void)
 			if (d->type == PARAM_CHOICE)
 				snprintf(got, sizeof got, "%s", d->choice_png ?
 				    d->choice_png(params_choices(d) - 1) : val);
+			else if (d->type == PARAM_BOOL)	/* Python's str() */
+				snprintf(got, sizeof got, "%s", strcmp(val, "true") == 0 ?
+				    "True" : "False");
 			else if (d->type == PARAM_PATH)
 				snprintf(got, sizeof got, "my-model");
 			else if (d->type == PARAM_NUMBER && strchr(val, '.') == NULL)
@@ -333,6 +343,11 @@ flags(void)
 		{ "sampler", "Euler b", "unknown sampler \"Euler b\" (one of: auto, " },
 		{ "rng", "auto", "unknown value \"auto\" (one of: cpu, cuda)" },
 		{ "clip_skip", "13", "out of range (1..12)" },
+		{ "shift", "0", "must be above 0 (0 < shift <= 100)" },
+		{ "shift", "-3", "out of range" },
+		{ "shift", "many", "expected a number" },
+		{ "t5", "yes", "expected true or false, got \"yes\"" },
+		{ "t5", "1", "expected true or false" },
 		{ "init_image", "a\tb.png", "control characters" },
 		{ "sampler", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
@@ -369,6 +384,28 @@ flags(void)
 	    params_parse_text(params_find("width"), "512.0", &v, why, sizeof why) == 0 &&
 	    v.width == 512;
 	tap_ok(ok, "flags: auto, -1, a prompt taken verbatim, 512.0 as a job file reads it");
+	params_free(&v);
+	memset(&v, 0, sizeof v);
+	v.t5 = 1;
+	ok = 1;
+	for (i = 0; i < params_count; i++) {
+		const struct param_def *d = &params_table[i];
+		char want[64], got[64];
+		struct job_params w;
+
+		/* a flag without an argument sets its value (--no-t5) */
+		if (d->flag_value == NULL)
+			continue;
+		memset(&w, 0, sizeof w);
+		if (d->type != PARAM_BOOL || params_parse_text(d, NULL, &v, why, sizeof why) < 0 ||
+		    params_parse_text(d, d->flag_value, &w, why, sizeof why) < 0 ||
+		    strcmp(params_text(d, &v, got, sizeof got),
+		    params_text(d, &w, want, sizeof want)) != 0)
+			ok = 0;
+		params_free(&w);
+	}
+	tap_ok(ok && v.t5 == 0 && strcmp(params_find("t5")->flag, "no-t5") == 0,
+	    "--no-t5 takes no argument and sets t5: false");
 	params_free(&v);
 	tap_ok(params_choices(params_find("sampler")) == SD_SAMPLER_COUNT &&
 	    params_choices(params_find("prediction")) == 3 &&
@@ -508,7 +545,7 @@ model_defaults(void)
 	c.limits.width = 512;
 	sd_error_clear(&err);
 	tap_ok(job_check(&j, &c, &err) < 0 && strcmp(err.field, "width") == 0 &&
-	    strstr(err.message, "width: 768 must be a multiple of 8 in 64..512"),
+	    strstr(err.message, "width: 768 is out of range (64..512)"),
 	    "the model's size over the configured limit fails naming the field: %s",
 	    err.message);
 	config_free(&c);
@@ -545,6 +582,105 @@ model_defaults(void)
 	tap_ok(parse(&j, &cfg, "prompt: a\nseed: auto\n", &err) < 0 &&
 	    strcmp(err.field, "seed") == 0, "auto is only for the model's defaults");
 	job_free(&j);
+}
+
+/* shift and t5 (SD3): shift is the model's until resolved, and only a
+ * flow model resolves it, so that other models' records and PNG text
+ * leave it out; t5 is true unless a job says false. */
+static void
+flow_fields(void)
+{
+	struct sd_config c;
+	struct sd_job j;
+	struct sd_error err;
+	struct sd_params p;
+	json_t *o;
+	char *png;
+
+	tap_ok(parse(&j, &cfg, "prompt: a\n", &err) == 0 && j.shift == 0 && j.t5 == 1,
+	    "by default: shift the model's, t5 true");
+	sd_params_init(&p);
+	p.shift = -1;
+	p.t5 = -1;
+	params_to_sd(&j.params, &p);
+	tap_ok(p.shift == 0 && p.t5 == 1, "the engine gets shift 0 (the model's) and t5 1");
+	/* a model that is not a flow model leaves shift unresolved */
+	p.width = p.height = 512;
+	p.steps = 20;
+	p.guidance_scale = 7.5f;
+	p.sampler = SD_SAMPLER_EULER;
+	p.prediction = SD_PREDICTION_EPSILON;
+	p.spacing = SD_SPACING_LINSPACE;
+	params_from_sd(&j.params, &p);
+	o = job_parameters_json(&j);
+	png = metadata_parameters(&j, 5, "m");
+	tap_ok(json_is_null(json_object_get(o, "shift")) &&
+	    json_is_true(json_object_get(o, "t5")) && png != NULL &&
+	    strstr(png, "Shift:") == NULL && strstr(png, "T5:") == NULL,
+	    "SD 1.x: shift null in the record, neither Shift nor T5 in the PNG text");
+	free(png);
+	json_decref(o);
+	job_free(&j);
+
+	/* SD3: resolved to the model's 3.0 */
+	tap_ok(parse(&j, &cfg, "prompt: a\nshift: auto\nt5: false\n", &err) == 0 &&
+	    j.shift == 0 && j.t5 == 0, "shift: auto, t5: false %s", err.message);
+	sd_params_init(&p);
+	params_to_sd(&j.params, &p);
+	tap_ok(p.t5 == 0, "t5: false reaches the engine");
+	p.width = p.height = 1024;
+	p.steps = 28;
+	p.guidance_scale = 7.0f;
+	p.sampler = SD_SAMPLER_EULER;
+	p.shift = 3.0;
+	params_from_sd(&j.params, &p);
+	o = job_parameters_json(&j);
+	png = metadata_parameters(&j, 5, "sd3_medium");
+	tap_ok(json_real_value(json_object_get(o, "shift")) == 3.0 &&
+	    json_is_false(json_object_get(o, "t5")),
+	    "SD3 resolved: shift 3.0 and t5 false in the record");
+	if (!tap_ok(png != NULL && strstr(png, "Shift: 3.0, T5: False, Version: ") != NULL,
+	    "and \"Shift: 3.0, T5: False\" in the PNG text"))
+		tap_diag("%s", png ? png : "(null)");
+	free(png);
+	json_decref(o);
+	job_free(&j);
+
+	tap_ok(parse(&j, &cfg, "prompt: a\nshift: 2.5\n", &err) == 0 && j.shift == 2.5,
+	    "shift: 2.5");
+	sd_params_init(&p);
+	params_to_sd(&j.params, &p);
+	p.shift = 3.0;	/* what resolving must not do to a given value */
+	params_from_sd(&j.params, &p);
+	tap_ok(j.shift == 2.5, "a given shift is kept");
+	job_free(&j);
+	tap_ok(parse(&j, &cfg, "prompt: a\nshift: 0\n", &err) < 0 &&
+	    strcmp(err.field, "shift") == 0 && strstr(err.message, "p.yaml:2: shift: "
+	    "must be above 0"), "shift: 0 is refused: %s", err.message);
+	job_free(&j);
+	tap_ok(parse(&j, &cfg, "prompt: a\nshift: 101\n", &err) < 0 &&
+	    strcmp(err.field, "shift") == 0, "shift: 101 is refused: %s", err.message);
+	job_free(&j);
+	tap_ok(parse(&j, &cfg, "prompt: a\nt5: no\n", &err) < 0 &&
+	    strcmp(err.field, "t5") == 0 && strstr(err.message, "p.yaml:2: t5: expected "
+	    "true or false, got \"no\""), "t5: no is refused: %s", err.message);
+	job_free(&j);
+	tap_ok(parse(&j, &cfg, "prompt: a\nt5: auto\n", &err) < 0 &&
+	    strcmp(err.field, "t5") == 0, "t5: auto is refused: %s", err.message);
+	job_free(&j);
+
+	config_init(&c);
+	sd_error_clear(&err);
+	tap_ok(config_parse(&c, "defaults: { shift: 2.0, t5: false }\n", 36, "c.yaml",
+	    &err) == 0 && c.defaults.shift == 2.0 && c.defaults.t5 == 0,
+	    "defaults: shift and t5 %s", err.message);
+	config_free(&c);
+	config_init(&c);
+	sd_error_clear(&err);
+	tap_ok(config_parse(&c, "defaults: { t5: 0 }\n", 20, "c.yaml", &err) < 0 &&
+	    err.code == SD_ECONFIG && strstr(err.message, "defaults.t5: expected true or "
+	    "false"), "a bad defaults.t5 names the key: %s", err.message);
+	config_free(&c);
 }
 
 /* UNet calls of the scheduler for a job text: -1 when set_strength says
@@ -667,6 +803,7 @@ main(void)
 	flags();
 	config_defaults();
 	model_defaults();
+	flow_fields();
 	strength();
 	config_free(&cfg);
 	return tap_done();

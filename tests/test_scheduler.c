@@ -1,6 +1,7 @@
 /* test_scheduler.c: the samplers against diffusers 0.30.3 (goldens
  * sched_*, and the scheduler side of the txt2img / img2img / inpainting
- * cases), the config loader, and the names of pipeline.h. */
+ * cases; SD3's flow matching: sched_flowmatch and the img2img cases of
+ * sd3-tiny), the config loader, and the names of pipeline.h. */
 #include "config.h"
 
 #include <math.h>
@@ -845,6 +846,467 @@ test_errors_and_runs(void)
 	}
 }
 
+/* ------------------------------------------------------ flow matching */
+
+/* Within one float32 ulp each (the manifest's rule for the flow-matching
+ * timesteps and sigmas). */
+static int
+check_ulp(const char *what, const float *got, int ngot, const float *want,
+    size_t nwant)
+{
+	int ok = (size_t)ngot == nwant, exact = 0;
+
+	for (int i = 0; ok && i < ngot; i++) {
+		float up = nextafterf(want[i], INFINITY), down = nextafterf(want[i], -INFINITY);
+
+		ok = got[i] == want[i] || got[i] == up || got[i] == down;
+		exact += got[i] == want[i];
+		if (!ok)
+			tap_diag("%s[%d]: got %.9g, want %.9g", what, i, got[i], want[i]);
+	}
+	return tap_ok(ok, "%s: %d values within 1 ulp (%d exact)", what, ngot, exact);
+}
+
+/* The fake model of the golden: 0.1*x + cos(float32(t)/100). */
+static void
+flow_fake_model(const float *x, float t, float *v, size_t n)
+{
+	float c = cosf(t / 100.0f);
+
+	for (size_t k = 0; k < n; k++)
+		v[k] = 0.1f * x[k] + c;
+}
+
+/* sched_flowmatch: FlowMatchEulerDiscreteScheduler with SD3's config,
+ * 4/10/20 steps: timesteps, sigmas, and the samples from x_T and the
+ * recorded model outputs. */
+static void
+test_flowmatch(void)
+{
+	static const int steps[] = {4, 10, 20};
+	struct st_file *g = golden_open_in("sd3-tiny", "sched_flowmatch");
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	char key[64], what[160];
+
+	if (g == NULL) {
+		tap_skip("sched_flowmatch: golden not found");
+		return;
+	}
+	sched_config_sd3(&cfg);
+	for (size_t si = 0; si < sizeof steps / sizeof steps[0]; si++) {
+		int S = steps[si], nfull, ok = 1;
+		struct sd_scheduler *s = sd_scheduler_new(SD_SAMPLER_EULER,
+		    SD_SCHEDULE_NORMAL, &cfg, S, &err);
+		float *want, *xT, *mo, *samples, *x, *fake;
+		const float *ts;
+		size_t nw, n, nm, ns;
+
+		if (!tap_ok(s != NULL, "flow euler %d steps: built %s", S, err.message))
+			continue;
+		snprintf(key, sizeof key, "n%d.timesteps", S);
+		want = golden_f32(g, key, &nw);
+		ts = sd_scheduler_timesteps_full(s, &nfull);
+		snprintf(what, sizeof what, "sched_flowmatch %s", key);
+		check_ulp(what, ts, nfull, want, nw);
+		free(want);
+		snprintf(key, sizeof key, "n%d.sigmas", S);
+		want = golden_f32(g, key, &nw);
+		snprintf(what, sizeof what, "sched_flowmatch %s", key);
+		check_ulp(what, sd_scheduler_sigmas_full(s), sd_scheduler_nsigmas(s),
+		    want, nw);
+		free(want);
+		tap_ok(sd_scheduler_calls(s) == S && sd_scheduler_init_noise_sigma(s) == 1.0f &&
+		    sd_scheduler_input_divisor(s, 0) == 1.0f &&
+		    sd_scheduler_input_divisor(s, S - 1) == 1.0f &&
+		    sd_scheduler_model_calls_per_step(s) == 1 && !sd_scheduler_draws(s, 0),
+		    "flow euler %d steps: %d calls, no noise scaling, input divisor 1, "
+		    "no draws", S, sd_scheduler_calls(s));
+
+		snprintf(key, sizeof key, "n%d.x_T", S);
+		xT = golden_f32(g, key, &n);
+		snprintf(key, sizeof key, "n%d.model_out", S);
+		mo = golden_f32(g, key, &nm);
+		snprintf(key, sizeof key, "n%d.samples", S);
+		samples = golden_f32(g, key, &ns);
+		if (!tap_ok(n > 0 && nm == (size_t)S * n && ns == ((size_t)S + 1) * n,
+		    "flow euler %d steps: golden shapes", S)) {
+			free(xT);
+			free(mo);
+			free(samples);
+			sd_scheduler_free(s);
+			continue;
+		}
+		x = malloc(n * sizeof *x);
+		fake = malloc(n * sizeof *fake);
+		memcpy(x, xT, n * sizeof *x);
+		tap_ok(memcmp(samples, xT, n * sizeof *x) == 0, "flow euler %d steps: "
+		    "samples[0] is x_T (no init_noise_sigma scaling)", S);
+		{
+			/* x_T is randn of seed 500 */
+			struct sd_rng *r = sd_rng_new(SD_RNG_CPU, 500);
+
+			sd_rng_randn(r, fake, n);
+			tap_ok(memcmp(fake, xT, n * sizeof *x) == 0,
+			    "flow euler %d steps: x_T is randn(seed 500)", S);
+			sd_rng_free(r);
+		}
+		for (int i = 0; ok && i < S; i++) {
+			/* the model is called with the fractional timestep */
+			flow_fake_model(samples + (size_t)i * n, sd_scheduler_timestep(s, i),
+			    fake, n);
+			snprintf(what, sizeof what, "flow euler %d steps: model_out[%d] = "
+			    "0.1*x + cos(t/100)", S, i);
+			if (i == 0 || i == S - 1)
+				check_close(what, fake, mo + (size_t)i * n, n, 1e-6, 1e-6);
+			ok = sd_scheduler_step(s, i, mo + (size_t)i * n, x, n, NULL, &err) == 0;
+			snprintf(what, sizeof what, "flow euler %d steps: sample %d", S, i + 1);
+			if (ok && !check_close(what, x, samples + (size_t)(i + 1) * n, n,
+			    ATOL, RTOL))
+				ok = 0;
+		}
+		tap_ok(ok, "flow euler %d steps: every step within the tolerance %s",
+		    S, err.message);
+		tap_ok(sd_scheduler_pred_x0(s) != NULL, "flow euler: a predicted x0 "
+		    "(sample - sigma*v) for previews");
+		free(x);
+		free(fake);
+		free(xT);
+		free(mo);
+		free(samples);
+		sd_scheduler_free(s);
+	}
+	st_close(g);
+}
+
+/* FlowMatchHeunDiscreteScheduler, checked by construction: its schedule
+ * is Euler's with each sigma but the first and last twice, and its steps
+ * are Heun's trapezoid on the velocity (diffusers 0.30.3's code written
+ * out below in float32, one torch operation at a time). */
+static void
+test_flow_heun(void)
+{
+	enum { N = 48 };
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *e, *h;
+	float x[N], ref[N], v[N], d1[N], keep[N];
+	int ok = 1, ne, nh;
+
+	sched_config_sd3(&cfg);
+	e = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 5, &err);
+	h = sd_scheduler_new(SD_SAMPLER_HEUN, SD_SCHEDULE_NORMAL, &cfg, 5, &err);
+	if (!tap_ok(e != NULL && h != NULL, "flow heun 5 steps: built %s", err.message)) {
+		sd_scheduler_free(e);
+		sd_scheduler_free(h);
+		return;
+	}
+	{
+		const float *te = sd_scheduler_timesteps_full(e, &ne);
+		const float *th = sd_scheduler_timesteps_full(h, &nh);
+		const float *se = sd_scheduler_sigmas_full(e), *sh = sd_scheduler_sigmas_full(h);
+		int good = nh == 2 * ne - 1 && sd_scheduler_nsigmas(h) == 2 * ne &&
+		    th[0] == te[0] && sh[0] == se[0] && sh[2 * ne - 1] == 0.0f;
+
+		for (int j = 1; good && j < ne; j++)
+			good = th[2 * j - 1] == te[j] && th[2 * j] == te[j] &&
+			    sh[2 * j - 1] == se[j] && sh[2 * j] == se[j];
+		tap_ok(good, "flow heun: timesteps [t0, t1, t1, ..., t4, t4], sigmas "
+		    "[s0, s1, s1, ..., s4, s4, 0] (%d calls)", nh);
+		tap_ok(sd_scheduler_calls(h) == 9 && sd_scheduler_model_calls_per_step(h) == 2 &&
+		    sd_sampler_model_calls(SD_SAMPLER_HEUN, 5) == 9 &&
+		    sd_scheduler_input_divisor(h, 1) == 1.0f &&
+		    sd_scheduler_init_noise_sigma(h) == 1.0f && !sd_scheduler_draws(h, 0),
+		    "flow heun: 2 steps - 1 calls, input divisor 1, no draws");
+		for (int k = 0; k < N; k++)
+			x[k] = ref[k] = (float)sin(0.37 * k + 0.1);
+		/* the reference */
+		for (int i = 0; i < nh; i++) {
+			float t = th[i];
+
+			flow_fake_model(ref, t, v, N);
+			if (i % 2 == 0) {
+				/* first order: sigma = sigmas[i], next = sigmas[i + 1] */
+				float sigma = sh[i], next = sh[i + 1], dt = next - sigma;
+
+				for (int k = 0; k < N; k++) {
+					float den = ref[k] - v[k] * sigma;
+
+					d1[k] = (ref[k] - den) / sigma;
+					keep[k] = ref[k];
+					ref[k] = ref[k] + d1[k] * dt;
+				}
+			} else {
+				float sigma = sh[i - 1], next = sh[i], dt = next - sigma;
+
+				for (int k = 0; k < N; k++) {
+					float den = ref[k] - v[k] * next;
+					float d2 = (ref[k] - den) / next;
+					float d = 0.5f * (d1[k] + d2);
+
+					ref[k] = keep[k] + d * dt;
+				}
+			}
+		}
+		for (int i = 0; ok && i < nh; i++) {
+			flow_fake_model(x, sd_scheduler_timestep(h, i), v, N);
+			ok = sd_scheduler_step(h, i, v, x, N, NULL, &err) == 0;
+		}
+		tap_ok(ok && memcmp(x, ref, sizeof x) == 0, "flow heun: 9 calls equal the "
+		    "written-out FlowMatchHeunDiscreteScheduler bit for bit %s", err.message);
+	}
+	sd_scheduler_free(h);
+	/* img2img on Heun: t_start counts two calls a step */
+	h = sd_scheduler_new(SD_SAMPLER_HEUN, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+	tap_ok(h != NULL && sd_scheduler_set_strength(h, 0.75, &err) == 0 &&
+	    sd_scheduler_begin_index(h) == 4 && sd_scheduler_calls(h) == 15,
+	    "flow heun, 10 steps at 0.75: begins at call 4 (t_start 2), 15 calls %s",
+	    err.message);
+	if (h != NULL) {
+		float a, b;
+
+		sd_scheduler_add_noise_coef(h, 0, &a, &b);
+		tap_ok(b == sd_scheduler_sigmas_full(h)[4] && a == 1.0f - b,
+		    "flow heun: scale_noise at sigmas[4] = the step's sigma");
+	}
+	sd_scheduler_free(h);
+	sd_scheduler_free(e);
+}
+
+/* The img2img cases' scheduler side: the scheduler built from the case's
+ * scheduler_config (via the loader), SD3's t_start rule, scale_noise and
+ * the steps from the recorded transformer outputs. */
+static void
+test_flow_img2img(const char *name)
+{
+	struct st_file *g = golden_open_in("sd3-tiny", name);
+	struct sched_config cfg;
+	struct sd_error err = {0};
+	struct sd_scheduler *s = NULL;
+	json_t *params;
+	char tmp[] = "/tmp/sdbatch-flowcfg-XXXXXX", what[200];
+	float *want, *x0 = NULL, *noise = NULL, *lat0 = NULL, *mo = NULL, *lat = NULL;
+	float *x = NULL, *e = NULL, a, b, guidance;
+	const float *full;
+	size_t nw, n = 0, B;
+	int steps, nfull, calls, ok = 1, fd;
+	double strength;
+	FILE *f;
+
+	if (g == NULL) {
+		tap_skip("%s: golden not found", name);
+		return;
+	}
+	params = case_params(g);
+	fd = mkstemp(tmp);
+	if (params == NULL || fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		tap_ok(0, "%s: params and a temporary file", name);
+		goto out;
+	}
+	/* the case records the scheduler's config without its class name */
+	json_object_set_new(json_object_get(params, "scheduler_config"), "_class_name",
+	    json_string("FlowMatchEulerDiscreteScheduler"));
+	json_dumpf(json_object_get(params, "scheduler_config"), f, 0);
+	fclose(f);
+	tap_ok(sched_config_load(tmp, &cfg, &err) == 0 &&
+	    cfg.prediction_type == SCHED_PRED_FLOW && cfg.shift == 3.0 &&
+	    cfg.num_train_timesteps == 1000, "%s: its scheduler_config (with "
+	    "use_dynamic_shifting false and the base/max shift keys) loads as SD3's %s",
+	    name, err.message);
+	unlink(tmp);
+	sched_config_sd3(&cfg);
+	steps = (int)json_integer_value(json_object_get(params, "steps"));
+	strength = json_number_value(json_object_get(params, "strength"));
+	guidance = (float)json_number_value(json_object_get(params, "guidance"));
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, steps, &err);
+	if (!tap_ok(s != NULL, "%s: scheduler built %s", name, err.message))
+		goto out;
+	full = sd_scheduler_timesteps_full(s, &nfull);
+	want = golden_f32(g, "timesteps_full", &nw);
+	snprintf(what, sizeof what, "%s timesteps_full", name);
+	check_timesteps(what, full, nfull, want, nw);
+	free(want);
+	want = golden_f32(g, "sigmas_full", &nw);
+	snprintf(what, sizeof what, "%s sigmas_full", name);
+	check_ulp(what, sd_scheduler_sigmas_full(s), sd_scheduler_nsigmas(s), want, nw);
+	free(want);
+	ok = sd_scheduler_set_strength(s, strength, &err) == 0;
+	tap_ok(ok && sd_scheduler_begin_index(s) == json_integer_value(json_object_get(params,
+	    "t_start")) && sd_scheduler_calls(s) == json_integer_value(
+	    json_object_get(params, "steps_run")), "%s: strength %g of %d steps: "
+	    "t_start %d, %d steps run (init_timestep a float) %s", name, strength,
+	    steps, sd_scheduler_begin_index(s), sd_scheduler_calls(s), err.message);
+	sd_scheduler_add_noise_coef(s, 0, &a, &b);
+	tap_ok(b == (float)json_number_value(json_object_get(params,
+	    "scale_noise_sigma")) && a == 1.0f - b, "%s: scale_noise sigma %.9g", name, b);
+
+	x0 = golden_f32(g, "init_latents", &n);
+	noise = golden_f32(g, "noise", NULL);
+	lat0 = golden_f32(g, "latents_0", NULL);
+	mo = golden_f32(g, "model_out", &nw);
+	lat = golden_f32(g, "latents", NULL);
+	calls = sd_scheduler_calls(s);
+	B = n > 0 ? nw / n / (size_t)calls : 0;
+	if (!tap_ok(n > 0 && (B == 1 || B == 2) && nw == (size_t)calls * B * n,
+	    "%s: golden shapes (batch %zu)", name, B))
+		goto out;
+	x = malloc(n * sizeof *x);
+	e = malloc(n * sizeof *e);
+	sd_scheduler_add_noise(s, 0, x0, noise, x, n);
+	snprintf(what, sizeof what, "%s latents_0 = scale_noise(init_latents, noise)", name);
+	check_close(what, x, lat0, n, ATOL, RTOL);
+	diag_exact(what, x, lat0, n);
+	memcpy(x, lat0, n * sizeof *x);
+	for (int i = 0; ok && i < calls; i++) {
+		const float *u = mo + (size_t)i * B * n, *c = u + (B - 1) * n;
+
+		for (size_t k = 0; k < n; k++)
+			e[k] = B == 2 ? u[k] + guidance * (c[k] - u[k]) : u[k];
+		ok = sd_scheduler_step(s, i, e, x, n, NULL, &err) == 0;
+		snprintf(what, sizeof what, "%s latents after step %d (recorded "
+		    "transformer outputs)", name, i);
+		if (ok)
+			ok = check_close(what, x, lat + (size_t)i * n, n, ATOL, RTOL);
+	}
+	tap_ok(ok, "%s: %d steps ran within the tolerance %s", name, calls, err.message);
+out:
+	free(x);
+	free(e);
+	free(x0);
+	free(noise);
+	free(lat0);
+	free(mo);
+	free(lat);
+	json_decref(params);
+	sd_scheduler_free(s);
+	st_close(g);
+}
+
+/* What flow-matching configs refuse, and the config loader's flow keys. */
+static void
+test_flow_errors(void)
+{
+	struct sched_config cfg, a;
+	struct sd_error err = {0};
+	struct sd_scheduler *s;
+	const char *path = shared_path("testdata/sd3-tiny/diffusers/scheduler/"
+	    "scheduler_config.json");
+	char tmp[] = "/tmp/sdbatch-flowerr-XXXXXX";
+	int fd, rejected = 0, nrej = 0;
+	FILE *f;
+
+	sched_config_sd3(&cfg);
+	for (int smp = 0; smp < SD_SAMPLER_COUNT; smp++) {
+		if (smp == SD_SAMPLER_EULER || smp == SD_SAMPLER_HEUN)
+			continue;
+		sd_error_clear(&err);
+		s = sd_scheduler_new((enum sd_sampler)smp, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+		nrej++;
+		if (s == NULL && err.code == SD_EDATA && strcmp(err.field, "sampler") == 0 &&
+		    strstr(err.message, sd_sampler_name(smp)) != NULL &&
+		    strstr(err.message, "euler") != NULL && strstr(err.message, "heun") != NULL)
+			rejected++;
+		else
+			tap_diag("%s on a flow config: %s", sd_sampler_name(smp),
+			    s ? "built" : err.message);
+		sd_scheduler_free(s);
+	}
+	tap_ok(rejected == nrej, "every sampler but euler and heun is refused on a "
+	    "flow config, naming it and the ones that work (%d of %d)", rejected, nrej);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+	tap_diag("e.g. %s", err.message);
+	sd_scheduler_free(s);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_KARRAS, &cfg, 10, &err);
+	tap_ok(s == NULL && err.code == SD_EDATA && strcmp(err.field, "schedule") == 0 &&
+	    strstr(err.message, "karras") != NULL, "karras on a flow config is "
+	    "refused (%s)", err.message);
+	sd_scheduler_free(s);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 1e-300, &err) < 0 &&
+	    strcmp(err.field, "strength") == 0, "flow: a strength that leaves no "
+	    "step is refused (%s)", err.message);
+	sd_scheduler_free(s);
+	sd_error_clear(&err);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 0.05, &err) == 0 &&
+	    sd_scheduler_calls(s) == 1 && sd_scheduler_begin_index(s) == 9,
+	    "flow: 10 steps at 0.05 run 1 step (init_timestep 0.5, t_start 9), "
+	    "where SD 1.5's rule runs none");
+	sd_scheduler_free(s);
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 10, &err);
+	tap_ok(s != NULL && sd_scheduler_set_strength(s, 1.0, &err) == 0 &&
+	    sd_scheduler_calls(s) == 10 && sd_scheduler_begin_index(s) == 0,
+	    "flow: strength 1 runs every step");
+	sd_scheduler_free(s);
+	/* another shift: the sigmas move, the ends stay */
+	cfg.shift = 1.0;
+	s = sd_scheduler_new(SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL, &cfg, 4, &err);
+	tap_ok(s != NULL && sd_scheduler_sigmas_full(s)[0] == 1.0f &&
+	    fabsf(sd_scheduler_sigmas_full(s)[1] - (float)(1 - 0.999 / 3)) < 1e-6f &&
+	    sd_scheduler_sigmas_full(s)[4] == 0.0f && sd_scheduler_timestep(s, 0) == 1000.0f,
+	    "flow shift 1: unshifted linear sigmas 1, %.7g, ..., 0",
+	    s ? sd_scheduler_sigmas_full(s)[1] : 0);
+	sd_scheduler_free(s);
+
+	if (path != NULL) {
+		sd_error_clear(&err);
+		sched_config_sd3(&cfg);
+		tap_ok(sched_config_load(path, &a, &err) == 0 &&
+		    memcmp(&a, &cfg, sizeof a) == 0, "SD3's scheduler_config.json "
+		    "loads and equals sched_config_sd3 %s", err.message);
+	} else {
+		tap_skip("SD3 scheduler_config.json: shared/ not found");
+	}
+	fd = mkstemp(tmp);
+	if (fd < 0 || (f = fdopen(fd, "w")) == NULL) {
+		tap_skip("temporary file");
+		return;
+	}
+	fputs("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", \"shift\": 3.0, "
+	    "\"use_dynamic_shifting\": true}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_ECONFIG &&
+	    strstr(err.message, "use_dynamic_shifting") != NULL,
+	    "use_dynamic_shifting true is named (%s)", err.message);
+	f = fopen(tmp, "w");
+	fputs("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", \"shift\": -1}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_EDATA &&
+	    strstr(err.message, "shift") != NULL, "a negative shift is named (%s)",
+	    err.message);
+	f = fopen(tmp, "w");
+	fputs("{\"_class_name\": \"FlowMatchEulerDiscreteScheduler\", \"shift\": 3.0, "
+	    "\"invert_sigmas\": true}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_ECONFIG &&
+	    strstr(err.message, "invert_sigmas") != NULL, "invert_sigmas true is "
+	    "named (%s)", err.message);
+	f = fopen(tmp, "w");
+	fputs("{\"_class_name\": \"FlowMatchLCMScheduler\", \"shift\": 3.0}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) < 0 && err.code == SD_ECONFIG &&
+	    strstr(err.message, "FlowMatchLCMScheduler") != NULL, "an unknown "
+	    "flow-matching class is named (%s)", err.message);
+	f = fopen(tmp, "w");
+	fputs("{\"_class_name\": \"FlowMatchHeunDiscreteScheduler\", \"shift\": 2.5, "
+	    "\"num_train_timesteps\": 500, \"prediction_type\": \"v_prediction\", "
+	    "\"beta_schedule\": \"nonsense\"}", f);
+	fclose(f);
+	sd_error_clear(&err);
+	tap_ok(sched_config_load(tmp, &a, &err) == 0 && a.prediction_type == SCHED_PRED_FLOW &&
+	    a.shift == 2.5 && a.num_train_timesteps == 500,
+	    "a Heun flow config: shift and num_train_timesteps read, other "
+	    "classes' keys ignored %s", err.message);
+	unlink(tmp);
+}
+
 static void
 test_names(void)
 {
@@ -916,6 +1378,7 @@ test_names(void)
 	    p.prediction == SD_PREDICTION_AUTO && p.spacing == SD_SPACING_AUTO &&
 	    p.schedule == SD_SCHEDULE_NORMAL && p.seed == 0 && p.rng == SD_RNG_CPU &&
 	    p.clip_skip == 1 && p.strength == 0.75f && p.negative_prompt == NULL &&
+	    p.shift == 0 && p.t5 == 1 &&
 	    p.init_rgb == NULL && p.mask_grey == NULL, "sd_params_init defaults");
 }
 
@@ -948,6 +1411,8 @@ main(void)
 	test_spacings();
 	test_errors_and_runs();
 	test_config();
+	test_flow_heun();
+	test_flow_errors();
 	if (shared_dir() == NULL) {
 		tap_skip("scheduler goldens: shared/ not found");
 		return tap_done();
@@ -1007,5 +1472,10 @@ main(void)
 	test_sched_case("sched_euler_trailing", SD_SAMPLER_EULER, SD_SCHEDULE_NORMAL);
 	test_sched_case("sched_ddim_trailing", SD_SAMPLER_DDIM, SD_SCHEDULE_NORMAL);
 	test_sched_case("sched_turbo", SD_SAMPLER_EULER_A, SD_SCHEDULE_NORMAL);
+
+	/* SD3: flow matching */
+	test_flowmatch();
+	test_flow_img2img("img2img_s10_str075");
+	test_flow_img2img("img2img_s6_str05_nocfg_64x128");
 	return tap_done();
 }

@@ -1,6 +1,8 @@
 /* test_vae.c: the VAE decoder and encoder against diffusers' tensors
- * (cases vae_decode, vae_decode_8x16, vae_encode of sd15-tiny), and the
- * loader's errors. */
+ * (cases vae_decode, vae_decode_8x16, vae_encode of sd15-tiny, sd21-tiny
+ * and sdxl-tiny; SD3's 16-channel VAE without quant convs: vae_decode_16x16,
+ * vae_decode_8x16, vae_encode_64x64 of sd3-tiny, from the single file and
+ * from the diffusers folder's names), and the loader's errors. */
 #include "config.h"
 
 #include <math.h>
@@ -9,12 +11,15 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "model/checkpoint.h"
 #include "model/vae.h"
 #include "model/weights.h"
 #include "testutil.h"
 
 /* The VAE scale of the SD 1.5 goldens (manifest: scaling_factor). */
 static float VAE_SCALING_FACTOR = 0.18215f;	/* sdxl-tiny: 0.13025 */
+/* and its shift (SD3: 0.0609; decoder_input = latents / scale + shift) */
+static float VAE_SHIFT_FACTOR = 0.0f;
 
 /* The golden set test_decode and test_encode read. */
 static const char *vae_set = "sd15-tiny";
@@ -108,10 +113,12 @@ test_decode(struct vae *v, struct sd_ctx *c, const char *name,
 		tap_skip("%s: golden file missing", name);
 		return;
 	}
+	tap_diag("%s of %s:", name, vae_set);
 	t = st_find(g, "decoder_input");
-	if (t == NULL || !sd_tensor_has_shape(t, 4, (int64_t)1, (int64_t)4, (int64_t)-1,
-	    (int64_t)-1)) {
-		tap_ok(0, "%s: decoder_input [1, 4, h, w] present", name);
+	if (t == NULL || !sd_tensor_has_shape(t, 4, (int64_t)1,
+	    (int64_t)vae_latent_channels(v), (int64_t)-1, (int64_t)-1)) {
+		tap_ok(0, "%s: decoder_input [1, %d, h, w] present", name,
+		    vae_latent_channels(v));
 		st_close(g);
 		return;
 	}
@@ -119,11 +126,13 @@ test_decode(struct vae *v, struct sd_ctx *c, const char *name,
 	w = (int)t->shape[3];
 	latents = golden_f32(g, "latents", &zn);
 	zin = golden_f32(g, "decoder_input", &zn);
-	/* the pipeline's division, as a check of the convention */
+	/* the pipeline's division (then the shift), as a check of the
+	 * convention */
 	z = malloc(zn * sizeof *z);
 	for (size_t i = 0; i < zn; i++)
-		z[i] = latents[i] / VAE_SCALING_FACTOR;
-	check_close("latents / 0.18215 = decoder_input", z, zin, zn, 1e-6, 1e-6);
+		z[i] = latents[i] / VAE_SCALING_FACTOR + VAE_SHIFT_FACTOR;
+	check_close(VAE_SHIFT_FACTOR != 0 ? "latents / scale + shift = decoder_input" :
+	    "latents / scale = decoder_input", z, zin, zn, 1e-6, 1e-6);
 
 	in = (size_t)3 * (size_t)(8 * h) * (size_t)(8 * w);
 	mark = sd_mark(c);
@@ -140,6 +149,15 @@ test_decode(struct vae *v, struct sd_ctx *c, const char *name,
 		capture_check_seen(&cap, name);
 
 	check_golden(g, "image", "image", image, in);
+	if (st_find(g, "image_01") == NULL) {
+		/* sd3-tiny's VAE cases stop at the decoder output */
+		free(image);
+		free(z);
+		free(zin);
+		free(latents);
+		st_close(g);
+		return;
+	}
 
 	img01 = malloc(in * sizeof *img01);
 	for (size_t i = 0; i < in; i++)
@@ -335,6 +353,146 @@ test_errors(const struct st_file *f, struct sd_ctx *c)
 		test_decode(v, c, "vae_decode", NULL, 0);
 	}
 	vae_free(v);
+	weights_free(w);
+}
+
+/* SD3's vae_encode_64x64: no quant_conv, so the moments are the encoder's
+ * conv_out; mean, logvar, std and the latents of the mean,
+ * (mean - 0.0609) * 1.5305. */
+static void
+test_encode_sd3(struct vae *v, struct sd_ctx *c)
+{
+	struct st_file *g = golden_open_in("sd3-tiny", "vae_encode_64x64");
+	const struct sd_tensor *t;
+	size_t in, mn, ln, mark;
+	float *image, *moments, *mean, *logvar, *std, *dimage, *dmoments;
+	int h, w, zc = vae_latent_channels(v);
+
+	if (g == NULL) {
+		tap_skip("vae_encode_64x64: golden file missing");
+		return;
+	}
+	t = st_find(g, "image");
+	if (t == NULL || t->ndim != 4 || t->shape[1] != 3) {
+		tap_ok(0, "vae_encode_64x64: image [1, 3, H, W] present");
+		st_close(g);
+		return;
+	}
+	h = (int)t->shape[2] / 8;
+	w = (int)t->shape[3] / 8;
+	image = golden_f32(g, "image", &in);
+	ln = (size_t)zc * (size_t)h * (size_t)w;
+	mn = 2 * ln;
+	mark = sd_mark(c);
+	dimage = sd_alloc(c, in);
+	dmoments = sd_alloc(c, mn);
+	sd_upload(c, dimage, image, in);
+	vae_encode(v, c, dmoments, dimage, 1, h, w);
+	moments = malloc(mn * sizeof *moments);
+	sd_download(c, moments, dmoments, mn);
+	sd_release(c, mark);
+	mean = malloc(ln * sizeof *mean);
+	logvar = malloc(ln * sizeof *logvar);
+	std = malloc(ln * sizeof *std);
+	vae_latent_stats(v, mean, logvar, std, moments, 1, h, w);
+	check_golden(g, "mean", "SD3 encode: mean", mean, ln);
+	check_golden(g, "logvar", "SD3 encode: logvar (clamped)", logvar, ln);
+	check_golden(g, "std", "SD3 encode: std", std, ln);
+	vae_latent_sample(v, mean, moments, NULL, 1, h, w);
+	for (size_t i = 0; i < ln; i++)
+		mean[i] = (mean[i] - 0.0609f) * 1.5305f;
+	check_golden(g, "latents_from_mean", "SD3 encode: (mean - 0.0609) * 1.5305",
+	    mean, ln);
+	free(std);
+	free(logvar);
+	free(mean);
+	free(moments);
+	free(image);
+	st_close(g);
+}
+
+/* The SD3 VAE from the diffusers folder (vae/diffusion_pytorch_model.
+ * safetensors): every name maps to the single file's (the mapping of
+ * checkpoint.c), with the same values, and the result decodes. */
+static void
+test_sd3_folder(struct sd_ctx *c)
+{
+	struct sd_error err = {0};
+	struct st_file *f = st_open(shared_path("testdata/sd3-tiny/diffusers/vae/"
+	    "diffusion_pytorch_model.safetensors"), &err);
+	struct st_file *single = st_open(shared_path("testdata/sd3-tiny/model.safetensors"),
+	    &err);
+	struct sd_weights *w;
+	struct vae *v;
+	char name[512];
+	int unmapped = 0, differ = 0, n = 0;
+
+	if (f == NULL || single == NULL) {
+		tap_ok(0, "opens the SD3 diffusers VAE and the single file (%s)", err.message);
+		st_close(f);
+		st_close(single);
+		return;
+	}
+	w = weights_new();
+	for (int i = 0; i < st_count(f); i++) {
+		const struct sd_tensor *t = st_tensor(f, i), *s;
+
+		if (checkpoint_diffusers_name("vae", t->name, name, sizeof name) < 0) {
+			tap_diag("%s: no single-file name", t->name);
+			unmapped++;
+			continue;
+		}
+		s = st_find(single, name);
+		/* diffusers' mid attention is [C, C], the file's [C, C, 1, 1] */
+		if (s == NULL || s->shape[0] != t->shape[0] || s->dtype != t->dtype ||
+		    sd_tensor_nbytes(s) != sd_tensor_nbytes(t) ||
+		    memcmp(s->data, t->data, sd_tensor_nbytes(s)) != 0) {
+			tap_diag("%s -> %s: %s", t->name, name, s ? "differs" : "not in the file");
+			differ++;
+		}
+		weights_put(w, name, t);
+		n++;
+	}
+	tap_ok(unmapped == 0 && differ == 0 && n == 236, "the diffusers folder's %d VAE "
+	    "tensors map to the single file's names, bit-identical", n);
+	v = vae_load(w, PREFIX, &err);
+	tap_ok(v != NULL && vae_latent_channels(v) == 16 && vae_has_encoder(v),
+	    "the folder's VAE loads: 16 channels, an encoder (%s)", v ? "ok" : err.message);
+	if (v != NULL)
+		test_decode(v, c, "vae_decode_8x16", NULL, 0);
+	vae_free(v);
+	weights_free(w);
+	st_close(f);
+	st_close(single);
+}
+
+/* The quant convs are optional, but not one without the other. */
+static void
+test_quant_conv_pairs(const struct st_file *sd15, const struct st_file *sd3)
+{
+	static struct sd_tensor fake[2];
+	struct sd_weights *w;
+
+	w = weights_subset(sd15, PREFIX, PREFIX "quant_conv.", NULL);
+	expect_load_error(w, "SD 1.5's VAE without its quant_conv", "quant_conv.weight");
+	weights_free(w);
+
+	/* SD3's with a post_quant_conv but no quant_conv */
+	w = weights_subset(sd3, PREFIX, NULL, NULL);
+	fake[0] = *weights_get(w, PREFIX "decoder.mid.attn_1.q.weight");
+	fake[0].shape[0] = fake[0].shape[1] = 16;
+	weights_put(w, PREFIX "post_quant_conv.weight", &fake[0]);
+	fake[1] = *weights_get(w, PREFIX "decoder.conv_in.bias");
+	fake[1].shape[0] = 16;
+	weights_put(w, PREFIX "post_quant_conv.bias", &fake[1]);
+	expect_load_error(w, "a post_quant_conv without a quant_conv", "quant_conv.weight");
+	weights_free(w);
+
+	/* a bias alone is not "no post_quant_conv" */
+	w = weights_subset(sd3, PREFIX, NULL, NULL);
+	weights_put(w, PREFIX "post_quant_conv.bias", &fake[1]);
+	expect_load_error(w, "a post_quant_conv bias without its weight",
+	    "post_quant_conv.weight");
 	weights_free(w);
 }
 
@@ -887,6 +1045,37 @@ main(void)
 	}
 	vae_free(v);
 	weights_free(w);
+	st_close(f);
+
+	/* SD3's: 16 latent channels, no quant convs, scale 1.5305 and shift
+	 * 0.0609, from the single file and from the folder */
+	vae_set = "sd3-tiny";
+	VAE_SCALING_FACTOR = 1.5305f;
+	VAE_SHIFT_FACTOR = 0.0609f;
+	f = st_open(shared_path("testdata/sd3-tiny/model.safetensors"), &err);
+	w = weights_new();
+	if (f != NULL)
+		weights_add_file(w, f, PREFIX);
+	v = vae_load(w, PREFIX, &err);
+	tap_ok(v != NULL, "loads the SD3 tiny model's VAE (%s)", v ? "ok" : err.message);
+	if (v != NULL) {
+		tap_ok(vae_has_encoder(v) && vae_latent_channels(v) == 16,
+		    "it has an encoder and 16 latent channels");
+		test_decode(v, c, "vae_decode_16x16", NULL, 0);
+		test_decode(v, c, "vae_decode_8x16", NULL, 0);
+		test_encode_sd3(v, c);
+	}
+	vae_free(v);
+	weights_free(w);
+	test_sd3_folder(c);
+	{
+		struct st_file *sd15 = st_open(shared_path("testdata/sd15-tiny/"
+		    "model.safetensors"), &err);
+
+		if (sd15 != NULL && f != NULL)
+			test_quant_conv_pairs(sd15, f);
+		st_close(sd15);
+	}
 	sd_ctx_free(c);
 	st_close(f);
 	return tap_done();

@@ -30,7 +30,7 @@ int cmd_gallery(int argc, char **argv);
 
 /* Options every command that renders takes (getopt_long values). */
 enum {
-	OPT_CONFIG = 1000, OPT_MODEL, OPT_TOKENIZER, OPT_THREADS, OPT_DEVICE,
+	OPT_CONFIG = 1000, OPT_MODEL, OPT_TOKENIZER, OPT_TEXT_ENCODERS, OPT_THREADS, OPT_DEVICE,
 	OPT_QUIET, OPT_VERBOSE, OPT_PROGRESS, OPT_HELP,
 	OPT_COMMON_END
 };
@@ -39,6 +39,7 @@ enum {
 	{"config", required_argument, NULL, OPT_CONFIG}, \
 	{"model", required_argument, NULL, OPT_MODEL}, \
 	{"tokenizer", required_argument, NULL, OPT_TOKENIZER}, \
+	{"text-encoders", required_argument, NULL, OPT_TEXT_ENCODERS}, \
 	{"threads", required_argument, NULL, OPT_THREADS}, \
 	{"device", required_argument, NULL, OPT_DEVICE}, \
 	{"quiet", no_argument, NULL, OPT_QUIET}, \
@@ -51,7 +52,11 @@ enum {
 	"      --config FILE     configuration file (default: $SDBATCH_CONFIG, else\n" \
 	"                        " SDBATCH_SYSCONFDIR "/sdbatch/sdbatch.yaml if present)\n" \
 	"      --model PATH      default model (file, diffusers folder or Hub id)\n" \
-	"      --tokenizer DIR   CLIP tokenizer folder (vocab.json, merges.txt)\n" \
+	"      --tokenizer DIR   CLIP tokenizer folder (vocab.json, merges.txt), or one\n" \
+	"                        holding tokenizer/, tokenizer_2/, tokenizer_3/ (SD3)\n" \
+	"      --text-encoders DIR\n" \
+	"                        SD3: the text encoders from DIR (clip_l.safetensors,\n" \
+	"                        clip_g.safetensors, t5xxl_fp16.safetensors)\n" \
 	"      --threads N       CPU threads (0: one per core)\n" \
 	"      --device DEV      cpu, cuda or cuda:N\n" \
 	"      --progress MODE   auto, bar, json or none (auto: a bar on a terminal)\n" \
@@ -65,7 +70,7 @@ enum progress_mode { PROGRESS_AUTO, PROGRESS_BAR, PROGRESS_JSON, PROGRESS_NONE }
 struct cli_common {
 	const char *command;		/* "run", "watch", ... for messages */
 	const char *config_path;
-	const char *model, *tokenizer, *device;
+	const char *model, *tokenizer, *text_encoders, *device;
 	int threads;			/* -1: not given */
 	int quiet, verbose;
 	enum progress_mode progress;

@@ -29,9 +29,12 @@
 #include "model/checkpoint.h"
 #include "model/clip.h"
 #include "model/lora.h"
+#include "model/spm.h"
 #include "model/synth.h"
-#include "model/unet.h"
+#include "model/t5.h"
 #include "model/vae.h"
+#include "sample/conditioner.h"
+#include "sample/denoiser.h"
 #include "sample/description.h"
 #include "sample/pipeline.h"
 
@@ -58,7 +61,8 @@ bench_usage(FILE *out)
 	    "\n"
 	    "      --model FILE    a checkpoint to time instead (tokenizer files not needed)\n"
 	    "      --arch ARCH     the random checkpoint: sd15 (default), sd2 (2.1 768-v),\n"
-	    "                      sdxl (base 1.0, 6.9 GB)\n"
+	    "                      sdxl (base 1.0, 6.9 GB), sd3 (SD3 Medium with T5-XXL,\n"
+	    "                      15.5 GB)\n"
 	    "      --size N        image width and height in pixels, a multiple of 8\n"
 	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
 	    "      --sampler NAME  the sampler of the \"image\" estimate (default euler_a):\n"
@@ -158,7 +162,7 @@ cached_model(const char *cache, const char *arch, char *path, size_t size, int q
 		return sd_fail(err, SD_ECONFIG, "no cache folder: set HOME or XDG_CACHE_HOME, or give "
 		    "--cache DIR or --model FILE");
 	if (synth_preset(arch, 1, &cfg) < 0)
-		return sd_fail(err, SD_EUSAGE, "--arch: sd15, sd2 or sdxl, not \"%s\"", arch);
+		return sd_fail(err, SD_EUSAGE, "--arch: sd15, sd2, sdxl or sd3, not \"%s\"", arch);
 	if ((size_t)snprintf(path, size, "%s/%s-random-f16.safetensors", dir, arch) >= size)
 		return sd_fail(err, SD_EIO, "%s: path too long", dir);
 	if (stat(path, &st) == 0)
@@ -167,7 +171,7 @@ cached_model(const char *cache, const char *arch, char *path, size_t size, int q
 		return -1;
 	if (!quiet)
 		fprintf(stderr, "sdbatch bench: generating a random-weight %s checkpoint (F16, "
-		    "2-3 GB, once) into %s ...\n", arch, path);
+		    "2-16 GB, once) into %s ...\n", arch, path);
 	t = now();
 	if (synth_checkpoint(path, &cfg, err) < 0)
 		return -1;
@@ -373,11 +377,12 @@ cmd_bench(int argc, char **argv)
 	struct sd_checkpoint ck = {0};
 	struct model_desc desc;
 	struct sd_ctx *c = NULL;
-	struct clip_text *enc[MODEL_MAX_TEXT] = {0}, *clip;
+	struct clip_text *enc[MODEL_MAX_TEXT] = {0}, *clip = NULL;
+	struct t5_encoder *t5 = NULL;
 	float pooled[2 * 4096], time_ids[12];
-	struct unet_added added = { pooled, 0, time_ids };
-	int width = 0;
-	struct unet *u = NULL;
+	struct conditioning cond = {0};
+	int width = 0, pooled_dim = 0, t5_len = 0;
+	struct denoiser *u = NULL;
 	struct vae *v = NULL;
 	struct results r = {0};
 	const char *model = NULL, *cache = NULL, *device = NULL, *arch = "sd15", *lora = NULL;
@@ -528,34 +533,50 @@ cmd_bench(int argc, char **argv)
 		goto fail;
 	}
 	for (int e = 0; e < desc.ntext; e++) {
+		if (desc.text[e].kind == TEXT_T5) {
+			/* SD3's T5 (a file without it renders with zeros) */
+			struct sd_error e2 = {0};
+			if ((t5 = t5_load(ck.weights, desc.text[e].prefix, &desc.text[e].t5, &e2)) != NULL)
+				t5_len = desc.text[e].max_len > 0 ? desc.text[e].max_len : SPM_T5_MAX_LEN;
+			continue;
+		}
 		if ((enc[e] = clip_text_load(ck.weights, desc.text[e].prefix, &desc.text[e].clip, &err)) == NULL) {
 			sd_error_prefix(&err, "%s", model);
 			goto fail;
 		}
 		width += enc[e]->width;
 		if (desc.text[e].pooled) {
-			if (enc[e]->proj_dim <= 0 || enc[e]->proj_dim > 4096) {
+			if (enc[e]->proj_dim <= 0 || pooled_dim + enc[e]->proj_dim > 4096) {
 				sd_fail(&err, SD_EDATA, "%s: the pooled text embedding is %d wide", model,
-				    enc[e]->proj_dim);
+				    pooled_dim + enc[e]->proj_dim);
 				goto fail;
 			}
-			added.text_dim = enc[e]->proj_dim;
+			pooled_dim += enc[e]->proj_dim;
 		}
 	}
 	clip = enc[0];
-	if ((u = unet_load(ck.weights, desc.unet_prefix, &desc.unet, &err)) == NULL ||
+	if (desc.context_width > 0 && desc.family == MODEL_SD3)
+		width = desc.context_width;	/* the CLIPs zero-padded to T5's width */
+	if ((u = denoiser_load(&desc, ck.weights, &err)) == NULL ||
 	    (v = vae_load(ck.weights, desc.vae_prefix, &err)) == NULL) {
 		sd_error_prefix(&err, "%s", model);
+		goto fail;
+	}
+	if (u->context_dim != width) {
+		sd_fail(&err, SD_EDATA, "%s: the denoiser takes a %d-wide context, the text encoders "
+		    "give %d", model, u->context_dim, width);
 		goto fail;
 	}
 	r.load_s = now() - t;
 	if (r.size == 0)
 		r.size = desc.default_width;
 
-	int lat = r.size / 8, zc = vae_latent_channels(v), len = clip->max_len;
+	int lat = r.size / 8, zc = vae_latent_channels(v), clen = clip->max_len;
+	/* SD3: the CLIP tokens, then T5's (or 77 of zeros) */
+	int len = clen + (desc.family == MODEL_SD3 ? (t5 != NULL ? t5_len : clen) : 0);
 	size_t nlat = (size_t)zc * lat * lat, nin = (size_t)u->in_channels * lat * lat;
 	size_t nctx = 2 * (size_t)len * width, nimg = 3 * (size_t)r.size * r.size;
-	int32_t *ids = calloc(2 * (size_t)len, sizeof *ids);
+	int32_t *ids = calloc(2 * (size_t)(len > clen ? len : clen), sizeof *ids);
 	float *ctx, *din, *dout, *dguided, *dz, *dimg, *latents;
 	float ts[2];
 
@@ -565,14 +586,14 @@ cmd_bench(int argc, char **argv)
 		    "the UNet's output is not the VAE's latent width");
 		goto fail;
 	}
-	if (unet_check_size(u, lat, lat, &err) < 0)
+	if (u->check_size(u->impl, lat, lat, &err) < 0)
 		goto fail_ids;
 	/* [BOS, a few words, EOS, EOS ...]: the negative prompt empty */
-	for (int i = 0; i < len; i++) {
+	for (int i = 0; i < clen; i++) {
 		ids[i] = i == 0 ? 49406 : 49407;
-		ids[len + i] = i == 0 ? 49406 : i < 9 ? 320 + 37 * i : 49407;
+		ids[clen + i] = i == 0 ? 49406 : i < 9 ? 320 + 37 * i : 49407;
 	}
-	for (int i = 0; i < 2 * len; i++)
+	for (int i = 0; i < 2 * clen; i++)
 		if (ids[i] >= clip->vocab)
 			ids[i] = ids[i] % clip->vocab;
 	for (int b = 0; b < 2; b++) {	/* SDXL's time ids: the image's size */
@@ -594,19 +615,85 @@ cmd_bench(int argc, char **argv)
 	for (int run = 0; run < 2; run++) {
 		size_t mark = sd_mark(c);
 		t = now();
-		/* every encoder of the model; SDXL's contexts side by side and
-		 * the pooled embedding */
-		float *part[MODEL_MAX_TEXT], *dpooled = added.text_dim ? sd_alloc(c, 2 * (size_t)added.text_dim) : NULL;
+		/* every encoder of the model; SDXL's and SD3's contexts side by
+		 * side, and the pooled embedding(s) */
+		float *part[MODEL_MAX_TEXT] = {0};
+		float *dpooled[MODEL_MAX_TEXT] = {0};
+		int off = 0, sd3 = desc.family == MODEL_SD3;
 		for (int e = 0; e < desc.ntext; e++) {
-			part[e] = desc.ntext == 1 ? ctx : sd_alloc(c, 2 * (size_t)len * enc[e]->width);
-			if (clip_text_forward_pooled(enc[e], c, ids, 2, 1, part[e],
-			    desc.text[e].pooled ? dpooled : NULL, &err) < 0)
+			if (enc[e] == NULL)
+				continue;
+			part[e] = desc.ntext == 1 ? ctx : sd_alloc(c, 2 * (size_t)clen * enc[e]->width);
+			if (desc.text[e].pooled)
+				dpooled[e] = sd_alloc(c, 2 * (size_t)enc[e]->proj_dim);
+			if (clip_text_forward_pooled(enc[e], c, ids, 2, 1, part[e], dpooled[e], &err) < 0)
 				goto fail_lat;
 		}
 		if (desc.ntext == 2)
-			op_concat(c, ctx, part[0], enc[0]->width, part[1], enc[1]->width, 2 * len, 1);
-		if (dpooled != NULL)
-			sd_download(c, pooled, dpooled, 2 * (size_t)added.text_dim);
+			op_concat(c, ctx, part[0], enc[0]->width, part[1], enc[1]->width, 2 * clen, 1);
+		if (sd3 && host != NULL) {
+			/* [CLIP-L | bigG | zeros] on 77 rows, then T5's rows */
+			size_t nh = 2 * (size_t)len * width;
+			float *hc = calloc(nh, sizeof *hc), *tmp = NULL;
+			if (hc == NULL) {
+				sd_fail(&err, SD_EINTERNAL, "out of memory");
+				goto fail_lat;
+			}
+			for (int e = 0, col = 0; e < 2; col += enc[e]->width, e++) {
+				size_t n = 2 * (size_t)clen * enc[e]->width;
+				if ((tmp = malloc(n * sizeof *tmp)) == NULL)
+					break;
+				sd_download(c, tmp, part[e], n);
+				for (int b = 0; b < 2; b++)
+					for (int k = 0; k < clen; k++)
+						memcpy(hc + ((size_t)b * len + k) * width + col,
+						    tmp + ((size_t)b * clen + k) * enc[e]->width,
+						    (size_t)enc[e]->width * sizeof *hc);
+				free(tmp);
+				tmp = NULL;
+			}
+			if (t5 != NULL) {
+				int32_t *tid = calloc(2 * (size_t)t5_len, sizeof *tid);
+				float *dt = sd_alloc(c, 2 * (size_t)t5_len * width);
+				tmp = malloc(2 * (size_t)t5_len * width * sizeof *tmp);
+				if (tid == NULL || tmp == NULL) {
+					free(tid);
+					free(tmp);
+					free(hc);
+					sd_fail(&err, SD_EINTERNAL, "out of memory");
+					goto fail_lat;
+				}
+				for (int k = 0; k < 8 && k < t5_len; k++)	/* a few pieces, </s> */
+					tid[t5_len + k] = k < 7 ? 100 + 13 * k : 1;
+				tid[0] = 1;
+				if (t5_forward(t5, c, tid, 2, t5_len, dt, &err) < 0) {
+					free(tid);
+					free(tmp);
+					free(hc);
+					goto fail_lat;
+				}
+				sd_download(c, tmp, dt, 2 * (size_t)t5_len * width);
+				for (int b = 0; b < 2; b++)
+					memcpy(hc + ((size_t)b * len + clen) * width,
+					    tmp + (size_t)b * t5_len * width,
+					    (size_t)t5_len * width * sizeof *hc);
+				free(tid);
+				free(tmp);
+			}
+			sd_upload(c, ctx, hc, nh);
+			free(hc);
+		}
+		for (int e = 0; e < desc.ntext; e++) {
+			if (dpooled[e] == NULL)
+				continue;
+			/* [b, P1 + P2]: each encoder's columns in turn */
+			float tmpp[2 * 4096];
+			sd_download(c, tmpp, dpooled[e], 2 * (size_t)enc[e]->proj_dim);
+			for (int b = 0; b < 2; b++)
+				memcpy(pooled + (size_t)b * pooled_dim + off, tmpp + (size_t)b * enc[e]->proj_dim,
+				    (size_t)enc[e]->proj_dim * sizeof *pooled);
+			off += enc[e]->proj_dim;
+		}
 		sd_download(c, host, ctx, 1);	/* waits for a GPU */
 		r.text_encoder_s = now() - t;
 		sd_release(c, mark);
@@ -618,8 +705,13 @@ cmd_bench(int argc, char **argv)
 	/* Sampling: the context's keys and values (once an image, as
 	 * sdbatch run does), one warm-up step, then the timed ones. */
 	t = now();
-	unet_set_context(u, c, ctx, 2, len);
-	sd_download(c, host, u->kv, 1);	/* waits for a GPU */
+	cond.context = ctx;
+	cond.ctx_len = len;
+	cond.pooled = pooled_dim > 0 ? pooled : NULL;
+	cond.pooled_dim = pooled_dim;
+	cond.time_ids = desc.time_ids ? time_ids : NULL;
+	u->set_conditioning(u->impl, c, &cond, 2);
+	sd_download(c, host, ctx, 1);	/* waits for a GPU */
 	r.unet_context_s = now() - t;
 	din = sd_alloc(c, 2 * nin);
 	dout = sd_alloc(c, 2 * nlat);
@@ -639,8 +731,7 @@ cmd_bench(int argc, char **argv)
 		f0 = sd_ctx_flops(c);
 		t = now();
 		sd_upload(c, din, host, 2 * nin);
-		if (unet_forward_added(u, c, dout, din, 2, lat, lat, ts, ctx, len,
-		    u->label_emb0_w != NULL ? &added : NULL, &err) < 0)
+		if (u->forward(u->impl, c, dout, din, 2, lat, lat, ts, &cond, &err) < 0)
 			goto fail_lat;
 		op_lerp(c, dguided, dout, dout + nlat, 7.5f, nlat);
 		sd_download(c, host, dguided, nlat);
@@ -702,9 +793,10 @@ cmd_bench(int argc, char **argv)
 				printf(", %d threads", r.threads);
 			printf("\n");
 			printf("load:           %.2f s\n", r.load_s);
-			printf("text encoder:   %.3f s (2 prompts); UNet's cross-attention keys and "
-			    "values %.3f s\n", r.text_encoder_s, r.unet_context_s);
-			printf("UNet step:      %.*f s median of %d (CFG: 1 forward of batch 2",
+			printf("text encoder:   %.3f s (2 prompts); the denoiser's context set-up "
+			    "%.3f s\n", r.text_encoder_s, r.unet_context_s);
+			printf("%s step:%*s%.*f s median of %d (CFG: 1 forward of batch 2",
+			    desc.family == MODEL_SD3 ? "MMDiT" : "UNet", desc.family == MODEL_SD3 ? 5 : 6, "",
 			    r.unet_step_s < 1 ? 4 : 2, r.unet_step_s, r.steps);
 			if (r.unet_step_flops > 0)
 				printf(", %.2f TFLOP, %.1f GFLOP/s", r.unet_step_flops / 1e12, ug);
@@ -778,7 +870,8 @@ fail:
 	free(times);
 	free(host);
 	vae_free(v);
-	unet_free(u);
+	denoiser_free(u);
+	t5_free(t5);
 	for (int e = 0; e < MODEL_MAX_TEXT; e++)
 		clip_text_free(enc[e]);
 	if (ck.weights != NULL)

@@ -38,6 +38,13 @@ describe(const char *path, const struct sd_detect *d, struct model_desc *desc)
 }
 
 static const char *
+prediction_text(const struct model_desc *d)
+{
+	return d->sched.prediction_type == SCHED_PRED_V ? "v" :
+	    d->sched.prediction_type == SCHED_PRED_FLOW ? "flow" : "epsilon";
+}
+
+static const char *
 spacing_text(const struct model_desc *m)
 {
 	switch (m->sched.timestep_spacing) {
@@ -242,8 +249,9 @@ cmd_info(int argc, char **argv)
 			json_t *def = json_object();
 			json_object_set_new(o, "model", json_string(desc.arch));
 			json_object_set_new(o, "model_name", json_string(desc.name));
-			json_object_set_new(o, "prediction", json_string(
-			    desc.sched.prediction_type == SCHED_PRED_V ? "v" : "epsilon"));
+			json_object_set_new(o, "prediction", json_string(prediction_text(&desc)));
+			if (desc.sched.prediction_type == SCHED_PRED_FLOW)
+				json_object_set_new(def, "shift", json_real(desc.sched.shift));
 			json_object_set_new(o, "prediction_why", json_string(desc.prediction_why));
 			json_object_set_new(def, "width", json_integer(desc.default_width));
 			json_object_set_new(def, "height", json_integer(desc.default_height));
@@ -303,16 +311,17 @@ cmd_info(int argc, char **argv)
 	    d.supported ? "" : " -- not supported yet");
 	if (described) {
 		printf("variant:       %s (%s)\n", desc.name, desc.arch);
-		printf("prediction:    %s: %s\n", desc.sched.prediction_type == SCHED_PRED_V ?
-		    "v" : "epsilon", desc.prediction_why);
+		printf("prediction:    %s: %s\n", prediction_text(&desc), desc.prediction_why);
 		printf("defaults:      %dx%d, %d step%s, guidance %g, %s, %s spacing\n",
 		    desc.default_width, desc.default_height, desc.default_steps, desc.default_steps == 1 ? "" : "s",
 		    (double)desc.default_guidance, sd_sampler_name(desc.default_sampler),
 		    spacing_text(&desc));
+		if (desc.sched.prediction_type == SCHED_PRED_FLOW)
+			printf("flow matching: shift %g\n", desc.sched.shift);
 	}
 	printf("parts:        ");
 	if (d.has_unet) {
-		printf(" unet");
+		printf(strcmp(d.arch, "sd3") == 0 ? " transformer (MMDiT)" : " unet");
 		if (d.unet_in_channels)
 			printf(" (%d input channels%s)", d.unet_in_channels,
 			    d.unet_in_channels == 9 ? ", inpainting" : "");

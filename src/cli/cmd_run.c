@@ -100,9 +100,11 @@ run_options(char *shortopts, size_t size)
 		for (k = 0; k < nc; k++)
 			dup |= strcmp(common[k].name, d->flag) == 0;
 		if (!dup)
-			o[n++] = (struct option){ d->flag, required_argument, NULL, val };
+			o[n++] = (struct option){ d->flag, d->flag_value != NULL ?
+			    no_argument : required_argument, NULL, val };
 		if (d->flag_alias != NULL)
-			o[n++] = (struct option){ d->flag_alias, required_argument, NULL, val };
+			o[n++] = (struct option){ d->flag_alias, d->flag_value != NULL ?
+			    no_argument : required_argument, NULL, val };
 		if (d->short_flag && so + 3 < size)
 			so += (size_t)snprintf(shortopts + so, size - so, "%c:", d->short_flag);
 	}

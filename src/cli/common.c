@@ -106,6 +106,9 @@ cli_common_option(struct cli_common *cc, int opt, const char *arg)
 	case OPT_TOKENIZER:
 		cc->tokenizer = arg;
 		return 1;
+	case OPT_TEXT_ENCODERS:
+		cc->text_encoders = arg;
+		return 1;
 	case OPT_DEVICE:
 		if (!config_device_valid(arg)) {
 			cli_error(cc->command, "--device: \"%s\" is not cpu, cuda or cuda:N",
@@ -161,6 +164,8 @@ load_into(struct cli_common *cc, struct sd_config *c, struct sd_error *err)
 		r |= config_set_string(&c->model, cc->model);
 	if (cc->tokenizer != NULL)
 		r |= config_set_string(&c->tokenizer, cc->tokenizer);
+	if (cc->text_encoders != NULL)
+		r |= config_set_string(&c->text_encoders, cc->text_encoders);
 	if (cc->device != NULL)
 		r |= config_set_string(&c->device, cc->device);
 	if (cc->threads >= 0)

@@ -34,9 +34,21 @@ struct sd_backend {
 	    int silu);
 	void (*layer_norm)(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
 	    float eps, const struct sd_tensor *gamma, const struct sd_tensor *beta);
+	/* bias: NULL, or [heads, lq, lk] added to the scores (never with
+	 * causal; see op_attention_bias) */
 	void (*attention)(struct sd_ctx *c, float *out, const float *q, int ldq,
 	    const float *k, int ldk, const float *v, int ldv,
-	    int b, int lq, int lk, int heads, int dh, float scale, int causal);
+	    int b, int lq, int lk, int heads, int dh, float scale, int causal,
+	    const float *bias);
+	void (*rms_norm)(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+	    float eps, const struct sd_tensor *weight);
+	void (*layer_norm_modulate)(struct sd_ctx *c, float *y, const float *x, int b,
+	    int tokens, int dim, float eps, const float *shift, const float *scale, int ldm);
+	void (*gated_add)(struct sd_ctx *c, float *x, const float *gate, int ldg, const float *y,
+	    int b, int tokens, int dim);
+	void (*unpatchify)(struct sd_ctx *c, float *y, const float *x, int b, int ch, int h,
+	    int w, int p);
+	void (*mul)(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n);
 	void (*unary)(struct sd_ctx *c, float *x, size_t n, int kind);
 	void (*geglu)(struct sd_ctx *c, float *y, const float *p, int rows, int d);
 	void (*add)(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n);
@@ -52,7 +64,7 @@ struct sd_backend {
 	void (*copy)(struct sd_ctx *c, float *y, const float *x, size_t n);
 };
 
-enum { SD_UNARY_SILU, SD_UNARY_GELU, SD_UNARY_QUICK_GELU };
+enum { SD_UNARY_SILU, SD_UNARY_GELU, SD_UNARY_QUICK_GELU, SD_UNARY_GELU_TANH };
 
 extern const struct sd_backend sd_backend_cpu;
 #ifdef HAVE_CUDA

@@ -28,7 +28,8 @@
  *   queries across the vector lanes, blocks of 128 keys with an online
  *   softmax, no BLAS); otherwise (batch, head, block of queries) tasks,
  *   keys in blocks through cblas_sgemm with an online softmax; either way
- *   no more than a block x block of scores exists per thread;
+ *   no more than a block x block of scores exists per thread; an
+ *   additive bias (T5) always takes the second way;
  * - F16/BF16 weights are widened per call into one reused buffer with the
  *   vector converters of cpu_kernels.c; all scratch grows to its largest
  *   size once and is reused, so a second forward allocates nothing. */
@@ -1177,7 +1178,7 @@ cpu_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
 static void
 attention_block(struct tscratch *ts, float *out, int ldo, const float *qh, int ldq,
     const float *kh, int ldk, const float *vh, int ldv, int q0, int nq, int lk, int dh,
-    float scale, int causal)
+    float scale, int causal, const float *bias)
 {
 	int kb = lk <= 2 * ATTN_KBLOCK ? lk : ATTN_KBLOCK;
 	size_t need = (size_t)nq * kb + (size_t)nq * dh + 2 * (size_t)nq;
@@ -1201,6 +1202,11 @@ attention_block(struct tscratch *ts, float *out, int ldo, const float *qh, int l
 		    scale, qh + (size_t)q0 * ldq, ldq, kh + (size_t)k0 * ldk, ldk, 0.0f, S, nk);
 		for (int i = 0; i < nq; i++) {
 			float *row = S + (size_t)i * nk, *o = O + (size_t)i * dh;
+			if (bias != NULL) {
+				const float *br = bias + (size_t)(q0 + i) * lk + k0;
+				for (int j = 0; j < nk; j++)
+					row[j] += br[j];
+			}
 			int valid = nk;
 			if (causal && q0 + i + 1 - k0 < valid)
 				valid = q0 + i + 1 - k0;
@@ -1236,10 +1242,12 @@ attention_block(struct tscratch *ts, float *out, int ldo, const float *qh, int l
 static void
 cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
-    int b, int lq, int lk, int heads, int dh, float scale, int causal)
+    int b, int lq, int lk, int heads, int dh, float scale, int causal, const float *bias)
 {
 	struct cpu_state *s = c->state;
-	int fused = lk > 0 && cpu_attention_fused_ok(dh);
+	/* a bias (T5's, a few hundred tokens) takes the BLAS path, whose
+	 * blocks of scores are row-major like the bias */
+	int fused = lk > 0 && bias == NULL && cpu_attention_fused_ok(dh);
 	int width = heads * dh, qb, nqb, tasks;
 	double flops = 4.0 * b * heads * (double)lq * lk * dh;
 	size_t need = fused ? cpu_attention_scratch(lk, dh) : 0;
@@ -1281,8 +1289,96 @@ cpu_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 			    (int)((long)hd * ((nq + unit - 1) / unit) / heads));
 		else
 			attention_block(ts, ob, width, qh, ldq, kh, ldk, vh, ldv,
-			    q0, nq, lk, dh, scale, causal);
+			    q0, nq, lk, dh, scale, causal,
+			    bias != NULL ? bias + (size_t)hd * lq * lk : NULL);
 	}
+}
+
+static void
+cpu_rms_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *weight)
+{
+	const float *W;
+
+	vectors_f32(c, (size_t)dim, weight, &W, NULL, NULL);
+	#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN_ELEMS)
+	for (int r = 0; r < rows; r++) {
+		const float *xr = x + (size_t)r * dim;
+		float *yr = y + (size_t)r * dim;
+		float inv = (float)(1.0 / sqrt(k_sqdev(xr, (size_t)dim, 0.0) / dim + eps));
+		if (W != NULL) {
+			for (int i = 0; i < dim; i++)
+				yr[i] = W[i] * (xr[i] * inv);
+		} else {
+			for (int i = 0; i < dim; i++)
+				yr[i] = xr[i] * inv;
+		}
+	}
+}
+
+static void
+cpu_layer_norm_modulate(struct sd_ctx *c, float *y, const float *x, int b, int tokens,
+    int dim, float eps, const float *shift, const float *scale, int ldm)
+{
+	int rows = b * tokens;
+
+	(void)c;
+	#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN_ELEMS)
+	for (int r = 0; r < rows; r++) {
+		const float *xr = x + (size_t)r * dim;
+		const float *sh = shift + (size_t)(r / tokens) * ldm;
+		const float *sc = scale + (size_t)(r / tokens) * ldm;
+		float *yr = y + (size_t)r * dim;
+		double mean = k_sum(xr, (size_t)dim) / dim;
+		double sq = k_sqdev(xr, (size_t)dim, mean);
+		float inv = (float)(1.0 / sqrt(sq / dim + eps)), m = (float)mean;
+		for (int i = 0; i < dim; i++)
+			yr[i] = (xr[i] - m) * inv * (1.0f + sc[i]) + sh[i];
+	}
+}
+
+static void
+cpu_gated_add(struct sd_ctx *c, float *x, const float *gate, int ldg, const float *y,
+    int b, int tokens, int dim)
+{
+	int rows = b * tokens;
+
+	(void)c;
+	#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= PAR_MIN_ELEMS)
+	for (int r = 0; r < rows; r++) {
+		const float *g = gate + (size_t)(r / tokens) * ldg, *yr = y + (size_t)r * dim;
+		float *xr = x + (size_t)r * dim;
+		for (int i = 0; i < dim; i++)
+			xr[i] += g[i] * yr[i];
+	}
+}
+
+static void
+cpu_unpatchify(struct sd_ctx *c, float *y, const float *x, int b, int ch, int h, int w, int p)
+{
+	int gw = w / p, feat = p * p * ch;
+
+	(void)c;
+	#pragma omp parallel for schedule(static) collapse(2) \
+	    if ((size_t)b * ch * h * w >= PAR_MIN_ELEMS)
+	for (int n = 0; n < b; n++)
+		for (int ci = 0; ci < ch; ci++)
+			for (int yy = 0; yy < h; yy++) {
+				float *row = y + (((size_t)n * ch + ci) * h + yy) * w;
+				const float *tok = x + ((size_t)n * (h / p) * gw + (size_t)(yy / p) * gw) * feat +
+				    (size_t)(yy % p) * p * ch + ci;
+				for (int xx = 0; xx < w; xx++)
+					row[xx] = tok[(size_t)(xx / p) * feat + (size_t)(xx % p) * ch];
+			}
+}
+
+static void
+cpu_mul(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
+{
+	(void)c;
+	#pragma omp parallel for schedule(static) if (n >= PAR_MIN_ELEMS)
+	for (size_t i = 0; i < n; i++)
+		y[i] = a[i] * b[i];
 }
 
 static void
@@ -1303,6 +1399,9 @@ cpu_unary(struct sd_ctx *c, float *x, size_t n, int kind)
 			break;
 		case SD_UNARY_QUICK_GELU:
 			k_quick_gelu(x + i, m);
+			break;
+		case SD_UNARY_GELU_TANH:
+			k_gelu_tanh(x + i, m);
 			break;
 		}
 	}
@@ -1451,6 +1550,11 @@ const struct sd_backend sd_backend_cpu = {
 	.group_norm = cpu_group_norm,
 	.layer_norm = cpu_layer_norm,
 	.attention = cpu_attention,
+	.rms_norm = cpu_rms_norm,
+	.layer_norm_modulate = cpu_layer_norm_modulate,
+	.gated_add = cpu_gated_add,
+	.unpatchify = cpu_unpatchify,
+	.mul = cpu_mul,
 	.unary = cpu_unary,
 	.geglu = cpu_geglu,
 	.add = cpu_add,

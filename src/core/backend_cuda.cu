@@ -36,7 +36,9 @@
  * 512-wide head) go through blocks of query rows: an SGEMM for the block's
  * scores, a softmax kernel, an SGEMM with V (the scores of one block only,
  * at most 64 MiB).  SDBATCH_CUDA_ATTENTION=gemm forces the second way for
- * every head dim (to test it).
+ * every head dim (to test it).  An additive bias on the scores (T5's
+ * relative positions) always takes the second way, the bias added by the
+ * softmax kernel.
  *
  * Errors.  init fails with SD_EUNAVAILABLE when there is no usable device
  * (no driver, no device, index out of range, kernels not built for it).
@@ -416,6 +418,15 @@ d_gelu(float v)
 	return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
 }
 
+/* GELU's tanh approximation as v sigmoid(2u) (see cpu_kernels.c). */
+__device__ __forceinline__ float
+d_gelu_tanh(float v)
+{
+	float u = 0.79788456080286535588f * (v + 0.044715f * v * v * v);
+
+	return v / (1.0f + expf(-2.0f * u));
+}
+
 /* Round to F16, saturating at the largest finite value (NaN stays NaN). */
 __device__ __forceinline__ __half
 d_to_half(float v)
@@ -466,6 +477,8 @@ k_unary(float *x, size_t n, int kind)
 			v = d_silu(v);
 		else if (kind == SD_UNARY_GELU)
 			v = d_gelu(v);
+		else if (kind == SD_UNARY_GELU_TANH)
+			v = d_gelu_tanh(v);
 		else
 			v = v / (1.0f + expf(-1.702f * v));
 		x[i] = v;
@@ -487,6 +500,41 @@ k_add(float *y, const float *a, const float *b, size_t n)
 {
 	GRID_LOOP(i, n)
 		y[i] = a[i] + b[i];
+}
+
+__global__ void
+k_mul(float *y, const float *a, const float *b, size_t n)
+{
+	GRID_LOOP(i, n)
+		y[i] = a[i] * b[i];
+}
+
+/* x[r, j] += gate[r / tokens, j] * y[r, j] (gate rows ldg apart). */
+__global__ void
+k_gated_add(float *x, const float *gate, int ldg, const float *y, size_t tokens, size_t dim,
+    size_t n)
+{
+	GRID_LOOP(i, n) {
+		size_t r = i / dim, j = i % dim;
+		x[i] += gate[(r / tokens) * (size_t)ldg + j] * y[i];
+	}
+}
+
+/* y[b, c, yy, xx] = x[b, token (yy/p, xx/p), ((yy%p)*p + xx%p)*ch + c]. */
+__global__ void
+k_unpatchify(float *y, const float *x, int b, int ch, int h, int w, int p)
+{
+	size_t n = (size_t)b * ch * h * w;
+	int gw = w / p, gh = h / p;
+	size_t feat = (size_t)p * p * ch;
+
+	GRID_LOOP(i, n) {
+		int xx = (int)(i % (size_t)w), yy = (int)(i / (size_t)w % (size_t)h);
+		size_t plane = i / ((size_t)w * h);
+		int ci = (int)(plane % (size_t)ch), bi = (int)(plane / (size_t)ch);
+		size_t tok = (size_t)bi * gh * gw + (size_t)(yy / p) * gw + (size_t)(xx / p);
+		y[i] = x[tok * feat + ((size_t)(yy % p) * p + (size_t)(xx % p)) * ch + ci];
+	}
 }
 
 __global__ void
@@ -711,10 +759,56 @@ k_layer_norm(float *y, const float *x, int rows, int dim, float eps, const float
 		    (beta != NULL ? beta[i] : 0.0f);
 }
 
-/* Softmax of the rows of S[rows, lk] (row i of a block of nq query rows
- * starting at query q0; causal: keys after the query are zeroed). */
+/* RMSNorm, one warp per row.  In place allowed. */
 __global__ void
-k_softmax_rows(float *S, int rows, int nq, int lk, int q0, int causal)
+k_rms_norm(float *y, const float *x, int rows, int dim, float eps, const float *weight)
+{
+	int row = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+
+	if (row >= rows)
+		return;		/* the whole warp */
+	const float *xr = x + (size_t)row * dim;
+	float *yr = y + (size_t)row * dim;
+	float sq = 0.0f;
+	for (int i = lane; i < dim; i += 32)
+		sq += xr[i] * xr[i];
+	float inv = 1.0f / sqrtf(warp_sum(sq) / (float)dim + eps);
+	for (int i = lane; i < dim; i += 32)
+		yr[i] = (weight != NULL ? weight[i] : 1.0f) * (xr[i] * inv);
+}
+
+/* LayerNorm without affine + adaLN modulation, one warp per row of
+ * [b, tokens, dim].  In place allowed. */
+__global__ void
+k_layer_norm_modulate(float *y, const float *x, int rows, int tokens, int dim, float eps,
+    const float *shift, const float *scale, int ldm)
+{
+	int row = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+
+	if (row >= rows)
+		return;		/* the whole warp */
+	const float *xr = x + (size_t)row * dim;
+	const float *sh = shift + (size_t)(row / tokens) * ldm;
+	const float *sc = scale + (size_t)(row / tokens) * ldm;
+	float *yr = y + (size_t)row * dim;
+	float sum = 0.0f, sq = 0.0f;
+	for (int i = lane; i < dim; i += 32)
+		sum += xr[i];
+	float mean = warp_sum(sum) / (float)dim;
+	for (int i = lane; i < dim; i += 32) {
+		float d = xr[i] - mean;
+		sq += d * d;
+	}
+	float inv = 1.0f / sqrtf(warp_sum(sq) / (float)dim + eps);
+	for (int i = lane; i < dim; i += 32)
+		yr[i] = (xr[i] - mean) * inv * (1.0f + sc[i]) + sh[i];
+}
+
+/* Softmax of the rows of S[rows, lk] (row i of a block of nq query rows
+ * starting at query q0; causal: keys after the query are zeroed; bias: NULL
+ * or the head's [lq, lk] scores bias, added first). */
+__global__ void
+k_softmax_rows(float *S, int rows, int nq, int lk, int q0, int causal, const float *bias)
 {
 	__shared__ float red[32];
 
@@ -724,6 +818,12 @@ k_softmax_rows(float *S, int rows, int nq, int lk, int q0, int causal)
 		if (causal && q0 + i + 1 < lk)
 			valid = q0 + i + 1;
 		float mx = -INFINITY, sum = 0.0f;
+		if (bias != NULL) {
+			const float *br = bias + (size_t)(q0 + i) * lk;
+			for (int j = threadIdx.x; j < lk; j += blockDim.x)
+				r[j] += br[j];
+			__syncthreads();
+		}
 		for (int j = threadIdx.x; j < valid; j += blockDim.x)
 			mx = fmaxf(mx, r[j]);
 		mx = block_max(mx, red);
@@ -1757,7 +1857,7 @@ cuda_layer_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
 static void
 attention_gemm(struct cuda_state *s, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
-    int b, int lq, int lk, int heads, int dh, float scale, int causal)
+    int b, int lq, int lk, int heads, int dh, float scale, int causal, const float *bias)
 {
 	static const char op[] = "attention";
 	int width = heads * dh;
@@ -1781,7 +1881,8 @@ attention_gemm(struct cuda_state *s, float *out, const float *q, int ldq,
 				gemm(s, op, 0, CUBLAS_OP_T, CUBLAS_OP_N, lk, nq, dh, scale,
 				    kh, ldk, 0, qh + (size_t)q0 * ldq, ldq, 0, 0.0f, S, lk, 0, 1);
 				k_softmax_rows<<<cap_grid((size_t)nq, 1u << 20), THREADS, 0, s->stream>>>(
-				    S, nq, nq, lk, q0, causal);
+				    S, nq, nq, lk, q0, causal,
+				    bias != NULL ? bias + (size_t)hd * lq * lk : NULL);
 				ck(cudaGetLastError(), op);
 				/* O[nq, dh] = S V, i.e. O^T[dh, nq] = V^T[dh, lk] S^T[lk, nq] */
 				gemm(s, op, 0, CUBLAS_OP_N, CUBLAS_OP_N, dh, nq, lk, 1.0f,
@@ -1794,7 +1895,7 @@ attention_gemm(struct cuda_state *s, float *out, const float *q, int ldq,
 static void
 cuda_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
-    int b, int lq, int lk, int heads, int dh, float scale, int causal)
+    int b, int lq, int lk, int heads, int dh, float scale, int causal, const float *bias)
 {
 	static const char op[] = "attention";
 	struct cuda_state *s = (struct cuda_state *)c->state;
@@ -1807,6 +1908,10 @@ cuda_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 	    s->fp16 && !s->gemm_attention && dh <= TC_MAX_DH ? " (tc)" : "");
 	if (lk <= 0) {
 		ck(cudaMemsetAsync(out, 0, (size_t)b * lq * heads * dh * sizeof *out, s->stream), op);
+	} else if (bias != NULL) {
+		/* T5's position bias (a few hundred tokens): scores by SGEMM */
+		attention_gemm(s, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal,
+		    bias);
 	} else if (s->fp16 && !s->gemm_attention && dh <= TC_MAX_DH &&
 	    s->tc_ok[(dh + 15) / 16] && (size_t)lq <= (size_t)TC_BQ * 65535) {
 		int dp = (dh + 15) / 16 * 16;
@@ -1830,9 +1935,81 @@ cuda_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 #undef FLASH
 		}
 	} else {
-		attention_gemm(s, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
+		attention_gemm(s, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal,
+		    NULL);
 	}
 	done(s, op);
+}
+
+static void
+cuda_rms_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *weight)
+{
+	static const char op[] = "rms_norm";
+	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
+	const float *W = dev_f32(s, weight, op);
+
+	if (rows <= 0 || dim <= 0)
+		return;
+	k_rms_norm<<<(unsigned)((rows + 7) / 8), THREADS, 0, s->stream>>>(y, x, rows, dim, eps, W);
+	done(s, op);
+}
+
+static void
+cuda_layer_norm_modulate(struct sd_ctx *c, float *y, const float *x, int b, int tokens,
+    int dim, float eps, const float *shift, const float *scale, int ldm)
+{
+	static const char op[] = "layer_norm_modulate";
+	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
+	int rows = b * tokens;
+
+	if (rows <= 0 || dim <= 0)
+		return;
+	k_layer_norm_modulate<<<(unsigned)((rows + 7) / 8), THREADS, 0, s->stream>>>(y, x, rows,
+	    tokens, dim, eps, shift, scale, ldm);
+	done(s, op);
+}
+
+static void
+cuda_gated_add(struct sd_ctx *c, float *x, const float *gate, int ldg, const float *y,
+    int b, int tokens, int dim)
+{
+	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
+	size_t n = (size_t)b * tokens * dim;
+
+	if (n == 0)
+		return;
+	k_gated_add<<<nblocks(n, THREADS), THREADS, 0, s->stream>>>(x, gate, ldg, y,
+	    (size_t)tokens, (size_t)dim, n);
+	done(s, "gated_add");
+}
+
+static void
+cuda_unpatchify(struct sd_ctx *c, float *y, const float *x, int b, int ch, int h, int w, int p)
+{
+	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
+	size_t n = (size_t)b * ch * h * w;
+
+	if (n == 0 || p <= 0)
+		return;
+	k_unpatchify<<<nblocks(n, THREADS), THREADS, 0, s->stream>>>(y, x, b, ch, h, w, p);
+	done(s, "unpatchify");
+}
+
+static void
+cuda_mul(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
+{
+	struct cuda_state *s = (struct cuda_state *)c->state;
+	PROF_BEGIN(s);
+
+	if (n == 0)
+		return;
+	k_mul<<<nblocks(n, THREADS), THREADS, 0, s->stream>>>(y, a, b, n);
+	done(s, "mul");
 }
 
 static void
@@ -1840,7 +2017,8 @@ cuda_unary(struct sd_ctx *c, float *x, size_t n, int kind)
 {
 	struct cuda_state *s = (struct cuda_state *)c->state;
 	PROF_BEGIN(s);
-	const char *op = kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" : "quick_gelu";
+	const char *op = kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" :
+	    kind == SD_UNARY_GELU_TANH ? "gelu_tanh" : "quick_gelu";
 
 	if (n == 0)
 		return;
@@ -1988,6 +2166,11 @@ extern "C" const struct sd_backend sd_backend_cuda = {
 	.group_norm = cuda_group_norm,
 	.layer_norm = cuda_layer_norm,
 	.attention = cuda_attention,
+	.rms_norm = cuda_rms_norm,
+	.layer_norm_modulate = cuda_layer_norm_modulate,
+	.gated_add = cuda_gated_add,
+	.unpatchify = cuda_unpatchify,
+	.mul = cuda_mul,
 	.unary = cuda_unary,
 	.geglu = cuda_geglu,
 	.add = cuda_add,

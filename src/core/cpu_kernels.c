@@ -35,6 +35,16 @@ gelu1(float v)
 	return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
 }
 
+/* 0.5 v (1 + tanh(u)) = v sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3):
+ * no cancellation for negative v. */
+static inline float
+gelu_tanh1(float v)
+{
+	float u = 0.79788456080286535588f * (v + 0.044715f * v * v * v);
+
+	return v / (1.0f + expf(-2.0f * u));
+}
+
 static void
 g_f16(float *dst, const uint16_t *src, size_t n)
 {
@@ -105,6 +115,13 @@ g_gelu(float *x, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		x[i] = gelu1(x[i]);
+}
+
+static void
+g_gelu_tanh(float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = gelu_tanh1(x[i]);
 }
 
 static void
@@ -350,6 +367,27 @@ a512_gelu(float *x, size_t n)
 		_mm512_mask_storeu_ps(x + i, tail(n - i), gelu512(_mm512_maskz_loadu_ps(tail(n - i), x + i)));
 }
 
+T512 static inline __m512
+gelu_tanh512(__m512 v)
+{
+	__m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+	__m512 u = _mm512_mul_ps(_mm512_set1_ps(-2.0f * 0.79788456080286535588f),
+	    _mm512_fmadd_ps(v3, _mm512_set1_ps(0.044715f), v));
+	return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(u)));
+}
+
+T512 static void
+a512_gelu_tanh(float *x, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(x + i, gelu_tanh512(_mm512_loadu_ps(x + i)));
+	if (i < n)
+		_mm512_mask_storeu_ps(x + i, tail(n - i),
+		    gelu_tanh512(_mm512_maskz_loadu_ps(tail(n - i), x + i)));
+}
+
 T512 static void
 a512_geglu(float *y, const float *a, const float *g, size_t n)
 {
@@ -509,6 +547,13 @@ k_gelu(float *x, size_t n)
 {
 	PICK(gelu, x, n);
 	g_gelu(x, n);
+}
+
+void
+k_gelu_tanh(float *x, size_t n)
+{
+	PICK(gelu_tanh, x, n);
+	g_gelu_tanh(x, n);
 }
 
 void

@@ -35,6 +35,8 @@ void k_silu(float *x, size_t n);
 void k_quick_gelu(float *x, size_t n);
 /* x[i] = gelu(x[i]) with the exact erf. */
 void k_gelu(float *x, size_t n);
+/* x[i] = gelu(x[i]) with the tanh approximation. */
+void k_gelu_tanh(float *x, size_t n);
 /* y[i] = a[i] * gelu(g[i]). */
 void k_geglu(float *y, const float *a, const float *g, size_t n);
 /* Sum and sum of squared deviations from mean, in double. */

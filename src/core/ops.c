@@ -441,9 +441,81 @@ op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
 		return;	/* a failed op: the rest are skipped */
 	PROF_BEGIN(c);
 	c->flops += 4.0 * b * heads * (double)lq * lk * dh;
-	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal);
+	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, causal, NULL);
 	backend_check(c);
 	PROF_END(c, "attention lq %d lk %d dh %d%s", lq, lk, dh, causal ? " causal" : "");
+}
+
+void
+op_attention_bias(struct sd_ctx *c, float *out, const float *q, int ldq,
+    const float *k, int ldk, const float *v, int ldv,
+    int b, int lq, int lk, int heads, int dh, float scale, const float *bias)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->flops += 4.0 * b * heads * (double)lq * lk * dh;
+	c->be->attention(c, out, q, ldq, k, ldk, v, ldv, b, lq, lk, heads, dh, scale, 0, bias);
+	backend_check(c);
+	PROF_END(c, "attention+bias lq %d lk %d dh %d", lq, lk, dh);
+}
+
+void
+op_rms_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *weight)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->be->rms_norm(c, y, x, rows, dim, eps, weight);
+	backend_check(c);
+	PROF_END(c, "rms_norm rows %d dim %d", rows, dim);
+}
+
+void
+op_layer_norm_modulate(struct sd_ctx *c, float *y, const float *x, int b, int tokens,
+    int dim, float eps, const float *shift, const float *scale, int ldm)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->be->layer_norm_modulate(c, y, x, b, tokens, dim, eps, shift, scale, ldm);
+	backend_check(c);
+	PROF_END(c, "layer_norm_modulate tokens %d dim %d", tokens, dim);
+}
+
+void
+op_gated_add(struct sd_ctx *c, float *x, const float *gate, int ldg, const float *y,
+    int b, int tokens, int dim)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->be->gated_add(c, x, gate, ldg, y, b, tokens, dim);
+	backend_check(c);
+	PROF_END(c, "gated_add");
+}
+
+void
+op_unpatchify(struct sd_ctx *c, float *y, const float *x, int b, int ch, int h, int w, int p)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->be->unpatchify(c, y, x, b, ch, h, w, p);
+	backend_check(c);
+	PROF_END(c, "unpatchify");
+}
+
+void
+op_mul(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n)
+{
+	if (c->status.code != 0)
+		return;	/* a failed op: the rest are skipped */
+	PROF_BEGIN(c);
+	c->be->mul(c, y, a, b, n);
+	backend_check(c);
+	PROF_END(c, "mul");
 }
 
 static void
@@ -454,12 +526,14 @@ unary(struct sd_ctx *c, float *x, size_t n, int kind)
 	PROF_BEGIN(c);
 	c->be->unary(c, x, n, kind);
 	backend_check(c);
-	PROF_END(c, "%s", kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" : "quick_gelu");
+	PROF_END(c, "%s", kind == SD_UNARY_SILU ? "silu" : kind == SD_UNARY_GELU ? "gelu" :
+	    kind == SD_UNARY_GELU_TANH ? "gelu_tanh" : "quick_gelu");
 }
 
 void op_silu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_SILU); }
 void op_gelu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_GELU); }
 void op_quick_gelu(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_QUICK_GELU); }
+void op_gelu_tanh(struct sd_ctx *c, float *x, size_t n) { unary(c, x, n, SD_UNARY_GELU_TANH); }
 
 void
 op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d)

@@ -113,10 +113,51 @@ void op_attention(struct sd_ctx *c, float *out, const float *q, int ldq,
     const float *k, int ldk, const float *v, int ldv,
     int b, int lq, int lk, int heads, int dh, float scale, int causal);
 
-/* Elementwise, in place: x = silu(x), gelu(x) (exact erf), quick_gelu(x). */
+/* op_attention with an additive bias on the scores (T5's relative
+ * positions): scores = q.k * scale + bias[head, i, j] before the softmax;
+ * bias [heads, lq, lk] (backend memory) is the same for every batch item.
+ * No causal mask.  Computed in blocks of queries and keys like
+ * op_attention. */
+void op_attention_bias(struct sd_ctx *c, float *out, const float *q, int ldq,
+    const float *k, int ldk, const float *v, int ldv,
+    int b, int lq, int lk, int heads, int dh, float scale, const float *bias);
+
+/* RMSNorm over the last dim of x[rows, dim]: y = x / sqrt(mean(x^2) + eps)
+ * * weight (weight [dim]; NULL: no weight).  In place allowed. */
+void op_rms_norm(struct sd_ctx *c, float *y, const float *x, int rows, int dim,
+    float eps, const struct sd_tensor *weight);
+
+/* LayerNorm without affine over the last dim of x[b, tokens, dim], then
+ * adaLN modulation per batch item i:
+ *   y[i, t, :] = LN(x[i, t, :]) * (1 + scale[i, :]) + shift[i, :]
+ * shift and scale are backend memory whose rows (one per batch item) are
+ * ldm floats apart, so that they can be slices of one fused modulation
+ * buffer [b, k * dim].  In place allowed. */
+void op_layer_norm_modulate(struct sd_ctx *c, float *y, const float *x, int b, int tokens,
+    int dim, float eps, const float *shift, const float *scale, int ldm);
+
+/* Gated residual: x[i, t, :] += gate[i, :] * y[i, t, :] for x and y
+ * [b, tokens, dim]; the gate's rows are ldg floats apart (as in
+ * op_layer_norm_modulate). */
+void op_gated_add(struct sd_ctx *c, float *x, const float *gate, int ldg, const float *y,
+    int b, int tokens, int dim);
+
+/* y[b, ch, h, w] = the image of the patch tokens x[b, (h/p)*(w/p), p*p*ch]:
+ * token (i, j) (row-major over the h/p x w/p grid) holds its features in
+ * [p][p][ch] order, y[c, p*i + u, p*j + v] = x[i*(w/p) + j, (u*p + v)*ch + c]
+ * (the output of a patch transformer; h and w multiples of p). */
+void op_unpatchify(struct sd_ctx *c, float *y, const float *x, int b, int ch, int h, int w,
+    int p);
+
+/* Elementwise, in place: x = silu(x), gelu(x) (exact erf), quick_gelu(x),
+ * gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GELU's
+ * tanh approximation: T5's gelu_new, SD3's MLPs). */
 void op_silu(struct sd_ctx *c, float *x, size_t n);
 void op_gelu(struct sd_ctx *c, float *x, size_t n);
 void op_quick_gelu(struct sd_ctx *c, float *x, size_t n);
+void op_gelu_tanh(struct sd_ctx *c, float *x, size_t n);
+/* y = a * b elementwise (y may alias a or b). */
+void op_mul(struct sd_ctx *c, float *y, const float *a, const float *b, size_t n);
 /* GEGLU: p[rows, 2*d] -> y[rows, d] = p[:, :d] * gelu(p[:, d:]). */
 void op_geglu(struct sd_ctx *c, float *y, const float *p, int rows, int d);
 /* y = a + b (y may alias a or b). */

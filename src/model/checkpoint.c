@@ -226,6 +226,23 @@ checkpoint_diffusers_name(const char *part, const char *name, char *out, size_t 
 	}
 	if (strcmp(part, "vae") == 0)
 		return vae_name(name, out, size);
+	/* SD3: the transformer keeps its diffusers names (model/mmdit.c reads
+	 * both layouts); the text encoders are transformers' names under
+	 * the single file's prefixes. */
+	if (strcmp(part, "transformer") == 0) {
+		snprintf(out, size, SD_PREFIX_UNET "%s", name);
+		return 0;
+	}
+	if (strcmp(part, "sd3_text_encoder") == 0 || strcmp(part, "sd3_text_encoder_2") == 0 ||
+	    strcmp(part, "sd3_text_encoder_3") == 0) {
+		const char *pre = strcmp(part, "sd3_text_encoder") == 0 ? SD_PREFIX_SD3_CLIP_L :
+		    strcmp(part, "sd3_text_encoder_2") == 0 ? SD_PREFIX_SD3_CLIP_G : SD_PREFIX_SD3_T5;
+		if (starts(name, "text_encoders."))	/* a file with the prefixes already */
+			snprintf(out, size, "%s", name);
+		else
+			snprintf(out, size, "%s%s", pre, name);
+		return 0;
+	}
 	if (strcmp(part, "text_encoder") == 0) {
 		if (!starts(name, "text_model."))
 			return -1;
@@ -275,9 +292,15 @@ detect_file(const struct st_file *f, struct sd_detect *d)
 	count_file(d, f);
 	set_arch(d, "unknown", "unknown (no Stable Diffusion tensors recognised)", 0);
 	snprintf(d->layout, sizeof d->layout, "single-file");
-	if (any_prefix(f, "model.diffusion_model.joint_blocks.")) {
-		set_arch(d, "sd3", "Stable Diffusion 3 (MMDiT)", 0);
+	if (any_prefix(f, SD_PREFIX_UNET "joint_blocks.")) {
+		set_arch(d, "sd3", "Stable Diffusion 3 (MMDiT)", 1);
 		d->has_unet = 1;
+		d->has_vae = st_find(f, SD_PREFIX_VAE "decoder.conv_in.weight") != NULL;
+		d->has_text_encoder = any_prefix(f, SD_PREFIX_SD3_TEXT);
+		if ((t = st_find(f, SD_PREFIX_UNET "x_embedder.proj.weight")) != NULL && t->ndim == 4)
+			d->unet_in_channels = (int)t->shape[1];
+		if ((t = st_find(f, SD_PREFIX_UNET "context_embedder.weight")) != NULL && t->ndim == 2)
+			d->context_dim = (int)t->shape[1];
 		return;
 	}
 	if (any_prefix(f, "double_blocks.") || any_prefix(f, "model.diffusion_model.double_blocks.")) {
@@ -440,6 +463,79 @@ open_into(struct sd_weights *w, const char *path, const char *part,
 	return f;
 }
 
+/* A diffusers part into w as `as` maps it: DIR/PART/BASE.safetensors (or
+ * its fp16 variant), else the shards that BASE.safetensors.index.json (or
+ * .index.fp16.json) lists in its weight_map, each a file of that folder. */
+static int
+open_part(struct sd_weights *w, const char *dir, const char *part, const char *base,
+    const char *as, struct sd_error *err)
+{
+	static const char *const index_names[] = {"%s/%s/%s.safetensors.index.json",
+	    "%s/%s/%s.safetensors.index.fp16.json"};
+	char file[4096];
+	struct sd_error first = {0};
+	json_t *root = NULL, *map, *v;
+	const char *key;
+	int rc = -1;
+
+	if (find_part_file(dir, part, base, file, sizeof file, &first) == 0)
+		return open_into(w, file, as, NULL, NULL, NULL, err) == NULL ? -1 : 0;
+	for (size_t i = 0; i < 2 && root == NULL; i++) {
+		json_error_t je;
+		snprintf(file, sizeof file, index_names[i], dir, part, base);
+		if (!is_file(file))
+			continue;
+		if ((root = json_load_file(file, 0, &je)) == NULL)
+			return sd_fail(err, SD_EDATA, "%s: not a valid JSON index of shards (line %d)", file,
+			    je.line);
+	}
+	if (root == NULL) {
+		*err = first;
+		return -1;
+	}
+	map = json_object_get(root, "weight_map");
+	if (!json_is_object(map) || json_object_size(map) == 0) {
+		sd_fail(err, SD_EDATA, "%s: no weight_map in this index of shards", file);
+		goto out;
+	}
+	{
+		/* each shard once, in the order the map names them */
+		const char **seen = calloc(json_object_size(map), sizeof *seen);
+		size_t nseen = 0;
+		if (seen == NULL) {
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+			goto out;
+		}
+		json_object_foreach(map, key, v) {
+			const char *shard = json_string_value(v);
+			char path[4096];
+			size_t k;
+			if (shard == NULL || strchr(shard, '/') != NULL || shard[0] == '.' ||
+			    strlen(shard) < 13 || strcmp(shard + strlen(shard) - 12, ".safetensors") != 0) {
+				sd_fail(err, SD_EDATA, "%s: the shard of tensor \"%.64s\" is not a .safetensors "
+				    "file of the same folder", file, key);
+				free(seen);
+				goto out;
+			}
+			for (k = 0; k < nseen && strcmp(seen[k], shard) != 0; k++)
+				;
+			if (k < nseen)
+				continue;
+			seen[nseen++] = shard;
+			snprintf(path, sizeof path, "%s/%s/%s", dir, part, shard);
+			if (open_into(w, path, as, NULL, NULL, NULL, err) == NULL) {
+				free(seen);
+				goto out;
+			}
+		}
+		free(seen);
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
 static int
 read_json_int(const char *path, const char *key, int def)
 {
@@ -482,8 +578,12 @@ detect_diffusers(const char *dir, struct sd_detect *d, struct sd_error *err)
 		else
 			set_arch(d, "sdxl-refiner", "Stable Diffusion XL refiner", 0);
 	}
-	else if (strstr(name, "StableDiffusion3"))
-		set_arch(d, "sd3", "Stable Diffusion 3", 0);
+	else if (strstr(name, "StableDiffusion3")) {
+		set_arch(d, "sd3", "Stable Diffusion 3 (MMDiT)", 1);
+		snprintf(path, sizeof path, "%s/transformer/config.json", dir);
+		d->context_dim = read_json_int(path, "joint_attention_dim", 4096);
+		d->unet_in_channels = read_json_int(path, "in_channels", 16);
+	}
 	else if (strstr(name, "Flux"))
 		set_arch(d, "flux", "FLUX", 0);
 	else if (strncmp(name, "StableDiffusion", 15) == 0) {
@@ -511,27 +611,28 @@ checkpoint_detect(const char *path, struct sd_detect *out, struct sd_error *err)
 {
 	struct st_file *f;
 	static const char *parts[][2] = {
-		{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"},
-		{"text_encoder", "model"}, {"text_encoder_2", "model"},
+		{"unet", "diffusion_pytorch_model"}, {"transformer", "diffusion_pytorch_model"},
+		{"vae", "diffusion_pytorch_model"},
+		{"text_encoder", "model"}, {"text_encoder_2", "model"}, {"text_encoder_3", "model"},
 	};
 
 	memset(out, 0, sizeof *out);
 	if (is_dir(path)) {
 		if (detect_diffusers(path, out, err) < 0)
 			return -1;
-		for (size_t i = 0; i < 4; i++) {
+		for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
 			char file[4096];
 			struct sd_error e2 = {0};
 			if (find_part_file(path, parts[i][0], parts[i][1], file, sizeof file, &e2) < 0)
-				continue;
+				continue;	/* absent, or sharded: not counted */
 			f = st_open(file, err);
 			if (f == NULL)
 				return -1;
 			count_file(out, f);
 			st_close(f);
-			if (i == 0) out->has_unet = 1;
-			if (i == 1) out->has_vae = 1;
-			if (i >= 2) out->has_text_encoder = 1;
+			if (i <= 1) out->has_unet = 1;
+			if (i == 2) out->has_vae = 1;
+			if (i >= 3) out->has_text_encoder = 1;
 		}
 		return 0;
 	}
@@ -547,7 +648,7 @@ static int
 unsupported(const struct sd_detect *d, const char *path, struct sd_error *err)
 {
 	return sd_fail(err, SD_EDATA, "%s: %s checkpoints are not supported yet "
-	    "(sdbatch renders Stable Diffusion 1.x and 2.x)", path, d->name);
+	    "(sdbatch renders Stable Diffusion 1.x, 2.x, XL and 3)", path, d->name);
 }
 
 int
@@ -574,20 +675,34 @@ checkpoint_load(struct sd_checkpoint *ck, const char *model_path,
 		goto fail;
 	}
 	if (is_dir(model_path)) {
-		static const char *parts[][2] = {
-			{"unet", "diffusion_pytorch_model"}, {"vae", "diffusion_pytorch_model"},
-			{"text_encoder", "model"}, {"text_encoder_2", "model"},
+		/* each part: its folder, its file's base name, how its names map */
+		static const char *parts[][3] = {
+			{"unet", "diffusion_pytorch_model", "unet"}, {"vae", "diffusion_pytorch_model", "vae"},
+			{"text_encoder", "model", "text_encoder"}, {"text_encoder_2", "model", "text_encoder_2"},
 		};
-		int xl = strcmp(ck->detect.arch, "sdxl") == 0;
-		for (int i = 0; i < (xl ? 4 : 3); i++) {
+		static const char *sd3_parts[][3] = {
+			{"transformer", "diffusion_pytorch_model", "transformer"},
+			{"vae", "diffusion_pytorch_model", "vae"},
+			{"text_encoder", "model", "sd3_text_encoder"},
+			{"text_encoder_2", "model", "sd3_text_encoder_2"},
+			{"text_encoder_3", "model", "sd3_text_encoder_3"},
+		};
+		int xl = strcmp(ck->detect.arch, "sdxl") == 0, sd3 = strcmp(ck->detect.arch, "sd3") == 0;
+		int nparts = sd3 ? 5 : xl ? 4 : 3;
+		for (int i = 0; i < nparts; i++) {
+			const char *const *pt = sd3 ? sd3_parts[i] : parts[i];
 			/* SDXL's text encoders go under their single-file prefixes */
-			const char *as = xl && i == 2 ? "text_encoder_xl" : parts[i][0];
+			const char *as = xl && i == 2 ? "text_encoder_xl" : pt[2];
+			char sub[4096];
 			if (i == 0 && unet_path != NULL)
 				continue;
 			if (i == 1 && vae_path != NULL)
 				continue;
-			if (find_part_file(model_path, parts[i][0], parts[i][1], file, sizeof file, err) < 0 ||
-			    open_into(ck->weights, file, as, NULL, NULL, NULL, err) == NULL)
+			/* SD3 without T5: a folder saved with text_encoder_3=None */
+			snprintf(sub, sizeof sub, "%s/%s", model_path, pt[0]);
+			if (sd3 && i == 4 && !is_dir(sub))
+				continue;
+			if (open_part(ck->weights, model_path, pt[0], pt[1], as, err) < 0)
 				goto fail;
 		}
 		snprintf(file, sizeof file, "%s/scheduler/scheduler_config.json", model_path);
@@ -639,6 +754,61 @@ oom:
 fail:
 	checkpoint_free(ck);
 	return -1;
+}
+
+int
+checkpoint_add_text_encoders(struct sd_checkpoint *ck, const char *dir, struct sd_error *err)
+{
+	static const char *const t5_files[] = {"t5xxl_fp16.safetensors", "t5xxl.safetensors",
+	    "t5xxl_fp32.safetensors"};
+	char path[4096];
+	int found = 0;
+
+	if (strcmp(ck->detect.arch, "sd3") != 0)
+		return sd_fail(err, SD_EUSAGE, "%s: text encoders from another folder are for SD3 models "
+		    "(this is %s)", dir, ck->detect.name);
+	if (!is_dir(dir))
+		return sd_fail(err, SD_ENOINPUT, "%s: not a folder (the text encoders' folder holds "
+		    "clip_l.safetensors, clip_g.safetensors and t5xxl_fp16.safetensors, or is a diffusers "
+		    "SD3 folder)", dir);
+	snprintf(path, sizeof path, "%s/text_encoder", dir);
+	if (is_dir(path)) {
+		/* a diffusers SD3 folder: its text_encoder{,_2,_3}/ */
+		if (open_part(ck->weights, dir, "text_encoder", "model", "sd3_text_encoder", err) < 0 ||
+		    open_part(ck->weights, dir, "text_encoder_2", "model", "sd3_text_encoder_2", err) < 0)
+			return sd_error_prefix(err, "text encoders");
+		snprintf(path, sizeof path, "%s/text_encoder_3", dir);
+		if (is_dir(path) &&
+		    open_part(ck->weights, dir, "text_encoder_3", "model", "sd3_text_encoder_3", err) < 0)
+			return sd_error_prefix(err, "text encoders");
+		ck->detect.has_text_encoder = 1;
+		return 0;
+	}
+	/* the files of SD3's repository's text_encoders/ (ComfyUI's names) */
+	snprintf(path, sizeof path, "%s/clip_l.safetensors", dir);
+	if (is_file(path)) {
+		if (open_into(ck->weights, path, "sd3_text_encoder", NULL, NULL, NULL, err) == NULL)
+			return -1;
+		found++;
+	}
+	snprintf(path, sizeof path, "%s/clip_g.safetensors", dir);
+	if (is_file(path)) {
+		if (open_into(ck->weights, path, "sd3_text_encoder_2", NULL, NULL, NULL, err) == NULL)
+			return -1;
+		found++;
+	}
+	if (found < 2)
+		return sd_fail(err, SD_ENOINPUT, "%s: no clip_l.safetensors and clip_g.safetensors here "
+		    "(SD3 needs both CLIP encoders; T5 is optional)", dir);
+	ck->detect.has_text_encoder = 1;
+	for (size_t i = 0; i < sizeof t5_files / sizeof t5_files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, t5_files[i]);
+		if (is_file(path))
+			return open_into(ck->weights, path, "sd3_text_encoder_3", NULL, NULL, NULL, err) == NULL ?
+			    -1 : 0;
+	}
+	ck->detect.has_text_encoder = 1;
+	return 0;
 }
 
 void

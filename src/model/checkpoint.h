@@ -24,6 +24,13 @@
 #define SD_PREFIX_XL_CLIP2 "conditioner.embedders.1.model."
 #define SD_PREFIX_XL_CLIP2_HF "conditioner.embedders.1.transformers.text_model."
 
+/* SD3's text encoders (transformers' names under these prefixes; bigG with
+ * its text_projection.weight beside text_model.). */
+#define SD_PREFIX_SD3_TEXT "text_encoders."
+#define SD_PREFIX_SD3_CLIP_L "text_encoders.clip_l.transformer."
+#define SD_PREFIX_SD3_CLIP_G "text_encoders.clip_g.transformer."
+#define SD_PREFIX_SD3_T5 "text_encoders.t5xxl.transformer."
+
 /* What a file or folder holds. */
 struct sd_detect {
 	char arch[32];		/* "sd15", "sd15-inpaint", "sd2", "sdxl", "sdxl-refiner", "sd3",
@@ -53,6 +60,13 @@ struct sd_checkpoint {
 int checkpoint_load(struct sd_checkpoint *ck, const char *model_path,
     const char *unet_path, const char *vae_path, struct sd_error *err);
 void checkpoint_free(struct sd_checkpoint *ck);
+
+/* SD3: add (or replace) the text encoders from dir, a folder of
+ * clip_l.safetensors, clip_g.safetensors and optionally
+ * t5xxl_fp16.safetensors (or t5xxl.safetensors), as SD3's repository ships
+ * them for files without encoders, or a diffusers SD3 folder
+ * (text_encoder{,_2,_3}/).  -1 with err. */
+int checkpoint_add_text_encoders(struct sd_checkpoint *ck, const char *dir, struct sd_error *err);
 
 /* Look at a file or folder and say what it is (for `sdbatch info`). */
 int checkpoint_detect(const char *path, struct sd_detect *out, struct sd_error *err);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "model/clip.h"
 
@@ -208,10 +209,20 @@ clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip
 	 * (pooled @ text_projection), transformers a linear weight [proj,
 	 * width]. */
 	snprintf(name, sizeof name, "%stext_projection%s", prefix, m->openclip ? "" : ".weight");
-	if ((t = weights_get(w, name)) != NULL) {
+	t = weights_get(w, name);
+	/* CLIPTextModelWithProjection's own names: "X.text_model.*" beside
+	 * "X.text_projection.weight" (SD3's single file) */
+	if (t == NULL && !m->openclip) {
+		size_t plen = strlen(prefix), sub = strlen("text_model.");
+		if (plen >= sub && strcmp(prefix + plen - sub, "text_model.") == 0) {
+			snprintf(name, sizeof name, "%.*stext_projection.weight", (int)(plen - sub), prefix);
+			t = weights_get(w, name);
+		}
+	}
+	if (t != NULL) {
 		if (t->ndim != 2 || t->shape[m->openclip ? 0 : 1] != m->width) {
-			need(w, err, prefix, m->openclip ? "text_projection" : "text_projection.weight", 2,
-			    m->openclip ? m->width : -1, m->openclip ? -1 : m->width);
+			sd_fail(err, SD_EDATA, "tensor \"%s\" is not a 2-D projection of the %d-wide "
+			    "text model", name, m->width);
 			goto fail;
 		}
 		m->proj_dim = (int)t->shape[m->openclip ? 1 : 0];
@@ -235,6 +246,8 @@ clip_text_load(const struct sd_weights *w, const char *prefix, const struct clip
 			    .ndim = 2, .shape = { m->proj_dim, m->width }, .data = dst };
 			m->text_projection = &m->projection_t;
 		}
+	} else if (cfg->pooled_identity) {
+		m->proj_dim = m->width;
 	}
 	return m;
 fail:
@@ -321,7 +334,7 @@ clip_text_forward_pooled(struct clip_text *m, struct sd_ctx *c, const int32_t *i
 	if (clip_skip < 1 || ctx_layers < 1)
 		return sd_fail(err, SD_EDATA, "clip_skip %d is out of range (1 to %d)",
 		    clip_skip, m->layers - m->context_skip);
-	if (pooled != NULL && m->text_projection == NULL)
+	if (pooled != NULL && m->proj_dim == 0)
 		return sd_fail(err, SD_EDATA, "this text encoder has no text_projection for a pooled output");
 	for (int i = 0; i < rows; i++)
 		if (ids[i] < 0 || ids[i] >= m->vocab)
@@ -360,8 +373,11 @@ clip_text_forward_pooled(struct clip_text *m, struct sd_ctx *c, const int32_t *i
 					at = k;
 			op_layer_norm(c, h, x + ((size_t)i * len + at) * m->width, 1, m->width,
 			    CLIP_LN_EPS, m->final_norm_w, m->final_norm_b);
-			op_linear(c, pooled + (size_t)i * m->proj_dim, h, 1, m->width,
-			    m->text_projection, NULL);
+			if (m->text_projection != NULL)
+				op_linear(c, pooled + (size_t)i * m->proj_dim, h, 1, m->width,
+				    m->text_projection, NULL);
+			else	/* pooled_identity */
+				op_copy(c, pooled + (size_t)i * m->proj_dim, h, (size_t)m->width);
 		}
 	}
 	sd_release(c, mark);

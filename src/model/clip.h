@@ -47,6 +47,9 @@ struct clip_config {
 				 * layer (0), or of one before it (SDXL: 1) */
 	int no_final_norm;	/* the context without the final LayerNorm
 				 * (SDXL) */
+	int pooled_identity;	/* weights without a text_projection: the
+				 * pooled output is unprojected (SD3's CLIP-L,
+				 * where diffusers puts an identity) */
 };
 
 struct clip_layer;
@@ -76,7 +79,8 @@ struct clip_text {
 							 * weight) or NULL */
 	struct sd_tensor projection_t;		/* OpenCLIP's [width, proj]
 						 * transposed (owned data) */
-	int proj_dim;				/* 0 without a projection */
+	int proj_dim;				/* 0 without a projection (the
+						 * width with pooled_identity) */
 	struct clip_layer *layer;	/* [layers] */
 
 	clip_debug_fn debug;	/* NULL, or called during clip_text_forward */
@@ -104,7 +108,8 @@ int clip_text_forward(struct clip_text *m, struct sd_ctx *c, const int32_t *ids,
 /* The same, and when pooled is not NULL the pooled, projected embedding
  * pooled [b, proj_dim] (backend memory): the final LayerNorm of the LAST
  * layer's output at each sequence's first <|endoftext|> (eos; the position
- * of the largest id, as transformers takes it), times text_projection.
+ * of the largest id, as transformers takes it), times text_projection
+ * (or not, with cfg's pooled_identity and no text_projection stored).
  * The context follows cfg's context_skip and final norm, and clip_skip
  * counts from there.  Fails when pooled is asked of an encoder without a
  * projection. */

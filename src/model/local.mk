@@ -8,3 +8,4 @@ src_libsdbatch_a_SOURCES += src/model/synth.c src/model/synth.h
 src_libsdbatch_a_SOURCES += src/model/hub.c src/model/hub.h
 src_libsdbatch_a_SOURCES += src/model/lora.c src/model/lora.h
 src_libsdbatch_a_SOURCES += src/model/spm.c src/model/spm.h src/model/t5.c src/model/t5.h
+src_libsdbatch_a_SOURCES += src/model/mmdit.c src/model/mmdit.h

@@ -1,4 +1,4 @@
-/* synth.c: deterministic random-weight SD 1.x/2.x checkpoints (see synth.h).
+/* synth.c: deterministic random-weight SD 1.x/2.x/XL/3 checkpoints (see synth.h).
  *
  * First the list of tensors (name, shape, how to fill it) is built from
  * the configuration, exactly as the original LDM code names them; then
@@ -137,6 +137,38 @@ const struct synth_config synth_config_sdxl_tiny = {
 	.seed = 0,
 };
 
+const struct synth_config synth_config_sd3_full = {
+	.name = "sd3-full",
+	.arch = "sd3",
+	.parts = SYNTH_ALL,
+	.mmdit_width = 1536, .mmdit_depth = 24, .mmdit_heads = 24, .mmdit_pos_max = 192,
+	.context_dim = 4096,
+	.vae_channels = {128, 256, 512, 512},
+	.latent_channels = 16,
+	.clip_width = 768, .clip_layers = 12, .clip_heads = 12, .clip_mlp = 3072,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.clip2_width = 1280, .clip2_layers = 32, .clip2_heads = 20, .clip2_mlp = 5120,
+	.t5_width = 4096, .t5_layers = 24, .t5_heads = 64, .t5_ff = 10240, .t5_vocab = 32128,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
+const struct synth_config synth_config_sd3_tiny = {
+	.name = "sd3-tiny",
+	.arch = "sd3",
+	.parts = SYNTH_ALL,
+	.mmdit_width = 32, .mmdit_depth = 3, .mmdit_heads = 4, .mmdit_pos_max = 12,
+	.context_dim = 48,
+	.vae_channels = {32, 32, 32, 32},
+	.latent_channels = 16,
+	.clip_width = 12, .clip_layers = 2, .clip_heads = 3, .clip_mlp = 48,
+	.clip_vocab = 49408, .clip_positions = 77,
+	.clip2_width = 20, .clip2_layers = 3, .clip2_heads = 5, .clip2_mlp = 80,
+	.t5_width = 48, .t5_layers = 2, .t5_heads = 6, .t5_ff = 112, .t5_vocab = 1152,
+	.dtype = SD_F16,
+	.seed = 0,
+};
+
 int
 synth_preset(const char *arch, int full, struct synth_config *cfg)
 {
@@ -150,7 +182,9 @@ synth_preset(const char *arch, int full, struct synth_config *cfg)
 	} else if (strcmp(arch, "sdxl") == 0 || strcmp(arch, "sdxl-turbo") == 0) {
 		*cfg = full ? synth_config_sdxl_full : synth_config_sdxl_tiny;
 		cfg->arch = strcmp(arch, "sdxl") == 0 ? "sdxl" : "sdxl-turbo";
-	} else
+	} else if (strcmp(arch, "sd3") == 0)
+		*cfg = full ? synth_config_sd3_full : synth_config_sd3_tiny;
+	else
 		return -1;
 	return 0;
 }
@@ -161,11 +195,17 @@ is_sdxl(const struct synth_config *cfg)
 	return cfg->arch != NULL && strncmp(cfg->arch, "sdxl", 4) == 0;
 }
 
+static int
+is_sd3(const struct synth_config *cfg)
+{
+	return cfg->arch != NULL && strcmp(cfg->arch, "sd3") == 0;
+}
+
 /* SD 2.x: OpenCLIP text names, linear projections in the transformers. */
 static int
 is_sd2(const struct synth_config *cfg)
 {
-	return cfg->arch != NULL && strcmp(cfg->arch, "sd15") != 0;
+	return cfg->arch != NULL && strcmp(cfg->arch, "sd15") != 0 && !is_sdxl(cfg) && !is_sd3(cfg);
 }
 
 #define UNET "model.diffusion_model."
@@ -192,7 +232,7 @@ struct specs {
 	int part;		/* SYNTH_* of what is being added */
 	int oom;
 	enum sd_dtype dtype;
-	int64_t params[3];	/* UNet, VAE, CLIP */
+	int64_t params[4];	/* UNet (MMDiT), VAE, CLIP, T5 */
 };
 
 static void
@@ -235,7 +275,8 @@ add(struct specs *s, enum fill fill, int64_t fan_in, int ndim, const int64_t *sh
 		t->numel *= shape[i];
 	}
 	if (fill != FILL_ARANGE)
-		s->params[s->part == SYNTH_UNET ? 0 : s->part == SYNTH_VAE ? 1 : 2] += t->numel;
+		s->params[s->part == SYNTH_UNET ? 0 : s->part == SYNTH_VAE ? 1 :
+		    s->part == SYNTH_CLIP ? 2 : 3] += t->numel;
 }
 
 /* prefix.weight [cout, cin, k, k] and prefix.bias [cout]. */
@@ -451,8 +492,10 @@ vae(struct specs *s, const struct synth_config *cfg)
 	vae_mid(s, VAE "encoder.mid", c);
 	norm(s, VAE "encoder.norm_out", c);
 	conv(s, VAE "encoder.conv_out", 2 * z, c, 3);
-	conv(s, VAE "quant_conv", 2 * z, 2 * z, 1);
-	conv(s, VAE "post_quant_conv", z, z, 1);
+	if (!is_sd3(cfg)) {	/* SD3's VAE has no quant convs */
+		conv(s, VAE "quant_conv", 2 * z, 2 * z, 1);
+		conv(s, VAE "post_quant_conv", z, z, 1);
+	}
 	c = ch[3];
 	conv(s, VAE "decoder.conv_in", c, z, 3);
 	vae_mid(s, VAE "decoder.mid", c);
@@ -473,12 +516,14 @@ vae(struct specs *s, const struct synth_config *cfg)
 
 /* ---------------------------------------------------------------- CLIP */
 
-/* transformers' CLIP text model under prefix (SD 1.x's, SDXL's first). */
+/* transformers' CLIP text model under prefix (SD 1.x's, SDXL's first, SD3's
+ * two): width w, layers, MLP width; position_ids unless SD3's file. */
 static void
-hf_clip(struct specs *s, const struct synth_config *cfg, const char *prefix)
+hf_clip(struct specs *s, const char *prefix, int64_t w, int layers, int64_t mlp, int64_t vocab,
+    int64_t positions, int position_ids)
 {
-	int64_t w = cfg->clip_width, tok[2] = {cfg->clip_vocab, w};
-	int64_t pos[2] = {cfg->clip_positions, w}, ids[2] = {1, cfg->clip_positions};
+	int64_t tok[2] = {vocab, w};
+	int64_t pos[2] = {positions, w}, ids[2] = {1, positions};
 	char p[200], n[256];
 
 	s->part = SYNTH_CLIP;
@@ -486,17 +531,19 @@ hf_clip(struct specs *s, const struct synth_config *cfg, const char *prefix)
 	add(s, FILL_EMBEDDING, 0, 2, tok, "%s", n);
 	sub(n, sizeof n, prefix, "embeddings.position_embedding.weight");
 	add(s, FILL_EMBEDDING, 0, 2, pos, "%s", n);
-	sub(n, sizeof n, prefix, "embeddings.position_ids");
-	add(s, FILL_ARANGE, 0, 2, ids, "%s", n);
-	for (int l = 0; l < cfg->clip_layers; l++) {
+	if (position_ids) {
+		sub(n, sizeof n, prefix, "embeddings.position_ids");
+		add(s, FILL_ARANGE, 0, 2, ids, "%s", n);
+	}
+	for (int l = 0; l < layers; l++) {
 		snprintf(p, sizeof p, "%sencoder.layers.%d", prefix, l);
 		sub(n, sizeof n, p, ".self_attn.q_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".self_attn.k_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".self_attn.v_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".self_attn.out_proj"), linear(s, n, w, w, 1);
 		sub(n, sizeof n, p, ".layer_norm1"), norm(s, n, w);
-		sub(n, sizeof n, p, ".mlp.fc1"), linear(s, n, cfg->clip_mlp, w, 1);
-		sub(n, sizeof n, p, ".mlp.fc2"), linear(s, n, w, cfg->clip_mlp, 1);
+		sub(n, sizeof n, p, ".mlp.fc1"), linear(s, n, mlp, w, 1);
+		sub(n, sizeof n, p, ".mlp.fc2"), linear(s, n, w, mlp, 1);
 		sub(n, sizeof n, p, ".layer_norm2"), norm(s, n, w);
 	}
 	sub(n, sizeof n, prefix, "final_layer_norm"), norm(s, n, w);
@@ -505,7 +552,8 @@ hf_clip(struct specs *s, const struct synth_config *cfg, const char *prefix)
 static void
 clip(struct specs *s, const struct synth_config *cfg)
 {
-	hf_clip(s, cfg, CLIP);
+	hf_clip(s, CLIP, cfg->clip_width, cfg->clip_layers, cfg->clip_mlp, cfg->clip_vocab,
+	    cfg->clip_positions, 1);
 }
 
 #define OPENCLIP "cond_stage_model.model."
@@ -550,9 +598,102 @@ openclip(struct specs *s, const struct synth_config *cfg)
 static void
 sdxl_text(struct specs *s, const struct synth_config *cfg)
 {
-	hf_clip(s, cfg, "conditioner.embedders.0.transformer.text_model.");
+	hf_clip(s, "conditioner.embedders.0.transformer.text_model.", cfg->clip_width, cfg->clip_layers,
+	    cfg->clip_mlp, cfg->clip_vocab, cfg->clip_positions, 1);
 	openclip_tower(s, "conditioner.embedders.1.model.", cfg->clip2_width, cfg->clip2_layers,
 	    cfg->clip2_mlp, cfg->clip_vocab, cfg->clip_positions);
+}
+
+/* ---------------------------------------------------------------- SD3 */
+
+#define SD3_CLIP_L "text_encoders.clip_l.transformer."
+#define SD3_CLIP_G "text_encoders.clip_g.transformer."
+#define SD3_T5 "text_encoders.t5xxl.transformer."
+
+/* SD3's text encoders as sd3_medium_incl_clips*.safetensors stores them:
+ * transformers' names, no position_ids, CLIP-L without a projection, bigG
+ * with its text_projection. */
+static void
+sd3_text(struct specs *s, const struct synth_config *cfg)
+{
+	int64_t proj[2] = {cfg->clip2_width, cfg->clip2_width};
+
+	hf_clip(s, SD3_CLIP_L "text_model.", cfg->clip_width, cfg->clip_layers, cfg->clip_mlp,
+	    cfg->clip_vocab, cfg->clip_positions, 0);
+	hf_clip(s, SD3_CLIP_G "text_model.", cfg->clip2_width, cfg->clip2_layers, cfg->clip2_mlp,
+	    cfg->clip_vocab, cfg->clip_positions, 0);
+	add(s, FILL_UNIFORM, cfg->clip2_width, 2, proj, SD3_CLIP_G "text_projection.weight");
+}
+
+/* T5 v1.1's encoder: no biases, RMSNorm weights, the relative position
+ * table in block 0 only, gated-GELU feed-forward. */
+static void
+t5(struct specs *s, const struct synth_config *cfg)
+{
+	int64_t d = cfg->t5_width, ff = cfg->t5_ff, emb[2] = {cfg->t5_vocab, d};
+	int64_t rel[2] = {32, cfg->t5_heads};
+	char p[200], n[256];
+
+	s->part = SYNTH_T5;
+	add(s, FILL_EMBEDDING, 0, 2, emb, SD3_T5 "shared.weight");
+	for (int l = 0; l < cfg->t5_layers; l++) {
+		snprintf(p, sizeof p, SD3_T5 "encoder.block.%d.layer.", l);
+		sub(n, sizeof n, p, "0.SelfAttention.q"), linear(s, n, d, d, 0);
+		sub(n, sizeof n, p, "0.SelfAttention.k"), linear(s, n, d, d, 0);
+		sub(n, sizeof n, p, "0.SelfAttention.v"), linear(s, n, d, d, 0);
+		sub(n, sizeof n, p, "0.SelfAttention.o"), linear(s, n, d, d, 0);
+		if (l == 0)
+			add(s, FILL_EMBEDDING, 0, 2, rel, "%s0.SelfAttention.relative_attention_bias.weight", p);
+		add(s, FILL_ONES, 0, 1, &d, "%s0.layer_norm.weight", p);
+		sub(n, sizeof n, p, "1.DenseReluDense.wi_0"), linear(s, n, ff, d, 0);
+		sub(n, sizeof n, p, "1.DenseReluDense.wi_1"), linear(s, n, ff, d, 0);
+		sub(n, sizeof n, p, "1.DenseReluDense.wo"), linear(s, n, d, ff, 0);
+		add(s, FILL_ONES, 0, 1, &d, "%s1.layer_norm.weight", p);
+	}
+	add(s, FILL_ONES, 0, 1, &d, SD3_T5 "encoder.final_layer_norm.weight");
+}
+
+/* One stream of a joint block: attention (fused q, k, v), adaLN-Zero's six
+ * chunks and the MLP; the last block's context stream only its q, k, v and
+ * two chunks. */
+static void
+mmdit_stream(struct specs *s, const char *p, int64_t d, int pre_only)
+{
+	char n[256];
+
+	sub(n, sizeof n, p, ".attn.qkv"), linear(s, n, 3 * d, d, 1);
+	sub(n, sizeof n, p, ".adaLN_modulation.1"), linear(s, n, (pre_only ? 2 : 6) * d, d, 1);
+	if (pre_only)
+		return;
+	sub(n, sizeof n, p, ".attn.proj"), linear(s, n, d, d, 1);
+	sub(n, sizeof n, p, ".mlp.fc1"), linear(s, n, 4 * d, d, 1);
+	sub(n, sizeof n, p, ".mlp.fc2"), linear(s, n, d, 4 * d, 1);
+}
+
+/* SD3's MMDiT as the original single file names it. */
+static void
+mmdit(struct specs *s, const struct synth_config *cfg)
+{
+	int64_t d = cfg->mmdit_width, m = cfg->mmdit_pos_max, pos[3] = {1, m * m, d};
+	int64_t pooled = cfg->clip_width + cfg->clip2_width;
+	char p[128];
+
+	s->part = SYNTH_UNET;
+	conv(s, UNET "x_embedder.proj", d, cfg->latent_channels, 2);
+	add(s, FILL_EMBEDDING, 0, 3, pos, UNET "pos_embed");
+	linear(s, UNET "t_embedder.mlp.0", d, 256, 1);
+	linear(s, UNET "t_embedder.mlp.2", d, d, 1);
+	linear(s, UNET "y_embedder.mlp.0", d, pooled, 1);
+	linear(s, UNET "y_embedder.mlp.2", d, d, 1);
+	linear(s, UNET "context_embedder", d, cfg->context_dim, 1);
+	for (int i = 0; i < cfg->mmdit_depth; i++) {
+		snprintf(p, sizeof p, UNET "joint_blocks.%d.x_block", i);
+		mmdit_stream(s, p, d, 0);
+		snprintf(p, sizeof p, UNET "joint_blocks.%d.context_block", i);
+		mmdit_stream(s, p, d, i == cfg->mmdit_depth - 1);
+	}
+	linear(s, UNET "final_layer.adaLN_modulation.1", 2 * d, d, 1);
+	linear(s, UNET "final_layer.linear", 2 * 2 * (int64_t)cfg->latent_channels, d, 1);
 }
 
 /* ---------------------------------------------------------------- layout */
@@ -574,7 +715,7 @@ check_config(const struct synth_config *cfg, struct sd_error *err)
 	if ((cfg->parts & SYNTH_ALL) == 0 || (cfg->parts & ~SYNTH_ALL) != 0)
 		return sd_fail(err, SD_EUSAGE, "synthetic model: no parts selected");
 	for (int i = 0; i < 4; i++) {
-		if ((cfg->parts & SYNTH_UNET) && i < (cfg->unet_levels ? cfg->unet_levels : 4) &&
+		if ((cfg->parts & SYNTH_UNET) && !is_sd3(cfg) && i < (cfg->unet_levels ? cfg->unet_levels : 4) &&
 		    (cfg->unet_channels[i] < 32 ||
 		    cfg->unet_channels[i] % 32 != 0 || cfg->unet_channels[i] > 65536))
 			return sd_fail(err, SD_EUSAGE, "synthetic model: UNet width %d is not a multiple of 32",
@@ -584,11 +725,25 @@ check_config(const struct synth_config *cfg, struct sd_error *err)
 			return sd_fail(err, SD_EUSAGE, "synthetic model: VAE width %d is not a multiple of 32",
 			    cfg->vae_channels[i]);
 	}
-	if ((cfg->parts & SYNTH_UNET) && (cfg->unet_time_embed < 1 || cfg->unet_in_channels < 1 ||
-	    cfg->unet_out_channels < 1 || cfg->context_dim < 1 ||
-	    (is_sd2(cfg) ? cfg->unet_head_channels < 1 : cfg->unet_heads < 1) ||
+	if ((cfg->parts & SYNTH_UNET) && !is_sd3(cfg) && (cfg->unet_time_embed < 1 ||
+	    cfg->unet_in_channels < 1 || cfg->unet_out_channels < 1 || cfg->context_dim < 1 ||
+	    (is_sd2(cfg) || is_sdxl(cfg) ? cfg->unet_head_channels < 1 : cfg->unet_heads < 1) ||
 	    cfg->unet_time_embed > 65536 || cfg->context_dim > 65536))
 		return sd_fail(err, SD_EUSAGE, "synthetic model: bad UNet configuration");
+	if (is_sd3(cfg) && ((cfg->parts & SYNTH_UNET) && (cfg->mmdit_width < 1 || cfg->mmdit_depth < 1 ||
+	    cfg->mmdit_heads < 1 || cfg->mmdit_width % cfg->mmdit_heads != 0 || cfg->mmdit_pos_max < 1 ||
+	    cfg->mmdit_width > 65536 || cfg->mmdit_depth > 1000 || cfg->mmdit_pos_max > 1024 ||
+	    cfg->context_dim < 1 || cfg->context_dim > 65536 || cfg->latent_channels < 1 ||
+	    cfg->latent_channels > 64)))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad MMDiT configuration");
+	if (is_sd3(cfg) && (cfg->parts & SYNTH_T5) && (cfg->t5_width < 1 || cfg->t5_layers < 1 ||
+	    cfg->t5_heads < 1 || cfg->t5_width % cfg->t5_heads != 0 || cfg->t5_ff < 1 || cfg->t5_vocab < 1 ||
+	    cfg->t5_width > 65536 || cfg->t5_layers > 1000 || cfg->t5_ff > 1 << 20 || cfg->t5_vocab > 1 << 24))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad T5 configuration");
+	if (is_sd3(cfg) && (cfg->parts & SYNTH_CLIP) && (cfg->clip2_width < 1 || cfg->clip2_layers < 1 ||
+	    cfg->clip2_heads < 1 || cfg->clip2_width % cfg->clip2_heads != 0 || cfg->clip2_mlp < 1 ||
+	    cfg->clip2_width > 65536 || cfg->clip2_layers > 1000 || cfg->clip2_mlp > 1 << 20))
+		return sd_fail(err, SD_EUSAGE, "synthetic model: bad CLIP configuration");
 	if ((cfg->parts & SYNTH_VAE) && (cfg->latent_channels < 1 || cfg->latent_channels > 64))
 		return sd_fail(err, SD_EUSAGE, "synthetic model: bad latent channel count %d",
 		    cfg->latent_channels);
@@ -631,11 +786,13 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 		return -1;
 	s->dtype = cfg->dtype;
 	if (cfg->parts & SYNTH_UNET)
-		unet(s, cfg);
+		(is_sd3(cfg) ? mmdit : unet)(s, cfg);
 	if (cfg->parts & SYNTH_VAE)
 		vae(s, cfg);
 	if (cfg->parts & SYNTH_CLIP)
-		(is_sdxl(cfg) ? sdxl_text : is_sd2(cfg) ? openclip : clip)(s, cfg);
+		(is_sd3(cfg) ? sd3_text : is_sdxl(cfg) ? sdxl_text : is_sd2(cfg) ? openclip : clip)(s, cfg);
+	if ((cfg->parts & SYNTH_T5) && is_sd3(cfg))
+		t5(s, cfg);
 	if (s->oom)
 		goto oom;
 	qsort(s->v, (size_t)s->n, sizeof *s->v, by_layout);
@@ -649,22 +806,31 @@ layout(const struct synth_config *cfg, struct specs *s, char **header, size_t *h
 		const char *arch = cfg->arch ? cfg->arch : "sd15";
 		char num[32];
 		json_object_set_new(meta, "modelspec.architecture", json_string(
+		    strcmp(arch, "sd3") == 0 ? "stable-diffusion-v3-medium" :
 		    strcmp(arch, "sdxl") == 0 ? "stable-diffusion-xl-v1-base" :
 		    strcmp(arch, "sdxl-turbo") == 0 ? "stable-diffusion-xl-turbo" :
 		    strcmp(arch, "sd2") == 0 ? "stable-diffusion-v2-768-v" :
 		    strcmp(arch, "sd2-base") == 0 ? "stable-diffusion-v2-512" :
 		    strcmp(arch, "sd-turbo") == 0 ? "stable-diffusion-v2-turbo" : "stable-diffusion-v1"));
 		json_object_set_new(meta, "modelspec.prediction_type",
-		    json_string(strcmp(arch, "sd2") == 0 ? "v" : "epsilon"));
-		if (is_sd2(cfg) || is_sdxl(cfg)) {
-			snprintf(num, sizeof num, "%d", cfg->unet_head_channels);
-			json_object_set_new(meta, "sdbatch.unet_head_channels", json_string(num));
+		    json_string(strcmp(arch, "sd2") == 0 ? "v" : is_sd3(cfg) ? "flow" : "epsilon"));
+		if (is_sd3(cfg)) {
+			/* widths of heads that are not 64 (the tiny model's) */
+			snprintf(num, sizeof num, "%d", cfg->mmdit_heads);
+			json_object_set_new(meta, "sdbatch.mmdit_heads", json_string(num));
+			snprintf(num, sizeof num, "%d,%d", cfg->clip_heads, cfg->clip2_heads);
+			json_object_set_new(meta, "sdbatch.text_heads", json_string(num));
 		} else {
-			snprintf(num, sizeof num, "%d", cfg->unet_heads);
-			json_object_set_new(meta, "sdbatch.unet_heads", json_string(num));
+			if (is_sd2(cfg) || is_sdxl(cfg)) {
+				snprintf(num, sizeof num, "%d", cfg->unet_head_channels);
+				json_object_set_new(meta, "sdbatch.unet_head_channels", json_string(num));
+			} else {
+				snprintf(num, sizeof num, "%d", cfg->unet_heads);
+				json_object_set_new(meta, "sdbatch.unet_heads", json_string(num));
+			}
+			snprintf(num, sizeof num, "%d", cfg->clip_heads);
+			json_object_set_new(meta, "sdbatch.text_heads", json_string(num));
 		}
-		snprintf(num, sizeof num, "%d", cfg->clip_heads);
-		json_object_set_new(meta, "sdbatch.text_heads", json_string(num));
 	}
 	json_object_set_new(meta, "seed", json_string(seed));
 	json_object_set_new(root, "__metadata__", meta);
@@ -724,6 +890,7 @@ synth_count(const struct synth_config *cfg, struct synth_counts *out,
 	out->unet_params = s.params[0];
 	out->vae_params = s.params[1];
 	out->clip_params = s.params[2];
+	out->t5_params = s.params[3];
 	out->tensors = s.n;
 	out->file_size = 8 + hlen;
 	for (int i = 0; i < s.n; i++)

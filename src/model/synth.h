@@ -28,8 +28,9 @@
 /* Which parts to write. */
 #define SYNTH_UNET	0x1
 #define SYNTH_VAE	0x2
-#define SYNTH_CLIP	0x4
-#define SYNTH_ALL	(SYNTH_UNET | SYNTH_VAE | SYNTH_CLIP)
+#define SYNTH_CLIP	0x4	/* the CLIP text encoder(s) */
+#define SYNTH_T5	0x8	/* SD3's T5 encoder */
+#define SYNTH_ALL	(SYNTH_UNET | SYNTH_VAE | SYNTH_CLIP | SYNTH_T5)
 
 struct synth_config {
 	const char *name;		/* recorded in the file's metadata */
@@ -58,6 +59,12 @@ struct synth_config {
 	 * bigG with clip2_*). */
 	int clip_width, clip_layers, clip_heads, clip_mlp, clip_vocab, clip_positions;
 	int clip2_width, clip2_layers, clip2_heads, clip2_mlp;
+	/* SD3: the MMDiT (in place of the UNet; SYNTH_UNET writes it) of
+	 * mmdit_depth joint blocks of width mmdit_width, a pos_embed table of
+	 * mmdit_pos_max^2 entries, context_dim = the T5 width; CLIP-L and bigG
+	 * in transformers' names (clip_* and clip2_*); T5 v1.1 (SYNTH_T5). */
+	int mmdit_width, mmdit_depth, mmdit_heads, mmdit_pos_max;
+	int t5_width, t5_layers, t5_heads, t5_ff, t5_vocab;
 	enum sd_dtype dtype;		/* SD_F16, SD_F32 or SD_BF16 */
 	uint64_t seed;
 };
@@ -78,16 +85,21 @@ extern const struct synth_config synth_config_sd2_tiny;
 extern const struct synth_config synth_config_sdxl_full;
 /* The widths of testdata/sdxl-tiny/model.safetensors (README table). */
 extern const struct synth_config synth_config_sdxl_tiny;
+/* SD3 Medium: MMDiT 1536 x 24 blocks (2.03 G parameters), CLIP-L, bigG,
+ * T5 v1.1 XXL (4.76 G), VAE of 16 latent channels; F16, 15.6 GB. */
+extern const struct synth_config synth_config_sd3_full;
+/* The widths of testdata/sd3-tiny/model.safetensors (README table). */
+extern const struct synth_config synth_config_sd3_tiny;
 
 /* The preset of an architecture ("sd15", "sd2", "sd2-base", "sd-turbo",
- * "sdxl", "sdxl-turbo"),
+ * "sdxl", "sdxl-turbo", "sd3"),
  * full or tiny, into cfg; -1 when the name is unknown. */
 int synth_preset(const char *arch, int full, struct synth_config *cfg);
 
 /* What a configuration amounts to (parameters exclude position_ids, as
  * torch counts them). */
 struct synth_counts {
-	int64_t unet_params, vae_params, clip_params;
+	int64_t unet_params, vae_params, clip_params, t5_params;	/* unet: the MMDiT for SD3 */
 	int tensors;
 	uint64_t file_size;		/* bytes of the .safetensors file */
 };

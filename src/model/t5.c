@@ -1,7 +1,8 @@
-/* t5.c: the T5 v1.1 encoder.  The linear layers and the embedding run on
- * the backend's ops; RMSNorm, the attention with its additive position
- * bias and the gated GELU (tanh approximation, transformers' gelu_new) have
- * no op in core/ops.h yet and run here on host copies of the activations. */
+/* t5.c: the T5 v1.1 encoder, on the backend's ops: RMSNorm, attention with
+ * the additive position bias (unscaled scores), the gated GELU (tanh
+ * approximation, transformers' gelu_new).  The position bias is computed on
+ * the host once a call and uploaded; the activations never leave the
+ * backend. */
 #include "config.h"
 
 #include <math.h>
@@ -10,12 +11,6 @@
 #include <string.h>
 
 #include "model/t5.h"
-
-#ifdef _OPENMP
-#define OMP(directive) _Pragma(directive)
-#else
-#define OMP(directive)
-#endif
 
 struct t5_layer {
 	const struct sd_tensor *ln0, *q, *k, *v, *o;
@@ -169,105 +164,6 @@ t5_relative_bucket(int rel, int buckets, int max_distance)
 	return bucket + (large < half - 1 ? large : half - 1);
 }
 
-/* A weight vector widened to F32 (host). */
-static float *
-widen(const struct sd_tensor *t, float *dst)
-{
-	sd_convert_to_f32(dst, t->data, t->dtype, (size_t)sd_tensor_numel(t));
-	return dst;
-}
-
-/* y = x / sqrt(mean(x^2) + eps) * w over rows of d (host). */
-static void
-rms_norm(float *y, const float *x, int rows, int d, const float *w, float eps)
-{
-OMP("omp parallel for schedule(static)")
-	for (int r = 0; r < rows; r++) {
-		const float *xr = x + (size_t)r * d;
-		float *yr = y + (size_t)r * d;
-		double ss = 0;
-		for (int i = 0; i < d; i++)
-			ss += (double)xr[i] * xr[i];
-		float inv = (float)(1.0 / sqrt(ss / d + eps));
-		for (int i = 0; i < d; i++)
-			yr[i] = w[i] * (xr[i] * inv);
-	}
-}
-
-/* RMSNorm of backend x into backend y through host buffers. */
-static void
-rms_norm_op(struct sd_ctx *c, float *y, const float *x, int rows, int d,
-    const struct sd_tensor *weight, float eps, float *host, float *wbuf)
-{
-	size_t n = (size_t)rows * d;
-
-	sd_download(c, host, x, n);
-	rms_norm(host, host, rows, d, widen(weight, wbuf), eps);
-	sd_upload(c, y, host, n);
-}
-
-/* out[b, len, heads*dk] = softmax(q.k + bias) v per head; bias [heads, len,
- * len]; all host memory. */
-static void
-attention(float *out, const float *q, const float *k, const float *v, const float *bias,
-    int b, int len, int heads, int dk)
-{
-	int inner = heads * dk;
-
-OMP("omp parallel")
-	{
-		float *s = malloc((size_t)len * sizeof *s);
-		double *acc = malloc((size_t)dk * sizeof *acc);
-OMP("omp for schedule(static) collapse(2)")
-		for (int bh = 0; bh < b * heads; bh++)
-			for (int i = 0; i < len; i++) {
-				int bi = bh / heads, h = bh % heads;
-				const float *qi = q + ((size_t)bi * len + i) * inner + (size_t)h * dk;
-				const float *bias_i = bias + ((size_t)h * len + i) * len;
-				float mx = -INFINITY;
-				double sum = 0;
-				if (s == NULL || acc == NULL)
-					continue;
-				for (int j = 0; j < len; j++) {
-					const float *kj = k + ((size_t)bi * len + j) * inner + (size_t)h * dk;
-					float dot = 0;
-					for (int e = 0; e < dk; e++)
-						dot += qi[e] * kj[e];
-					s[j] = dot + bias_i[j];
-					if (s[j] > mx)
-						mx = s[j];
-				}
-				for (int e = 0; e < dk; e++)
-					acc[e] = 0;
-				for (int j = 0; j < len; j++) {
-					const float *vj = v + ((size_t)bi * len + j) * inner + (size_t)h * dk;
-					double p = exp((double)s[j] - mx);
-					sum += p;
-					for (int e = 0; e < dk; e++)
-						acc[e] += p * vj[e];
-				}
-				float *oi = out + ((size_t)bi * len + i) * inner + (size_t)h * dk;
-				for (int e = 0; e < dk; e++)
-					oi[e] = (float)(acc[e] / sum);
-			}
-		free(s);
-		free(acc);
-	}
-}
-
-/* g = gelu_tanh(g) * u, elementwise (host): transformers' gelu_new. */
-static void
-gated_gelu(float *g, const float *u, size_t n)
-{
-	const double a = 0.79788456080286535588;	/* sqrt(2 / pi) */
-
-OMP("omp parallel for schedule(static)")
-	for (size_t i = 0; i < n; i++) {
-		double x = g[i];
-		g[i] = (float)(0.5 * x * (1.0 + tanh(a * (x + 0.044715 * x * x * x)))) * u[i];
-	}
-}
-
 static void
 debug(struct t5_encoder *m, const char *name, const float *x, size_t n)
 {
@@ -277,19 +173,35 @@ debug(struct t5_encoder *m, const char *name, const float *x, size_t n)
 
 /* ---- the forward pass ---- */
 
+/* bias[h, i, j] = table[bucket(j - i), h] for len x len positions (host),
+ * from block 0's relative position table (F32, F16 or BF16). */
+static int
+position_bias(const struct t5_encoder *m, float *bias, int len)
+{
+	float *table = malloc((size_t)m->buckets * m->heads * sizeof *table);
+
+	if (table == NULL)
+		return -1;
+	sd_convert_to_f32(table, m->rel_bias->data, m->rel_bias->dtype,
+	    (size_t)m->buckets * m->heads);
+	for (int i = 0; i < len; i++)
+		for (int j = 0; j < len; j++) {
+			int bucket = t5_relative_bucket(j - i, m->buckets, m->max_distance);
+			for (int hh = 0; hh < m->heads; hh++)
+				bias[((size_t)hh * len + i) * len + j] = table[(size_t)bucket * m->heads + hh];
+		}
+	free(table);
+	return 0;
+}
+
 int
 t5_forward(struct t5_encoder *m, struct sd_ctx *c, const int32_t *ids, int b, int len,
     float *out, struct sd_error *err)
 {
 	int d = m->d_model, inner = m->heads * m->d_kv, rows = b * len, ff = m->d_ff;
-	size_t n = (size_t)rows * d, mark;
-	int widest = ff > inner ? ff : inner;
-	size_t big = (size_t)rows * (size_t)(widest > d ? widest : d);
-	float *x, *h, *q, *k, *v, *a, *g, *u;
-	float *hq = NULL, *hk = NULL, *hv = NULL, *ha = NULL, *bias = NULL, *table = NULL;
-	float *wbuf = NULL;
+	size_t n = (size_t)rows * d, nbias = (size_t)m->heads * len * len, mark;
+	float *x, *h, *q, *k, *v, *a, *g, *u, *bias, *host;
 	char name[32];
-	int ret = -1;
 
 	if (b < 1 || len < 1)
 		return sd_fail(err, SD_EINTERNAL, "T5: %d sequences of %d tokens", b, len);
@@ -298,31 +210,19 @@ t5_forward(struct t5_encoder *m, struct sd_ctx *c, const int32_t *ids, int b, in
 			return sd_fail(err, SD_EDATA, "token id %d at position %d is outside the T5 "
 			    "vocabulary (0 to %d)", (int)ids[i], i, m->vocab - 1);
 
-	/* host scratch: q, k, v and the attention output (the FF's gate and
-	 * input reuse them), the position bias [heads, len, len] */
-	hq = malloc(big * sizeof *hq);
-	hk = malloc(big * sizeof *hk);
-	hv = malloc((size_t)rows * inner * sizeof *hv);
-	ha = malloc((size_t)rows * inner * sizeof *ha);
-	bias = malloc((size_t)m->heads * len * len * sizeof *bias);
-	table = malloc((size_t)m->buckets * m->heads * sizeof *table);
-	wbuf = malloc((size_t)d * sizeof *wbuf);
-	if (!hq || !hk || !hv || !ha || !bias || !table || !wbuf) {
-		sd_fail(err, SD_EINTERNAL, "out of memory for T5's activations (%d x %d tokens)",
-		    b, len);
-		goto out;
-	}
-
-	/* the relative position bias, computed once (block 0's table) */
-	widen(m->rel_bias, table);
-	for (int i = 0; i < len; i++)
-		for (int j = 0; j < len; j++) {
-			int bucket = t5_relative_bucket(j - i, m->buckets, m->max_distance);
-			for (int hh = 0; hh < m->heads; hh++)
-				bias[((size_t)hh * len + i) * len + j] = table[(size_t)bucket * m->heads + hh];
-		}
-
 	mark = sd_mark(c);
+	/* the relative position bias [heads, len, len], computed once (block
+	 * 0's table) and shared by every block */
+	bias = sd_alloc(c, nbias);
+	if ((host = malloc(nbias * sizeof *host)) == NULL || position_bias(m, host, len) < 0) {
+		free(host);
+		sd_release(c, mark);
+		return sd_fail(err, SD_EINTERNAL, "out of memory for T5's position bias (%d tokens)",
+		    len);
+	}
+	sd_upload(c, bias, host, nbias);
+	free(host);
+
 	x = sd_alloc(c, n);
 	h = sd_alloc(c, n);
 	q = sd_alloc(c, (size_t)rows * inner);
@@ -337,28 +237,22 @@ t5_forward(struct t5_encoder *m, struct sd_ctx *c, const int32_t *ids, int b, in
 	for (int i = 0; i < m->layers; i++) {
 		const struct t5_layer *l = &m->layer[i];
 
-		/* x += o(attention(RMSNorm(x))) */
-		rms_norm_op(c, h, x, rows, d, l->ln0, m->eps, hq, wbuf);
+		/* x += o(attention(RMSNorm(x))): scores q.k unscaled + bias */
+		op_rms_norm(c, h, x, rows, d, m->eps, l->ln0);
 		op_linear(c, q, h, rows, d, l->q, NULL);
 		op_linear(c, k, h, rows, d, l->k, NULL);
 		op_linear(c, v, h, rows, d, l->v, NULL);
-		sd_download(c, hq, q, (size_t)rows * inner);
-		sd_download(c, hk, k, (size_t)rows * inner);
-		sd_download(c, hv, v, (size_t)rows * inner);
-		attention(ha, hq, hk, hv, bias, b, len, m->heads, m->d_kv);
-		c->flops += 4.0 * b * m->heads * (double)len * len * m->d_kv;
-		sd_upload(c, a, ha, (size_t)rows * inner);
+		op_attention_bias(c, a, q, inner, k, inner, v, inner, b, len, len, m->heads, m->d_kv,
+		    1.0f, bias);
 		op_linear(c, h, a, rows, inner, l->o, NULL);
 		op_add(c, x, x, h, n);
 
 		/* x += wo(gelu_tanh(wi_0(n)) * wi_1(n)), n = RMSNorm(x) */
-		rms_norm_op(c, h, x, rows, d, l->ln1, m->eps, hq, wbuf);
+		op_rms_norm(c, h, x, rows, d, m->eps, l->ln1);
 		op_linear(c, g, h, rows, d, l->wi0, NULL);
 		op_linear(c, u, h, rows, d, l->wi1, NULL);
-		sd_download(c, hq, g, (size_t)rows * ff);
-		sd_download(c, hk, u, (size_t)rows * ff);
-		gated_gelu(hq, hk, (size_t)rows * ff);
-		sd_upload(c, g, hq, (size_t)rows * ff);
+		op_gelu_tanh(c, g, (size_t)rows * ff);
+		op_mul(c, g, g, u, (size_t)rows * ff);
 		op_linear(c, h, g, rows, ff, l->wo, NULL);
 		op_add(c, x, x, h, n);
 
@@ -367,17 +261,8 @@ t5_forward(struct t5_encoder *m, struct sd_ctx *c, const int32_t *ids, int b, in
 			debug(m, name, x, n);
 		}
 	}
-	rms_norm_op(c, out, x, rows, d, m->final_norm, m->eps, hq, wbuf);
+	op_rms_norm(c, out, x, rows, d, m->eps, m->final_norm);
 	debug(m, "final_layer_norm", out, n);
 	sd_release(c, mark);
-	ret = 0;
-out:
-	free(hq);
-	free(hk);
-	free(hv);
-	free(ha);
-	free(bias);
-	free(table);
-	free(wbuf);
-	return ret;
+	return 0;
 }

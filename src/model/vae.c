@@ -1,4 +1,8 @@
 /* vae.c: the SD 1.5 AutoencoderKL, decoder and encoder, over core/ops.h.
+ * SD 1.x/2.x/SDXL have 4 latent channels and the 1x1 quant_conv and
+ * post_quant_conv around them; SD3's VAE has 16 and neither (diffusers'
+ * use_quant_conv/use_post_quant_conv false): the latent width comes from
+ * the tensors, the quant convs are used when the file has them.
  *
  * The original (CompVis) layout:
  *   decoder: conv_in, mid.{block_1, attn_1, block_2}, up.3 .. up.0 (applied
@@ -296,27 +300,58 @@ load_encoder(struct loader *l, struct coder *e, int zc)
 	return l->failed ? -1 : 0;
 }
 
+/* Whether the weights have "<prefix><base>.weight" or "....bias". */
+static int
+has_conv(const struct loader *l, const char *base)
+{
+	char name[256];
+
+	snprintf(name, sizeof name, "%s%s.weight", l->prefix, base);
+	if (weights_get(l->w, name) != NULL)
+		return 1;
+	snprintf(name, sizeof name, "%s%s.bias", l->prefix, base);
+	return weights_get(l->w, name) != NULL;
+}
+
 struct vae *
 vae_load(const struct sd_weights *w, const char *prefix, struct sd_error *err)
 {
 	struct loader l = {w, prefix ? prefix : "", err, 0};
+	const struct sd_tensor *t;
 	char name[256];
 	struct vae *v;
+	int quant;
 
 	v = calloc(1, sizeof *v);
 	if (v == NULL) {
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		return NULL;
 	}
-	v->zc = load_conv(&l, &v->post_quant_conv, "post_quant_conv", -1, -1, 1);
-	if (v->zc > 0 && v->post_quant_conv.weight->shape[1] != v->zc)
-		fail(&l, "tensor \"%spost_quant_conv.weight\" is not square", l.prefix);
+	quant = has_conv(&l, "post_quant_conv");
+	if (quant) {
+		v->zc = load_conv(&l, &v->post_quant_conv, "post_quant_conv", -1, -1, 1);
+		if (v->zc > 0 && v->post_quant_conv.weight->shape[1] != v->zc)
+			fail(&l, "tensor \"%spost_quant_conv.weight\" is not square", l.prefix);
+	} else {
+		/* no quant convs (SD3): the decoder takes the latents */
+		t = need(&l, "decoder.conv_in.weight", 4, -1, -1, 3, 3);
+		v->zc = t != NULL ? (int)t->shape[1] : -1;
+		if (t != NULL && v->zc < 1)
+			fail(&l, "tensor \"%sdecoder.conv_in.weight\" has no input channels",
+			    l.prefix);
+	}
 	if (!l.failed)
 		load_decoder(&l, &v->decoder, v->zc);
 	snprintf(name, sizeof name, "%sencoder.conv_in.weight", l.prefix);
 	if (!l.failed && weights_get(w, name) != NULL) {
 		load_encoder(&l, &v->encoder, v->zc);
-		load_conv(&l, &v->quant_conv, "quant_conv", 2 * v->zc, 2 * v->zc, 1);
+		/* both quant convs or neither */
+		if (!l.failed && has_conv(&l, "quant_conv") != quant)
+			fail(&l, "tensor \"%s%s.weight\" is missing (the VAE has a %s)",
+			    l.prefix, quant ? "quant_conv" : "post_quant_conv",
+			    quant ? "post_quant_conv" : "quant_conv");
+		if (quant)
+			load_conv(&l, &v->quant_conv, "quant_conv", 2 * v->zc, 2 * v->zc, 1);
 		v->has_encoder = !l.failed;
 	}
 	if (l.failed) {
@@ -485,10 +520,16 @@ decode_one(struct vae *v, struct sd_ctx *c, float *image, const float *z, int in
 	a.ch = v->zc;
 	a.h = h;
 	a.w = w;
-	op_conv2d(c, a.x, z, 1, v->zc, h, w, v->post_quant_conv.weight,
-	    v->post_quant_conv.bias, 1, 0);
-	debug_hook(v, "post_quant_conv", index, &a);
-	op_conv2d(c, a.y, a.x, 1, a.ch, h, w, d->conv_in.weight, d->conv_in.bias, 1, 1);
+	if (v->post_quant_conv.weight != NULL) {
+		op_conv2d(c, a.x, z, 1, v->zc, h, w, v->post_quant_conv.weight,
+		    v->post_quant_conv.bias, 1, 0);
+		debug_hook(v, "post_quant_conv", index, &a);
+		op_conv2d(c, a.y, a.x, 1, a.ch, h, w, d->conv_in.weight, d->conv_in.bias,
+		    1, 1);
+	} else {
+		op_conv2d(c, a.y, z, 1, a.ch, h, w, d->conv_in.weight, d->conv_in.bias,
+		    1, 1);
+	}
 	swap(&a);
 	a.ch = d->mid.attn_1.ch;
 	debug_hook(v, "dec_conv_in", index, &a);
@@ -588,6 +629,16 @@ encode_one(struct vae *v, struct sd_ctx *c, float *moments, const float *image, 
 	debug_hook(v, "enc_mid", index, &a);
 	op_group_norm(c, a.x, a.x, 1, a.ch, a.h * a.w, GROUPS, NORM_EPS,
 	    e->norm_out.weight, e->norm_out.bias, 1);
+	if (v->quant_conv.weight == NULL) {
+		/* no quant_conv (SD3): conv_out makes the moments */
+		op_conv2d(c, moments, a.x, 1, a.ch, a.h, a.w, e->conv_out.weight,
+		    e->conv_out.bias, 1, 1);
+		a.x = moments;
+		a.ch = e->out_ch;
+		debug_hook(v, "enc_conv_out", index, &a);
+		sd_release(c, mark);
+		return;
+	}
 	op_conv2d(c, a.y, a.x, 1, a.ch, a.h, a.w, e->conv_out.weight, e->conv_out.bias, 1, 1);
 	swap(&a);
 	a.ch = e->out_ch;

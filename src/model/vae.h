@@ -1,15 +1,19 @@
-/* vae.h: the Stable Diffusion 1.5 VAE (AutoencoderKL), decoder and encoder.
+/* vae.h: the Stable Diffusion VAE (AutoencoderKL), decoder and encoder.
  *
  * Latents <-> images, written in the ops of core/ops.h.  The weights keep
  * the original single-file names ("first_stage_model.decoder.up.3.block.0.
  * conv1.weight", ...); every width is read from the tensors' shapes, the
- * layout (4 levels, 2 resnets a level in the encoder, 3 in the decoder, one
- * mid block with a single-head attention) is SD 1.5's.
+ * latent channels too (4 for SD 1.x/2.x/SDXL, 16 for SD3), the layout (4
+ * levels, 2 resnets a level in the encoder, 3 in the decoder, one mid block
+ * with a single-head attention) is SD 1.5's.
  *
  * Conventions (diffusers' AutoencoderKL): GroupNorm 32 groups, eps 1e-6;
  * decode = post_quant_conv -> decoder; encode = encoder -> quant_conv =
- * moments [b, 2*zc, h, w] (mean, then logvar); the pipeline scales latents
- * by the model description's VAE scale (and shift) around them. */
+ * moments [b, 2*zc, h, w] (mean, then logvar); SD3's VAE has no quant convs
+ * (use_quant_conv false): decode = decoder, moments = the encoder's output.
+ * The pipeline scales latents by the model description's VAE scale (and
+ * shift) around them: SD3 decodes latents / 1.5305 + 0.0609 and encodes
+ * to (sample - 0.0609) * 1.5305. */
 #ifndef SD_VAE_H
 #define SD_VAE_H
 
@@ -23,7 +27,7 @@ struct vae;
 
 /* Called by vae_decode/vae_encode with an intermediate activation (backend
  * memory, [ch, h, w] of batch item `index`), named like the test goldens:
- * "post_quant_conv", "dec_conv_in", "dec_mid", "dec_up0".."dec_up3" (in the
+ * "post_quant_conv" (when the VAE has one), "dec_conv_in", "dec_mid", "dec_up0".."dec_up3" (in the
  * order applied: dec_up0 is the original decoder.up.3), "enc_conv_in",
  * "enc_down0".."enc_down3", "enc_mid", "enc_conv_out". */
 typedef void (*vae_debug_fn)(void *user, const char *name, int index, const float *x,
@@ -32,14 +36,15 @@ typedef void (*vae_debug_fn)(void *user, const char *name, int index, const floa
 /* Resolve every tensor "<prefix>decoder.*", "<prefix>post_quant_conv.*" and,
  * when the checkpoint has an encoder, "<prefix>encoder.*" and
  * "<prefix>quant_conv.*" (prefix "first_stage_model." for a checkpoint), with
- * shape checks.  NULL with err naming the tensor at fault.  w must outlive
- * the result. */
+ * shape checks.  The quant convs are optional (SD3 has none) but go
+ * together: a VAE with one of them needs the other.  NULL with err naming
+ * the tensor at fault.  w must outlive the result. */
 struct vae *vae_load(const struct sd_weights *w, const char *prefix, struct sd_error *err);
 void vae_free(struct vae *v);
 
 /* Whether the weights had an encoder (vae_encode needs one). */
 int vae_has_encoder(const struct vae *v);
-/* Latent channels (4 for SD 1.5). */
+/* Latent channels (4 for SD 1.5, 16 for SD3). */
 int vae_latent_channels(const struct vae *v);
 /* Install (or remove, fn NULL) the debug hook. */
 void vae_set_debug(struct vae *v, vae_debug_fn fn, void *user);
@@ -51,8 +56,8 @@ void vae_set_debug(struct vae *v, vae_debug_fn fn, void *user);
 void vae_decode(struct vae *v, struct sd_ctx *c, float *image, const float *z,
     int b, int h, int w);
 
-/* moments [b, 2*zc, h, w] (backend memory: the quant_conv output, mean then
- * logvar) = encode of image [b, 3, 8h, 8w] (backend memory, in [-1, 1]).
+/* moments [b, 2*zc, h, w] (backend memory: the quant_conv output, or the
+ * encoder's without one; mean then logvar) = encode of image [b, 3, 8h, 8w] (backend memory, in [-1, 1]).
  * The VAE must have an encoder (vae_has_encoder; without one, moments are
  * left untouched). */
 void vae_encode(struct vae *v, struct sd_ctx *c, float *moments, const float *image,

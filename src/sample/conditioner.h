@@ -1,7 +1,10 @@
 /* conditioner.h: prompts -> the denoiser's conditioning, as the model
- * description says: one CLIP text encoder (SD 1.x, 2.x), or two whose
+ * description says: one CLIP text encoder (SD 1.x, 2.x); two whose
  * contexts are joined along the width and whose second also gives a
- * pooled, projected vector (SDXL).
+ * pooled, projected vector (SDXL); or SD3's three: CLIP-L and bigG side by
+ * side, zero-padded to the context width, followed along the tokens by the
+ * T5 encoder's 256 tokens (or 77 tokens of zeros without T5), with the two
+ * CLIPs' pooled vectors joined.
  *
  * The conditioner owns its tokenizers and text encoders; the weights stay
  * in the checkpoint's weights set. */
@@ -13,15 +16,29 @@
 #include "sample/description.h"
 
 struct sd_tokenizer;
+struct spm_model;
 
 struct conditioner {
 	int ntext;
+	/* per encoder of the description: a CLIP's tokenizer and encoder,
+	 * or a T5's (NULL where the kind differs, or the T5 is absent) */
 	struct sd_tokenizer *tokenizer[MODEL_MAX_TEXT];
 	struct clip_text *encoder[MODEL_MAX_TEXT];
-	int pooled_from;	/* the encoder of the pooled vector, or -1 */
+	struct spm_model *spm[MODEL_MAX_TEXT];
+	struct t5_encoder *t5[MODEL_MAX_TEXT];
+	int pooled[MODEL_MAX_TEXT];	/* its pooled vector is part of the
+					 * pooled input */
+	int t5_index;		/* the description's T5 encoder, or -1 */
+	int t5_len;		/* its tokens: 256 */
+	int has_t5;		/* its weights and tokenizer are loaded */
+	int t5_on;		/* conditioner_encode runs it (conditioner_set_t5) */
 	int zeros_for_null;	/* a NULL prompt is zeros (SDXL), not "" */
-	int ctx_len;		/* tokens of the context: 77 */
-	int width;		/* the context's width (the UNet's cross-attention) */
+	int clip_len;		/* the CLIP encoders' tokens: 77 */
+	int clip_width;		/* the CLIP contexts side by side */
+	int ctx_len;		/* tokens of the context: 77; SD3 77 + 256 with
+				 * T5, 77 + 77 without */
+	int width;		/* the context's width (the UNet's cross-attention,
+				 * SD3's joint_attention_dim) */
 	int pooled_dim;		/* 0: no pooled vector */
 };
 
@@ -35,18 +52,36 @@ struct conditioning {
 };
 
 /* Build the encoders of d from w.  tokdir[i] is the tokenizer folder of
- * encoder i; unless own[i] (the model folder's own tokenizer, whose pad
- * token stands) it pads with the description's pad token.  NULL with err. */
+ * encoder i: for a CLIP one with vocab.json and merges.txt, and unless
+ * own[i] (the model folder's own tokenizer, whose pad token stands) it pads
+ * with the description's pad token; for a T5 one the folder holding
+ * spiece.model (own[i] is not read).  A T5 encoder whose weights are not in
+ * w (no "<prefix>shared.weight", "<prefix>encoder.embed_tokens.weight" nor
+ * "<prefix>encoder.final_layer_norm.weight"), or whose tokdir[i] is NULL, is
+ * absent: has_t5 is 0 and the context gets zeros in its place; with weights
+ * and a folder, a missing spiece.model is an error.  T5 starts on when
+ * present.  NULL with err. */
 struct conditioner *conditioner_load(const struct model_desc *d, const struct sd_weights *w,
     const char *const *tokdir, const int *own, struct sd_error *err);
 void conditioner_free(struct conditioner *c);
+
+/* Use the T5 encoder (on) or zeros in its place (off: a job's "t5: false")
+ * in the next conditioner_encode calls; ctx_len follows (SD3: 333 or 154
+ * tokens): allocate the context after this call.  Returns whether T5 is now
+ * used: 0 when off, or when the model has none or it is absent. */
+int conditioner_set_t5(struct conditioner *c, int on);
 
 /* Tokenize and encode n prompts into context [n, ctx_len, width] (backend
  * memory, allocated by the caller) and, when the model has one, the pooled
  * vectors pooled [n, pooled_dim] (host memory; may be NULL otherwise).  A
  * NULL prompt is "no prompt": zeros where the description says so (SDXL's
- * unconditional input without a negative prompt), else "".  clip_skip has
- * A1111's meaning (1 = the model's own layer). */
+ * unconditional input without a negative prompt), else "" (SD3 too).
+ * clip_skip has A1111's meaning (1 = the model's own layer) for the CLIP
+ * encoders (SD3 as diffusers' clip_skip - 1: hidden_states[-(clip_skip+1)]);
+ * T5 has no skip.  The encoders run one after the other, and on the CPU
+ * backend the pages of each one's mmap'd weights are released
+ * (sd_cpu_release_weights) once it has run, so that the resident memory
+ * holds one encoder at a time (T5-XXL is 9.5 GB in F16). */
 int conditioner_encode(struct conditioner *c, struct sd_ctx *ctx, const char *const *prompts,
     int n, int clip_skip, float *context, float *pooled, struct sd_error *err);
 

@@ -1,8 +1,8 @@
 /* denoiser.h: (latents, timestep, conditioning) -> the model's prediction
  * (noise, v, ...), whatever network computes it.
  *
- * SD 1.x and 2.x denoise with the UNet (model/unet.h); a transformer
- * denoiser (SD3's MMDiT) implements the same five operations.  The
+ * SD 1.x, 2.x and XL denoise with the UNet (model/unet.h), SD3 with the
+ * MMDiT (model/mmdit.h): both implement the same five operations.  The
  * samplers and the pipeline see only this interface. */
 #ifndef SD_DENOISER_H
 #define SD_DENOISER_H

@@ -18,7 +18,14 @@
  *            label_emb; heads of 64 channels everywhere; no negative prompt
  *            = zeros; VAE scale 0.13025; 1024x1024, 20 steps, guidance 5,
  *            Euler with leading spacing; SDXL-Turbo: 512x512, 1 step,
- *            guidance 0, Euler a, trailing. */
+ *            guidance 0, Euler a, trailing.
+ *   SD3      CLIP-L (quick-GELU, its pooled output unprojected) and bigG
+ *            (GELU, projected) as in SDXL, side by side and zero-padded to
+ *            T5's width, then T5 v1.1 XXL's 256 tokens (or 77 of zeros
+ *            without T5); the two pooled vectors joined; the MMDiT with
+ *            heads of 64 channels; flow matching (Euler, shift 3.0); VAE of
+ *            16 channels, scale 1.5305, shift 0.0609; a missing negative
+ *            prompt is ""; 1024x1024, 28 steps, guidance 7. */
 #include "config.h"
 
 #include <stdio.h>
@@ -38,6 +45,9 @@
 #define SD2_HEAD_CHANNELS 64
 #define SD1_UNET_HEADS 8
 #define SD1_TEXT_HEADS 12
+#define SD3_VAE_SCALE 1.5305f
+#define SD3_VAE_SHIFT 0.0609f
+#define SD3_T5_TOKENS 256
 
 static int
 is_dir(const char *path)
@@ -310,6 +320,44 @@ describe_sdxl(struct model_desc *d, int turbo)
 	d->default_sampler = turbo ? SD_SAMPLER_EULER_A : SD_SAMPLER_EULER;
 }
 
+static void
+describe_sd3(struct model_desc *d)
+{
+	d->family = MODEL_SD3;
+	snprintf(d->arch, sizeof d->arch, "sd3");
+	snprintf(d->name, sizeof d->name, "Stable Diffusion 3 Medium");
+	d->ntext = 3;
+	snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%stext_model.", SD_PREFIX_SD3_CLIP_L);
+	d->text[0].clip = (struct clip_config){ .head_channels = SD2_HEAD_CHANNELS,
+	    .act = CLIP_QUICK_GELU, .context_skip = 1, .no_final_norm = 1, .pooled_identity = 1 };
+	snprintf(d->text[0].pad_token, sizeof d->text[0].pad_token, "<|endoftext|>");
+	snprintf(d->text[0].tokenizer_sub, sizeof d->text[0].tokenizer_sub, "tokenizer");
+	d->text[0].pooled = 1;
+	snprintf(d->text[1].prefix, sizeof d->text[1].prefix, "%stext_model.", SD_PREFIX_SD3_CLIP_G);
+	d->text[1].clip = (struct clip_config){ .head_channels = SD2_HEAD_CHANNELS,
+	    .act = CLIP_GELU, .context_skip = 1, .no_final_norm = 1 };
+	snprintf(d->text[1].pad_token, sizeof d->text[1].pad_token, "!");
+	snprintf(d->text[1].tokenizer_sub, sizeof d->text[1].tokenizer_sub, "tokenizer_2");
+	d->text[1].pooled = 1;
+	d->text[2].kind = TEXT_T5;
+	snprintf(d->text[2].prefix, sizeof d->text[2].prefix, "%s", SD_PREFIX_SD3_T5);
+	d->text[2].max_len = SD3_T5_TOKENS;
+	snprintf(d->text[2].tokenizer_sub, sizeof d->text[2].tokenizer_sub, "tokenizer_3");
+	d->context_width = 4096;	/* T5-XXL's; model_describe reads the file's */
+	snprintf(d->unet_prefix, sizeof d->unet_prefix, "%s", SD_PREFIX_UNET);
+	d->mmdit_heads = 0;		/* heads of 64 channels */
+	snprintf(d->vae_prefix, sizeof d->vae_prefix, "%s", SD_PREFIX_VAE);
+	d->vae_scale = SD3_VAE_SCALE;
+	d->vae_shift = SD3_VAE_SHIFT;
+	sched_config_sd3(&d->sched);
+	snprintf(d->prediction_why, sizeof d->prediction_why, "SD3 is a flow-matching model "
+	    "(it predicts the velocity)");
+	d->default_width = d->default_height = 1024;
+	d->default_steps = 28;
+	d->default_guidance = 7.0f;
+	d->default_sampler = SD_SAMPLER_EULER;
+}
+
 /* Heads of w channels everywhere (SDXL: the UNet and both text encoders). */
 static void
 set_head_channels(struct model_desc *d, int w)
@@ -336,6 +384,9 @@ model_describe_arch(const char *arch, struct model_desc *d)
 		describe_sd2(d, 't');
 	else if (strcmp(arch, "sdxl") == 0 || strcmp(arch, "sdxl-turbo") == 0) {
 		describe_sdxl(d, strcmp(arch, "sdxl-turbo") == 0);
+		return 0;
+	} else if (strcmp(arch, "sd3") == 0) {
+		describe_sd3(d);
 		return 0;
 	} else
 		return -1;
@@ -417,9 +468,10 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 	json_t *unet = NULL, *text = NULL, *vae = NULL, *sched = NULL, *v;
 	int rc = -1;
 
-	json_t *text2 = NULL;
+	json_t *text2 = NULL, *transformer = NULL;
 
-	if (load_json(dir, "unet/config.json", &unet, err) < 0 ||
+	if (load_json(dir, "transformer/config.json", &transformer, err) < 0 ||
+	    load_json(dir, "unet/config.json", &unet, err) < 0 ||
 	    load_json(dir, "text_encoder/config.json", &text, err) < 0 ||
 	    load_json(dir, "text_encoder_2/config.json", &text2, err) < 0 ||
 	    load_json(dir, "vae/config.json", &vae, err) < 0 ||
@@ -432,20 +484,32 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 		if (size > 0 && size <= 1024)
 			d->default_width = d->default_height = 8 * size;
 	}
+	if (transformer != NULL && d->family == MODEL_SD3) {
+		int size = json_int(transformer, "sample_size", 0);
+		d->mmdit_heads = json_int(transformer, "num_attention_heads", 0);
+		if (size > 0 && size <= 128)
+			d->default_width = d->default_height = 8 * size;
+	}
 	/* diffusers' text encoders: transformers' names, num_hidden_layers of
 	 * them (SD 2.x folders store the penultimate layer's model). */
+	int penultimate = d->family == MODEL_SDXL || d->family == MODEL_SD3;
 	if (d->family == MODEL_SDXL)
 		snprintf(d->text[1].prefix, sizeof d->text[1].prefix, "%s", SD_PREFIX_XL_CLIP2_HF);
-	else
+	else if (d->family != MODEL_SD3)
 		snprintf(d->text[0].prefix, sizeof d->text[0].prefix, "%s", SD_PREFIX_CLIP);
 	for (int i = 0; i < d->ntext; i++) {
-		json_t *t = i == 0 ? text : text2;
-		if (d->family != MODEL_SDXL)
+		json_t *t = i == 0 ? text : i == 1 ? text2 : NULL;
+		if (d->text[i].kind != TEXT_CLIP)
+			continue;	/* T5: its heads come from its tensors */
+		if (!penultimate)
 			d->text[i].clip.layers = 0;
 		if (t == NULL)
 			continue;
-		d->text[i].clip.heads = json_int(t, "num_attention_heads", d->text[i].clip.heads);
-		if (d->family != MODEL_SDXL)
+		if (json_int(t, "num_attention_heads", 0) > 0) {
+			d->text[i].clip.heads = json_int(t, "num_attention_heads", 0);
+			d->text[i].clip.head_channels = 0;
+		}
+		if (!penultimate)
 			d->text[i].clip.layers = json_int(t, "num_hidden_layers", 0);
 		v = json_object_get(t, "hidden_act");
 		if (json_is_string(v)) {
@@ -478,7 +542,8 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 			d->default_sampler = s;
 		snprintf(d->prediction_why, sizeof d->prediction_why,
 		    "the folder's scheduler config says %s",
-		    d->sched.prediction_type == SCHED_PRED_V ? "v_prediction" : "epsilon");
+		    d->sched.prediction_type == SCHED_PRED_V ? "v_prediction" :
+		    d->sched.prediction_type == SCHED_PRED_FLOW ? "flow matching" : "epsilon");
 		if (d->family == MODEL_SD2) {
 			int v_model = d->sched.prediction_type == SCHED_PRED_V;
 			int trailing = d->sched.timestep_spacing == SCHED_SPACING_TRAILING;
@@ -502,6 +567,7 @@ describe_folder(const char *dir, struct model_desc *d, struct sd_error *err)
 	}
 	rc = 0;
 out:
+	json_decref(transformer);
 	json_decref(unet);
 	json_decref(text);
 	json_decref(text2);
@@ -564,6 +630,26 @@ sdbatch_metadata(const char *path, struct model_desc *d)
 
 	if (f == NULL)
 		return;
+	if (d->family == MODEL_SD3) {
+		/* "sdbatch.text_heads": CLIP-L's and bigG's, "3,5" */
+		if ((v = st_metadata(f, "sdbatch.mmdit_heads")) != NULL && atoi(v) > 0)
+			d->mmdit_heads = atoi(v);
+		if ((v = st_metadata(f, "sdbatch.text_heads")) != NULL) {
+			char *end;
+			for (int i = 0; i < 2; i++) {
+				long h = strtol(v, &end, 10);
+				if (end == v || h <= 0 || h > 1024)
+					break;
+				d->text[i].clip.heads = (int)h;
+				d->text[i].clip.head_channels = 0;
+				if (*end != ',')
+					break;
+				v = end + 1;
+			}
+		}
+		st_close(f);
+		return;
+	}
 	if ((v = st_metadata(f, "sdbatch.unet_head_channels")) != NULL && atoi(v) > 0)
 		set_head_channels(d, atoi(v));
 	else if ((v = st_metadata(f, "sdbatch.unet_heads")) != NULL && atoi(v) > 0)
@@ -606,6 +692,23 @@ describe_file(const char *path, struct model_desc *d, struct sd_error *err)
 		snprintf(d->prediction_why, sizeof d->prediction_why, "%s", why);
 	}
 	sdbatch_metadata(path, d);
+	if (d->family == MODEL_SD3) {
+		/* sdbatch's own keys for heads that are not of 64 channels:
+		 * network_config num_heads, clip_l / clip_g heads */
+		if ((v = ldm_get(&y, "network_config", "num_heads")) != NULL && atoi(v) > 0)
+			d->mmdit_heads = atoi(v);
+		for (int i = 0; i < 2; i++)
+			if ((v = ldm_get(&y, i ? "clip_g" : "clip_l", "heads")) != NULL && atoi(v) > 0) {
+				d->text[i].clip.heads = atoi(v);
+				d->text[i].clip.head_channels = 0;
+			}
+		if ((v = ldm_get(&y, NULL, "scale_factor")) != NULL && atof(v) > 0)
+			d->vae_scale = (float)atof(v);
+		if ((v = ldm_get(&y, NULL, "shift_factor")) != NULL)
+			d->vae_shift = (float)atof(v);
+		ldm_free(&y);
+		return 0;
+	}
 	/* The LDM config's numbers, where it has them. */
 	if (((v = ldm_get(&y, "unet_config", "num_head_channels")) != NULL ||
 	    (v = ldm_get(&y, "network_config", "num_head_channels")) != NULL) && atoi(v) > 0)
@@ -632,9 +735,13 @@ model_describe(const struct sd_checkpoint *ck, struct model_desc *d, struct sd_e
 		describe_sd2(d, 'v');
 	else if (strcmp(arch, "sdxl") == 0)
 		describe_sdxl(d, 0);
-	else
+	else if (strcmp(arch, "sd3") == 0) {
+		describe_sd3(d);
+		if (ck->detect.context_dim > 0)
+			d->context_width = ck->detect.context_dim;
+	} else
 		return sd_fail(err, SD_EDATA, "%s: %s checkpoints are not supported yet "
-		    "(sdbatch renders Stable Diffusion 1.x, 2.x and XL)", ck->model_path, ck->detect.name);
+		    "(sdbatch renders Stable Diffusion 1.x, 2.x, XL and 3)", ck->model_path, ck->detect.name);
 	if (is_dir(ck->model_path))
 		return describe_folder(ck->model_path, d, err);
 	return describe_file(ck->model_path, d, err);

@@ -50,6 +50,7 @@ static const char *const predictions[] = {
 	[SD_PREDICTION_AUTO] = "auto",
 	[SD_PREDICTION_EPSILON] = "epsilon",
 	[SD_PREDICTION_V] = "v",
+	[SD_PREDICTION_FLOW] = "flow",
 };
 
 static const char *const spacings[] = {
@@ -308,6 +309,8 @@ sd_params_init(struct sd_params *p)
 	p->schedule = SD_SCHEDULE_NORMAL;
 	p->prediction = SD_PREDICTION_AUTO;
 	p->spacing = SD_SPACING_AUTO;
+	p->shift = 0;			/* the model's (flow models only) */
+	p->t5 = 1;
 	p->seed = 0;
 	p->rng = SD_RNG_CPU;
 	p->clip_skip = 1;

@@ -25,6 +25,7 @@
 #include "core/ops.h"
 #include "io/image.h"
 #include "model/checkpoint.h"
+#include "model/hub.h"
 #include "model/lora.h"
 #include "model/tokenizer.h"
 #include "model/vae.h"
@@ -48,6 +49,10 @@ struct sd_model {
 	struct conditioner *cond;
 	struct denoiser *unet;
 	struct vae *vae;
+	int latent_channels;	/* the VAE's: 4, SD3 16 */
+	/* SD3 whose T5 weights are there but no spiece.model was found: why
+	 * (a job with t5 on fails with it); "" otherwise */
+	char t5_missing[512];
 	sd_debug_fn debug;
 	void *debug_user;
 	/* the LoRAs merged into ck.weights (NULL: none), what they were
@@ -95,6 +100,51 @@ own_tokenizer(const char *model, const char *sub, const char *tokdir)
 	return same;
 }
 
+static int
+has_spiece(const char *dir)
+{
+	char file[4200];
+
+	snprintf(file, sizeof file, "%s/spiece.model", dir);
+	return access(file, R_OK) == 0;
+}
+
+/* The folder of SD3's T5 tokenizer (spiece.model): the model folder's
+ * tokenizer_3/, --tokenizer DIR (or DIR/tokenizer_3/), tokenizer_3/ beside
+ * a single file, then the Hub cache's SD3 repository.  -1 when none. */
+static int
+find_spiece(const struct sd_model_spec *spec, const char *given, int split, char *out, size_t size)
+{
+	struct hub_options ho;
+	struct sd_error e = {0};
+	char snap[4096];
+	const char *slash;
+
+	if (given[0] != '\0') {
+		snprintf(out, size, "%s/tokenizer_3", given);
+		if (has_spiece(out))
+			return 0;
+		snprintf(out, size, "%s", given);
+		if (!split && has_spiece(out))
+			return 0;
+	}
+	snprintf(out, size, "%s/tokenizer_3", spec->model);
+	if (has_spiece(out))
+		return 0;
+	if ((slash = strrchr(spec->model, '/')) != NULL) {
+		snprintf(out, size, "%.*s/tokenizer_3", (int)(slash - spec->model), spec->model);
+		if (has_spiece(out))
+			return 0;
+	}
+	hub_options_init(&ho);
+	ho.cache = spec->hub_cache;
+	if (hub_cached(&ho, "stabilityai/stable-diffusion-3-medium-diffusers", snap, sizeof snap, &e) == 0) {
+		if ((size_t)snprintf(out, size, "%s/tokenizer_3", snap) < size && has_spiece(out))
+			return 0;
+	}
+	return -1;
+}
+
 struct sd_model *
 sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 {
@@ -114,37 +164,84 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 		goto fail;
 	if (checkpoint_load(&m->ck, spec->model, spec->unet, spec->vae, err) < 0)
 		goto fail;
+	if (spec->text_encoders != NULL && *spec->text_encoders != '\0' &&
+	    checkpoint_add_text_encoders(&m->ck, spec->text_encoders, err) < 0)
+		goto fail;
 	if (model_describe(&m->ck, &m->desc, err) < 0)
 		goto fail;
 	if (strcmp(m->ck.detect.arch, "sd15-inpaint") == 0 && m->desc.family == MODEL_SD1)
 		snprintf(m->desc.arch, sizeof m->desc.arch, "sd15-inpaint");
-	if (tokenizer_find_in(spec->model, spec->tokenizer, spec->hub_cache, tokdir,
-	    sizeof tokdir, err) < 0)
-		goto fail;
+	if (m->desc.family == MODEL_SD3 && !m->ck.detect.has_text_encoder) {
+		sd_fail(err, SD_ENOINPUT, "this SD3 file holds no text encoders (as sd3_medium.safetensors): "
+		    "give them with --text-encoders DIR (a folder of clip_l.safetensors, clip_g.safetensors "
+		    "and t5xxl_fp16.safetensors, or a diffusers SD3 folder), or use a file that includes them");
+		goto prefix;
+	}
 	{
 		/* each encoder's tokenizer: the folder's own (tokenizer/,
-		 * tokenizer_2/) where the model has one, else the one found */
-		char dirs[MODEL_MAX_TEXT][4096];
+		 * tokenizer_2/, tokenizer_3/) where the model has one, else the
+		 * one found; --tokenizer DIR may hold those folders too */
+		char dirs[MODEL_MAX_TEXT][4096], given[4096] = "", probe[4200];
 		const char *dp[MODEL_MAX_TEXT];
-		int own[MODEL_MAX_TEXT];
+		const char *clip_given = spec->tokenizer;
+		int own[MODEL_MAX_TEXT], split = 0;
+		if (spec->tokenizer != NULL && *spec->tokenizer != '\0') {
+			snprintf(given, sizeof given, "%s", spec->tokenizer);
+			snprintf(probe, sizeof probe, "%s/tokenizer/vocab.json", given);
+			if (access(probe, R_OK) == 0) {
+				split = 1;
+				snprintf(probe, sizeof probe, "%s/tokenizer", given);
+				clip_given = probe;
+			}
+		}
+		if (tokenizer_find_in(spec->model, clip_given, spec->hub_cache, tokdir,
+		    sizeof tokdir, err) < 0)
+			goto fail;
 		for (int i = 0; i < m->desc.ntext; i++) {
 			const char *sub = m->desc.text[i].tokenizer_sub[0] ? m->desc.text[i].tokenizer_sub :
 			    "tokenizer";
+			char sub_dir[4096], file[4200];
+			dp[i] = dirs[i];
+			own[i] = 0;
+			if (m->desc.text[i].kind == TEXT_T5) {
+				char probe_t5[128];
+				snprintf(probe_t5, sizeof probe_t5, "%sencoder.final_layer_norm.weight",
+				    m->desc.text[i].prefix);
+				if (weights_get(m->ck.weights, probe_t5) == NULL) {
+					dp[i] = NULL;	/* no T5 in this model: zeros */
+					continue;
+				}
+				if (find_spiece(spec, given, split, dirs[i], sizeof dirs[i]) < 0) {
+					dp[i] = NULL;	/* absent: zeros, or the job fails */
+					snprintf(m->t5_missing, sizeof m->t5_missing, "this model's T5 encoder "
+					    "needs its SentencePiece tokenizer (spiece.model) and none was found "
+					    "(looked in the model folder's tokenizer_3/, beside the file, in "
+					    "--tokenizer DIR and DIR/tokenizer_3/, and in the Hub cache's "
+					    "stabilityai/stable-diffusion-3-medium-diffusers); give one, or "
+					    "render without T5 (t5: false, --no-t5)");
+				}
+				continue;
+			}
 			snprintf(dirs[i], sizeof dirs[i], "%s", tokdir);
-			if (i > 0 && (spec->tokenizer == NULL || *spec->tokenizer == '\0')) {
-				char sub_dir[4096], vocab[4200];
+			if (i > 0 && split) {
+				snprintf(sub_dir, sizeof sub_dir, "%s/%s", given, sub);
+				snprintf(file, sizeof file, "%s/vocab.json", sub_dir);
+				if (access(file, R_OK) == 0)
+					snprintf(dirs[i], sizeof dirs[i], "%s", sub_dir);
+			} else if (i > 0 && (spec->tokenizer == NULL || *spec->tokenizer == '\0')) {
 				snprintf(sub_dir, sizeof sub_dir, "%s/%s", spec->model, sub);
-				snprintf(vocab, sizeof vocab, "%s/vocab.json", sub_dir);
-				if (access(vocab, R_OK) == 0)
+				snprintf(file, sizeof file, "%s/vocab.json", sub_dir);
+				if (access(file, R_OK) == 0)
 					snprintf(dirs[i], sizeof dirs[i], "%s", sub_dir);
 			}
-			dp[i] = dirs[i];
 			own[i] = own_tokenizer(spec->model, sub, dirs[i]);
 		}
 		m->cond = conditioner_load(&m->desc, m->ck.weights, dp, own, err);
 	}
 	if (m->cond == NULL)
 		goto prefix;
+	if (m->cond->has_t5 || m->cond->t5_index < 0)
+		m->t5_missing[0] = '\0';	/* no T5 weights: nothing is missing */
 	m->unet = denoiser_load(&m->desc, m->ck.weights, err);
 	if (m->unet == NULL)
 		goto prefix;
@@ -156,6 +253,12 @@ sd_model_load(const struct sd_model_spec *spec, struct sd_error *err)
 	m->vae = vae_load(m->ck.weights, m->desc.vae_prefix, err);
 	if (m->vae == NULL)
 		goto prefix;
+	m->latent_channels = vae_latent_channels(m->vae);
+	if (m->unet->out_channels != m->latent_channels) {
+		sd_fail(err, SD_EDATA, "the denoiser gives %d channels but the VAE's latents have %d "
+		    "(parts of different models?)", m->unet->out_channels, m->latent_channels);
+		goto prefix;
+	}
 	return m;
 prefix:
 	sd_error_prefix(err, "%s", spec->model);
@@ -208,7 +311,7 @@ struct run {
 	struct sd_model *m;
 	const struct sd_params *p;
 	int h, w, cfg, batch;
-	size_t nlat;		/* 4*h*w */
+	size_t nlat;		/* latent channels * h * w */
 	struct sd_rng *rng;
 	struct sd_scheduler *sched;
 	float *context;		/* backend [batch, 77, width] */
@@ -217,7 +320,7 @@ struct run {
 	float time_ids[12];	/* host [batch, 6] (SDXL) */
 	struct sched_config sched_cfg;	/* the model's, with the job's prediction
 					 * and spacing */
-	float *latents;		/* host [4, h, w] */
+	float *latents;		/* host [latent channels, h, w] */
 	float *noise;		/* host: the noise added to the image latents */
 	float *image_latents;	/* host: img2img / inpainting, x 0.18215 */
 	float *masked_latents;	/* host: inpainting, x 0.18215 */
@@ -336,6 +439,25 @@ encode_text(struct run *r, const char *prompt, const char *negative, struct sd_e
 		return -1;
 	}
 	return sd_ctx_status(m->ctx, err);	/* issue 15: an op failed */
+}
+
+/* sd_fail, blaming a job field. */
+static int
+fail_field(struct sd_error *err, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int
+fail_field(struct sd_error *err, int code, const char *field, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	sd_fail(err, code, "%s", msg);
+	if (err != NULL)
+		snprintf(err->field, sizeof err->field, "%s", field);
+	return -1;
 }
 
 /* ---------------------------------------------------------------- LoRAs */
@@ -664,7 +786,7 @@ denoise(struct run *r, struct sd_error *err)
 				add_noise(r, i + 1, proper, r->image_latents, r->noise);
 			else
 				memcpy(proper, r->image_latents, r->nlat * sizeof *proper);
-			for (int ch = 0; ch < 4; ch++)
+			for (int ch = 0; ch < m->latent_channels; ch++)
 				for (size_t k = 0; k < hw; k++) {
 					float mk = r->mask_latent[k];
 					size_t at = (size_t)ch * hw + k;
@@ -741,6 +863,18 @@ sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error
 	if (d->sched.prediction_type == SCHED_PRED_SAMPLE && p->prediction == SD_PREDICTION_AUTO)
 		return sd_fail(err, SD_EDATA, "the model's scheduler config predicts the sample, "
 		    "which sdbatch does not support");
+	if (d->sched.prediction_type == SCHED_PRED_FLOW) {
+		if (p->prediction != SD_PREDICTION_AUTO && p->prediction != SD_PREDICTION_FLOW)
+			return fail_field(err, SD_EDATA, "prediction", "%s is a flow-matching model: "
+			    "prediction must be auto or flow, not %s", d->name,
+			    sd_prediction_name(p->prediction));
+		p->prediction = SD_PREDICTION_FLOW;
+		if (!(p->shift > 0))
+			p->shift = d->sched.shift;
+	} else if (p->prediction == SD_PREDICTION_FLOW) {
+		return fail_field(err, SD_EDATA, "prediction", "%s is not a flow-matching model: "
+		    "prediction flow is for SD3", d->name);
+	}
 	if (p->prediction == SD_PREDICTION_AUTO)
 		p->prediction = d->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V :
 		    SD_PREDICTION_EPSILON;
@@ -788,18 +922,26 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 		return sd_fail(err, SD_EDATA, "a mask needs an init image");
 	if (m->unet->in_channels == 9 && p->mask_grey == NULL)
 		return sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): it needs an init image and a mask");
-	if (m->unet->in_channels != 4 && m->unet->in_channels != 9)
-		return sd_fail(err, SD_EDATA, "a UNet with %d input channels is not supported", m->unet->in_channels);
+	if (m->unet->in_channels != m->latent_channels && !(m->unet->in_channels == 9 && m->latent_channels == 4))
+		return sd_fail(err, SD_EDATA, "a denoiser with %d input channels is not supported with "
+		    "%d-channel latents", m->unet->in_channels, m->latent_channels);
+	if (p->mask_grey != NULL && m->desc.family == MODEL_SD3)
+		return fail_field(err, SD_EDATA, "mask", "inpainting is not supported on %s", m->desc.name);
+	if (m->desc.family == MODEL_SD3 && p->t5 && m->t5_missing[0] != '\0')
+		return fail_field(err, SD_ENOINPUT, "t5", "%s", m->t5_missing);
 	if (p->init_rgb != NULL && !(p->strength > 0.0 && p->strength <= 1.0))
 		return sd_fail(err, SD_EDATA, "strength must be in (0, 1] (got %g)", p->strength);
-	r.nlat = (size_t)4 * r.h * r.w;
+	r.nlat = (size_t)m->latent_channels * r.h * r.w;
 	r.cfg = p->guidance_scale > 1.0f;
 	r.batch = r.cfg ? 2 : 1;
 	out->seed = p->seed + (uint64_t)index;
 	r.rng = sd_rng_new(p->rng, out->seed);
 	r.sched_cfg = m->desc.sched;
 	r.sched_cfg.prediction_type = p->prediction == SD_PREDICTION_V ? SCHED_PRED_V :
-	    p->prediction == SD_PREDICTION_EPSILON ? SCHED_PRED_EPSILON : m->desc.sched.prediction_type;
+	    p->prediction == SD_PREDICTION_EPSILON ? SCHED_PRED_EPSILON :
+	    p->prediction == SD_PREDICTION_FLOW ? SCHED_PRED_FLOW : m->desc.sched.prediction_type;
+	if (r.sched_cfg.prediction_type == SCHED_PRED_FLOW && p->shift > 0)
+		r.sched_cfg.shift = p->shift;
 	if (p->spacing != SD_SPACING_AUTO)
 		r.sched_cfg.timestep_spacing = p->spacing == SD_SPACING_LEADING ? SCHED_SPACING_LEADING :
 		    p->spacing == SD_SPACING_LINSPACE ? SCHED_SPACING_LINSPACE : SCHED_SPACING_TRAILING;
@@ -834,6 +976,7 @@ sd_generate(struct sd_model *m, const struct sd_params *params, int index,
 	}
 	if (apply_loras(&r, tags, ntags, err) < 0)
 		goto out;
+	conditioner_set_t5(m->cond, p->t5);
 	if (encode_text(&r, prompt ? prompt : p->prompt, negative ? negative : p->negative_prompt, err) < 0 ||
 	    prepare_latents(&r, err) < 0 ||
 	    sd_scheduler_prepare(r.sched, r.nlat, err) < 0)	/* no allocation in the loop */

@@ -24,8 +24,11 @@ enum sd_sampler {
 };
 enum sd_schedule { SD_SCHEDULE_NORMAL, SD_SCHEDULE_KARRAS };
 enum sd_rng_kind { SD_RNG_CPU, SD_RNG_CUDA };
-/* What the denoiser predicts (job field prediction:). */
-enum sd_prediction { SD_PREDICTION_AUTO, SD_PREDICTION_EPSILON, SD_PREDICTION_V };
+/* What the denoiser predicts (job field prediction:): the noise, v, or
+ * the flow's velocity (SD3; its only one). */
+enum sd_prediction {
+	SD_PREDICTION_AUTO, SD_PREDICTION_EPSILON, SD_PREDICTION_V, SD_PREDICTION_FLOW
+};
 /* diffusers' timestep_spacing (job field spacing:). */
 enum sd_spacing {
 	SD_SPACING_AUTO, SD_SPACING_LEADING, SD_SPACING_LINSPACE, SD_SPACING_TRAILING
@@ -73,7 +76,7 @@ const char *sd_schedule_name(enum sd_schedule s);
 int sd_schedule_parse(const char *name, enum sd_schedule *out);
 const char *sd_rng_name(enum sd_rng_kind r);
 int sd_rng_parse(const char *name, enum sd_rng_kind *out);
-/* "auto", "epsilon", "v" */
+/* "auto", "epsilon", "v", "flow" */
 const char *sd_prediction_name(enum sd_prediction p);
 int sd_prediction_parse(const char *name, enum sd_prediction *out);
 /* "auto", "leading", "linspace", "trailing" */
@@ -85,7 +88,13 @@ struct sd_model_spec {
 	const char *model;	/* single-file checkpoint or diffusers folder */
 	const char *unet;	/* optional: the UNet from this file instead */
 	const char *vae;	/* optional: the VAE from this file instead */
-	const char *tokenizer;	/* optional: folder with vocab.json + merges.txt */
+	const char *tokenizer;	/* optional: folder with vocab.json + merges.txt,
+				 * or one holding tokenizer/, tokenizer_2/ and
+				 * tokenizer_3/ (spiece.model) */
+	const char *text_encoders;	/* optional (SD3): the text encoders from
+					 * this folder (clip_l.safetensors,
+					 * clip_g.safetensors, t5xxl_fp16.safetensors,
+					 * or a diffusers SD3 folder) */
 	const char *device;	/* "cpu" (default), "cuda", "cuda:N" */
 	int threads;		/* 0: the default (physical cores) */
 	/* optional: the Hub cache where the tokenizer is looked for
@@ -97,7 +106,8 @@ struct sd_model;
 
 struct sd_model *sd_model_load(const struct sd_model_spec *spec, struct sd_error *err);
 void sd_model_free(struct sd_model *m);
-/* "sd15", "sd15-inpaint", "sd2", "sd2-base", "sd-turbo" */
+/* "sd15", "sd15-inpaint", "sd2", "sd2-base", "sd-turbo", "sdxl",
+ * "sdxl-turbo", "sd3" */
 const char *sd_model_arch(const struct sd_model *m);
 /* What the model is made of and its defaults (sample/description.h). */
 struct model_desc;
@@ -119,6 +129,13 @@ struct sd_params {
 	enum sd_schedule schedule;
 	enum sd_prediction prediction;	/* AUTO: the model's */
 	enum sd_spacing spacing;	/* AUTO: the model's scheduler config */
+	double shift;			/* flow-matching models (SD3): the sigma
+					 * shift; <= 0: the model's (its
+					 * scheduler config's, SD3 3.0); other
+					 * models leave it 0 */
+	int t5;				/* SD3: 1 (default) encodes with T5 when
+					 * the model has it, 0 renders without
+					 * it (zeros in its place) */
 	uint64_t seed;			/* image i uses seed + i */
 	enum sd_rng_kind rng;
 	int clip_skip;			/* A1111 meaning: 1 = last layer */

@@ -56,6 +56,9 @@ struct sd_scheduler {
 	/* DPM2 and DPM2 ancestral, expanded like sigmas (nsigmas each) */
 	float *sigmas_interpol, *sigmas_up, *sigmas_down;
 	int sde;			/* DPM++ 2M SDE (sde-dpmsolver++) */
+	int flow;			/* flow matching: FAM_EULER is
+					 * FlowMatchEulerDiscreteScheduler,
+					 * FAM_HEUN FlowMatchHeunDiscrete... */
 	int nprk;			/* PNDM: PRK calls before the PLMS ones */
 	float init_noise_sigma;
 
@@ -97,6 +100,16 @@ sched_config_defaults(struct sched_config *cfg)
 	cfg->clip_sample_range = 1.0;
 	cfg->sigma_min = 0;
 	cfg->sigma_max = 0;
+	cfg->shift = 1.0;
+}
+
+void
+sched_config_sd3(struct sched_config *cfg)
+{
+	sched_config_defaults(cfg);
+	cfg->num_train_timesteps = 1000;
+	cfg->prediction_type = SCHED_PRED_FLOW;
+	cfg->shift = 3.0;
 }
 
 void
@@ -186,6 +199,62 @@ only_false(const char *path, const char *key, json_t *v, struct sd_error *err)
 	return 0;
 }
 
+/* A FlowMatch class's key (flow is 1): 1 when key is one, 0 when not,
+ * -1 on an error. */
+static int
+flow_key(const char *path, const char *key, json_t *v, struct sched_config *cfg,
+    struct sd_error *err)
+{
+	double d = 0;
+
+	if (strcmp(key, "shift") == 0) {
+		if (get_number(v, &d) < 0 || d <= 0 || d > 1e6)
+			return sd_fail(err, SD_EDATA, "%s: %s: expected a positive "
+			    "number", path, key);
+		cfg->shift = d;
+		return 1;
+	}
+	if (strcmp(key, "use_dynamic_shifting") == 0) {
+		int b;
+
+		if (json_is_null(v))
+			return 1;
+		if (get_bool(v, &b) < 0)
+			return sd_fail(err, SD_EDATA, "%s: %s: expected true or false",
+			    path, key);
+		if (b)
+			return sd_fail(err, SD_ECONFIG, "%s: %s=true (a shift that "
+			    "depends on the image size, given by the pipeline as mu) is "
+			    "not supported; sdbatch applies the fixed shift", path, key);
+		return 1;
+	}
+	/* read by the dynamic shifting only */
+	if (strcmp(key, "base_shift") == 0 || strcmp(key, "max_shift") == 0 ||
+	    strcmp(key, "base_image_seq_len") == 0 ||
+	    strcmp(key, "max_image_seq_len") == 0) {
+		if (!json_is_null(v) && get_number(v, &d) < 0)
+			return sd_fail(err, SD_EDATA, "%s: %s: expected a number",
+			    path, key);
+		return 1;
+	}
+	/* later diffusers releases' options, each with the one value that
+	 * means what sdbatch does */
+	if (strcmp(key, "invert_sigmas") == 0 || strcmp(key, "use_karras_sigmas") == 0 ||
+	    strcmp(key, "use_exponential_sigmas") == 0 ||
+	    strcmp(key, "use_beta_sigmas") == 0 ||
+	    strcmp(key, "stochastic_sampling") == 0)
+		return only_false(path, key, v, err) < 0 ? -1 : 1;
+	if (strcmp(key, "shift_terminal") == 0) {
+		if (!json_is_null(v))
+			return sd_fail(err, SD_ECONFIG, "%s: %s is not supported "
+			    "(only null)", path, key);
+		return 1;
+	}
+	if (strcmp(key, "time_shift_type") == 0)
+		return only_string(path, key, v, "exponential", err) < 0 ? -1 : 1;
+	return 0;
+}
+
 int
 sched_config_load(const char *path, struct sched_config *cfg,
     struct sd_error *err)
@@ -200,7 +269,7 @@ sched_config_load(const char *path, struct sched_config *cfg,
 	json_t *root, *v;
 	const char *key;
 	double d = 0;
-	int choice;
+	int choice, flow = 0;
 
 	sched_config_defaults(cfg);
 	if (access(path, R_OK) < 0)
@@ -214,9 +283,36 @@ sched_config_load(const char *path, struct sched_config *cfg,
 		json_decref(root);
 		return sd_fail(err, SD_EDATA, "%s: not a JSON object", path);
 	}
+	/* the flow-matching classes: their own keys, no betas */
+	v = json_object_get(root, "_class_name");
+	if (json_is_string(v) && strncmp(json_string_value(v), "FlowMatch", 9) == 0) {
+		const char *cls = json_string_value(v);
+
+		if (strcmp(cls, "FlowMatchEulerDiscreteScheduler") != 0 &&
+		    strcmp(cls, "FlowMatchHeunDiscreteScheduler") != 0) {
+			sd_fail(err, SD_ECONFIG, "%s: _class_name \"%.60s\" is not "
+			    "supported (flow matching: FlowMatchEulerDiscreteScheduler "
+			    "or FlowMatchHeunDiscreteScheduler)", path, cls);
+			json_decref(root);
+			return -1;
+		}
+		flow = 1;
+	}
 	json_object_foreach(root, key, v) {
 		int rc = 0, b;
 
+		if (flow) {
+			/* num_train_timesteps is read below; other classes'
+			 * keys (betas, prediction_type) mean nothing here */
+			rc = flow_key(path, key, v, cfg, err);
+			if (rc < 0) {
+				json_decref(root);
+				return -1;
+			}
+			if (rc == 1 || strcmp(key, "num_train_timesteps") != 0)
+				continue;
+			rc = 0;
+		}
 		if (strcmp(key, "num_train_timesteps") == 0) {
 			if (!json_is_integer(v) || json_integer_value(v) < 2 ||
 			    json_integer_value(v) > MAX_TRAIN_TIMESTEPS)
@@ -300,6 +396,8 @@ sched_config_load(const char *path, struct sched_config *cfg,
 		}
 	}
 	json_decref(root);
+	if (flow)
+		cfg->prediction_type = SCHED_PRED_FLOW;
 	return 0;
 }
 
@@ -863,6 +961,48 @@ set_timesteps_dpm(struct sd_scheduler *s, double *t, struct sd_error *err)
 	return 0;
 }
 
+/* The flow-matching shift s' = shift*s / (1 + (shift - 1)*s) of a float32
+ * tensor as torch computes it (float32 operations, the Python float
+ * scalars taken as float32). */
+static float
+flow_shift_f32(float shift, float s)
+{
+	return shift * s / (1.0f + (shift - 1.0f) * s);
+}
+
+/* FlowMatchEulerDiscreteScheduler (and Heun's): the training sigmas are
+ * linspace(1, N, N)[::-1] / N shifted in float32; set_timesteps(S) takes
+ * np.linspace(sigma_max*N, sigma_min*N, S) / N in float64, shifts it
+ * again in float64, casts it to float32, timesteps = sigmas * N (float32),
+ * and appends a final sigma 0. */
+static int
+set_timesteps_flow(struct sd_scheduler *s, double *t, struct sd_error *err)
+{
+	int S = s->steps, N = s->ntrain;
+	double shift = s->cfg.shift, sigma_min, sigma_max;
+	float fshift = (float)shift;
+
+	if (!(shift > 0) || !isfinite(shift))
+		return sd_fail(err, SD_ECONFIG, "shift %g: expected a positive "
+		    "number", shift);
+	for (int i = 0; i < N; i++)
+		s->train_sigmas[i] = flow_shift_f32(fshift, (float)(N - i) / (float)N);
+	sigma_max = s->train_sigmas[0];
+	sigma_min = s->train_sigmas[N - 1];
+	np_linspace(sigma_max * N, sigma_min * N, S, t);
+	for (int i = 0; i < S; i++) {
+		double x = t[i] / N;
+
+		s->sigmas[i] = (float)(shift * x / (1 + (shift - 1) * x));
+		s->timesteps[i] = s->sigmas[i] * (float)N;
+	}
+	s->sigmas[S] = 0.0f;
+	s->nfull = S;
+	s->nsigmas = S + 1;
+	s->init_noise_sigma = 1.0f;
+	return 0;
+}
+
 /* torch.lerp(a, b, 0.5) of float32 values (the weight >= 0.5 branch). */
 static float
 lerp_half(float a, float b)
@@ -997,8 +1137,11 @@ set_timesteps_lcm(struct sd_scheduler *s, struct sd_error *err)
 }
 
 static const char *
-family_class(enum family fam)
+family_class(enum family fam, int flow)
 {
+	if (flow)
+		return fam == FAM_HEUN ? "FlowMatchHeunDiscreteScheduler" :
+		    "FlowMatchEulerDiscreteScheduler";
 	switch (fam) {
 	case FAM_DDIM:
 		return "DDIMScheduler";
@@ -1102,6 +1245,31 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 		sd_fail(err, SD_EDATA, "sampler: unknown sampler");
 		goto fail;
 	}
+	if (cfg->prediction_type == SCHED_PRED_FLOW) {
+		/* diffusers 0.30.3 has FlowMatchEuler and FlowMatchHeun only,
+		 * neither with Karras sigmas */
+		s->flow = 1;
+		if (s->fam != FAM_EULER && s->fam != FAM_HEUN) {
+			sd_fail(err, SD_EDATA, "sampler: %s cannot sample a "
+			    "flow-matching model (SD3): diffusers has no flow-matching "
+			    "%s; flow models take euler "
+			    "(FlowMatchEulerDiscreteScheduler) or heun "
+			    "(FlowMatchHeunDiscreteScheduler)",
+			    sd_sampler_name(sampler), family_class(s->fam, 0));
+			if (err != NULL)
+				snprintf(err->field, sizeof err->field, "sampler");
+			goto fail;
+		}
+		if (schedule == SD_SCHEDULE_KARRAS) {
+			sd_fail(err, SD_EDATA, "schedule: karras is not available "
+			    "for a flow-matching model (SD3): %s spaces its "
+			    "shifted sigmas linearly; use normal",
+			    family_class(s->fam, 1));
+			if (err != NULL)
+				snprintf(err->field, sizeof err->field, "schedule");
+			goto fail;
+		}
+	}
 	/* the class defaults for keys the config left unset */
 	if (s->cfg.timestep_spacing == SCHED_SPACING_DEFAULT)
 		s->cfg.timestep_spacing = s->fam == FAM_DDIM || s->fam == FAM_PNDM ?
@@ -1121,7 +1289,7 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 		    "and has no Karras sigmas); use normal, or a sampler among "
 		    "euler, euler_a, lms, heun, dpm2, dpm2_a, dpmpp_2m, "
 		    "dpmpp_2m_sde, unipc, deis", sd_sampler_name(sampler),
-		    family_class(s->fam));
+		    family_class(s->fam, 0));
 		if (err != NULL)
 			snprintf(err->field, sizeof err->field, "schedule");
 		goto fail;
@@ -1130,7 +1298,7 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 	    (s->fam == FAM_EULER_A || s->fam == FAM_PNDM ||
 	    s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A)) {
 		sd_fail(err, SD_ECONFIG, "prediction_type \"sample\" is not "
-		    "supported by %s", family_class(s->fam));
+		    "supported by %s", family_class(s->fam, 0));
 		goto fail;
 	}
 
@@ -1158,11 +1326,23 @@ sd_scheduler_new(enum sd_sampler sampler, enum sd_schedule schedule,
 		sd_fail(err, SD_EINTERNAL, "out of memory");
 		goto fail;
 	}
-	if (sched_train_schedule(&s->cfg, NULL, s->alphas_cumprod,
+	if (!s->flow && sched_train_schedule(&s->cfg, NULL, s->alphas_cumprod,
 	    s->train_sigmas, err) < 0)
 		goto fail;
 	s->final_alpha_cumprod = s->cfg.set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
 
+	if (s->flow) {
+		/* the alphas mean nothing here (no DDIM-style step) */
+		memset(s->alphas_cumprod, 0, (size_t)N * sizeof *s->alphas_cumprod);
+		s->final_alpha_cumprod = 0;
+		rc = set_timesteps_flow(s, work, err);
+		if (rc == 0 && s->fam == FAM_HEUN)
+			rc = expand_second_order(s, err);
+		if (rc < 0)
+			goto fail;
+		free(work);
+		return s;
+	}
 	switch (s->fam) {
 	case FAM_DDIM:
 		rc = set_timesteps_ddim(s, work, err);
@@ -1235,18 +1415,28 @@ sd_scheduler_set_strength(struct sd_scheduler *s, double strength,
 		goto field;
 	}
 	x = (double)s->steps * strength;	/* Python: int(steps * strength) */
-	init_timestep = (int)x;
-	if (init_timestep > s->steps)
-		init_timestep = s->steps;
-	t_start = s->steps - init_timestep;
-	if (t_start < 0)
-		t_start = 0;
+	if (s->flow) {
+		/* SD3's img2img: init_timestep = min(steps*strength, steps)
+		 * stays a float, t_start = int(max(steps - init_timestep, 0)) */
+		double init = x < s->steps ? x : s->steps, rest = s->steps - init;
+
+		t_start = rest > 0 ? (int)rest : 0;
+		init_timestep = s->steps - t_start;
+	} else {
+		init_timestep = (int)x;
+		if (init_timestep > s->steps)
+			init_timestep = s->steps;
+		t_start = s->steps - init_timestep;
+		if (t_start < 0)
+			t_start = 0;
+	}
 	/* timesteps[t_start * scheduler.order:]: Heun and DPM2 have order 2 */
 	if (s->fam == FAM_HEUN || s->fam == FAM_DPM2 || s->fam == FAM_DPM2_A)
 		t_start *= 2;
 	if (init_timestep < 1 || t_start >= s->nfull) {
 		sd_fail(err, SD_EDATA, "strength: %g with %d steps leaves no step "
-		    "to run (steps*strength must be 1 or more)", strength, s->steps);
+		    "to run (steps*strength must be %s)", strength, s->steps,
+		    s->flow ? "above 0" : "1 or more");
 		goto field;
 	}
 	s->begin = t_start;
@@ -1333,6 +1523,8 @@ sd_scheduler_input_divisor(const struct sd_scheduler *s, int i)
 	int k = s->begin + clamp_call(s, i);
 	float sigma;
 
+	if (s->flow)
+		return 1.0f;	/* the SD3 pipelines call no scale_model_input */
 	switch (s->fam) {
 	case FAM_EULER:
 	case FAM_EULER_A:
@@ -1375,6 +1567,12 @@ sd_scheduler_add_noise_coef(const struct sd_scheduler *s, int i, float *a,
 	int k = s->begin + clamp_call(s, i);
 	float sigma, ac;
 
+	if (s->flow) {
+		/* scale_noise: sigma*noise + (1.0 - sigma)*sample */
+		*a = 1.0f - s->sigmas[k];
+		*b = s->sigmas[k];
+		return;
+	}
 	switch (s->fam) {
 	case FAM_DDIM:
 	case FAM_PNDM:
@@ -1482,6 +1680,8 @@ k_pred_x0(const struct sd_scheduler *s, float sigma, const float *mo,
 
 	switch (s->cfg.prediction_type) {
 	case SCHED_PRED_EPSILON:
+	case SCHED_PRED_FLOW:
+		/* flow: denoised = sample - model_output * sigma */
 		for (size_t k = 0; k < n; k++)
 			x0[k] = sample[k] - sigma * mo[k];
 		break;
@@ -1512,6 +1712,21 @@ step_euler(struct sd_scheduler *s, int k, const float *mo, float *sample)
 		float derivative = (sample[j] - x0[j]) / sigma_hat;
 
 		sample[j] = sample[j] + derivative * dt;
+	}
+}
+
+/* FlowMatchEulerDiscreteScheduler.step: prev = sample + (sigma_next -
+ * sigma) * model_output, in float32.  pred_x0 (which diffusers does not
+ * compute) is sample - sigma * model_output, for previews. */
+static void
+step_flow_euler(struct sd_scheduler *s, int k, const float *mo, float *sample)
+{
+	float sigma = s->sigmas[k], dt = s->sigmas[k + 1] - sigma;
+	float *x0 = s->pred_x0;
+
+	for (size_t j = 0; j < s->n; j++) {
+		x0[j] = sample[j] - sigma * mo[j];
+		sample[j] = sample[j] + dt * mo[j];
 	}
 }
 
@@ -2239,6 +2454,8 @@ step_lcm(struct sd_scheduler *s, int k, const float *mo, float *sample,
 static int
 step_draws(const struct sd_scheduler *s, int k)
 {
+	if (s->flow)
+		return 0;
 	switch (s->fam) {
 	case FAM_EULER:
 	case FAM_EULER_A:
@@ -2302,7 +2519,9 @@ do_step(struct sd_scheduler *s, int i, const float *mo, float *sample,
 		break;
 	case FAM_EULER:
 	case FAM_EULER_A:
-		if (s->fam == FAM_EULER)
+		if (s->fam == FAM_EULER && s->flow)
+			step_flow_euler(s, k, mo, sample);
+		else if (s->fam == FAM_EULER)
 			step_euler(s, k, mo, sample);
 		else
 			step_euler_a(s, k, mo, sample, noise);

@@ -13,6 +13,12 @@
  * sde-dpmsolver++, order 2, midpoint), deis (DEISMultistepScheduler,
  * logrho, order 2) and lcm (LCMScheduler, at most 50 steps).
  *
+ * Flow-matching models (SD3: prediction SCHED_PRED_FLOW, the model
+ * predicts the velocity noise - x0) have their own classes: euler is
+ * FlowMatchEulerDiscreteScheduler and heun FlowMatchHeunDiscreteScheduler
+ * (sigmas shifted by the config's shift, no noise scaling, input divisor
+ * 1); sd_scheduler_new rejects the other samplers and karras on them.
+ *
  * `schedule: karras` means use_karras_sigmas=True (rho 7) for every class
  * that has it: euler, lms, heun, dpm2, dpm2_a, dpmpp_2m, dpmpp_2m_sde,
  * unipc, deis.  diffusers 0.30.3's Euler ancestral has no Karras option;
@@ -44,6 +50,9 @@ enum sched_prediction {
 	SCHED_PRED_EPSILON,		/* the model predicts the noise */
 	SCHED_PRED_V,			/* v_prediction (SD 2.x 768) */
 	SCHED_PRED_SAMPLE,		/* the model predicts x0 */
+	SCHED_PRED_FLOW,		/* flow matching (SD3): the model predicts
+					 * the velocity v = noise - x0; the
+					 * FlowMatch* classes */
 };
 
 enum sched_spacing {
@@ -70,6 +79,9 @@ struct sched_config {
 	int clip_sample;		/* -1: DDIM true */
 	double clip_sample_range;
 	double sigma_min, sigma_max;	/* Karras range; 0: from the schedule */
+	double shift;			/* SCHED_PRED_FLOW: the sigma shift
+					 * s' = shift*s / (1 + (shift-1)*s)
+					 * (diffusers' default 1.0) */
 };
 
 /* The SD 1.5 config (v1-5's scheduler/scheduler_config.json, a
@@ -77,14 +89,20 @@ struct sched_config {
  * steps_offset 1, set_alpha_to_one false, skip_prk_steps true, clip_sample
  * false, epsilon, no timestep_spacing (so each class uses its own). */
 void sched_config_sd15(struct sched_config *cfg);
+/* SD3 Medium's scheduler/scheduler_config.json: FlowMatchEulerDiscrete-
+ * Scheduler, num_train_timesteps 1000, shift 3.0 (prediction
+ * SCHED_PRED_FLOW). */
+void sched_config_sd3(struct sched_config *cfg);
 /* diffusers' defaults for a config without any key. */
 void sched_config_defaults(struct sched_config *cfg);
 /* Read a diffusers folder's scheduler/scheduler_config.json.  Keys the file
  * lacks keep diffusers' defaults (sched_config_defaults); keys of other
  * classes are ignored, as from_config does; settings sdbatch cannot honour
  * (thresholding, rescale_betas_zero_snr, trained_betas, ...) are errors
- * naming the key.  SD_ENOINPUT when the file is missing, SD_EDATA when it
- * is malformed. */
+ * naming the key.  A "_class_name" of FlowMatchEulerDiscreteScheduler or
+ * FlowMatchHeunDiscreteScheduler makes a flow-matching config
+ * (SCHED_PRED_FLOW, its "shift"; use_dynamic_shifting true is an error).
+ * SD_ENOINPUT when the file is missing, SD_EDATA when it is malformed. */
 int sched_config_load(const char *path, struct sched_config *cfg,
     struct sd_error *err);
 
@@ -98,7 +116,9 @@ struct sd_scheduler;
 
 /* set_timesteps(steps) of the sampler's class on cfg.  steps in
  * [1, num_train_timesteps].  Errors (SD_EDATA, field "schedule" or
- * "steps", or SD_ECONFIG for the config) say what is wrong. */
+ * "steps", or SD_ECONFIG for the config) say what is wrong.  On a flow
+ * config (SCHED_PRED_FLOW) only euler and heun run, on the normal
+ * schedule (SD_EDATA, field "sampler" or "schedule", otherwise). */
 struct sd_scheduler *sd_scheduler_new(enum sd_sampler sampler,
     enum sd_schedule schedule, const struct sched_config *cfg, int steps,
     struct sd_error *err);
@@ -107,8 +127,12 @@ void sd_scheduler_free(struct sd_scheduler *s);
 /* img2img / inpainting: run only the last part of the schedule, as the
  * diffusers pipelines do: init_timestep = min(int(steps*strength), steps)
  * (in double), t_start = steps - init_timestep, calls from timesteps_full
- * [t_start] on (set_begin_index(t_start)).  Call before the first step.
- * Fails (SD_EDATA, field "strength") when no step would be left. */
+ * [t_start] on (set_begin_index(t_start)).  On a flow config, SD3's
+ * img2img rule: init_timestep = min(steps*strength, steps) stays a double
+ * and t_start = int(steps - init_timestep) (10 steps at 0.75: t_start 2,
+ * 8 steps run).  Heun's t_start counts 2 calls a step.  Call before the
+ * first step.  Fails (SD_EDATA, field "strength") when no step would be
+ * left. */
 int sd_scheduler_set_strength(struct sd_scheduler *s, double strength,
     struct sd_error *err);
 
@@ -156,7 +180,7 @@ void sd_scheduler_scale_model_input(const struct sd_scheduler *s, int i,
  * products, then their sum), the scheduler's own formula: DDIM and PNDM
  * a = sqrt(alphas_cumprod[t]), b = sqrt(1 - alphas_cumprod[t]); euler,
  * euler_a, lms a = 1, b = sigma; dpmpp_2m a = 1/sqrt(sigma^2 + 1),
- * b = sigma*a.  i may be sd_scheduler_calls(s) - 1 at most. */
+ * b = sigma*a; flow matching (scale_noise) a = 1 - sigma, b = sigma.  i may be sd_scheduler_calls(s) - 1 at most. */
 void sd_scheduler_add_noise_coef(const struct sd_scheduler *s, int i,
     float *a, float *b);
 /* out[k] = a*x0[k] + b*noise[k] with the coefficients above. */

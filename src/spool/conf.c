@@ -52,6 +52,7 @@ config_free(struct sd_config *c)
 	free(c->path);
 	free(c->model);
 	free(c->tokenizer);
+	free(c->text_encoders);
 	free(c->device);
 	free(c->output_root);
 	for (i = 0; i < c->n_model_dirs; i++)
@@ -463,6 +464,9 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 		else if (strcmp(k, "tokenizer") == 0)
 			r = ytree_is_null(x) ? config_set_string(&c->tokenizer, NULL) :
 			    get_path(&y, x, k, base, &c->tokenizer);
+		else if (strcmp(k, "text_encoders") == 0)
+			r = ytree_is_null(x) ? config_set_string(&c->text_encoders, NULL) :
+			    get_path(&y, x, k, base, &c->text_encoders);
 		else if (strcmp(k, "device") == 0) {
 			r = yget_string(&y, x, k, &c->device);
 			if (r == 0 && !config_device_valid(c->device))
@@ -501,7 +505,7 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 			r = serve_section(&y, c, x);
 		else
 			r = yfail(&y, root->keys[i], k, "unknown key (known: model, "
-			    "tokenizer, device, threads, output_root, model_dirs, lora_dirs, "
+			    "tokenizer, text_encoders, device, threads, output_root, model_dirs, lora_dirs, "
 			    "poll_interval, stale_after, heartbeat_interval, "
 			    "max_worker_deaths, job_time_limit, policy, defaults, "
 			    "limits, callback, hub, serve)");

@@ -55,6 +55,7 @@ struct sd_config {
 	char *path;		/* the file read, or NULL */
 	char *model;		/* default model */
 	char *tokenizer;	/* tokenizer folder, or NULL: found per model */
+	char *text_encoders;	/* SD3's text encoders' folder, or NULL */
 	char *device;		/* "cpu", "cuda", "cuda:N" */
 	int threads;		/* 0: default */
 	char *output_root;	/* NULL: SPOOL/output (watch) or . (run) */

@@ -520,47 +520,51 @@ job_resolve(struct sd_job *j, const struct sd_config *c, struct sd_error *err,
 }
 
 int
-job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
-    const struct hub_options *hooks, struct sd_error *err, int *line)
+job_resolve_model_part(struct sd_job *j, const struct sd_config *c,
+    const struct hub_options *hooks, enum job_field part, struct sd_error *err,
+    int *line)
 {
-	static const enum job_field parts[3] = { JF_MODEL, JF_UNET, JF_VAE };
-	char **vals[3] = { &j->model, &j->unet, &j->vae };
-	int i;
+	char **val = part == JF_UNET ? &j->unet : part == JF_VAE ? &j->vae : &j->model;
+	const char *given = *val;
+	char *out = NULL;
 
 	if (line != NULL)
 		*line = 0;
-	for (i = 0; i < 3; i++) {
-		const char *given = *vals[i];
-		char *out = NULL;
-
-		if (given == NULL && i == 0)
-			given = c->model;
-		if (given == NULL && i > 0)
-			continue;
-		/* Relative to the job file when the job names it, else to
-		 * the current folder (the configuration's are absolute). */
-		if (model_resolve_hooks(given, j->line[parts[i]] ? j->dir : ".",
-		    c, hooks, job_field_name(parts[i]), &out, err) < 0) {
-			if (line != NULL)
-				*line = j->line[parts[i]];
-			if (err != NULL) {
-				snprintf(err->field, sizeof err->field, "%s",
-				    job_field_name(parts[i]));
-				if (j->line[parts[i]] > 0)
-					sd_error_prefix(err, "%s:%d", j->file ? j->file :
-					    "job", j->line[parts[i]]);
-			}
-			return -1;
+	if (given == NULL && part == JF_MODEL)
+		given = c->model;	/* none: model_resolve says so */
+	else if (given == NULL)
+		return 0;
+	/* Relative to the job file when the job names it, else to the
+	 * current folder (the configuration's are absolute). */
+	if (model_resolve_hooks(given, j->line[part] ? j->dir : ".", c, hooks,
+	    job_field_name(part), &out, err) < 0) {
+		if (line != NULL)
+			*line = j->line[part];
+		if (err != NULL) {
+			snprintf(err->field, sizeof err->field, "%s", job_field_name(part));
+			if (j->line[part] > 0)
+				sd_error_prefix(err, "%s:%d", j->file ? j->file : "job",
+				    j->line[part]);
 		}
-		free(*vals[i]);
-		*vals[i] = out;
+		return -1;
 	}
+	free(*val);
+	*val = out;
+	return 0;
+}
+
+int
+job_resolve_inputs(struct sd_job *j, struct sd_error *err, int *line)
+{
+	struct sd_lora *l;
+	int i, nl;
+
+	if (line != NULL)
+		*line = 0;
 	if (resolve_input(j, JF_INIT_IMAGE, &j->init_image, err, line) < 0 ||
 	    resolve_input(j, JF_MASK, &j->mask, err, line) < 0)
 		return -1;
 	/* the LoRA files, relative to the job's folder */
-	struct sd_lora *l;
-	int nl;
 	if (params_loras(&j->params, &l, &nl) < 0)
 		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	for (i = 0; i < nl; i++) {
@@ -577,6 +581,17 @@ job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
 	}
 	params_loras_free(l, nl);
 	return 0;
+}
+
+int
+job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
+    const struct hub_options *hooks, struct sd_error *err, int *line)
+{
+	if (job_resolve_model_part(j, c, hooks, JF_MODEL, err, line) < 0 ||
+	    job_resolve_model_part(j, c, hooks, JF_UNET, err, line) < 0 ||
+	    job_resolve_model_part(j, c, hooks, JF_VAE, err, line) < 0)
+		return -1;
+	return job_resolve_inputs(j, err, line);
 }
 
 int

@@ -72,6 +72,16 @@ struct hub_options;
 int job_resolve_hooks(struct sd_job *j, const struct sd_config *c,
     const struct hub_options *hooks, struct sd_error *err, int *line);
 
+/* One step of job_resolve_hooks: the part (JF_MODEL, JF_UNET, JF_VAE)
+ * resolved in place (the model NULL: the configured one). */
+int job_resolve_model_part(struct sd_job *j, const struct sd_config *c,
+    const struct hub_options *hooks, enum job_field part, struct sd_error *err,
+    int *line);
+
+/* The other step: init_image, mask and the LoRA files, relative to the
+ * job's folder, must be regular files; resolved in place. */
+int job_resolve_inputs(struct sd_job *j, struct sd_error *err, int *line);
+
 /* Read and parse a job file. */
 int job_load(struct sd_job *j, const struct sd_config *c, const char *path,
     const char *id, struct sd_error *err, int *line);

@@ -159,6 +159,19 @@ const struct param_def params_table[] = {
 	  AT(spacing), SD(spacing),
 	  .flag = "spacing", .metavar = "NAME",
 	  .help = "timestep spacing (diffusers' timestep_spacing)" },
+	{ .field = JF_SHIFT, .name = "shift", .type = PARAM_NUMBER,
+	  .flags = MODEL | PARAM_ABOVE_MIN | PARAM_CONFIG, .min = 0, .max = 100,
+	  .default_text = "auto", .unset = 0,
+	  AT(shift), SD(shift),
+	  .flag = "shift", .metavar = "X",
+	  .help = "flow-matching models (SD3): the sigma shift",
+	  .png = "Shift", .png_rank = 11 },
+	{ .field = JF_T5, .name = "t5", .type = PARAM_BOOL,
+	  .flags = PARAM_CONFIG | PARAM_PNG_IF_NOT_DEFAULT, .default_text = "true",
+	  AT(t5), SD(t5),
+	  .flag = "no-t5", .flag_value = "false",
+	  .help = "SD3: render without the T5 text encoder (zeros in its place)",
+	  .png = "T5", .png_rank = 12 },
 	{ .field = JF_SEED, .name = "seed", .type = PARAM_SEED,
 	  .min = -1, .max = (double)INT64_MAX, .default_text = "-1",
 	  AT(seed), SD(seed),
@@ -376,6 +389,7 @@ params_is_set(const struct param_def *d, const struct job_params *v)
 		return x.s != NULL;
 	case PARAM_INT:
 	case PARAM_CHOICE:
+	case PARAM_BOOL:
 		return !(d->flags & PARAM_MODEL_DEFAULT) || x.i != (int64_t)d->unset;
 	case PARAM_NUMBER:
 		return !(d->flags & PARAM_MODEL_DEFAULT) || x.x != d->unset;
@@ -732,6 +746,12 @@ params_parse_yaml(const struct param_def *d, struct yctx *y,
 		return set_seed(v, i);
 	case PARAM_LORAS:
 		return parse_loras(d, y, n, f, v);
+	case PARAM_BOOL: {
+		int b;
+		if (yget_bool(y, n, f, &b) < 0)
+			return -1;
+		return set_int(d, v, b);
+	}
 	}
 	return yfail(y, n, f, "unknown parameter type");
 }
@@ -748,6 +768,8 @@ params_parse_text(const struct param_def *d, const char *text,
 	char *cwd, *path;
 	int r;
 
+	if (text == NULL)
+		text = d->flag_value != NULL ? d->flag_value : "";
 	switch (d->type) {
 	case PARAM_TEXT:
 		if (set_string(d, v, text) < 0) {
@@ -857,13 +879,11 @@ params_check(const struct param_def *d, const struct job_params *v,
 			return BAD("%s: %s", d->name, why);
 		return 0;
 	case PARAM_INT:
-		if ((d->flags & PARAM_MULTIPLE_OF_8) &&
-		    (x.i < d->min || x.i > max || x.i % 8 != 0))
-			return BAD("%s: %" PRId64 " must be a multiple of 8 in %g..%g",
-			    d->name, x.i, d->min, max);
 		if (x.i < d->min || x.i > max)
 			return BAD("%s: %" PRId64 " is out of range (%g..%g)", d->name,
 			    x.i, d->min, max);
+		if ((d->flags & PARAM_MULTIPLE_OF_8) && x.i % 8 != 0)
+			return BAD("%s: %" PRId64 " is not a multiple of 8", d->name, x.i);
 		return 0;
 	case PARAM_NUMBER:
 		if ((d->flags & PARAM_ABOVE_MIN) && !(x.x > d->min && x.x <= max))
@@ -878,6 +898,10 @@ params_check(const struct param_def *d, const struct job_params *v,
 			return BAD("%s: unknown value %" PRId64, d->name, x.i);
 		return 0;
 	case PARAM_SEED:
+		return 0;
+	case PARAM_BOOL:
+		if (x.i != 0 && x.i != 1)
+			return BAD("%s: %" PRId64 " is not true or false", d->name, x.i);
 		return 0;
 	case PARAM_LORAS: {
 		struct sd_lora *l;
@@ -921,6 +945,8 @@ params_json(const struct param_def *d, const struct job_params *v)
 		return json_string(d->choice_name((int)x.i));
 	case PARAM_SEED:
 		return json_integer(v->seed_random ? -1 : (json_int_t)v->seed);
+	case PARAM_BOOL:
+		return json_boolean(x.i != 0);
 	case PARAM_LORAS: {
 		json_t *a = json_array();
 		struct sd_lora *l;
@@ -958,6 +984,8 @@ params_text(const struct param_def *d, const struct job_params *v, char *buf,
 		snprintf(buf, size, "%.17g", x.x);
 	else if (d->type == PARAM_CHOICE)
 		snprintf(buf, size, "%s", d->choice_name((int)x.i));
+	else if (d->type == PARAM_BOOL)
+		snprintf(buf, size, "%s", x.i ? "true" : "false");
 	else if (d->type == PARAM_LORAS) {
 		/* FILE:SCALE, ... */
 		size_t o = 0;
@@ -1052,6 +1080,10 @@ png_value(const struct param_def *d, const struct job_params *v, uint64_t seed,
 	case PARAM_CHOICE:
 		snprintf(t, sizeof t, "%s", d->choice_png != NULL ?
 		    d->choice_png((int)x.i) : d->choice_name((int)x.i));
+		break;
+	case PARAM_BOOL:
+		/* as A1111 writes its booleans: Python's str() */
+		snprintf(t, sizeof t, "%s", x.i ? "True" : "False");
 		break;
 	case PARAM_LORAS:
 		return -1;
@@ -1180,7 +1212,9 @@ params_flags_help(void)
 
 		if (d->flag == NULL)
 			continue;
-		if (d->short_flag)
+		if (d->flag_value != NULL)
+			snprintf(opt, sizeof opt, "      --%s", d->flag);
+		else if (d->short_flag)
 			snprintf(opt, sizeof opt, "  -%c, --%s %s", d->short_flag, d->flag,
 			    d->metavar);
 		else
@@ -1193,7 +1227,7 @@ params_flags_help(void)
 		if (d->flags & PARAM_MODEL_DEFAULT)
 			snprintf(desc + dl, sizeof desc - dl, " (default: the model's)");
 		else if (d->default_text != NULL && d->default_text[0] != '\0' &&
-		    d->type != PARAM_SEED)
+		    d->type != PARAM_SEED && d->flag_value == NULL)
 			snprintf(desc + dl, sizeof desc - dl, " (default %s)",
 			    d->default_text);
 		if (len + strlen(opt) + strlen(desc) + 256 > cap) {

@@ -14,7 +14,7 @@
  * is adding an entry (and its member in struct job_params).
  *
  * Parameters whose default depends on the model (width, height, steps,
- * guidance_scale, sampler, prediction, spacing) are "unset" by default,
+ * guidance_scale, sampler, prediction, spacing, shift) are "unset" by default,
  * with the markers of struct sd_params (0 size and steps, negative
  * guidance, the *_AUTO enums); sd_params_resolve replaces them by the
  * loaded model's defaults, and params_from_sd brings those back so that
@@ -37,7 +37,7 @@
 enum job_field {
 	JF_PROMPT, JF_NEGATIVE_PROMPT, JF_MODEL, JF_UNET, JF_VAE, JF_WIDTH,
 	JF_HEIGHT, JF_STEPS, JF_GUIDANCE_SCALE, JF_SAMPLER, JF_SCHEDULE,
-	JF_PREDICTION, JF_SPACING,
+	JF_PREDICTION, JF_SPACING, JF_SHIFT, JF_T5,
 	JF_SEED, JF_COUNT, JF_RNG, JF_CLIP_SKIP, JF_INIT_IMAGE, JF_STRENGTH,
 	JF_MASK, JF_LORAS, JF_PROMPT_SYNTAX, JF_OUTPUT, JF_CALLBACK, JF_METADATA,
 	JF_COUNT_
@@ -56,6 +56,8 @@ enum job_field {
 	enum sd_schedule schedule; \
 	enum sd_prediction prediction;	/* AUTO: the model's */ \
 	enum sd_spacing spacing;	/* AUTO: the model's */ \
+	double shift;			/* 0: the model's (flow models) */ \
+	int t5;				/* 1: with T5 (SD3), 0: without */ \
 	int seed_random;		/* seed omitted or -1: chosen at run time */ \
 	uint64_t seed; \
 	int count; \
@@ -79,6 +81,7 @@ enum param_type {
 	PARAM_SEED,		/* 0..INT64_MAX, or -1 / null: random */
 	PARAM_LORAS,		/* a list of { file: PATH, scale: X } (or "PATH",
 				 * "PATH:X"); a flag adds one each time */
+	PARAM_BOOL,		/* true or false (an int 1 or 0) */
 };
 
 /* Where a value sits in a struct, and as what C type. */
@@ -136,6 +139,9 @@ struct param_def {
 	const char *flag;	/* long option without "--" */
 	int short_flag;		/* or 0 */
 	const char *flag_alias;	/* another long option, or NULL */
+	/* the flag takes no argument and gives the parameter this value, as
+	 * a job file would say it ("false" for --no-t5); NULL: it takes one */
+	const char *flag_value;
 	const char *metavar;
 	const char *help;
 	/* PNG "parameters" text */
@@ -181,8 +187,9 @@ int params_parse_yaml(const struct param_def *d, struct yctx *y,
 
 /* Read parameter d from a command-line argument: text read as a plain
  * YAML scalar would be (strings verbatim), in the table's range; a path
- * of an input file is made absolute against the current folder.  0, or
- * -1 with why ("expected an integer, got \"many\""). */
+ * of an input file is made absolute against the current folder; text
+ * NULL (a flag without an argument) is d->flag_value.  0, or -1 with why
+ * ("expected an integer, got \"many\""). */
 int params_parse_text(const struct param_def *d, const char *text,
     struct job_params *v, char *why, size_t size);
 

@@ -14,7 +14,10 @@
 #include "io/fileio.h"
 #include "io/image.h"
 #include "io/png.h"
+#include "model/checkpoint.h"
 #include "model/hub.h"
+#include "sample/description.h"
+#include "sample/scheduler.h"
 #include "spool/metadata.h"
 #include "spool/policy.h"
 #include "spool/runjob.h"
@@ -56,23 +59,46 @@ runjob_result_free(struct runjob_result *res)
 	memset(res, 0, sizeof *res);
 }
 
-/* Blame a job field: message prefixed with file:line when known. */
+/* Blame a job field: message prefixed with file:line when known; *line
+ * (when not NULL) gets the field's line. */
 static int
-blame(struct sd_job *job, enum job_field f, struct runjob_result *res)
+blame_err(const struct sd_job *job, enum job_field f, struct sd_error *err,
+    int *line)
 {
 	const char *name = job_field_name(f);
 	size_t n = strlen(name);
 
-	snprintf(res->err.field, sizeof res->err.field, "%s", name);
-	res->err_line = job->line[f];
+	snprintf(err->field, sizeof err->field, "%s", name);
+	if (line != NULL)
+		*line = job->line[f];
 	if (job->file != NULL &&
-	    strncmp(res->err.message, job->file, strlen(job->file)) == 0)
+	    strncmp(err->message, job->file, strlen(job->file)) == 0)
 		return -1;	/* it says where already */
-	if (strncmp(res->err.message, name, n) != 0 || res->err.message[n] != ':')
-		sd_error_prefix(&res->err, "%s", name);
+	if (strncmp(err->message, name, n) != 0 || err->message[n] != ':')
+		sd_error_prefix(err, "%s", name);
 	if (job->line[f] > 0 && job->file != NULL)
-		sd_error_prefix(&res->err, "%s:%d", job->file, job->line[f]);
+		sd_error_prefix(err, "%s:%d", job->file, job->line[f]);
 	return -1;
+}
+
+static int
+blame(struct sd_job *job, enum job_field f, struct runjob_result *res)
+{
+	return blame_err(job, f, &res->err, &res->err_line);
+}
+
+/* A value the job left to the model (width, height, steps) failed the
+ * configured limits: say that it is the model's default. */
+static void
+explain_model_default(const struct sd_job *job, struct sd_error *err)
+{
+	const struct param_def *d = params_find(err->field);
+	size_t n = strlen(err->message);
+
+	if (d == NULL || !(d->flags & PARAM_MODEL_DEFAULT) || job->line[d->field] != 0)
+		return;
+	snprintf(err->message + n, sizeof err->message - n, " (the model's default; "
+	    "give %s in the job, or in the configuration's defaults)", d->name);
 }
 
 /* The engine's messages start with the field they are about
@@ -116,11 +142,12 @@ load_model(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	spec.unet = job->unet;
 	spec.vae = job->vae;
 	spec.tokenizer = cfg->tokenizer;
+	spec.text_encoders = cfg->text_encoders;
 	spec.device = cfg->device;
 	spec.threads = cfg->threads;
 	spec.hub_cache = cfg->hub.cache;
-	key = util_printf("%s|%s|%s|%s|%s|%d|%s", str(spec.model), str(spec.unet),
-	    str(spec.vae), str(spec.tokenizer), str(spec.device), spec.threads,
+	key = util_printf("%s|%s|%s|%s|%s|%s|%d|%s", str(spec.model), str(spec.unet),
+	    str(spec.vae), str(spec.tokenizer), str(spec.text_encoders), str(spec.device), spec.threads,
 	    str(spec.hub_cache));
 	if (key == NULL)
 		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
@@ -204,6 +231,7 @@ job_sd_params(struct runjob_env *env, struct sd_job *job, struct sd_params *p,
 	}
 	params_from_sd(&job->params, p);
 	if (job_check(job, env->cfg, &res->err) < 0) {
+		explain_model_default(job, &res->err);
 		d = params_find(res->err.field);
 		return d != NULL ? blame(job, d->field, res) : -1;
 	}
@@ -793,10 +821,10 @@ check_policy_loras(struct runjob_env *env, struct sd_job *job, struct runjob_res
  * the input roots gets the same answer whether it exists or not), else
  * the resolved ones (symbolic links followed). */
 static int
-check_policy(struct runjob_env *env, struct sd_job *job, int given,
-    struct runjob_result *res)
+check_policy(const struct sd_config *cfg, struct sd_job *job, int given,
+    struct sd_error *err, int *line)
 {
-	const struct sd_policy *pol = &env->cfg->policy;
+	const struct sd_policy *pol = &cfg->policy;
 	const char *paths[5] = { job->model, job->unet, job->vae, job->init_image,
 	    job->mask };
 	static const enum job_field fields[5] = { JF_MODEL, JF_UNET, JF_VAE,
@@ -806,15 +834,15 @@ check_policy(struct runjob_env *env, struct sd_job *job, int given,
 
 	if (given && job->callback.url != NULL) {
 		if (policy_check_url(pol, job->callback.url, why, sizeof why) < 0) {
-			sd_fail(&res->err, SD_EDATA, "callback: %s", why);
-			return blame(job, JF_CALLBACK, res);
+			sd_fail(err, SD_EDATA, "callback: %s", why);
+			return blame_err(job, JF_CALLBACK, err, line);
 		}
 		if (job->callback.secret_env != NULL &&
 		    !policy_secret_allowed(pol, job->callback.secret_env)) {
-			sd_fail(&res->err, SD_EDATA, "callback: secret_env %.64s is not "
+			sd_fail(err, SD_EDATA, "callback: secret_env %.64s is not "
 			    "among the configuration's secret_envs (policy.secret_envs)",
 			    job->callback.secret_env);
-			return blame(job, JF_CALLBACK, res);
+			return blame_err(job, JF_CALLBACK, err, line);
 		}
 	}
 	if (pol->n_input_roots == 0)
@@ -835,7 +863,7 @@ check_policy(struct runjob_env *env, struct sd_job *job, int given,
 				continue;
 			cand = util_printf("%s/%s", job->dir, p);
 			if (cand == NULL)
-				return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+				return sd_fail(err, SD_EINTERNAL, "out of memory");
 			if (p[0] != '.' && stat(cand, &st) < 0) {
 				free(cand);
 				continue;
@@ -845,13 +873,136 @@ check_policy(struct runjob_env *env, struct sd_job *job, int given,
 		ok = policy_input_allowed(pol, p);
 		free(cand);
 		if (!ok) {
-			sd_fail(&res->err, SD_EDATA, "%s: %s is outside the configuration's "
+			sd_fail(err, SD_EDATA, "%s: %s is outside the configuration's "
 			    "input roots (policy.input_roots)", job_field_name(fields[i]),
 			    paths[i]);
-			return blame(job, fields[i], res);
+			return blame_err(job, fields[i], err, line);
 		}
 	}
 	return check_policy_loras(env, job, res);
+}
+
+int
+runjob_check(const struct sd_config *cfg, struct sd_job *job,
+    struct sd_error *err, int *line)
+{
+	static const enum job_field parts[3] = { JF_MODEL, JF_UNET, JF_VAE };
+	struct sd_config c = *cfg;	/* the same, but nothing downloads here */
+	struct sd_checkpoint ck;
+	struct model_desc d;
+	int i, r, later = 0;
+
+	if (line != NULL)
+		*line = 0;
+	c.hub.download = 0;
+	c.hub.offline = 1;
+	if (check_policy(cfg, job, 1, err, line) < 0)
+		return -1;
+	for (i = 0; i < 3; i++) {
+		const char *given = i == 0 ? (job->model ? job->model : cfg->model) :
+		    i == 1 ? job->unet : job->vae;
+		if (job_resolve_model_part(job, &c, NULL, parts[i], err, line) == 0)
+			continue;
+		/* a model named by Hub id that the worker will fetch on first
+		 * use: the rest can still be checked */
+		if (err->code == SD_ENOINPUT && cfg->hub.download &&
+		    !cfg->hub.offline && given != NULL && hub_is_id(given)) {
+			sd_error_clear(err);
+			if (line != NULL)
+				*line = 0;
+			later = 1;
+			continue;
+		}
+		return -1;
+	}
+	if (job_resolve_inputs(job, err, line) < 0 ||
+	    check_policy(cfg, job, 0, err, line) < 0)
+		return -1;
+	if (later)
+		return 0;
+	/* The model's description (its tensors' names and shapes, its
+	 * configs; no weight is read): its defaults against the limits. */
+	memset(&ck, 0, sizeof ck);
+	if (checkpoint_load(&ck, job->model, job->unet, job->vae, err) < 0 ||
+	    model_describe(&ck, &d, err) < 0) {
+		checkpoint_free(&ck);
+		if (err->code == 0)
+			err->code = SD_EDATA;
+		return blame_err(job, job->unet && strstr(err->message, job->unet) ?
+		    JF_UNET : job->vae && strstr(err->message, job->vae) ?
+		    JF_VAE : JF_MODEL, err, line);
+	}
+	checkpoint_free(&ck);
+	{
+		int w = job->width, h = job->height, st = job->steps;
+		if (job->width <= 0)
+			job->width = d.default_width;
+		if (job->height <= 0)
+			job->height = d.default_height;
+		if (job->steps <= 0)
+			job->steps = d.default_steps;
+		r = job_check(job, cfg, err);
+		job->width = w;
+		job->height = h;
+		job->steps = st;
+		if (r < 0) {
+			const struct param_def *pd = params_find(err->field);
+			explain_model_default(job, err);
+			return pd != NULL ? blame_err(job, pd->field, err, line) : -1;
+		}
+	}
+	{
+		/* the sampler, schedule, steps and strength as the engine
+		 * will take them (sd_generate) */
+		struct sched_config sc = d.sched;
+		struct sd_scheduler *sched;
+		enum sd_sampler sampler = job->sampler == SD_SAMPLER_AUTO ?
+		    d.default_sampler : job->sampler;
+		int steps = job->steps > 0 ? job->steps : d.default_steps;
+
+		if (job->prediction == SD_PREDICTION_V)
+			sc.prediction_type = SCHED_PRED_V;
+		else if (job->prediction == SD_PREDICTION_EPSILON)
+			sc.prediction_type = SCHED_PRED_EPSILON;
+		else if (sc.prediction_type == SCHED_PRED_SAMPLE) {
+			sd_fail(err, SD_EDATA, "the model's scheduler config predicts "
+			    "the sample, which sdbatch does not support");
+			return blame_err(job, JF_MODEL, err, line);
+		}
+		if (job->spacing != SD_SPACING_AUTO)
+			sc.timestep_spacing = job->spacing == SD_SPACING_LEADING ?
+			    SCHED_SPACING_LEADING : job->spacing == SD_SPACING_LINSPACE ?
+			    SCHED_SPACING_LINSPACE : SCHED_SPACING_TRAILING;
+		sched = sd_scheduler_new(sampler, job->schedule, &sc, steps, err);
+		if (sched != NULL && job->init_image != NULL &&
+		    sd_scheduler_set_strength(sched, job->strength, err) < 0) {
+			sd_scheduler_free(sched);
+			sched = NULL;
+		}
+		if (sched == NULL) {
+			const struct param_def *pd = params_find(err->field);
+			if (err->code == 0)
+				err->code = SD_EDATA;
+			if (pd == NULL) {
+				/* the engine's messages start with the field */
+				size_t k;
+				for (k = 0; k < params_count && pd == NULL; k++) {
+					size_t n = strlen(params_table[k].name);
+					if (strncmp(err->message, params_table[k].name, n) == 0 &&
+					    err->message[n] == ':')
+						pd = &params_table[k];
+				}
+			}
+			return pd != NULL ? blame_err(job, pd->field, err, line) : -1;
+		}
+		sd_scheduler_free(sched);
+	}
+	if (strstr(d.arch, "inpaint") != NULL && job->mask == NULL) {
+		sd_fail(err, SD_EDATA, "this is an inpainting model (9-channel UNet): "
+		    "it needs an init_image and a mask");
+		return blame_err(job, job->line[JF_UNET] ? JF_UNET : JF_MODEL, err, line);
+	}
+	return 0;
 }
 
 int
@@ -884,11 +1035,11 @@ runjob_run(struct runjob_env *env, struct sd_job *job, struct runjob_result *res
 	hooks.notice = on_download_notice;
 	hooks.user = &dl;
 	hooks.stop = env->stop;
-	r = check_policy(env, job, 1, res);
+	r = check_policy(env->cfg, job, 1, &res->err, &res->err_line);
 	if (r == 0)
 		r = job_resolve_hooks(job, env->cfg, &hooks, &res->err, &res->err_line);
 	if (r == 0)
-		r = check_policy(env, job, 0, res);
+		r = check_policy(env->cfg, job, 0, &res->err, &res->err_line);
 	if (r < 0 && (res->err.code == SD_EREQUEUED ||
 	    (env->stop != NULL && *env->stop))) {
 		/* a signal while a model was downloading: requeue */

@@ -93,6 +93,19 @@ int runjob_run(struct runjob_env *env, struct sd_job *job,
     struct runjob_result *res);
 void runjob_result_free(struct runjob_result *res);
 
+/* Can job (parsed) ever run?  The checks a worker makes before it renders,
+ * with its messages, made without loading weights or downloading (for
+ * `sdbatch submit` and `sdbatch serve`): the trust policy on the files
+ * and callback the job names; its model, unet and vae found (a Hub id
+ * missing from the cache passes when the configuration lets workers
+ * download); init_image, mask and LoRA files present; the model's
+ * description readable, and its defaults (size, steps) for what the job
+ * leaves to it within the configured limits; an inpainting model given a
+ * mask.  The job's paths are resolved in place.  0, or -1 with err
+ * (err->field the field; *line its line, or 0). */
+int runjob_check(const struct sd_config *cfg, struct sd_job *job,
+    struct sd_error *err, int *line);
+
 /* The status as the result record writes it ("done", "failed",
  * "cancelled", "interrupted"). */
 const char *runjob_status_name(enum runjob_status st);

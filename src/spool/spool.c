@@ -274,19 +274,45 @@ drop_state(struct spool *s, const char *id)
 	free(path);
 }
 
-/* Remove records of an earlier run of the same id: the job runs anew. */
+/* A stamp for history files: the RFC 3339 time without '-', ':', '.'. */
 static void
-drop_old_records(struct spool *s, const char *id)
+history_stamp(char *stamp, size_t size)
+{
+	char when[40];
+	size_t i, o = 0;
+
+	util_rfc3339(util_now(), when, sizeof when);
+	for (i = 0; when[i] != '\0' && o + 1 < size; i++)
+		if (when[i] != '-' && when[i] != ':' && when[i] != '.')
+			stamp[o++] = when[i];
+	stamp[o] = '\0';
+}
+
+/* Records of an earlier run of the same id (a job file dropped into
+ * incoming/ under a used id, or queued again by hand) are never lost: they
+ * move to done/.history/ or failed/.history/ as ID-TIME.yaml and .json,
+ * as `sdbatch retry` keeps them, and the job runs anew. */
+static void
+keep_old_records(struct spool *s, const char *id)
 {
 	const char *dirs[2] = { s->done, s->failed };
 	static const char *const exts[2] = { ".yaml", ".json" };
+	char stamp[40];
 	int i, k;
 
+	history_stamp(stamp, sizeof stamp);
 	for (i = 0; i < 2; i++)
 		for (k = 0; k < 2; k++) {
-			char *p = state_path(dirs[i], id, exts[k]);
-			if (p != NULL)
-				unlink(p);
+			char *p = state_path(dirs[i], id, exts[k]), *h = NULL, *hd;
+			if (p != NULL && access(p, F_OK) == 0 &&
+			    (hd = util_printf("%s/.history", dirs[i])) != NULL) {
+				if (util_mkdirs(hd, NULL) == 0 &&
+				    (h = util_printf("%s/%s-%s%s", hd, id, stamp,
+				    exts[k])) != NULL && rename(p, h) == 0)
+					util_fsync_dir(hd);
+				free(hd);
+			}
+			free(h);
 			free(p);
 		}
 }
@@ -340,7 +366,7 @@ claim_one(struct spool *s, const char *name, struct spool_claim *c,
 		goto out;
 	}
 	drop_state(s, c->id);
-	drop_old_records(s, c->id);
+	keep_old_records(s, c->id);
 	free(from);
 	return 1;
 lost:
@@ -1087,7 +1113,7 @@ spool_cancel(struct spool *s, const char *id, enum spool_state *state,
 		if (lstat(from, &st) == 0) {
 			/* Records of an earlier run of this id make way, as
 			 * they would when a worker claims it. */
-			drop_old_records(s, id);
+			keep_old_records(s, id);
 		}
 		if (rename_noreplace(from, to) == 0) {
 			char *json = state_path(s->failed, id, ".json"), *text = NULL;
@@ -1153,9 +1179,8 @@ spool_cancel(struct spool *s, const char *id, enum spool_state *state,
 int
 spool_retry(struct spool *s, const char *id, struct sd_error *err)
 {
-	char *yaml = NULL, *json = NULL, *hist = NULL, *to = NULL, when[40], stamp[40];
+	char *yaml = NULL, *json = NULL, *hist = NULL, *to = NULL, stamp[40];
 	enum spool_state st;
-	size_t i, o = 0;
 	int r = -1;
 
 	if (!util_valid_id(id))
@@ -1166,11 +1191,7 @@ spool_retry(struct spool *s, const char *id, struct sd_error *err)
 	if (st != SPOOL_FAILED)
 		return sd_fail(err, SD_EDATA, "job %s is %s, not failed: nothing to "
 		    "retry", id, spool_state_name(st));
-	util_rfc3339(util_now(), when, sizeof when);
-	for (i = 0; when[i] != '\0' && o + 1 < sizeof stamp; i++)
-		if (when[i] != '-' && when[i] != ':' && when[i] != '.')
-			stamp[o++] = when[i];
-	stamp[o] = '\0';
+	history_stamp(stamp, sizeof stamp);
 	yaml = state_path(s->failed, id, ".yaml");
 	json = state_path(s->failed, id, ".json");
 	hist = util_printf("%s/.history/%s-%s.json", s->failed, id, stamp);

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "spool/runjob.h"
 #include "spool/submit.h"
 #include "spool/util.h"
 #include "spool/yamltree.h"
@@ -140,6 +141,18 @@ spool_submit_job(struct spool *s, const struct sd_config *cfg,
 	if (r->absolute_paths)
 		edited = absolute_paths(r->data, r->len, r->dir ? r->dir : ".", cfg,
 		    &elen);
+	/* What the worker will read, from where it reads it (relative paths
+	 * against SPOOL/running/): refuse what can never run. */
+	job_init(&job, cfg);
+	rc = job_parse(&job, cfg, edited ? edited : r->data, edited ? elen : r->len,
+	    name, s->running, id, err, line);
+	if (rc == 0)
+		rc = runjob_check(cfg, &job, err, line);
+	job_free(&job);
+	if (rc < 0) {
+		free(edited);
+		return -1;
+	}
 	rc = spool_submit(s, id, edited ? edited : r->data, edited ? elen : r->len,
 	    err);
 	free(edited);
