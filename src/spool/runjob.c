@@ -788,7 +788,8 @@ on_download(void *user, const struct hub_progress *p)
  * they lead; one answer whether a file outside exists or not.  (<lora:NAME>
  * reads from lora_dirs, which the configuration keeps inside the roots.) */
 static int
-check_policy_loras(struct runjob_env *env, struct sd_job *job, struct runjob_result *res)
+check_policy_loras(const struct sd_config *cfg, struct sd_job *job, struct sd_error *err,
+    int *line)
 {
 	struct sd_lora *l;
 	char cwd[4096];
@@ -797,7 +798,7 @@ check_policy_loras(struct runjob_env *env, struct sd_job *job, struct runjob_res
 	if (job->line[JF_LORAS] == 0)
 		return 0;
 	if (params_loras(&job->params, &l, &n) < 0)
-		return sd_fail(&res->err, SD_EINTERNAL, "out of memory");
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
 	for (i = 0; ok && i < n; i++) {
 		const char *dir = job->dir;
 		char *cand = NULL;
@@ -806,14 +807,14 @@ check_policy_loras(struct runjob_env *env, struct sd_job *job, struct runjob_res
 				dir = getcwd(cwd, sizeof cwd);
 			cand = dir != NULL ? util_join(dir, l[i].path) : NULL;
 		}
-		ok = policy_input_allowed(&env->cfg->policy, cand ? cand : l[i].path);
+		ok = policy_input_allowed(&cfg->policy, cand ? cand : l[i].path);
 		free(cand);
 		if (!ok)
-			sd_fail(&res->err, SD_EDATA, "loras: %s is outside the configuration's input "
+			sd_fail(err, SD_EDATA, "loras: %s is outside the configuration's input "
 			    "roots (policy.input_roots)", l[i].path);
 	}
 	params_loras_free(l, n);
-	return ok ? 0 : blame(job, JF_LORAS, res);
+	return ok ? 0 : blame_err(job, JF_LORAS, err, line);
 }
 
 /* The configuration's trust policy (policy.h) on what the job names.
@@ -879,7 +880,7 @@ check_policy(const struct sd_config *cfg, struct sd_job *job, int given,
 			return blame_err(job, fields[i], err, line);
 		}
 	}
-	return check_policy_loras(env, job, res);
+	return check_policy_loras(cfg, job, err, line);
 }
 
 int
