@@ -241,6 +241,20 @@ else
 	notok "a spool job with two LoRAs and BREAK: $(cat "$tmp/watch.err" "$tmp"/spool/failed/two.json 2>/dev/null | head -5)"
 fi
 
+# A1111's syntax on SD 2.x: its OpenCLIP pads with 0 after the end of the
+# text (A1111's process_tokens), as diffusers' tokenizer does: the same image.
+sd2=$shared/testdata/sd21-tiny
+if [ -d "$sd2/diffusers" ]; then
+	if "$bin" run --quiet --progress none --model "$sd2/diffusers" --prompt "$prompt" \
+	    --negative "$negative" --prompt-syntax a1111 --sampler ddim --steps 4 --guidance 7.5 \
+	    --seed 1000 --width 128 --height 128 -o "$tmp/sd2-a1111.png" > /dev/null 2> "$tmp/err" &&
+	    msg=$("$pngcmp" "$tmp/sd2-a1111.png" sd21-tiny/txt2img_v_ddim_s4 image_u8); then
+		ok "SD 2.x a1111 without weights: diffusers' image ($msg)"
+	else
+		notok "SD 2.x a1111 without weights: $(cat "$tmp/err") ${msg:-}"
+	fi
+fi
+
 # Warnings in the spool: a LoRA whose layers match in part (one layer of
 # the model, one of no model: a safetensors file written here) and a plain
 # prompt cut at 77 tokens go to stderr, the progress log and the record.
