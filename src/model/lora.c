@@ -952,8 +952,11 @@ struct maker {
 	int rank, layers;
 };
 
+/* A tensor of random values in [-scale, scale), or of value when scale
+ * is 0. */
 static int
-maker_tensor(struct maker *mk, const char *name, int ndim, const int64_t *shape, float scale)
+maker_tensor(struct maker *mk, const char *name, int ndim, const int64_t *shape, float scale,
+    float value)
 {
 	size_t count = 1;
 
@@ -996,7 +999,7 @@ maker_tensor(struct maker *mk, const char *name, int ndim, const int64_t *shape,
 		mk->seed ^= mk->seed << 13;
 		mk->seed ^= mk->seed >> 7;
 		mk->seed ^= mk->seed << 17;
-		float x = scale < 0 ? -scale :
+		float x = scale == 0 ? value :
 		    ((float)((double)(mk->seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f) * scale;
 		mk->data[mk->used + i] = sd_f32_to_f16(x);
 	}
@@ -1018,13 +1021,13 @@ maker_layer(struct maker *mk, const char *kind, const char *module, const struct
 		if (*c == '.')
 			*c = '_';
 	snprintf(key, sizeof key, "%s.lora_down.weight", base);
-	if (maker_tensor(mk, key, nd, down, 1.0f / sqrtf((float)t->shape[1])) < 0)
+	if (maker_tensor(mk, key, nd, down, 1.0f / sqrtf((float)t->shape[1]), 0) < 0)
 		return -1;
 	snprintf(key, sizeof key, "%s.lora_up.weight", base);
-	if (maker_tensor(mk, key, nd, up, 0.01f) < 0)
+	if (maker_tensor(mk, key, nd, up, 0.01f, 0) < 0)
 		return -1;
 	snprintf(key, sizeof key, "%s.alpha", base);
-	if (maker_tensor(mk, key, 0, NULL, -(float)mk->rank) < 0)
+	if (maker_tensor(mk, key, 0, NULL, 0, (float)mk->rank) < 0)
 		return -1;
 	mk->layers++;
 	return 0;
