@@ -49,6 +49,21 @@ for f in "$TINY"/*; do ln -s "$f" "$T/root/test/tiny-sd/"; done
 mkdir -p "$T/root/test/tiny-vae"
 for f in "$TINY"/vae/*; do ln -s "$f" "$T/root/test/tiny-vae/"; done
 
+# and test/tiny-sd3: SD3 with its T5 in shards (an index and the file it names)
+SD3=$SHARED/testdata/sd3-tiny/diffusers
+if [ -f "$SD3/model_index.json" ]; then
+	mkdir -p "$T/root/test/tiny-sd3"
+	for f in "$SD3"/*; do
+		[ "$(basename "$f")" = text_encoder_3 ] || ln -s "$f" "$T/root/test/tiny-sd3/"
+	done
+	mkdir -p "$T/root/test/tiny-sd3/text_encoder_3"
+	ln -s "$SD3/text_encoder_3/config.json" "$T/root/test/tiny-sd3/text_encoder_3/"
+	ln -s "$SD3/text_encoder_3/model.safetensors" \
+		"$T/root/test/tiny-sd3/text_encoder_3/model-00001-of-00001.safetensors"
+	printf '{"metadata": {}, "weight_map": {"shared.weight": "model-00001-of-00001.safetensors", "encoder.final_layer_norm.weight": "model-00001-of-00001.safetensors"}}\n' \
+		> "$T/root/test/tiny-sd3/text_encoder_3/model.safetensors.index.json"
+fi
+
 # start_hub NAME [OPTIONS]: fakehub in the background; $port, $log.
 start_hub() {
 	_name=$1
@@ -322,6 +337,31 @@ if [ $rc -eq 0 ] && [ -s "$T/t.png" ] && [ ! -s "$T/term.err" ]; then
 else
 	not_ok "run -q again: resumes the download quietly and renders (exit $rc)"
 	diag_file "$T/term.err"
+fi
+
+# SD3 from the Hub: its T5 tokenizer (spiece.model) and a text_encoder_3 in
+# shards (an index and the files it names), then a render from the cache
+if [ -f "$SD3/model_index.json" ]; then
+	"$BIN" pull test/tiny-sd3 > "$T/out" 2> "$T/err"; rc=$?
+	snap3=$(cat "$T/out")
+	check "pull of an SD3 repo exits 0 (got $rc)" [ $rc -eq 0 ]
+	[ $rc -eq 0 ] || diag_file "$T/err"
+	check "the SD3 snapshot has spiece.model, the index and its shard" \
+		[ -f "$snap3/tokenizer_3/spiece.model" ] && \
+		[ -f "$snap3/text_encoder_3/model.safetensors.index.json" ] && \
+		[ -f "$snap3/text_encoder_3/model-00001-of-00001.safetensors" ]
+	HF_HUB_OFFLINE=1 "$BIN" run -q --model test/tiny-sd3 -p "a red cube" --width 64 --height 64 \
+		--steps 2 --seed 1 -o "$T/sd3.png" > "$T/out" 2> "$T/err"; rc=$?
+	if [ $rc -eq 0 ] && [ -s "$T/sd3.png" ]; then ok "--model test/tiny-sd3 renders from the cache, T5 from shards"
+	else not_ok "--model test/tiny-sd3 renders from the cache (exit $rc)"; diag_file "$T/err"; fi
+	rm "$snap3/text_encoder_3/model-00001-of-00001.safetensors"
+	HF_HUB_OFFLINE=1 "$BIN" run -q --model test/tiny-sd3 -p "a red cube" --width 64 --height 64 \
+		--steps 2 --seed 1 -o "$T/sd3b.png" > "$T/out" 2> "$T/err"; rc=$?
+	if [ $rc -ne 0 ] && grep -q "model.safetensors" "$T/err"; then
+		ok "a shard missing from the cache: the model is not ready (exit $rc)"
+	else
+		not_ok "a shard missing from the cache: exit $rc"; diag_file "$T/err"
+	fi
 fi
 
 mkdir -p "$T/spool"

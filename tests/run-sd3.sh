@@ -134,6 +134,23 @@ expect_fail "inpainting on SD3" "inpaint" --model "$td/diffusers" --steps 1 --wi
     --init-image "$td/goldens/img2img_s10_str075_init.png" --mask "$td/goldens/img2img_s10_str075_init.png"
 expect_fail "--text-encoders without the CLIP files" "clip_l" --model "$td/diffusers" \
     --text-encoders "$tmp/not-t5-tok" --steps 1 --width 64 --height 64
+# --tokenizer DIR holding tokenizer/, tokenizer_2/ and tokenizer_3/ (the
+# folder's): the file with no tokenizer beside it
+check txt2img_s4_g7_128x128 "$tmp/not-t5-tok/sd3.safetensors" --tokenizer "$td/diffusers" --steps 4 \
+    --guidance 7 --seed 1000 --width 128 --height 128
+
+# a prompt longer than T5's 256 tokens: a warning says it was cut
+long=""
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40; do
+	long="$long a red cube on a blue table"
+done
+if "$bin" run --progress none --model "$td/diffusers" --prompt "$long" --steps 1 --width 64 --height 64 \
+    -o "$tmp/long.png" > /dev/null 2> "$tmp/stderr" && grep -q "T5 tokens long" "$tmp/stderr"; then
+	ok "a prompt past T5's 256 tokens warns: $(grep "T5 tokens" "$tmp/stderr")"
+else
+	notok "a prompt past T5's 256 tokens: $(cat "$tmp/stderr")"
+fi
+
 # the tiny file without the config of its heads
 if "$bin" run --quiet --progress none --model "$td/model.safetensors" --tokenizer "$tok" --no-t5 \
     --prompt "$prompt" --steps 1 --width 64 --height 64 -o "$tmp/y.png" > /dev/null 2> "$tmp/stderr"; then

@@ -89,6 +89,16 @@ test_arch_tables(void)
 	tap_ok(model_describe_arch("sdxl-turbo", &d) == 0 && d.turbo && d.default_width == 512 &&
 	    d.default_steps == 1 && d.default_sampler == SD_SAMPLER_EULER_A &&
 	    d.sched.timestep_spacing == SCHED_SPACING_TRAILING, "SDXL-Turbo: 512, 1 step, Euler a, trailing");
+	tap_ok(model_describe_arch("sd3", &d) == 0 && d.family == MODEL_SD3 && d.ntext == 3 &&
+	    d.text[0].pooled && d.text[1].pooled && d.text[0].clip.pooled_identity &&
+	    d.text[2].kind == TEXT_T5 && d.text[2].max_len == 256 && d.context_width == 4096 &&
+	    d.mmdit_heads == 0 && d.vae_scale == 1.5305f && d.vae_shift == 0.0609f &&
+	    !d.zeros_for_no_negative && !d.time_ids && d.sched.prediction_type == SCHED_PRED_FLOW &&
+	    d.sched.shift == 3.0 && d.default_width == 1024 && d.default_steps == 28 &&
+	    d.default_guidance == 7.0f && d.default_sampler == SD_SAMPLER_EULER &&
+	    strcmp(d.text[2].tokenizer_sub, "tokenizer_3") == 0,
+	    "SD3: CLIP-L (unprojected pool), bigG, T5 of 256 tokens, context 4096, flow shift 3, "
+	    "1.5305/0.0609, 1024, 28 steps, guidance 7, Euler");
 	tap_ok(model_describe_arch("sdxl-unknown", &d) < 0, "an unknown architecture is refused");
 }
 
@@ -186,6 +196,23 @@ main(void)
 		    "the SDXL folder: heads of %d (or %d heads), text heads %d and %d, %dx%d, Euler, leading",
 		    d.unet.head_channels, d.unet.heads, d.text[0].clip.heads, d.text[1].clip.heads, d.default_width,
 		    d.default_height);
+	if (describe(shared_path("testdata/sd3-tiny/diffusers"), &d) == 0)
+		tap_ok(strcmp(d.arch, "sd3") == 0 && d.mmdit_heads == 4 && d.text[0].clip.heads == 3 &&
+		    d.text[1].clip.heads == 5 && d.context_width == 48 && d.default_width == 128 &&
+		    d.sched.prediction_type == SCHED_PRED_FLOW && d.sched.shift == 3.0 &&
+		    d.vae_scale == 1.5305f && d.vae_shift == 0.0609f,
+		    "the SD3 folder: 4 MMDiT heads, text heads 3 and 5, context 48, 128x128, flow shift 3 "
+		    "(%s)", d.prediction_why);
+	/* a made SD3 file says its heads in its metadata */
+	synth_preset("sd3", 0, &cfg);
+	if (synth_checkpoint(tmp("made-sd3.safetensors"), &cfg, &err) == 0 &&
+	    describe(tmp("made-sd3.safetensors"), &d) == 0)
+		tap_ok(strcmp(d.arch, "sd3") == 0 && d.mmdit_heads == 4 && d.text[0].clip.heads == 3 &&
+		    d.text[1].clip.heads == 5 && d.context_width == 48,
+		    "a made SD3 file: %d MMDiT heads, text heads %d and %d", d.mmdit_heads,
+		    d.text[0].clip.heads, d.text[1].clip.heads);
+	else
+		tap_ok(0, "make an SD3 file: %s", err.message);
 	if (describe(shared_path("testdata/sd15-tiny/diffusers"), &d) == 0)
 		tap_ok(strcmp(d.arch, "sd15") == 0 && d.unet.heads == 8 && d.text[0].clip.heads == 12 &&
 		    d.text[0].clip.act == CLIP_QUICK_GELU && d.sched.prediction_type == SCHED_PRED_EPSILON,
@@ -194,7 +221,7 @@ out:
 	{
 		static const char *names[] = { "made-turbo.safetensors", "made-sd15.safetensors",
 		    "v2-1_768-ema-pruned.safetensors", "v2-1_512-ema-pruned.safetensors",
-		    "sd_turbo.safetensors", "custom.safetensors", "custom.yaml" };
+		    "sd_turbo.safetensors", "custom.safetensors", "custom.yaml", "made-sd3.safetensors" };
 		for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
 			unlink(tmp(names[i]));
 		rmdir(dir);

@@ -65,7 +65,7 @@ bench_usage(FILE *out)
 	    "                      15.5 GB)\n"
 	    "      --size N        image width and height in pixels, a multiple of 8\n"
 	    "                      (default: the model's, 512 for SD 1.5, 768 for SD 2.1)\n"
-	    "      --sampler NAME  the sampler of the \"image\" estimate (default euler_a):\n"
+	    "      --sampler NAME  the sampler of the \"image\" estimate (default: the model's):\n"
 	    "                      heun, dpm2 and dpm2_a evaluate the UNet twice a step\n"
 	    "      --steps N       timed sampling steps (default 4), after one warm-up step\n"
 	    "      --threads N     CPU threads (default: one per physical core)\n"
@@ -392,7 +392,7 @@ cmd_bench(int argc, char **argv)
 	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
 	double *times = NULL, t, f0;
 	float *host = NULL;
-	enum sd_sampler sampler = SD_SAMPLER_EULER_A;
+	enum sd_sampler sampler = SD_SAMPLER_AUTO;	/* the model's */
 	enum sd_schedule schedule = SD_SCHEDULE_NORMAL;
 	int calls;
 
@@ -570,6 +570,8 @@ cmd_bench(int argc, char **argv)
 	r.load_s = now() - t;
 	if (r.size == 0)
 		r.size = desc.default_width;
+	if (sampler == SD_SAMPLER_AUTO)
+		sampler = desc.default_sampler;
 
 	int lat = r.size / 8, zc = vae_latent_channels(v), clen = clip->max_len;
 	/* SD3: the CLIP tokens, then T5's (or 77 of zeros) */

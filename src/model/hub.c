@@ -1223,6 +1223,8 @@ struct want {
 	char file[256];
 	char alt[256];		/* another variant ("" when none): one of the two */
 	int optional;
+	/* weights that may come in shards: the index of file, of alt */
+	char index[280], index_alt[280];
 };
 
 struct want_list {
@@ -1238,6 +1240,7 @@ want_add(struct want_list *l, const char *file, const char *alt, int optional)
 	snprintf(l->w[l->n].file, sizeof l->w[0].file, "%s", file);
 	snprintf(l->w[l->n].alt, sizeof l->w[0].alt, "%s", alt ? alt : "");
 	l->w[l->n].optional = optional;
+	l->w[l->n].index[0] = l->w[l->n].index_alt[0] = '\0';
 	l->n++;
 }
 
@@ -1254,6 +1257,63 @@ want_weights(struct want_list *l, const char *prefix, const char *base, int fp16
 		want_add(l, half, full, 0);
 	else
 		want_add(l, full, half, 0);
+	if (l->n > 0) {
+		/* or sharded: BASE.safetensors.index.json (.index.fp16.json) */
+		struct want *w = &l->w[l->n - 1];
+		char ifull[280], ihalf[280];
+		snprintf(ifull, sizeof ifull, "%s%s.safetensors.index.json", prefix, base);
+		snprintf(ihalf, sizeof ihalf, "%s%s.safetensors.index.fp16.json", prefix, base);
+		snprintf(w->index, sizeof w->index, "%s", fp16 ? ihalf : ifull);
+		snprintf(w->index_alt, sizeof w->index_alt, "%s", fp16 ? ifull : ihalf);
+	}
+}
+
+/* The shards an index of shards (path, of the part folder prefix, "DIR/")
+ * names, each once, into l as wanted files.  -1 when malformed. */
+static int
+shard_files(const char *path, const char *prefix, struct want_list *l, struct sd_error *err)
+{
+	json_error_t je;
+	json_t *root = json_load_file(path, 0, &je), *map, *v;
+	const char *key;
+
+	l->n = 0;
+	map = root ? json_object_get(root, "weight_map") : NULL;
+	if (!json_is_object(map)) {
+		json_decref(root);
+		return sd_fail(err, SD_EDATA, "%s: not an index of shards (no weight_map)", path);
+	}
+	json_object_foreach(map, key, v) {
+		const char *shard = json_string_value(v);
+		char f[256];
+		size_t i;
+		if (shard == NULL || strchr(shard, '/') != NULL || shard[0] == '.' || !valid_path(shard)) {
+			json_decref(root);
+			return sd_fail(err, SD_EDATA, "%s: a shard that is not a file of its folder", path);
+		}
+		snprintf(f, sizeof f, "%s%s", prefix, shard);
+		for (i = 0; i < l->n && strcmp(l->w[i].file, f) != 0; i++)
+			;
+		if (i == l->n) {
+			if (l->n == sizeof l->w / sizeof l->w[0]) {
+				json_decref(root);
+				return sd_fail(err, SD_EDATA, "%s: more than %zu shards", path,
+				    sizeof l->w / sizeof l->w[0]);
+			}
+			want_add(l, f, NULL, 0);
+		}
+	}
+	json_decref(root);
+	return 0;
+}
+
+/* The folder part of a wanted file ("text_encoder_3/"), into out. */
+static void
+want_prefix(const char *file, char *out, size_t size)
+{
+	const char *slash = strrchr(file, '/');
+
+	snprintf(out, size, "%.*s", slash ? (int)(slash - file + 1) : 0, file);
 }
 
 /* What rendering needs, from model_index.json (path): -1 when malformed. */
@@ -1284,11 +1344,21 @@ pipeline_files(const char *path, int fp16, struct want_list *l, struct sd_error 
 		lib = json_string_value(json_array_get(v, 0));
 		cls = json_string_value(json_array_get(v, 1));
 		snprintf(prefix, sizeof prefix, "%s/", key);
-		if (strstr(cls, "Tokenizer") != NULL) {
+		if (strstr(cls, "Tokenizer") != NULL && strstr(cls, "T5") == NULL) {
 			char f[256];
 			snprintf(f, sizeof f, "%svocab.json", prefix);
 			want_add(l, f, NULL, 0);
 			snprintf(f, sizeof f, "%smerges.txt", prefix);
+			want_add(l, f, NULL, 0);
+			snprintf(f, sizeof f, "%sspecial_tokens_map.json", prefix);
+			want_add(l, f, NULL, 1);
+			snprintf(f, sizeof f, "%stokenizer_config.json", prefix);
+			want_add(l, f, NULL, 1);
+		} else if (strstr(cls, "Tokenizer") != NULL && strstr(cls, "T5") != NULL) {
+			/* SD3's T5 tokenizer: SentencePiece (checked before the
+			 * CLIP tokenizers below) */
+			char f[256];
+			snprintf(f, sizeof f, "%sspiece.model", prefix);
 			want_add(l, f, NULL, 0);
 			snprintf(f, sizeof f, "%sspecial_tokens_map.json", prefix);
 			want_add(l, f, NULL, 1);
@@ -1332,11 +1402,27 @@ fetch_wants(struct hub_ctx *c, const struct hub_id *id, const char *commit,
 		const struct want *w = &l->w[i];
 
 		c->index = (int)i + 2;
-		r = download_file(c, id, commit, w->file, w->optional || w->alt[0],
+		r = download_file(c, id, commit, w->file, w->optional || w->alt[0] || w->index[0],
 		    path, sizeof path, got, err);
 		if (r == 1 && w->alt[0])
-			r = download_file(c, id, commit, w->alt, w->optional, path,
+			r = download_file(c, id, commit, w->alt, w->optional || w->index[0], path,
 			    sizeof path, got, err);
+		for (int k = 0; r == 1 && k < 2 && w->index[0]; k++) {
+			/* sharded weights: the index, then every shard it names */
+			struct want_list shards;
+			char prefix[256];
+			r = download_file(c, id, commit, k ? w->index_alt : w->index, 1, path,
+			    sizeof path, got, err);
+			if (r != 0)
+				continue;
+			want_prefix(w->file, prefix, sizeof prefix);
+			if (shard_files(path, prefix, &shards, err) < 0)
+				return -1;
+			for (size_t j = 0; j < shards.n; j++)
+				if (download_file(c, id, commit, shards.w[j].file, 0, path, sizeof path,
+				    got, err) < 0)
+					return -1;
+		}
 		if (r == 1 && w->alt[0] && !w->optional)
 			return sd_fail(err, SD_ENOINPUT, "%s@%s: neither %s nor %s in "
 			    "the repository", id->repo, id->revision, w->file, w->alt);
@@ -1532,6 +1618,27 @@ hub_cached(const struct hub_options *o, const char *name, char *out,
 		if (w->optional || snapshot_has(snap, w->file) ||
 		    (w->alt[0] && snapshot_has(snap, w->alt)))
 			continue;
+		if (w->index[0]) {
+			/* sharded: an index whose shards are all there */
+			int whole = 0;
+			for (int k = 0; k < 2 && !whole; k++) {
+				const char *ix = k ? w->index_alt : w->index;
+				struct want_list shards;
+				struct sd_error e2 = {0};
+				char prefix[256];
+				size_t j;
+				if (!snapshot_has(snap, ix) || pathf(path, sizeof path, "%s/%s", snap, ix) < 0)
+					continue;
+				want_prefix(w->file, prefix, sizeof prefix);
+				if (shard_files(path, prefix, &shards, &e2) < 0)
+					continue;
+				for (j = 0; j < shards.n && snapshot_has(snap, shards.w[j].file); j++)
+					;
+				whole = shards.n > 0 && j == shards.n;
+			}
+			if (whole)
+				continue;
+		}
 		if (nmiss++ < 4)
 			snprintf(missing + strlen(missing), sizeof missing - strlen(missing),
 			    "%s%s", nmiss > 1 ? ", " : "", w->file);

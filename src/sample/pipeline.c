@@ -27,6 +27,7 @@
 #include "model/checkpoint.h"
 #include "model/hub.h"
 #include "model/lora.h"
+#include "model/spm.h"
 #include "model/tokenizer.h"
 #include "model/vae.h"
 #include "sample/conditioner.h"
@@ -403,8 +404,24 @@ encode_text(struct run *r, const char *prompt, const char *negative, struct sd_e
 				return -1;
 			if (full > TOKENIZER_MAX_LENGTH)
 				warn(r, "the %s is %d tokens long: the text encoder reads the first %d, the rest "
-				    "is cut (prompt_syntax a1111 reads long prompts in chunks)",
-				    i + 1 < n ? "negative prompt" : "prompt", full - 2, TOKENIZER_MAX_LENGTH - 2);
+				    "is cut (%s)", i + 1 < n ? "negative prompt" : "prompt", full - 2,
+				    TOKENIZER_MAX_LENGTH - 2, m->cond->t5_index >= 0 ?
+				    "SD3's T5 encoder reads up to 255 pieces of it" :
+				    "prompt_syntax a1111 reads long prompts in chunks");
+			/* SD3's T5 reads 256 tokens (255 pieces and </s>) */
+			int t = m->cond->t5_index;
+			if (t >= 0 && m->cond->has_t5 && m->cond->t5_on && m->cond->spm[t] != NULL) {
+				int32_t t5ids[SPM_T5_MAX_LEN];
+				int len5 = spm_t5_encode(m->cond->spm[t], prompts[i] ? prompts[i] : "", t5ids,
+				    m->cond->t5_len > 0 && m->cond->t5_len <= SPM_T5_MAX_LEN ? m->cond->t5_len :
+				    SPM_T5_MAX_LEN, err);
+				if (len5 < 0)
+					return -1;
+				if (len5 > m->cond->t5_len)
+					warn(r, "the %s is %d T5 tokens long: the T5 encoder reads the first %d, "
+					    "the rest is cut", i + 1 < n ? "negative prompt" : "prompt", len5 - 1,
+					    m->cond->t5_len - 1);
+			}
 		}
 	}
 	r->context = sd_alloc(m->ctx, (size_t)n * len * m->cond->width);
