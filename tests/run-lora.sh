@@ -5,7 +5,9 @@
 # one level of 255; <lora:NAME:SCALE> is found in the configured lora_dirs;
 # the PNG carries A1111's Lora hashes; `sdbatch info` describes a LoRA; a
 # LoRA for another model is a clear error; a job with two LoRAs and a BREAK
-# prompt renders through a spool.
+# prompt renders through a spool; A1111's syntax on SDXL renders (diffusers'
+# images when the prompt has no weights); warnings (a LoRA that matches in
+# part, a plain prompt cut) reach a spool job's log and result record.
 set -u
 bin=${SDBATCH_BIN:-src/sdbatch}
 shared=${SDBATCH_SHARED:-../shared}
@@ -78,11 +80,12 @@ fi
 
 # A1111's prompt syntax; the a1111 cases' text encoder has another final
 # LayerNorm (see the set's README).
+long="a very highly detailed oil painting of an ancient stone lighthouse standing on a rocky cliff above a stormy sea at dusk, dramatic clouds, crashing waves, seagulls circling the lantern room, warm glowing windows, wet rocks reflecting the light, a small wooden boat struggling against the swell, spray in the air, cinematic lighting, volumetric fog, masterpiece, trending on artstation, oil on canvas, golden hour, rim light, by a renowned maritime painter, museum quality"
 if "$streplace" "$tmp/a1111.safetensors" "$model" "$td/a1111/final_layer_norm.safetensors"; then
 	MODEL=$tmp/a1111.safetensors PROMPT="a (red:1.3) car on a [wet] road" \
 	    NEGATIVE="a [[blurry]] photo of a (dog:0.5) and a ((cat:1.5)) in a (garden)" \
 	    check a1111_t2i_emphasis_ddim_s4_64x128 ddim 4 7300 --prompt-syntax a1111
-	long="a very highly detailed oil painting of an ancient stone lighthouse standing on a rocky cliff above a stormy sea at dusk, dramatic clouds, crashing waves, seagulls circling the lantern room, warm glowing windows, wet rocks reflecting the light, a small wooden boat struggling against the swell, spray in the air, cinematic lighting, volumetric fog, masterpiece, trending on artstation, oil on canvas, golden hour, rim light, by a renowned maritime painter, museum quality"
+
 	MODEL=$tmp/a1111.safetensors PROMPT="$long" NEGATIVE="a castle on a hill BREAK a dragon in the sky" \
 	    check a1111_t2i_long_break_euler_a_s4_64x128 euler_a 4 7310 --prompt-syntax a1111
 	p="$tmp/a1111_t2i_emphasis_ddim_s4_64x128.png"
@@ -195,6 +198,18 @@ if [ -d "$xl/diffusers" ]; then
 	fi
 fi
 
+# sdbatch bench --lora-rank: a random LoRA made for the model, its merge timed.
+out=$("$bin" bench --model "$model" --lora-rank 4 --steps 2 --json -q 2> "$tmp/err")
+if echo "$out" | grep -q '"lora":"random","lora_layers":204,"lora_merge_s":[0-9.e-]*,' &&
+    echo "$out" | grep -q '"lora_merges_s":\[[0-9.e-]*,[0-9.e-]*\],"lora_merged_tensors":204,'; then
+	ok "bench --lora-rank 4: 204 layers merged, timed twice"
+else
+	notok "bench --lora-rank: $out $(cat "$tmp/err")"
+fi
+"$bin" bench --model "$model" --lora "$attn" --steps 1 -q > "$tmp/out" 2> "$tmp/err" &&
+    grep -q "^LoRA merge:     best [0-9.]* s (CPU [0-9.]* s), median [0-9.]* s of 1; 128 tensors" "$tmp/out" &&
+    ok "bench --lora FILE: $(grep 'LoRA merge' "$tmp/out")" || notok "bench --lora FILE: $(cat "$tmp/out" "$tmp/err")"
+
 # Through a spool: two LoRAs (one by <lora:>) and a BREAK prompt.
 mkdir -p "$tmp/spool/incoming" "$tmp/spool/tmp"
 cat > "$tmp/spool.yaml" <<EOF
@@ -224,6 +239,70 @@ if [ -f "$tmp/spool/done/two.json" ] && [ -n "$png" ] &&
 	ok "a spool job with two LoRAs and a BREAK prompt is done; its PNG has the prompt and both hashes"
 else
 	notok "a spool job with two LoRAs and BREAK: $(cat "$tmp/watch.err" "$tmp"/spool/failed/two.json 2>/dev/null | head -5)"
+fi
+
+# A1111's syntax on SD 2.x: its OpenCLIP pads with 0 after the end of the
+# text (A1111's process_tokens), as diffusers' tokenizer does: the same image.
+sd2=$shared/testdata/sd21-tiny
+if [ -d "$sd2/diffusers" ]; then
+	if "$bin" run --quiet --progress none --model "$sd2/diffusers" --prompt "$prompt" \
+	    --negative "$negative" --prompt-syntax a1111 --sampler ddim --steps 4 --guidance 7.5 \
+	    --seed 1000 --width 128 --height 128 -o "$tmp/sd2-a1111.png" > /dev/null 2> "$tmp/err" &&
+	    msg=$("$pngcmp" "$tmp/sd2-a1111.png" sd21-tiny/txt2img_v_ddim_s4 image_u8); then
+		ok "SD 2.x a1111 without weights: diffusers' image ($msg)"
+	else
+		notok "SD 2.x a1111 without weights: $(cat "$tmp/err") ${msg:-}"
+	fi
+fi
+
+# Warnings in the spool: a LoRA whose layers match in part (one layer of
+# the model, one of no model: a safetensors file written here) and a plain
+# prompt cut at 77 tokens go to stderr, the progress log and the record.
+le64() {
+	_n=$1 _i=0
+	while [ "$_i" -lt 8 ]; do
+		printf "\\$(printf '%03o' $((_n & 255)))"
+		_n=$((_n >> 8)) _i=$((_i + 1))
+	done
+}
+k1=lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k
+k2=lora_unet_down_blocks_9_attentions_0_transformer_blocks_0_attn1_to_k
+hdr="{\"$k1.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[1,32],\"data_offsets\":[0,128]},\"$k1.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,1],\"data_offsets\":[128,256]},\"$k2.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[1,32],\"data_offsets\":[256,384]},\"$k2.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,1],\"data_offsets\":[384,512]}}"
+{ le64 ${#hdr}; printf '%s' "$hdr"; head -c 512 /dev/zero; } > "$tmp/partial.safetensors"
+cat > "$tmp/spool/tmp/warn.yaml" <<EOF
+prompt: "$long"
+loras: [$tmp/partial.safetensors]
+width: 64
+height: 64
+steps: 1
+count: 2
+EOF
+mv "$tmp/spool/tmp/warn.yaml" "$tmp/spool/incoming/warn.yaml"
+OMP_NUM_THREADS=1 "$bin" watch --once --config "$tmp/spool.yaml" "$tmp/spool" 2> "$tmp/watch.err"
+log=$tmp/spool/logs/warn.jsonl
+rec=$tmp/spool/done/warn.json
+if [ -f "$rec" ] && grep -q "warning: LoRA $tmp/partial.safetensors: 1 of its 2 layers match no layer of this model (the first: $k2)" "$tmp/watch.err" &&
+    grep -q "warning: the prompt is [0-9]* tokens long" "$tmp/watch.err"; then
+	ok "spool warnings: the worker prints both on stderr"
+else
+	notok "spool warnings on stderr: $(cat "$tmp/watch.err" "$tmp"/spool/failed/warn.json 2>/dev/null | head -5)"
+fi
+if [ "$(grep -c '"event":"warning"' "$log" 2>/dev/null)" = 2 ] &&
+    grep -q '"event":"warning".*"message":"LoRA [^"]*partial.safetensors: 1 of its 2 layers match no layer' "$log" &&
+    grep -q '"event":"warning".*"message":"the prompt is [0-9]* tokens long: the text encoder reads the first 75' "$log"; then
+	ok "spool warnings: two warning events in the progress log (once, not per image)"
+else
+	notok "spool warnings in the log: $(grep warning "$log" 2>/dev/null)"
+fi
+if tr -d '\n' < "$rec" | grep -q '"warnings": \[ *"LoRA [^"]*partial.safetensors: 1 of its 2 layers[^"]*", *"the prompt is [0-9]* tokens long[^"]*" *\]'; then
+	ok "spool warnings: the result record lists them"
+else
+	notok "spool warnings in the record: $(grep -A4 warnings "$rec" 2>/dev/null)"
+fi
+if ! grep -q '"warnings"' "$tmp/spool/done/two.json"; then
+	ok "a job without a warning has no warnings list"
+else
+	notok "a job without a warning has a warnings list"
 fi
 
 echo "1..$n"

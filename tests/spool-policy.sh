@@ -92,4 +92,73 @@ check "a symbolic link out of a root is refused" grep -q "is outside" "$SPOOL/fa
 check "so is .. out of a root" grep -q "is outside" "$SPOOL/failed/i5.json"
 check "a model inside the roots renders" in_state i6 done
 check "no message quotes /etc/shadow's bytes" no grep -rq "root:" "$SPOOL/failed"
+
+# LoRA files (issue 21): a job's loras: inside the input roots, one answer
+# whether a file outside exists or not; lora_dirs outside the roots are a
+# configuration error; <lora:NAME> stays inside its lora_dir.
+LORA=$TINY/lora/lora_attn_r4.safetensors
+if [ -f "$LORA" ]; then
+	mkdir -p "$T/inputs/loras"
+	cp "$LORA" "$T/inputs/loras/detail.safetensors"
+	ln -s /etc/passwd "$T/inputs/loras/passwd.safetensors"
+	ln -s /etc/no-such-file "$T/inputs/loras/nothing.safetensors"
+	ln -s "$T/inputs/m.safetensors" "$T/inputs/loras/model.safetensors"
+	cp "$LORA" "$T/outside.safetensors"
+	ln -s "$T/outside.safetensors" "$T/inputs/loras/out.safetensors"
+	ROOTS="policy: { input_roots: [$T/inputs], callback_http: true, callback_private: true }"
+	POLICY=$ROOTS write_conf "lora_dirs: $T/inputs/loras"
+	job l1 'prompt: "x"
+loras: [/etc/shadow]'
+	job l2 'prompt: "x"
+loras: [{ file: /etc/no-such-file, scale: 0.5 }]'
+	job l3 "prompt: \"x\"
+loras: [$T/inputs/loras/out.safetensors]"
+	job l4 "prompt: \"x\"
+loras: [../../../../../../../../../../../etc/passwd]"
+	job l5 "prompt: \"x\"
+loras: [$T/inputs/loras/detail.safetensors:0.5]"
+	job l6 'prompt: "a cat <lora:passwd:1>"
+prompt_syntax: a1111'
+	job l7 'prompt: "a cat <lora:nothing:1>"
+prompt_syntax: a1111'
+	job l8 'prompt: "a cat <lora:out:1>"
+prompt_syntax: a1111'
+	job l9 'prompt: "a cat <lora:../outside:1>"
+prompt_syntax: a1111'
+	job l10 'prompt: "a cat <lora:detail:0.5>"
+prompt_syntax: a1111'
+	job l11 'prompt: "a cat <lora:model:1>"
+prompt_syntax: a1111'
+	run_once
+	check "a LoRA outside the roots is refused" grep -q "loras: /etc/shadow is outside the configuration's input roots" "$SPOOL/failed/l1.json"
+	check "the same answer for a LoRA outside that does not exist" \
+	    [ "$(msg l1 | sed 's|/etc/shadow|X|')" = "$(msg l2 | sed 's|/etc/no-such-file|X|')" ]
+	check "its field is loras" grep -q '"field": "loras"' "$SPOOL/failed/l2.json"
+	check "a symbolic link in a root to a LoRA outside is refused" grep -q "is outside the configuration's input roots" "$SPOOL/failed/l3.json"
+	check "a relative LoRA path out of the roots is refused" grep -q "is outside the configuration's input roots" "$SPOOL/failed/l4.json"
+	check "a LoRA inside the roots renders" in_state l5 done
+	check "<lora:NAME> that is a link out of its lora_dir is refused" \
+	    grep -q "<lora:passwd>: .*passwd.safetensors is a symbolic link that does not lead to a file inside its lora_dir" "$SPOOL/failed/l6.json"
+	check "the same answer for a link to nothing" \
+	    [ "$(msg l6 | sed 's|passwd|X|g')" = "$(msg l7 | sed 's|nothing|X|g')" ]
+	check "and for a link to a LoRA outside it" \
+	    [ "$(msg l6 | sed 's|passwd|X|g')" = "$(msg l8 | sed 's|out|X|g')" ]
+	check "<lora:NAME>, a link out of its lora_dir but inside the roots, is refused too" \
+	    grep -q "<lora:model>: .* is a symbolic link that does not lead" "$SPOOL/failed/l11.json"
+	check "<lora:../NAME> may not name a path" grep -q "may not contain '/'" "$SPOOL/failed/l9.json"
+	check "<lora:NAME> inside its lora_dir renders" in_state l10 done
+	check "no message quotes /etc/passwd's bytes" no grep -rq "root:" "$SPOOL/failed"
+	# lora_dirs outside the roots: the configuration is refused (exit 78)
+	POLICY=$ROOTS write_conf "lora_dirs: [$T/inputs/loras, /etc]"
+	"$BIN" watch --once --config "$CONF" "$SPOOL" 2> "$T/conf.err"
+	rc=$?
+	check "lora_dirs outside the input roots: a configuration error (exit $rc)" [ "$rc" -eq 78 ]
+	check "  that names the folder" grep -q "lora_dirs: /etc is outside the input roots" "$T/conf.err"
+	POLICY=$ROOTS write_conf "lora_dirs: $T/inputs/../outside-dir"
+	"$BIN" run --config "$CONF" --prompt x -o "$T/x.png" > /dev/null 2> "$T/conf.err"
+	rc=$?
+	check "  also for sdbatch run, and through .. (exit $rc)" [ "$rc" -eq 78 ]
+else
+	diag "no LoRA in $TINY/lora: the LoRA checks are left out"
+fi
 finish

@@ -601,6 +601,62 @@ run_cases(struct sd_model *m)
 	}
 }
 
+/* lora_make_random: a kohya LoRA over the model's transformer and text
+ * encoder layers that merges in full; lora_find: a name stays in its
+ * lora_dir. */
+static void
+random_and_find(struct st_file *base)
+{
+	struct sd_weights *w = weights_new();
+	struct sd_error err = {0};
+	char path[512], link[512], out[600];
+	int nlayers = 0;
+
+	weights_add_file(w, base, NULL);
+	snprintf(path, sizeof path, "%s/random.safetensors", tmpdir);
+	if (!tap_ok(lora_make_random(w, &sd15, 8, path, &nlayers, &err) == 0, "lora_make_random: %s",
+	    err.message[0] ? err.message : "ok")) {
+		weights_free(w);
+		return;
+	}
+	struct lora *l = lora_open(path, &err);
+	struct lora_report rep = {0};
+	struct lora_use use = {l, 0.5f, 0.5f};
+	struct lora_merge *mg = l ? lora_merge_apply(w, &sd15, &use, 1, &rep, &err) : NULL;
+	/* every layer of the file applied, none unmatched, UNet and text */
+	tap_ok(mg != NULL && nlayers > 0 && l->nlayers == nlayers && rep.applied == nlayers &&
+	    rep.unmatched == 0 && l->ntext[0] > 0 && l->nunet > 0 && l->min_rank == 8 &&
+	    l->max_rank == 8, "a random rank-8 LoRA: %d layers (UNet %d, text %d), all merged: %s",
+	    nlayers, l ? l->nunet : 0, l ? l->ntext[0] : 0, mg ? "ok" : err.message);
+	if (mg != NULL)
+		lora_merge_undo(mg, w);
+	lora_free(l);
+	weights_free(w);
+
+	/* lora_find */
+	const char *dirs[1] = {tmpdir};
+	tap_ok(lora_find(dirs, 1, "random", out, sizeof out, &err) == 0 && strcmp(out, path) == 0,
+	    "lora_find: NAME.safetensors in its folder");
+	tap_ok(lora_find(dirs, 1, "../random", out, sizeof out, &err) < 0 && err.code == SD_EDATA,
+	    "lora_find: a name with '/' is refused: %s", err.message);
+	snprintf(link, sizeof link, "%s/out.safetensors", tmpdir);
+	if (symlink(shared_path("testdata/sd15-tiny/lora/lora_attn_r4.safetensors"), link) == 0) {
+		tap_ok(lora_find(dirs, 1, "out", out, sizeof out, &err) < 0 && err.code == SD_EDATA &&
+		    strstr(err.message, "symbolic link") != NULL, "lora_find: a link out of the folder: %s",
+		    err.message);
+		unlink(link);
+	}
+	snprintf(link, sizeof link, "%s/in.safetensors", tmpdir);
+	if (symlink("random.safetensors", link) == 0) {
+		tap_ok(lora_find(dirs, 1, "in", out, sizeof out, &err) == 0, "lora_find: a link inside "
+		    "the folder is fine");
+		unlink(link);
+	}
+	tap_ok(lora_find(dirs, 1, "nothere", out, sizeof out, &err) < 0 && err.code == SD_ENOINPUT,
+	    "lora_find: a missing name: %s", err.message);
+	unlink(path);
+}
+
 int
 main(void)
 {
@@ -629,6 +685,7 @@ main(void)
 	f16_merge();
 	errors(base);
 	peft_format(base);
+	random_and_find(base);
 	sdxl();
 
 	/* an A1111 short hash: sha256 of the data after the header */

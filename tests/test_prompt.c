@@ -261,6 +261,11 @@ sdxl_conditioner(struct st_file **fp, struct sd_weights **wp)
 
 	dirs[1] = dirs[0];
 	*wp = NULL;
+	*fp = NULL;
+	if (access(shared_path("testdata/sdxl-tiny/model.safetensors"), R_OK) != 0) {
+		tap_skip("no sdxl-tiny model: A1111's syntax on SDXL is not checked");
+		return NULL;
+	}
 	if ((*fp = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err)) == NULL) {
 		tap_ok(0, "open sdxl-tiny: %s", err.message);
 		return NULL;

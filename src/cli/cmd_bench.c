@@ -28,6 +28,7 @@
 #include "core/ops.h"
 #include "model/checkpoint.h"
 #include "model/clip.h"
+#include "model/lora.h"
 #include "model/spm.h"
 #include "model/synth.h"
 #include "model/t5.h"
@@ -37,13 +38,16 @@
 #include "sample/description.h"
 #include "sample/pipeline.h"
 
-enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH, OPT_SAMPLER };
+enum { OPT_JSON = OPT_COMMON_END, OPT_SIZE, OPT_STEPS, OPT_CACHE, OPT_PEAK, OPT_ARCH, OPT_SAMPLER,
+	OPT_LORA, OPT_LORA_RANK };
 
 static void
 bench_usage(FILE *out)
 {
 	fputs("Usage: sdbatch bench [--model FILE | --arch ARCH] [--size N] [--steps N]\n"
 	    "                     [--sampler NAME] [--threads N] [--json]\n"
+	    "       sdbatch bench [--model FILE | --arch ARCH] --lora FILE | --lora-rank N\n"
+	    "                     [--steps N] [--threads N] [--json]\n"
 	    "\n"
 	    "Measure the speed and memory of rendering: text encoder time, seconds\n"
 	    "per sampling step with classifier-free guidance (median), VAE decode time,\n"
@@ -68,6 +72,10 @@ bench_usage(FILE *out)
 	    "      --device DEV    cpu, cuda or cuda:N\n"
 	    "      --cache DIR     where the generated checkpoint lives\n"
 	    "      --sgemm-size N  the square sgemm measured first (default 2048; 0: skip)\n"
+	    "      --lora FILE     time merging this LoRA into the model instead (opening\n"
+	    "                      the file and merging; --steps merges, default 4)\n"
+	    "      --lora-rank N   the same with a random LoRA of rank N made for the model\n"
+	    "                      (its UNet transformers' and text encoders' linear layers)\n"
 	    "      --json          also print one JSON object as the last line of stdout\n"
 	    "  -q, --quiet         no messages but errors and the results (with\n"
 	    "                      --json, the JSON line alone)\n"
@@ -186,6 +194,157 @@ fill_random(float *x, size_t n, uint64_t seed)
 	}
 }
 
+static double
+cpu_seconds(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
+	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double
+rss_mb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	double kb = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kb = strtod(line + 6, NULL);
+	fclose(f);
+	return kb / 1024.0;
+}
+
+/* --lora / --lora-rank: open the LoRA and merge it into the loaded model,
+ * runs times (each undone), wall and CPU seconds of each. */
+static int
+bench_lora(struct sd_checkpoint *ck, const struct model_desc *desc, const char *file, int rank,
+    int runs, const char *model, int threads, double load_s, int json, int quiet,
+    struct sd_error *err)
+{
+	struct lora_model lm = {.unet_prefix = desc->unet_prefix, .ntext = desc->ntext};
+	char tmp[4096] = "", info[64];
+	double *wall = calloc((size_t)runs, sizeof *wall), *cpu = calloc((size_t)runs, sizeof *cpu);
+	double rss_add = 0, t;
+	size_t bytes = 0;
+	int ntensors = 0, nlayers = 0, rc = -1;
+
+	for (int i = 0; i < desc->ntext && i < 2; i++)
+		lm.text_prefix[i] = desc->text[i].prefix;
+	if (wall == NULL || cpu == NULL) {
+		sd_fail(err, SD_EINTERNAL, "out of memory");
+		goto out;
+	}
+	if (file == NULL) {
+		const char *dir = getenv("TMPDIR");
+		int fd;
+		snprintf(tmp, sizeof tmp, "%s/sdbatch-bench-lora-XXXXXX", dir && *dir ? dir : "/tmp");
+		if ((fd = mkstemp(tmp)) < 0) {
+			sd_fail(err, SD_EIO, "%s: %s", tmp, strerror(errno));
+			tmp[0] = '\0';
+			goto out;
+		}
+		close(fd);
+		t = now();
+		if (lora_make_random(ck->weights, &lm, rank, tmp, NULL, err) < 0)
+			goto out;
+		if (!quiet)
+			fprintf(stderr, "sdbatch bench: made a random rank-%d LoRA in %.1f s\n", rank,
+			    now() - t);
+		file = tmp;
+	}
+	for (int i = 0; i < runs; i++) {
+		struct lora_report rep = {0};
+		struct lora_use use = {0};
+		struct lora_merge *mg;
+		struct lora *l;
+		double r0 = rss_mb(), c0 = cpu_seconds();
+		t = now();
+		if ((l = lora_open(file, err)) == NULL)
+			goto out;
+		use.lora = l;
+		use.scale = use.unet_scale = 1.0f;
+		mg = lora_merge_apply(ck->weights, &lm, &use, 1, &rep, err);
+		wall[i] = now() - t;
+		cpu[i] = cpu_seconds() - c0;
+		if (mg == NULL) {
+			lora_free(l);
+			goto out;
+		}
+		if (i == 0) {
+			rss_add = rss_mb() - r0;
+			ntensors = lora_merge_tensors(mg);
+			bytes = lora_merge_bytes(mg);
+			nlayers = rep.applied;
+			snprintf(info, sizeof info, "%s, rank %d to %d", lora_format_name(l->format),
+			    l->min_rank, l->max_rank);
+		}
+		lora_merge_undo(mg, ck->weights);
+		lora_free(l);
+	}
+	{
+		double *sorted = malloc((size_t)runs * sizeof *sorted), best = wall[0], median;
+		int bi = 0;
+		if (sorted == NULL) {
+			sd_fail(err, SD_EINTERNAL, "out of memory");
+			goto out;
+		}
+		memcpy(sorted, wall, (size_t)runs * sizeof *sorted);
+		qsort(sorted, (size_t)runs, sizeof *sorted, cmp_double);
+		median = sorted[runs / 2];
+		free(sorted);
+		for (int i = 1; i < runs; i++)
+			if (wall[i] < best)
+				best = wall[i], bi = i;
+		if (!quiet || !json) {
+			printf("model:          %s (loaded in %.2f s), %d threads\n", model, load_s, threads);
+			printf("LoRA:           %s (%s, %d layers applied)\n", tmp[0] ? "random" : file,
+			    info, nlayers);
+			printf("LoRA merge:     best %.3f s (CPU %.3f s), median %.3f s of %d; %d tensors, "
+			    "%.0f MiB merged; RSS +%.0f MiB\n", best, cpu[bi], median, runs, ntensors,
+			    (double)bytes / (1 << 20), rss_add);
+			printf("merges:        ");
+			for (int i = 0; i < runs; i++)
+				printf(" %.3f s (CPU %.3f)", wall[i], cpu[i]);
+			printf("\n");
+		}
+		if (json) {
+			json_t *o = json_object(), *a = json_array();
+			char *js;
+			for (int i = 0; i < runs; i++)
+				json_array_append_new(a, json_real(wall[i]));
+			json_object_set_new(o, "model", json_string(model));
+			json_object_set_new(o, "threads", json_integer(threads));
+			json_object_set_new(o, "lora", json_string(tmp[0] ? "random" : file));
+			json_object_set_new(o, "lora_layers", json_integer(nlayers));
+			json_object_set_new(o, "lora_merge_s", json_real(best));
+			json_object_set_new(o, "lora_merge_cpu_s", json_real(cpu[bi]));
+			json_object_set_new(o, "lora_merge_median_s", json_real(median));
+			json_object_set_new(o, "lora_merges_s", a);
+			json_object_set_new(o, "lora_merged_tensors", json_integer(ntensors));
+			json_object_set_new(o, "lora_merged_mb", json_real((double)bytes / (1 << 20)));
+			json_object_set_new(o, "lora_rss_mb", json_real(rss_add));
+			if ((js = json_dumps(o, JSON_COMPACT)) != NULL)
+				puts(js);
+			free(js);
+			json_decref(o);
+		}
+	}
+	rc = 0;
+out:
+	if (tmp[0] != '\0')
+		unlink(tmp);
+	free(wall);
+	free(cpu);
+	return rc;
+}
+
 /* The "image" figure: text encoder, this many steps, VAE decode. */
 #define IMAGE_STEPS 20
 
@@ -210,6 +369,8 @@ cmd_bench(int argc, char **argv)
 		{"sgemm-size", required_argument, NULL, OPT_PEAK},
 		{"arch", required_argument, NULL, OPT_ARCH},
 		{"sampler", required_argument, NULL, OPT_SAMPLER},
+		{"lora", required_argument, NULL, OPT_LORA},
+		{"lora-rank", required_argument, NULL, OPT_LORA_RANK},
 		{NULL, 0, NULL, 0},
 	};
 	struct sd_error err = {0};
@@ -224,7 +385,8 @@ cmd_bench(int argc, char **argv)
 	struct denoiser *u = NULL;
 	struct vae *v = NULL;
 	struct results r = {0};
-	const char *model = NULL, *cache = NULL, *device = NULL, *arch = "sd15";
+	const char *model = NULL, *cache = NULL, *device = NULL, *arch = "sd15", *lora = NULL;
+	int lora_rank = 0;
 	char path[4096], blas[160];
 	long long val;
 	int json = 0, quiet = 0, verbose = 0, threads = 0, peak_n = 2048, ch, rc = SD_EINTERNAL;
@@ -287,6 +449,14 @@ cmd_bench(int argc, char **argv)
 		case OPT_ARCH:
 			arch = optarg;
 			break;
+		case OPT_LORA:
+			lora = optarg;
+			break;
+		case OPT_LORA_RANK:
+			if (cli_int("bench", "--lora-rank", optarg, 1, 1024, &val) != 0)
+				return SD_EUSAGE;
+			lora_rank = (int)val;
+			break;
 		case OPT_JSON:
 			json = 1;
 			break;
@@ -315,6 +485,12 @@ cmd_bench(int argc, char **argv)
 		bench_usage(stderr);
 		return SD_EUSAGE;
 	}
+	if (lora != NULL && lora_rank > 0) {
+		cli_error("bench", "--lora and --lora-rank: one or the other");
+		return SD_EUSAGE;
+	}
+	if (lora != NULL || lora_rank > 0)
+		peak_n = 0;	/* no sgemm figure: the merge is timed */
 
 	/* The model first: generating it takes a while, and the sgemm figure
 	 * is better measured on a quiet machine. */
@@ -351,6 +527,11 @@ cmd_bench(int argc, char **argv)
 	t = now();
 	if (checkpoint_load(&ck, model, NULL, NULL, &err) < 0 || model_describe(&ck, &desc, &err) < 0)
 		goto fail;
+	if (lora != NULL || lora_rank > 0) {
+		rc = bench_lora(&ck, &desc, lora, lora_rank, r.steps, model, r.threads, now() - t,
+		    json, quiet, &err) < 0 ? SD_EINTERNAL : 0;
+		goto fail;
+	}
 	for (int e = 0; e < desc.ntext; e++) {
 		if (desc.text[e].kind == TEXT_T5) {
 			/* SD3's T5 (a file without it renders with zeros) */

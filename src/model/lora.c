@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -886,5 +888,278 @@ out:
 	EVP_MD_CTX_free(ctx);
 	free(buf);
 	fclose(f);
+	return rc;
+}
+
+/* Is path (resolved) inside dir (resolved)? */
+static int
+inside_dir(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (n == 1 && dir[0] == '/')
+		return 1;
+	return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+int
+lora_find(const char *const *dirs, int ndirs, const char *name, char *out, size_t size,
+    struct sd_error *err)
+{
+	char looked[512] = "", shown[64];
+	size_t off = 0;
+
+	printable(name, shown, sizeof shown);
+	if (strchr(name, '/') != NULL || strchr(name, '\\') != NULL || name[0] == '.' ||
+	    name[0] == '\0')
+		return sd_fail(err, SD_EDATA, "<lora:%s>: a LoRA name may not contain '/' or start "
+		    "with '.'", shown);
+	for (int i = 0; i < ndirs; i++) {
+		static const char *const ext[] = {".safetensors", ""};
+		for (int e = 0; e < 2; e++) {
+			char real[PATH_MAX], realdir[PATH_MAX];
+			struct stat st;
+			if ((size_t)snprintf(out, size, "%s/%s%s", dirs[i], name, ext[e]) >= size)
+				return sd_fail(err, SD_EDATA, "<lora:%s>: the name is too long", shown);
+			if (lstat(out, &st) < 0)
+				continue;
+			if (S_ISLNK(st.st_mode) && (realpath(out, real) == NULL ||
+			    realpath(dirs[i], realdir) == NULL || !inside_dir(real, realdir)))
+				return sd_fail(err, SD_EDATA, "<lora:%s>: %s/%s%s is a symbolic link that does "
+				    "not lead to a file inside its lora_dir", shown, dirs[i], shown, ext[e]);
+			if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
+				return 0;
+		}
+		if (off < sizeof looked)
+			off += (size_t)snprintf(looked + off, sizeof looked - off, "%s%s", i ? ", " : "",
+			    dirs[i]);
+	}
+	if (ndirs == 0)
+		return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no lora_dirs are configured to look "
+		    "for it in", shown);
+	return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no %s.safetensors in the lora_dirs (%s)", shown,
+	    shown, looked);
+}
+
+/* ------------------------------------------------------- random LoRAs */
+
+struct maker {
+	struct sd_tensor *t;
+	char **names;
+	uint16_t *data;
+	size_t n, cap, used, size;	/* tensors; F16 values */
+	uint64_t seed;
+	int rank, layers;
+};
+
+/* A tensor of random values in [-scale, scale), or of value when scale
+ * is 0. */
+static int
+maker_tensor(struct maker *mk, const char *name, int ndim, const int64_t *shape, float scale,
+    float value)
+{
+	size_t count = 1;
+
+	if (mk->n + 1 > mk->cap) {
+		size_t nc = mk->cap ? 2 * mk->cap : 256;
+		struct sd_tensor *t = realloc(mk->t, nc * sizeof *t);
+		if (t == NULL)
+			return -1;
+		mk->t = t;
+		char **nm = realloc(mk->names, nc * sizeof *nm);
+		if (nm == NULL)
+			return -1;
+		mk->names = nm;
+		mk->cap = nc;
+	}
+	for (int d = 0; d < ndim; d++)
+		count *= (size_t)shape[d];
+	if (mk->used + count > mk->size) {
+		size_t ns = mk->size ? mk->size : (size_t)1 << 20;
+		while (ns < mk->used + count)
+			ns *= 2;
+		uint16_t *d = realloc(mk->data, ns * sizeof *d);
+		if (d == NULL)
+			return -1;
+		mk->data = d;
+		mk->size = ns;
+	}
+	if ((mk->names[mk->n] = strdup(name)) == NULL)
+		return -1;
+	struct sd_tensor *t = &mk->t[mk->n++];
+	memset(t, 0, sizeof *t);
+	t->name = mk->names[mk->n - 1];
+	t->dtype = SD_F16;
+	t->ndim = ndim;
+	for (int d = 0; d < ndim; d++)
+		t->shape[d] = shape[d];
+	/* offsets for now: the data block may still move */
+	t->data = (void *)(uintptr_t)mk->used;
+	for (size_t i = 0; i < count; i++) {
+		mk->seed ^= mk->seed << 13;
+		mk->seed ^= mk->seed >> 7;
+		mk->seed ^= mk->seed << 17;
+		float x = scale == 0 ? value :
+		    ((float)((double)(mk->seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f) * scale;
+		mk->data[mk->used + i] = sd_f32_to_f16(x);
+	}
+	mk->used += count;
+	return 0;
+}
+
+/* One layer on target tensor t (out x in, or out x in x 1 x 1): kohya key
+ * base (dots as '_'). */
+static int
+maker_layer(struct maker *mk, const char *kind, const char *module, const struct sd_tensor *t)
+{
+	char base[256], key[300];
+	int64_t down[4] = {mk->rank, t->shape[1], 1, 1}, up[4] = {t->shape[0], mk->rank, 1, 1};
+	int nd = t->ndim == 4 ? 4 : 2;
+
+	snprintf(base, sizeof base, "%s%s", kind, module);
+	for (char *c = base; *c; c++)
+		if (*c == '.')
+			*c = '_';
+	snprintf(key, sizeof key, "%s.lora_down.weight", base);
+	if (maker_tensor(mk, key, nd, down, 1.0f / sqrtf((float)t->shape[1]), 0) < 0)
+		return -1;
+	snprintf(key, sizeof key, "%s.lora_up.weight", base);
+	if (maker_tensor(mk, key, nd, up, 0.01f, 0) < 0)
+		return -1;
+	snprintf(key, sizeof key, "%s.alpha", base);
+	if (maker_tensor(mk, key, 0, NULL, 0, (float)mk->rank) < 0)
+		return -1;
+	mk->layers++;
+	return 0;
+}
+
+/* The UNet's transformers under block (e.g. "input_blocks.1.1"). */
+static int
+maker_unet_block(struct maker *mk, const struct sd_weights *w, const char *prefix, const char *block)
+{
+	static const char *const inner[] = {"attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+	    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"};
+	static const char *const outer[] = {"proj_in", "proj_out"};
+	char name[320], module[256];
+	const struct sd_tensor *t;
+
+	snprintf(name, sizeof name, "%s%s.proj_in.weight", prefix, block);
+	if (weights_get(w, name) == NULL)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		snprintf(module, sizeof module, "%s.%s", block, outer[i]);
+		snprintf(name, sizeof name, "%s%s.weight", prefix, module);
+		if ((t = weights_get(w, name)) != NULL && (t->ndim == 2 || t->ndim == 4) &&
+		    maker_layer(mk, "lora_unet_", module, t) < 0)
+			return -1;
+	}
+	for (int b = 0; b < 64; b++) {
+		snprintf(name, sizeof name, "%s%s.transformer_blocks.%d.attn1.to_q.weight", prefix, block, b);
+		if (weights_get(w, name) == NULL)
+			break;
+		for (size_t i = 0; i < sizeof inner / sizeof *inner; i++) {
+			snprintf(module, sizeof module, "%s.transformer_blocks.%d.%s", block, b, inner[i]);
+			snprintf(name, sizeof name, "%s%s.weight", prefix, module);
+			if ((t = weights_get(w, name)) != NULL && t->ndim == 2 &&
+			    maker_layer(mk, "lora_unet_", module, t) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* A text encoder's layers: Hugging Face names, or OpenCLIP's (fused
+ * in_proj: q, k, v a third each). */
+static int
+maker_text(struct maker *mk, const struct sd_weights *w, const char *prefix, const char *kind)
+{
+	static const char *const hf[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+	    "self_attn.out_proj", "mlp.fc1", "mlp.fc2"};
+	char name[320], module[256];
+	const struct sd_tensor *t;
+
+	for (int l = 0; l < 256; l++) {
+		int found = 0;
+		for (int i = 0; i < 6; i++) {
+			struct sd_tensor third;
+			snprintf(module, sizeof module, "text_model.encoder.layers.%d.%s", l, hf[i]);
+			snprintf(name, sizeof name, "%sencoder.layers.%d.%s.weight", prefix, l, hf[i]);
+			t = weights_get(w, name);
+			if (t == NULL && i < 3) {
+				snprintf(name, sizeof name, "%stransformer.resblocks.%d.attn.in_proj_weight",
+				    prefix, l);
+				if ((t = weights_get(w, name)) != NULL && t->ndim == 2 && t->shape[0] % 3 == 0) {
+					third = *t;
+					third.shape[0] /= 3;
+					t = &third;
+				}
+			} else if (t == NULL) {
+				static const char *const oc[] = {"attn.out_proj", "mlp.c_fc", "mlp.c_proj"};
+				snprintf(name, sizeof name, "%stransformer.resblocks.%d.%s.weight", prefix, l,
+				    oc[i - 3]);
+				t = weights_get(w, name);
+			}
+			if (t == NULL || t->ndim != 2)
+				continue;
+			found = 1;
+			if (maker_layer(mk, kind, module, t) < 0)
+				return -1;
+		}
+		if (!found)
+			break;
+	}
+	return 0;
+}
+
+int
+lora_make_random(const struct sd_weights *w, const struct lora_model *mdl, int rank,
+    const char *path, int *nlayers, struct sd_error *err)
+{
+	struct maker mk = {0};
+	char block[64];
+	int rc = -1;
+
+	if (rank < 1 || rank > 1024)
+		return sd_fail(err, SD_EUSAGE, "a LoRA rank from 1 to 1024, not %d", rank);
+	mk.rank = rank;
+	mk.seed = 0x9e3779b97f4a7c15ull;
+	for (int i = 0; i < 12; i++)
+		for (int j = 0; j < 4; j++) {
+			snprintf(block, sizeof block, "input_blocks.%d.%d", i, j);
+			if (maker_unet_block(&mk, w, mdl->unet_prefix, block) < 0)
+				goto full;
+			snprintf(block, sizeof block, "output_blocks.%d.%d", i, j);
+			if (maker_unet_block(&mk, w, mdl->unet_prefix, block) < 0)
+				goto full;
+		}
+	for (int j = 0; j < 4; j++) {
+		snprintf(block, sizeof block, "middle_block.%d", j);
+		if (maker_unet_block(&mk, w, mdl->unet_prefix, block) < 0)
+			goto full;
+	}
+	for (int e = 0; e < mdl->ntext && e < 2; e++)
+		if (maker_text(&mk, w, mdl->text_prefix[e], mdl->ntext == 1 ? "lora_te_" :
+		    e == 0 ? "lora_te1_" : "lora_te2_") < 0)
+			goto full;
+	if (mk.layers == 0) {
+		sd_fail(err, SD_EDATA, "the model has none of the layers a LoRA usually changes");
+		goto out;
+	}
+	for (size_t i = 0; i < mk.n; i++)
+		mk.t[i].data = mk.data + (uintptr_t)mk.t[i].data;
+	if (st_write(path, mk.t, (int)mk.n, NULL, NULL, 0, err) < 0)
+		goto out;
+	if (nlayers != NULL)
+		*nlayers = mk.layers;
+	rc = 0;
+	goto out;
+full:
+	sd_fail(err, SD_EINTERNAL, "out of memory making a random LoRA");
+out:
+	for (size_t i = 0; i < mk.n; i++)
+		free(mk.names[i]);
+	free(mk.names);
+	free(mk.t);
+	free(mk.data);
 	return rc;
 }

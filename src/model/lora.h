@@ -115,4 +115,24 @@ size_t lora_merge_bytes(const struct lora_merge *mg);
  * in `Lora hashes`.  out gets 64 hex digits.  -1 with err. */
 int lora_file_hash(const char *path, char out[65], struct sd_error *err);
 
+/* Write to path a random kohya LoRA of the given rank (alpha = rank, F16,
+ * deterministic values) over the layers a LoRA usually changes in the
+ * model of w: every linear layer of the UNet's transformers (proj_in and
+ * proj_out, attention q/k/v/out, feed-forward) and of the text encoders
+ * (attention q/k/v/out, MLP), found by their original single-file names.
+ * For benchmarks and tests (`sdbatch bench --lora-rank N`).  *nlayers
+ * (when not NULL) gets the count.  -1 with err. */
+int lora_make_random(const struct sd_weights *w, const struct lora_model *mdl, int rank,
+    const char *path, int *nlayers, struct sd_error *err);
+
+/* The file of a prompt's <lora:NAME>: DIR/NAME.safetensors, else DIR/NAME
+ * (a regular file), in the first of the ndirs folders that has it, into
+ * out.  NAME may not hold '/' or '\\' nor start with '.', and what is found
+ * must lie inside its folder with symbolic links resolved: a link out of it
+ * gets one error whether its target exists or not.  0, or -1 with err
+ * (SD_EDATA: a bad name, a link out; SD_ENOINPUT: no folder has it, naming
+ * where it looked). */
+int lora_find(const char *const *dirs, int ndirs, const char *name, char *out, size_t size,
+    struct sd_error *err);
+
 #endif

@@ -502,33 +502,11 @@ reload_networks(struct sd_model *m, struct sd_error *err)
 }
 
 /* The file of a <lora:NAME> tag: NAME.safetensors, else NAME, in the first
- * of dirs that has it.  NAME may not name a path. */
+ * of dirs that has it (model/lora.h: lora_find). */
 static int
 find_lora(const struct sd_params *p, const char *name, char *out, size_t size, struct sd_error *err)
 {
-	char looked[512] = "";
-	size_t off = 0;
-
-	if (strchr(name, '/') != NULL || strchr(name, '\\') != NULL || name[0] == '.' || name[0] == '\0')
-		return sd_fail(err, SD_EDATA, "<lora:%s>: a LoRA name may not contain '/' or start "
-		    "with '.'", name);
-	for (int i = 0; i < p->nlora_dirs; i++) {
-		static const char *const ext[] = {".safetensors", ""};
-		for (int e = 0; e < 2; e++) {
-			struct stat st;
-			snprintf(out, size, "%s/%s%s", p->lora_dirs[i], name, ext[e]);
-			if (stat(out, &st) == 0 && S_ISREG(st.st_mode))
-				return 0;
-		}
-		if (off < sizeof looked)
-			off += (size_t)snprintf(looked + off, sizeof looked - off, "%s%s", i ? ", " : "",
-			    p->lora_dirs[i]);
-	}
-	if (p->nlora_dirs == 0)
-		return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no lora_dirs are configured to look "
-		    "for it in", name);
-	return sd_fail(err, SD_ENOINPUT, "<lora:%s>: no %s.safetensors in the lora_dirs (%s)", name,
-	    name, looked);
+	return lora_find(p->lora_dirs, p->nlora_dirs, name, out, size, err);
 }
 
 /* Merge the job's LoRAs (p->loras, then the tags) into m's weights, unless

@@ -515,6 +515,9 @@ config_parse(struct sd_config *c, const char *buf, size_t len,
 	if (r == 0 && c->heartbeat_s * 2 > c->stale_s)
 		r = sd_fail(err, SD_ECONFIG, "%s: heartbeat_interval (%g s) must be at "
 		    "most half of stale_after (%g s)", name, c->heartbeat_s, c->stale_s);
+	/* jobs name files in lora_dirs (<lora:NAME>): inside the input roots */
+	if (r == 0 && policy_check_dirs(&c->policy, "lora_dirs", c->lora_dirs, c->n_lora_dirs, err) < 0)
+		r = sd_error_prefix(err, "%s", name);
 	free(base);
 	ytree_free(root);
 	return r;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "spool/policy.h"
 #include "spool/util.h"
@@ -181,6 +182,32 @@ policy_input_allowed(const struct sd_policy *p, const char *path)
 		if (inside(real, r) && (inside(lex, r) ||
 		    inside(lex, p->input_roots[i])))
 			return 1;
+	}
+	return 0;
+}
+
+int
+policy_check_dirs(const struct sd_policy *p, const char *key, char *const *dirs, size_t n,
+    struct sd_error *err)
+{
+	char cwd[PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < n && p->n_input_roots > 0; i++) {
+		char *abs = NULL;
+		int ok;
+		if (dirs[i][0] != '/') {
+			if (getcwd(cwd, sizeof cwd) == NULL)
+				return sd_fail(err, SD_ECONFIG, "%s: %.200s: cannot tell the current "
+				    "folder", key, dirs[i]);
+			if ((abs = util_join(cwd, dirs[i])) == NULL)
+				return sd_fail(err, SD_EINTERNAL, "out of memory");
+		}
+		ok = policy_input_allowed(p, abs ? abs : dirs[i]);
+		free(abs);
+		if (!ok)
+			return sd_fail(err, SD_ECONFIG, "%s: %.300s is outside the input roots "
+			    "(policy.input_roots): jobs read from it by name", key, dirs[i]);
 	}
 	return 0;
 }

@@ -48,6 +48,12 @@ int policy_parse(struct yctx *y, struct sd_policy *p, const struct ynode *v,
  * answer for a path outside is the same whether it exists or not. */
 int policy_input_allowed(const struct sd_policy *p, const char *path);
 
+/* Folders that jobs read from by name (key: "lora_dirs"): with input
+ * roots, each must lie inside them (relative ones against the current
+ * folder).  0, or -1 with err (SD_ECONFIG) naming key and the folder. */
+int policy_check_dirs(const struct sd_policy *p, const char *key, char *const *dirs, size_t n,
+    struct sd_error *err);
+
 /* May a callback go to url (scheme and host)?  0, or -1 with why. */
 int policy_check_url(const struct sd_policy *p, const char *url, char *why,
     size_t size);

@@ -58,6 +58,8 @@ progress_format(const struct progress_event *e)
 		json_object_set_new(o, "path", json_string(e->path));
 	if (e->error != NULL)
 		json_object_set_new(o, "error", json_string(e->error));
+	if (e->message != NULL)
+		json_object_set_new(o, "message", json_string(e->message));
 	s = json_dumps(o, SD_JSON_LINE);
 	json_decref(o);
 	if (s == NULL)

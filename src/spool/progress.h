@@ -3,9 +3,10 @@
  *
  * One object a line, written with a single write(2) on an O_APPEND file
  * and so flushed at once: time (RFC 3339 UTC), job, event (claimed,
- * loading, step, image, done, failed, requeued, cancelled) and where they
- * apply image (0-based), images, step (1-based), steps, elapsed_s, eta_s,
- * path, error. */
+ * loading, step, image, done, failed, requeued, cancelled, warning) and
+ * where they apply image (0-based), images, step (1-based), steps,
+ * elapsed_s, eta_s, path, error, message (what a warning says: a LoRA that
+ * matched in part, a plain prompt cut at 77 tokens). */
 #ifndef SD_SPOOL_PROGRESS_H
 #define SD_SPOOL_PROGRESS_H
 
@@ -17,6 +18,7 @@ struct progress_event {
 	double elapsed_s, eta_s;	/* < 0: not given */
 	const char *path;	/* NULL: not given */
 	const char *error;	/* NULL: not given */
+	const char *message;	/* NULL: not given */
 };
 
 /* An event with only event and job set. */

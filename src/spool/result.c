@@ -93,6 +93,12 @@ result_record(const char *id, const struct sd_job *job,
 	json_object_set_new(o, "finished", json_string(when));
 	json_object_set_new(o, "metadata", job && job->metadata ?
 	    json_incref(job->metadata) : json_null());
+	if (res->nwarnings > 0) {
+		json_t *w = json_array();
+		for (i = 0; w != NULL && i < res->nwarnings; i++)
+			json_array_append_new(w, json_string(res->warnings[i]));
+		json_object_set_new(o, "warnings", w);
+	}
 	if (res->status != RUNJOB_DONE)
 		json_object_set_new(o, "error", error_json(&res->err, res->err_line));
 	return o;

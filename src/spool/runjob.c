@@ -53,6 +53,9 @@ runjob_result_free(struct runjob_result *res)
 	free(res->images);
 	free(res->model_path);
 	free(res->arch);
+	for (i = 0; i < res->nwarnings; i++)
+		free(res->warnings[i]);
+	free(res->warnings);
 	memset(res, 0, sizeof *res);
 }
 
@@ -525,12 +528,23 @@ on_progress(void *user, const struct sd_progress *p)
 	if (should_stop(c))
 		return 1;
 	if (p->event != NULL && strcmp(p->event, "warning") == 0 && p->message != NULL &&
-	    c->env->notice != NULL && c->image == 0) {
-		/* a LoRA that matched in part, a plain prompt cut at 77 tokens */
+	    c->image == 0) {
+		/* a LoRA that matched in part, a plain prompt cut at 77 tokens:
+		 * on stderr, in the progress log and the result record */
 		char *m = util_printf("%s: warning: %s", c->job->id, p->message);
-		if (m != NULL)
+		char **w = realloc(c->res->warnings, (size_t)(c->res->nwarnings + 1) *
+		    sizeof *w);
+		if (m != NULL && c->env->notice != NULL)
 			c->env->notice(c->env->notice_user, m);
 		free(m);
+		if (w != NULL) {
+			c->res->warnings = w;
+			if ((w[c->res->nwarnings] = strdup(p->message)) != NULL)
+				c->res->nwarnings++;
+		}
+		progress_event_init(&ev, "warning", c->job->id);
+		ev.message = p->message;
+		progress_emit(c->env->sink, &ev);
 	}
 	if (p->event == NULL || strcmp(p->event, "step") != 0)
 		return 0;
@@ -798,6 +812,40 @@ on_download(void *user, const struct hub_progress *p)
 		env->download(env->download_user, d->job->id, p);
 }
 
+/* The job's LoRA files (loras:) inside the input roots: relative ones
+ * against the job's folder (else the current one), as written and where
+ * they lead; one answer whether a file outside exists or not.  (<lora:NAME>
+ * reads from lora_dirs, which the configuration keeps inside the roots.) */
+static int
+check_policy_loras(const struct sd_config *cfg, struct sd_job *job, struct sd_error *err,
+    int *line)
+{
+	struct sd_lora *l;
+	char cwd[4096];
+	int n, i, ok = 1;
+
+	if (job->line[JF_LORAS] == 0)
+		return 0;
+	if (params_loras(&job->params, &l, &n) < 0)
+		return sd_fail(err, SD_EINTERNAL, "out of memory");
+	for (i = 0; ok && i < n; i++) {
+		const char *dir = job->dir;
+		char *cand = NULL;
+		if (l[i].path[0] != '/') {
+			if (dir == NULL)
+				dir = getcwd(cwd, sizeof cwd);
+			cand = dir != NULL ? util_join(dir, l[i].path) : NULL;
+		}
+		ok = policy_input_allowed(&cfg->policy, cand ? cand : l[i].path);
+		free(cand);
+		if (!ok)
+			sd_fail(err, SD_EDATA, "loras: %s is outside the configuration's input "
+			    "roots (policy.input_roots)", l[i].path);
+	}
+	params_loras_free(l, n);
+	return ok ? 0 : blame_err(job, JF_LORAS, err, line);
+}
+
 /* The configuration's trust policy (policy.h) on what the job names.
  * given: paths as the job wrote them (before resolution: a path outside
  * the input roots gets the same answer whether it exists or not), else
@@ -861,7 +909,7 @@ check_policy(const struct sd_config *cfg, struct sd_job *job, int given,
 			return blame_err(job, fields[i], err, line);
 		}
 	}
-	return 0;
+	return check_policy_loras(cfg, job, err, line);
 }
 
 int

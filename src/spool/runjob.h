@@ -83,6 +83,8 @@ struct runjob_result {
 	int steps_done;
 	char *model_path, *arch;
 	double started, finished;	/* epoch seconds */
+	char **warnings;	/* what the engine warned of (the first image's) */
+	int nwarnings;
 };
 
 /* Run job (parsed; its files are resolved here).  Always fills res;
