@@ -42,6 +42,17 @@ sd_dtype_parse(const char *name, enum sd_dtype *out)
 	return -1;
 }
 
+const struct sd_tensor *
+sd_tensor_rows(const struct sd_tensor *t, int64_t first, int64_t n, struct sd_tensor *view)
+{
+	size_t row = (size_t)sd_tensor_numel(t) / (size_t)t->shape[0] * sd_dtype_size(t->dtype);
+
+	*view = *t;
+	view->shape[0] = n;
+	view->data = (char *)t->data + (size_t)first * row;
+	return view;
+}
+
 int64_t
 sd_tensor_numel(const struct sd_tensor *t)
 {

@@ -34,6 +34,11 @@ int sd_dtype_parse(const char *name, enum sd_dtype *out);
 
 /* Number of elements (1 for a scalar), and bytes. */
 int64_t sd_tensor_numel(const struct sd_tensor *t);
+/* The rows [first, first + n) of t along its first dimension, as a view
+ * into t's data written to *view (fused q/k/v weights, adaLN chunks);
+ * returns view. */
+const struct sd_tensor *sd_tensor_rows(const struct sd_tensor *t, int64_t first, int64_t n,
+    struct sd_tensor *view);
 size_t sd_tensor_nbytes(const struct sd_tensor *t);
 
 /* "[2, 4, 8, 8]" into buf; returns buf. */

@@ -63,18 +63,6 @@ load_layer(struct clip_layer *l, const struct sd_weights *w, const char *prefix,
 	return 0;
 }
 
-/* The rows [first, first + n) of t (a view into t's data). */
-static const struct sd_tensor *
-rows_of(const struct sd_tensor *t, int64_t first, int64_t n, struct sd_tensor *view)
-{
-	size_t row = (size_t)sd_tensor_numel(t) / (size_t)t->shape[0] * sd_dtype_size(t->dtype);
-
-	*view = *t;
-	view->shape[0] = n;
-	view->data = (char *)t->data + (size_t)first * row;
-	return view;
-}
-
 /* OpenCLIP's resblock i: ln_1, attn.in_proj (q, k, v stacked by rows),
  * attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj. */
 static int
@@ -90,12 +78,12 @@ load_openclip_layer(struct clip_layer *l, const struct sd_weights *w, const char
 	if ((in_w = need(w, err, p, "attn.in_proj_weight", 2, 3 * (int64_t)d, d)) == NULL ||
 	    (in_b = need(w, err, p, "attn.in_proj_bias", 1, 3 * (int64_t)d, 0)) == NULL)
 		return -1;
-	l->q_w = rows_of(in_w, 0, d, &l->split[0]);
-	l->k_w = rows_of(in_w, d, d, &l->split[1]);
-	l->v_w = rows_of(in_w, 2 * (int64_t)d, d, &l->split[2]);
-	l->q_b = rows_of(in_b, 0, d, &l->split[3]);
-	l->k_b = rows_of(in_b, d, d, &l->split[4]);
-	l->v_b = rows_of(in_b, 2 * (int64_t)d, d, &l->split[5]);
+	l->q_w = sd_tensor_rows(in_w, 0, d, &l->split[0]);
+	l->k_w = sd_tensor_rows(in_w, d, d, &l->split[1]);
+	l->v_w = sd_tensor_rows(in_w, 2 * (int64_t)d, d, &l->split[2]);
+	l->q_b = sd_tensor_rows(in_b, 0, d, &l->split[3]);
+	l->k_b = sd_tensor_rows(in_b, d, d, &l->split[4]);
+	l->v_b = sd_tensor_rows(in_b, 2 * (int64_t)d, d, &l->split[5]);
 	NEED(out_w, "attn.out_proj.weight", 2, d, d);
 	NEED(out_b, "attn.out_proj.bias", 1, d, 0);
 	NEED(ln2_w, "ln_2.weight", 1, d, 0);

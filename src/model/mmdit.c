@@ -132,18 +132,6 @@ has(struct loader *ld, const char *block, const char *module)
 	return weights_get(ld->w, full) != NULL;
 }
 
-/* The rows [first, first + n) of t (a view into t's data). */
-static const struct sd_tensor *
-rows_of(const struct sd_tensor *t, int64_t first, int64_t n, struct sd_tensor *view)
-{
-	size_t row = (size_t)sd_tensor_numel(t) / (size_t)t->shape[0] * sd_dtype_size(t->dtype);
-
-	*view = *t;
-	view->shape[0] = n;
-	view->data = (char *)t->data + (size_t)first * row;
-	return view;
-}
-
 /* Stream s (0 image, 1 context) of the block at `block`. */
 static int
 load_stream(struct loader *ld, struct mmdit_stream *st, const char *block, int s, int last)
@@ -176,12 +164,12 @@ load_stream(struct loader *ld, struct mmdit_stream *st, const char *block, int s
 		const struct sd_tensor *qkv_w, *qkv_b;
 		if (need_linear(ld, block, l->qkv[s], 3 * d, d, &qkv_w, &qkv_b) < 0)
 			return -1;
-		st->q_w = rows_of(qkv_w, 0, d, &st->split[0]);
-		st->k_w = rows_of(qkv_w, d, d, &st->split[1]);
-		st->v_w = rows_of(qkv_w, 2 * d, d, &st->split[2]);
-		st->q_b = rows_of(qkv_b, 0, d, &st->split[3]);
-		st->k_b = rows_of(qkv_b, d, d, &st->split[4]);
-		st->v_b = rows_of(qkv_b, 2 * d, d, &st->split[5]);
+		st->q_w = sd_tensor_rows(qkv_w, 0, d, &st->split[0]);
+		st->k_w = sd_tensor_rows(qkv_w, d, d, &st->split[1]);
+		st->v_w = sd_tensor_rows(qkv_w, 2 * d, d, &st->split[2]);
+		st->q_b = sd_tensor_rows(qkv_b, 0, d, &st->split[3]);
+		st->k_b = sd_tensor_rows(qkv_b, d, d, &st->split[4]);
+		st->v_b = sd_tensor_rows(qkv_b, 2 * d, d, &st->split[5]);
 	} else if (need_linear(ld, block, l->q[s], d, d, &st->q_w, &st->q_b) < 0 ||
 	    need_linear(ld, block, l->k[s], d, d, &st->k_w, &st->k_b) < 0 ||
 	    need_linear(ld, block, l->v[s], d, d, &st->v_w, &st->v_b) < 0) {

@@ -891,7 +891,13 @@ sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error
 	} else if (p->prediction == SD_PREDICTION_FLOW) {
 		return fail_field(err, SD_EDATA, "prediction", "%s is not a flow-matching model: "
 		    "prediction flow is for SD3", d->name);
+	} else if (p->shift > 0) {
+		return fail_field(err, SD_EDATA, "shift", "%s is not a flow-matching model: shift is "
+		    "for SD3 (leave it auto)", d->name);
 	}
+	/* SD3 without T5 weights: T5 is off (the record and PNG say so) */
+	if (m->cond != NULL && m->cond->t5_index >= 0 && !m->cond->has_t5)
+		p->t5 = 0;
 	if (p->prediction == SD_PREDICTION_AUTO)
 		p->prediction = d->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V :
 		    SD_PREDICTION_EPSILON;
