@@ -52,6 +52,8 @@ check "static page: the images beside it" \
     sh -c "cmp -s '$T/gallery/images/g2-1.png' \"\$(sed -n 's/^ *\"path\": \"\\(.*-1.png\\)\",\$/\\1/p' '$SPOOL/done/g2.json')\""
 # png_width FILE: the width in a PNG's IHDR.
 png_width() { od -An -tu1 -j16 -N4 "$1" | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }'; }
+check "static page: the Render again line holds the job's fields as run flags (sampler, prediction)" \
+    sh -c "grep -q 'sdbatch run .*--prompt .*a lighthouse on a cliff at dusk.*--sampler euler .*--prediction epsilon' '$T/gallery/index.html'"
 check "static page: a thumbnail a card" [ "$(ls "$T/gallery/thumbs" | wc -l)" -eq 3 ]
 check "thumbnails are PNGs of the image's size when it is small (64)" \
     [ "$(png_width "$T/gallery/thumbs/g2-1.png")" = 64 ]

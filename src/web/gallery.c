@@ -359,28 +359,45 @@ redo_job(const json_t *params, const json_t *image)
 	return job;
 }
 
+/* The `sdbatch run` command line of this image: every field of the record
+ * that has a run flag in the parameter table, with this image's seed. */
 static void
 redo_command(struct sbuf *b, const json_t *params, const json_t *image)
 {
-	static const struct { const char *field, *flag; } map[] = {
-		{ "model", "--model" }, { "unet", "--unet" }, { "vae", "--vae" },
-		{ "prompt", "--prompt" }, { "negative_prompt", "--negative" },
-		{ "width", "--width" }, { "height", "--height" },
-		{ "steps", "--steps" }, { "guidance_scale", "--guidance" },
-		{ "sampler", "--sampler" }, { "schedule", "--schedule" },
-		{ "rng", "--rng" }, { "clip_skip", "--clip-skip" },
-		{ "init_image", "--init-image" }, { "strength", "--strength" },
-		{ "mask", "--mask" },
-	};
 	char v[4096];
-	size_t i;
 
 	sb_puts(b, "sdbatch run");
-	for (i = 0; i < sizeof map / sizeof map[0]; i++) {
-		jtext(params, map[i].field, v, sizeof v);
-		if (v[0] == '\0' && strcmp(map[i].field, "prompt") != 0)
+	for (int f = 0; f < JF_COUNT_; f++) {
+		const struct param_def *d = params_by_field((enum job_field)f);
+		const json_t *lv;
+		size_t i;
+		if (d == NULL || d->flag == NULL || f == JF_OUTPUT || f == JF_COUNT ||
+		    f == JF_CALLBACK || f == JF_METADATA || f == JF_SEED)
 			continue;
-		sb_printf(b, " %s ", map[i].flag);
+		if (d->type == PARAM_LORAS) {
+			json_array_foreach(json_object_get(params, d->name), i, lv) {
+				char sc[64];
+				jtext(lv, "file", v, sizeof v);
+				jtext(lv, "scale", sc, sizeof sc);
+				if (v[0] == '\0')
+					continue;
+				sb_printf(b, " --%s ", d->flag);
+				if (sc[0] != '\0')
+					snprintf(v + strlen(v), sizeof v - strlen(v), ":%s", sc);
+				sb_shell(b, v);
+			}
+			continue;
+		}
+		jtext(params, d->name, v, sizeof v);
+		if (d->flag_value != NULL) {
+			/* a flag without an argument (--no-t5): when it applies */
+			if (strcmp(v, d->flag_value) == 0)
+				sb_printf(b, " --%s", d->flag);
+			continue;
+		}
+		if (v[0] == '\0' && f != JF_PROMPT)
+			continue;
+		sb_printf(b, " --%s ", d->flag);
 		sb_shell(b, v);
 	}
 	jtext(image, "seed", v, sizeof v);
