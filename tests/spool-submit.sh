@@ -110,6 +110,26 @@ init_image: $T/nothere.png"
 check "the same answer for a file that does not exist (got $rc)" \
     sh -c "[ $rc -eq 65 ] && grep -q 'is outside the configuration.s input roots' outside2.err"
 
+# A flow-matching model (SD3): the engine's rules for it.
+SD3=$SHARED/testdata/sd3-tiny/model.safetensors
+if [ -f "$SD3" ]; then
+	submit_bad sd3eps "prompt: a
+model: $SD3
+width: 64
+height: 64
+prediction: epsilon"
+	check "SD3 with prediction epsilon: exit 65 (got $rc)" [ $rc -eq 65 ]
+	check "the engine's message, with the line" \
+	    grep -q "sd3eps.yaml:5: prediction: .* is a flow-matching model: prediction must be auto or flow" sd3eps.err
+	printf 'prompt: a\nmodel: %s\nwidth: 64\nheight: 64\nsteps: 2\nsampler: euler\n' "$SD3" > jobs/sd3ok.yaml
+	"$BIN" submit --config "$CONF" "$SPOOL" jobs/sd3ok.yaml > sd3ok.out 2> sd3ok.err; rc=$?
+	[ $rc -eq 0 ] || sed "s/^/# /" sd3ok.err
+	check "an SD3 job it can run (euler) is queued (got $rc)" [ $rc -eq 0 ]
+	rm -f "$SPOOL/incoming/sd3ok.yaml"
+else
+	diag "no sd3-tiny: the flow-matching rules not checked"
+fi
+
 # What submit accepts runs.
 write_conf
 cp in.png inputs/street.png
