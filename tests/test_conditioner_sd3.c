@@ -589,6 +589,42 @@ test_without_t5(const struct model_desc *d, struct sd_ctx *ctx)
 			tap_ok(conditioner_a1111_chunks(c, p, 1, &err) < 0 &&
 			    strstr(err.message, "a1111") != NULL,
 			    "prompt_syntax a1111 on SD3: \"%s\"", err.message);
+			/* a prompt that is not UTF-8: a clear error */
+			{
+				const char *bad_p[1] = { "a \xff\xfe cat" };
+				size_t mk = sd_mark(ctx);
+				float *o = sd_alloc(ctx, (size_t)c->ctx_len * c->width), pl[POOLED];
+				memset(&err, 0, sizeof err);
+				tap_ok(conditioner_encode(c, ctx, bad_p, 1, 1, o, pl, &err) < 0 &&
+				    err.code == SD_EDATA && strstr(err.message, "UTF-8") != NULL,
+				    "a prompt that is not UTF-8: \"%s\"", err.message);
+				sd_release(ctx, mk);
+			}
+			/* a very long prompt: CLIP reads 77 tokens, T5 256, nothing else moves */
+			{
+				size_t len = 60000, mk = sd_mark(ctx);
+				char *longp = malloc(len + 1);
+				const char *lp[1] = { longp };
+				size_t per = (size_t)c->ctx_len * c->width;
+				float *o = sd_alloc(ctx, per), pl[POOLED], *h = malloc(per * sizeof *h);
+				int finite = 1;
+				for (size_t k = 0; k < len; k++)
+					longp[k] = "a lighthouse on a cliff, "[k % 25];
+				longp[len] = '\0';
+				memset(&err, 0, sizeof err);
+				if (tap_ok(conditioner_encode(c, ctx, lp, 1, 1, o, pl, &err) == 0,
+				    "a 60000-byte prompt encodes %s", err.message)) {
+					sd_download(ctx, h, o, per);
+					for (size_t k = 0; k < per; k++)
+						if (!(h[k] == h[k]) || h[k] > 1e30f || h[k] < -1e30f)
+							finite = 0;
+					tap_ok(finite && c->ctx_len == CLIP_LEN + T5_LEN,
+					    "its context is [333, 48] of finite values");
+				}
+				free(h);
+				free(longp);
+				sd_release(ctx, mk);
+			}
 			/* clip_skip beyond CLIP-L's 2 layers (1 before the penultimate) */
 			size_t mark = sd_mark(ctx);
 			float *out = sd_alloc(ctx, (size_t)c->ctx_len * c->width), pooled[POOLED];
