@@ -39,7 +39,8 @@ load_t5(struct conditioner *c, const struct model_desc *d, const struct sd_weigh
 
 	c->t5_index = i;
 	c->t5_len = t->max_len > 0 ? t->max_len : SPM_T5_MAX_LEN;
-	if (tokdir == NULL || !t5_present(w, t->prefix))
+	c->t5_weights = t5_present(w, t->prefix);
+	if (tokdir == NULL || !c->t5_weights)
 		return 0;	/* absent: zeros in its place */
 	snprintf(path, sizeof path, "%s/spiece.model", tokdir);
 	if ((c->spm[i] = spm_load(path, err)) == NULL) {

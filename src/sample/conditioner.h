@@ -30,6 +30,8 @@ struct conditioner {
 					 * pooled input */
 	int t5_index;		/* the description's T5 encoder, or -1 */
 	int t5_len;		/* its tokens: 256 */
+	int t5_weights;		/* its weights are in the model (even when no
+				 * tokenizer folder was given) */
 	int has_t5;		/* its weights and tokenizer are loaded */
 	int t5_on;		/* conditioner_encode runs it (conditioner_set_t5) */
 	int zeros_for_null;	/* a NULL prompt is zeros (SDXL), not "" */
