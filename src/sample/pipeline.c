@@ -896,7 +896,7 @@ sd_params_resolve(const struct sd_model *m, struct sd_params *p, struct sd_error
 		    "for SD3 (leave it auto)", d->name);
 	}
 	/* SD3 without T5 weights: T5 is off (the record and PNG say so) */
-	if (m->cond != NULL && m->cond->t5_index >= 0 && !m->cond->has_t5)
+	if (m->cond != NULL && m->cond->t5_index >= 0 && !m->cond->t5_weights)
 		p->t5 = 0;
 	if (p->prediction == SD_PREDICTION_AUTO)
 		p->prediction = d->sched.prediction_type == SCHED_PRED_V ? SD_PREDICTION_V :
