@@ -714,6 +714,11 @@ event_text(const json_t *e)
 		return util_printf("Step %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
 		    step, steps);
 	}
+	if (strcmp(ev, "warning") == 0) {
+		/* a LoRA that matched in part, a prompt cut at 77 tokens */
+		const char *msg = json_string_value(json_object_get(e, "message"));
+		return util_printf("Warning: %s", msg ? msg : "(no message)");
+	}
 	if (strcmp(ev, "claimed") == 0)
 		return strdup("Claimed by a worker");
 	if (strcmp(ev, "loading") == 0)
