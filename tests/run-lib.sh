@@ -25,3 +25,22 @@ run_done() {
 	echo "1..$n"
 	[ "$fails" -eq 0 ]
 }
+
+# check_png CASE MODEL [run args...]: `sdbatch run` with the reference
+# prompt renders MODEL to a PNG that equals the set's image_u8 of CASE
+# within one level of 255.
+check_png() {
+	case=$1 model=$2
+	shift 2
+	out="$tmp/$case.png"
+	if ! "$bin" run --quiet --progress none --model "$model" --prompt "$prompt" -o "$out" "$@" \
+	    > "$tmp/stdout" 2> "$tmp/stderr"; then
+		notok "$case: sdbatch run failed: $(tail -1 "$tmp/stderr")"
+		return
+	fi
+	if msg=$("$pngcmp" "$out" "$set_name/$case" image_u8); then
+		ok "$case ($(basename "$model")${*:+ $*}): the PNG equals diffusers' image ($msg)"
+	else
+		notok "$case: $msg"
+	fi
+}

@@ -20,42 +20,26 @@ ldm v2-1_768-tiny v
 ldm v2-1_512-tiny eps
 ldm sd_turbo-tiny eps
 
-# case model [args...]
-check() {
-	case=$1 model=$2
-	shift 2
-	out="$tmp/$case.png"
-	if ! "$bin" run --quiet --progress none --model "$model" --tokenizer "$tok" \
-	    --prompt "$prompt" -o "$out" "$@" > "$tmp/stdout" 2> "$tmp/stderr"; then
-		notok "$case: sdbatch run failed: $(tail -1 "$tmp/stderr")"
-		return
-	fi
-	if msg=$("$pngcmp" "$out" "sd21-tiny/$case" image_u8); then
-		ok "$case: the PNG equals diffusers' image ($msg)"
-	else
-		notok "$case: $msg"
-	fi
-}
 
 neg="blurry, low quality"
-check txt2img_v_ddim_s4 "$tmp/v2-1_768-tiny.safetensors" --negative "$neg" --sampler ddim \
+check_png txt2img_v_ddim_s4 "$tmp/v2-1_768-tiny.safetensors" --tokenizer "$tok" --negative "$neg" --sampler ddim \
     --steps 4 --guidance 7.5 --seed 1000 --width 128 --height 128
-check txt2img_v_ddim_s4 "$td/diffusers" --negative "$neg" --steps 4 --seed 1000 \
+check_png txt2img_v_ddim_s4 "$td/diffusers" --tokenizer "$tok" --negative "$neg" --steps 4 --seed 1000 \
     --width 128 --height 128 --guidance 7.5 --sampler ddim
-check txt2img_v_euler_a_s6_64x128 "$tmp/v2-1_768-tiny.safetensors" --negative "$neg" \
+check_png txt2img_v_euler_a_s6_64x128 "$tmp/v2-1_768-tiny.safetensors" --tokenizer "$tok" --negative "$neg" \
     --sampler euler_a --steps 6 --guidance 7.5 --seed 1010 --width 128 --height 64
-check txt2img_v_dpmpp2m_karras_s5_128x64 "$td/diffusers" --sampler dpmpp_2m --schedule karras \
+check_png txt2img_v_dpmpp2m_karras_s5_128x64 "$td/diffusers" --tokenizer "$tok" --sampler dpmpp_2m --schedule karras \
     --steps 5 --guidance 6 --seed 1020 --width 64 --height 128
-check txt2img_base_pndm_s4 "$tmp/v2-1_512-tiny.safetensors" --negative "$neg" --sampler pndm \
+check_png txt2img_base_pndm_s4 "$tmp/v2-1_512-tiny.safetensors" --tokenizer "$tok" --negative "$neg" --sampler pndm \
     --steps 4 --guidance 7.5 --seed 1100 --width 128 --height 128
-check txt2img_turbo_euler_a_s1 "$tmp/sd_turbo-tiny.safetensors" --seed 1200 --width 128 --height 128 \
+check_png txt2img_turbo_euler_a_s1 "$tmp/sd_turbo-tiny.safetensors" --tokenizer "$tok" --seed 1200 --width 128 --height 128 \
     --steps 1 --guidance 0 --sampler euler_a
-check txt2img_turbo_euler_a_s4 "$tmp/sd_turbo-tiny.safetensors" --steps 4 --seed 1210 \
+check_png txt2img_turbo_euler_a_s4 "$tmp/sd_turbo-tiny.safetensors" --tokenizer "$tok" --steps 4 --seed 1210 \
     --width 128 --height 128 --guidance 0 --sampler euler_a
-check img2img_v_ddim_s10_str06 "$tmp/v2-1_768-tiny.safetensors" --negative "$neg" \
+check_png img2img_v_ddim_s10_str06 "$tmp/v2-1_768-tiny.safetensors" --tokenizer "$tok" --negative "$neg" \
     --sampler ddim --steps 10 --guidance 7.5 --seed 3000 --width 128 --height 128 \
     --init-image "$td/goldens/img2img_v_ddim_s10_str06_init.png" --strength 0.6
-check img2img_turbo_euler_a_s2_str05 "$tmp/sd_turbo-tiny.safetensors" --steps 2 --seed 3020 \
+check_png img2img_turbo_euler_a_s2_str05 "$tmp/sd_turbo-tiny.safetensors" --tokenizer "$tok" --steps 2 --seed 3020 \
     --guidance 0 --sampler euler_a \
     --width 128 --height 128 --init-image "$td/goldens/img2img_turbo_euler_a_s2_str05_init.png" \
     --strength 0.5

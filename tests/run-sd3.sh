@@ -43,38 +43,22 @@ ln -s "$td/diffusers/text_encoder_3/model.safetensors" "$tmp/encoders/t5xxl_fp16
 file="$tmp/file/sd3_tiny_model.safetensors"
 file16="$tmp/file/sd3_tiny_model-f16.safetensors"
 
-# check CASE MODEL [args...]
-check() {
-	case=$1 model=$2
-	shift 2
-	out="$tmp/$case.png"
-	if ! "$bin" run --quiet --progress none --model "$model" --prompt "$prompt" -o "$out" "$@" \
-	    > "$tmp/stdout" 2> "$tmp/stderr"; then
-		notok "$case: sdbatch run failed: $(tail -1 "$tmp/stderr")"
-		return
-	fi
-	if msg=$("$pngcmp" "$out" "sd3-tiny/$case" image_u8); then
-		ok "$case ($(basename "$model")${*:+ $*}): the PNG equals diffusers' image ($msg)"
-	else
-		notok "$case: $msg"
-	fi
-}
 
-check txt2img_s4_g7_128x128 "$file" --tokenizer "$tok" --steps 4 --guidance 7 --seed 1000 \
+check_png txt2img_s4_g7_128x128 "$file" --tokenizer "$tok" --steps 4 --guidance 7 --seed 1000 \
     --width 128 --height 128
-check txt2img_s4_g7_128x128_f16w "$file16" --tokenizer "$tok" --steps 4 --guidance 7 --seed 1000 \
+check_png txt2img_s4_g7_128x128_f16w "$file16" --tokenizer "$tok" --steps 4 --guidance 7 --seed 1000 \
     --width 128 --height 128
-check txt2img_s4_noT5_96x96 "$file" --tokenizer "$tok" --no-t5 --steps 4 --guidance 5 --seed 1003 \
+check_png txt2img_s4_noT5_96x96 "$file" --tokenizer "$tok" --no-t5 --steps 4 --guidance 5 --seed 1003 \
     --width 96 --height 96
-check txt2img_s4_noT5_96x96 "$tmp/noT5" --steps 4 --guidance 5 --seed 1003 --width 96 --height 96
-check txt2img_s5_neg_128x64 "$td/diffusers" --negative "blurry, low quality" --steps 5 \
+check_png txt2img_s4_noT5_96x96 "$tmp/noT5" --steps 4 --guidance 5 --seed 1003 --width 96 --height 96
+check_png txt2img_s5_neg_128x64 "$td/diffusers" --negative "blurry, low quality" --steps 5 \
     --guidance 4.5 --seed 1002 --width 64 --height 128
-check txt2img_s6_nocfg_64x128 "$file" --tokenizer "$tok" --text-encoders "$tmp/encoders" --steps 6 \
+check_png txt2img_s6_nocfg_64x128 "$file" --tokenizer "$tok" --text-encoders "$tmp/encoders" --steps 6 \
     --guidance 1 --seed 1001 --width 128 --height 64
-check txt2img_s10_g3_64x64 "$td/diffusers" --steps 10 --guidance 3 --seed 1004 --width 64 --height 64
-check img2img_s10_str075 "$file" --tokenizer "$tok" --steps 10 --guidance 7 --seed 1100 \
+check_png txt2img_s10_g3_64x64 "$td/diffusers" --steps 10 --guidance 3 --seed 1004 --width 64 --height 64
+check_png img2img_s10_str075 "$file" --tokenizer "$tok" --steps 10 --guidance 7 --seed 1100 \
     --width 128 --height 128 --init-image "$td/goldens/img2img_s10_str075_init.png" --strength 0.75
-check img2img_s6_str05_nocfg_64x128 "$td/diffusers" --steps 6 --guidance 1 --seed 1101 --width 128 \
+check_png img2img_s6_str05_nocfg_64x128 "$td/diffusers" --steps 6 --guidance 1 --seed 1101 --width 128 \
     --height 64 --init-image "$td/goldens/img2img_s6_str05_nocfg_64x128_init.png" --strength 0.5
 
 # info names SD3, its prediction and defaults
@@ -121,7 +105,7 @@ expect_fail "--text-encoders without the CLIP files" "clip_l" --model "$td/diffu
     --text-encoders "$tmp/not-t5-tok" --steps 1 --width 64 --height 64
 # --tokenizer DIR holding tokenizer/, tokenizer_2/ and tokenizer_3/ (the
 # folder's): the file with no tokenizer beside it
-check txt2img_s4_g7_128x128 "$tmp/not-t5-tok/sd3.safetensors" --tokenizer "$td/diffusers" --steps 4 \
+check_png txt2img_s4_g7_128x128 "$tmp/not-t5-tok/sd3.safetensors" --tokenizer "$td/diffusers" --steps 4 \
     --guidance 7 --seed 1000 --width 128 --height 128
 
 # a prompt longer than T5's 256 tokens: a warning says it was cut

@@ -15,39 +15,23 @@ ldm() {	# ldm NAME
 ldm sd_xl_base_tiny
 ldm sd_xl_turbo_tiny
 
-# case model [args...]
-check() {
-	case=$1 model=$2
-	shift 2
-	out="$tmp/$case.png"
-	if ! "$bin" run --quiet --progress none --model "$model" --prompt "$prompt" -o "$out" "$@" \
-	    > "$tmp/stdout" 2> "$tmp/stderr"; then
-		notok "$case: sdbatch run failed: $(tail -1 "$tmp/stderr")"
-		return
-	fi
-	if msg=$("$pngcmp" "$out" "sdxl-tiny/$case" image_u8); then
-		ok "$case: the PNG equals diffusers' image ($msg)"
-	else
-		notok "$case: $msg"
-	fi
-}
 
-check txt2img_euler_s4 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" --negative "$neg" \
+check_png txt2img_euler_s4 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" --negative "$neg" \
     --sampler euler --steps 4 --guidance 5 --seed 1000 --width 128 --height 128
-check txt2img_euler_s4 "$td/diffusers" --negative "$neg" --sampler euler --steps 4 --guidance 5 \
+check_png txt2img_euler_s4 "$td/diffusers" --negative "$neg" --sampler euler --steps 4 --guidance 5 \
     --seed 1000 --width 128 --height 128
-check txt2img_euler_a_s6_64x128 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" \
+check_png txt2img_euler_a_s6_64x128 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" \
     --negative "$neg" --sampler euler_a --steps 6 --guidance 5 --seed 1010 --width 128 --height 64
-check txt2img_ddim_s5_128x64 "$td/diffusers" --negative "" --sampler ddim --steps 5 --guidance 5 \
+check_png txt2img_ddim_s5_128x64 "$td/diffusers" --negative "" --sampler ddim --steps 5 --guidance 5 \
     --seed 1030 --width 64 --height 128
-check turbo_euler_a_trailing_s1 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
+check_png turbo_euler_a_trailing_s1 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
     --sampler euler_a --steps 1 --guidance 0 --seed 1100 --width 128 --height 128
-check turbo_euler_a_trailing_s4_64x128 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
+check_png turbo_euler_a_trailing_s4_64x128 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
     --sampler euler_a --steps 4 --guidance 0 --seed 1110 --width 128 --height 64
-check img2img_euler_s10_str06 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" \
+check_png img2img_euler_s10_str06 "$tmp/sd_xl_base_tiny.safetensors" --tokenizer "$tok" \
     --negative "$neg" --sampler euler --steps 10 --guidance 5 --seed 1200 --width 128 --height 128 \
     --init-image "$td/goldens/img2img_euler_s10_str06_init.png" --strength 0.6
-check img2img_turbo_s2_str05_64x128 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
+check_png img2img_turbo_s2_str05_64x128 "$tmp/sd_xl_turbo_tiny.safetensors" --tokenizer "$tok" \
     --sampler euler_a --steps 2 --guidance 0 --seed 1210 --width 128 --height 64 \
     --init-image "$td/goldens/img2img_turbo_s2_str05_64x128_init.png" --strength 0.5
 
