@@ -1877,6 +1877,31 @@ dpm_alpha_sigma(float sigma, float *alpha_t, float *sigma_t)
 	*sigma_t = sigma * *alpha_t;
 }
 
+/* The x0 prediction of the multistep solvers (DPM++, UniPC, DEIS) at
+ * sigmas[k]. */
+static void
+ms_convert_x0(const struct sd_scheduler *s, int k, const float *mo,
+    const float *sample, float *x0)
+{
+	float alpha, sigma;
+	size_t n = s->n;
+
+	dpm_alpha_sigma(s->sigmas[k], &alpha, &sigma);
+	switch (s->cfg.prediction_type) {
+	case SCHED_PRED_EPSILON:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = (sample[j] - sigma * mo[j]) / alpha;
+		break;
+	case SCHED_PRED_V:
+		for (size_t j = 0; j < n; j++)
+			x0[j] = alpha * sample[j] - sigma * mo[j];
+		break;
+	default:
+		memcpy(x0, mo, n * sizeof *x0);
+		break;
+	}
+}
+
 static void
 step_dpm(struct sd_scheduler *s, int k, const float *mo, float *sample,
     const float *noise)
@@ -1887,19 +1912,7 @@ step_dpm(struct sd_scheduler *s, int k, const float *mo, float *sample,
 
 	/* convert_model_output: the x0 prediction (dpmsolver++) */
 	dpm_alpha_sigma(s->sigmas[k], &alpha_s0, &sigma_s0);
-	switch (s->cfg.prediction_type) {
-	case SCHED_PRED_EPSILON:
-		for (size_t j = 0; j < n; j++)
-			x0[j] = (sample[j] - sigma_s0 * mo[j]) / alpha_s0;
-		break;
-	case SCHED_PRED_V:
-		for (size_t j = 0; j < n; j++)
-			x0[j] = alpha_s0 * sample[j] - sigma_s0 * mo[j];
-		break;
-	default:
-		memcpy(x0, mo, n * sizeof *x0);
-		break;
-	}
+	ms_convert_x0(s, k, mo, sample, x0);
 	memcpy(s->pred_x0, x0, n * sizeof *x0);
 
 	dpm_alpha_sigma(s->sigmas[k + 1], &alpha_t, &sigma_t);
@@ -2204,30 +2217,6 @@ step_dpm2(struct sd_scheduler *s, int k, const float *mo, float *sample,
 	}
 }
 
-/* The x0 prediction of the multistep solvers (DPM++, UniPC, DEIS) at
- * sigmas[k]. */
-static void
-ms_convert_x0(const struct sd_scheduler *s, int k, const float *mo,
-    const float *sample, float *x0)
-{
-	float alpha, sigma;
-	size_t n = s->n;
-
-	dpm_alpha_sigma(s->sigmas[k], &alpha, &sigma);
-	switch (s->cfg.prediction_type) {
-	case SCHED_PRED_EPSILON:
-		for (size_t j = 0; j < n; j++)
-			x0[j] = (sample[j] - sigma * mo[j]) / alpha;
-		break;
-	case SCHED_PRED_V:
-		for (size_t j = 0; j < n; j++)
-			x0[j] = alpha * sample[j] - sigma * mo[j];
-		break;
-	default:
-		memcpy(x0, mo, n * sizeof *x0);
-		break;
-	}
-}
 
 static float
 lambda_of(float sigma)
