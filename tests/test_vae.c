@@ -971,6 +971,34 @@ test_synthetic(struct sd_ctx *c)
 	synth_free();
 }
 
+/* The decode and encode cases of a set whose VAE has SD 1.5's layout,
+ * from its single file. */
+static void
+sd_vae_cases(struct sd_ctx *c, const char *set, const char *what)
+{
+	struct sd_error err = {0};
+	char rel[128];
+	struct st_file *f;
+	struct sd_weights *w = weights_new();
+	struct vae *v;
+
+	vae_set = set;
+	snprintf(rel, sizeof rel, "testdata/%s/model.safetensors", set);
+	f = st_open(shared_path(rel), &err);
+	if (f != NULL)
+		weights_add_file(w, f, PREFIX);
+	v = vae_load(w, PREFIX, &err);
+	tap_ok(v != NULL, "loads the %s tiny model's VAE (%s)", what, v ? "ok" : err.message);
+	if (v != NULL) {
+		test_decode(v, c, "vae_decode", NULL, 0);
+		test_decode(v, c, "vae_decode_8x16", NULL, 0);
+		test_encode(v, c);
+	}
+	vae_free(v);
+	weights_free(w);
+	st_close(f);
+}
+
 int
 main(void)
 {
@@ -1013,39 +1041,10 @@ main(void)
 	st_close(f);
 
 	/* SD 2.x's VAE is SD 1.5's, read from the SD 2.x file. */
-	vae_set = "sd21-tiny";
-	f = st_open(shared_path("testdata/sd21-tiny/model.safetensors"), &err);
-	w = weights_new();
-	if (f != NULL)
-		weights_add_file(w, f, PREFIX);
-	v = vae_load(w, PREFIX, &err);
-	tap_ok(v != NULL, "loads the SD 2.x tiny model's VAE (%s)", v ? "ok" : err.message);
-	if (v != NULL) {
-		test_decode(v, c, "vae_decode", NULL, 0);
-		test_decode(v, c, "vae_decode_8x16", NULL, 0);
-		test_encode(v, c);
-	}
-	vae_free(v);
-	weights_free(w);
-	st_close(f);
-
+	sd_vae_cases(c, "sd21-tiny", "SD 2.x");
 	/* SDXL's VAE is SD 1.5's with the scale 0.13025. */
-	vae_set = "sdxl-tiny";
 	VAE_SCALING_FACTOR = 0.13025f;
-	f = st_open(shared_path("testdata/sdxl-tiny/model.safetensors"), &err);
-	w = weights_new();
-	if (f != NULL)
-		weights_add_file(w, f, PREFIX);
-	v = vae_load(w, PREFIX, &err);
-	tap_ok(v != NULL, "loads the SDXL tiny model's VAE (%s)", v ? "ok" : err.message);
-	if (v != NULL) {
-		test_decode(v, c, "vae_decode", NULL, 0);
-		test_decode(v, c, "vae_decode_8x16", NULL, 0);
-		test_encode(v, c);
-	}
-	vae_free(v);
-	weights_free(w);
-	st_close(f);
+	sd_vae_cases(c, "sdxl-tiny", "SDXL");
 
 	/* SD3's: 16 latent channels, no quant convs, scale 1.5305 and shift
 	 * 0.0609, from the single file and from the folder */
